@@ -1,0 +1,1 @@
+"""Event-log reader, strategy detectors, comparisons and reports."""

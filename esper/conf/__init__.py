@@ -1,0 +1,32 @@
+"""Hydra structured configs: schema, registered options, composition."""
+
+from esper.conf.compose import ConfigError, chosen_option, compose, compose_dictconfig, to_yaml
+from esper.conf.schema import (
+    ClusterConfig,
+    ComponentConfig,
+    EsperConfig,
+    ExperimentConfig,
+    PolicyConfig,
+    RewardConfig,
+    SearchConfig,
+    WorkloadConfig,
+)
+from esper.conf.store import GROUPS, options
+
+__all__ = [
+    "GROUPS",
+    "ClusterConfig",
+    "ComponentConfig",
+    "ConfigError",
+    "EsperConfig",
+    "ExperimentConfig",
+    "PolicyConfig",
+    "RewardConfig",
+    "SearchConfig",
+    "WorkloadConfig",
+    "chosen_option",
+    "compose",
+    "compose_dictconfig",
+    "options",
+    "to_yaml",
+]

@@ -1,0 +1,190 @@
+"""Compose a validated :class:`~esper.conf.schema.EsperConfig` from command-line overrides.
+
+Hydra's compose API does the merging (``workload=mnist1d_permuted workload.batch_size=64``);
+this module turns each way an override can be wrong into a :class:`ConfigError` whose message
+names the bad key or value and what is allowed, and checks that every registry name and
+parameter in the workload exists before anything runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from esper.conf.schema import ComponentConfig, EsperConfig
+from esper.conf.store import GROUPS, PRIMARY, options, register
+
+__all__ = ["ConfigError", "chosen_option", "compose", "compose_dictconfig", "to_yaml"]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the key and what is allowed."""
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, sep, value = override.partition("=")
+    if not sep or not key.lstrip("+~"):
+        raise ConfigError(
+            f"override {override!r} is not of the form KEY=VALUE (e.g. workload=digits_permuted)"
+        )
+    return key.lstrip("+~"), value
+
+
+def _check_groups(overrides: Sequence[str]) -> None:
+    for override in overrides:
+        key, value = _split(override)
+        if key in GROUPS and value not in options(key):
+            raise ConfigError(f"unknown {key} {value!r}; valid {key}s: {', '.join(options(key))}")
+
+
+def _free_params(override: str) -> str:
+    """Let ``...params.KEY=VALUE`` add a key without Hydra's ``++`` (params are free-form dicts
+    whose names :func:`validate` checks against the registry entry's signature)."""
+    key, _ = _split(override)
+    if not override.startswith(("+", "~")) and (".params." in key or key.endswith(".params")):
+        return "++" + override
+    return override
+
+
+def _raw_compose(overrides: Sequence[str]) -> DictConfig:
+    register()
+    with initialize(version_base="1.3", config_path=None):
+        return hydra_compose(config_name=PRIMARY, overrides=[_free_params(o) for o in overrides])
+
+
+def _explain(err: BaseException, overrides: Sequence[str]) -> ConfigError:
+    """Find the OmegaConf error behind a Hydra one and say which key and value are wrong."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return ConfigError(str(err).strip().splitlines()[0])
+    full_key = str(getattr(cause, "full_key", "") or "")
+    message = str(getattr(cause, "msg", cause)).strip().splitlines()[0]
+    if "not in struct" in message or ("Key '" in message and "not" in message):
+        parent = full_key.rpartition(".")[0]
+        groups = [o for o in overrides if _split(o)[0] in GROUPS]
+        node = OmegaConf.select(_raw_compose(groups), parent) if parent else _raw_compose(groups)
+        valid = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else "(none)"
+        where = f"under {parent!r}" if parent else "at the top level"
+        return ConfigError(f"unknown key {full_key!r}; valid keys {where}: {valid}")
+    value = next((_split(o)[1] for o in overrides if _split(o)[0] == full_key), None)
+    shown = f" {value!r}" if value is not None else ""
+    return ConfigError(f"invalid value{shown} for {full_key!r}: {message}")
+
+
+def compose_dictconfig(overrides: Sequence[str] = ()) -> DictConfig:
+    """The composed config as an OmegaConf ``DictConfig`` (what ``esper config show`` prints).
+
+    Raises:
+        ConfigError: an unknown group option, an unknown key or a value of the wrong type.
+    """
+    _check_groups(overrides)
+    try:
+        cfg = _raw_compose(overrides)
+        OmegaConf.to_object(cfg)  # type conversion of every field, e.g. enums
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _explain(err, overrides) from err
+    return cfg
+
+
+def compose(overrides: Sequence[str] = ()) -> EsperConfig:
+    """Compose, type-check and validate the configuration.
+
+    Args:
+        overrides: Hydra overrides such as ``["workload=mnist1d_permuted", "experiment.seed=3"]``.
+
+    Raises:
+        ConfigError: naming the bad key or value and what is allowed.
+    """
+    cfg = compose_dictconfig(overrides)
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, EsperConfig)
+    validate(obj)
+    return obj
+
+
+def chosen_option(group: str, overrides: Sequence[str]) -> str:
+    """The option of ``group`` that ``overrides`` select (the default when none does)."""
+    choice = next(
+        (_split(o)[1] for o in reversed(overrides) if _split(o)[0] == group),
+        None,
+    )
+    if choice is not None:
+        return choice
+    for entry in EsperConfig().defaults:
+        if isinstance(entry, dict) and group in entry:
+            return str(entry[group])
+    raise ConfigError(f"unknown config group {group!r}; valid groups: {', '.join(GROUPS)}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """YAML text of a composed config."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _check_component(
+    key: str, component: ComponentConfig, registry: Any, fixed: Sequence[str] = ()
+) -> None:
+    if component.name not in registry:
+        raise ConfigError(
+            f"unknown {registry.kind} {component.name!r} at {key}.name; "
+            f"valid {registry.kind}s: {', '.join(registry.names())}"
+        )
+    factory: Callable[..., Any] = registry[component.name]
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    allowed = [
+        n for n, p in parameters.items() if n not in fixed and p.kind is not p.VAR_POSITIONAL
+    ]
+    for name in component.params:
+        if name not in allowed:
+            raise ConfigError(
+                f"unknown parameter {key}.params.{name} for {registry.kind} {component.name!r}; "
+                f"allowed: {', '.join(allowed) or '(none)'}"
+            )
+
+
+def validate(cfg: EsperConfig) -> None:
+    """Check registry names and parameters and value ranges of a composed config.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    from esper.workloads.datasets import SOURCES
+    from esper.workloads.drift import DRIFTS
+    from esper.workloads.hosts import HOSTS
+    from esper.workloads.schedules import SCHEDULES
+
+    w = cfg.workload
+    _check_component("workload.dataset", w.dataset, SOURCES)
+    for i, drift in enumerate(w.drifts):
+        _check_component(f"workload.drifts[{i}]", drift, DRIFTS)
+    _check_component("workload.schedule", w.schedule, SCHEDULES)
+    _check_component("workload.host", w.host, HOSTS, fixed=("input_shape", "num_outputs"))
+    positive = {
+        "workload.num_tasks": w.num_tasks,
+        "workload.batch_size": w.batch_size,
+        "experiment.log_every": cfg.experiment.log_every,
+        "experiment.recovery_window": cfg.experiment.recovery_window,
+        "policy.surgery_interval": cfg.policy.surgery_interval,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be ≥ 1, got {value}")
+    if cfg.experiment.steps is not None and cfg.experiment.steps < 1:
+        raise ConfigError(f"experiment.steps must be ≥ 1 or null, got {cfg.experiment.steps}")
+    if not w.lr > 0:
+        raise ConfigError(f"workload.lr must be > 0, got {w.lr}")
+    if not 0.0 < cfg.policy.density <= 1.0:
+        raise ConfigError(f"policy.density must be in (0, 1], got {cfg.policy.density}")
+    if cfg.search.mode not in ("max", "min"):
+        raise ConfigError(f"search.mode must be 'max' or 'min', got {cfg.search.mode!r}")

@@ -1,0 +1,180 @@
+"""Typed configuration: one dataclass per config group, composed by Hydra.
+
+Every field is documented where it is declared (the CleanRL ``Args`` style). The groups are
+``workload`` (data stream and host network), ``policy`` (who operates on the network), ``reward``
+(Emrakul's composite reward weights), ``search`` (Ray Tune sweep), ``cluster`` (where it runs) and
+``experiment`` (name, seed, run directory, lengths). :mod:`esper.conf.store` registers the named
+options of each group; :mod:`esper.conf.compose` composes and validates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+__all__ = [
+    "ClusterConfig",
+    "ComponentConfig",
+    "EsperConfig",
+    "ExperimentConfig",
+    "Optimizer",
+    "PolicyConfig",
+    "RewardConfig",
+    "SearchAlgorithm",
+    "SearchConfig",
+    "WorkloadConfig",
+]
+
+
+@dataclass
+class ComponentConfig:
+    """A registry entry and its parameters (a drift primitive, a schedule, a host, a dataset)."""
+
+    name: str = MISSING
+    """Registry name, e.g. ``permute_inputs``, ``abrupt``, ``mlp``."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the entry; unknown names are rejected with the allowed ones."""
+
+
+class Optimizer(str, Enum):
+    """Optimizer of the host network."""
+
+    sgd = "sgd"
+    adam = "adam"
+
+
+@dataclass
+class WorkloadConfig:
+    """The living network's world: a drifting stream and the host network learning on it."""
+
+    dataset: ComponentConfig = field(default_factory=lambda: ComponentConfig("digits"))
+    """Source: ``digits``, ``mnist1d``, ``gaussian_mixture``, ``slowly_changing_regression``."""
+    drifts: list[ComponentConfig] = field(default_factory=list)
+    """Drift primitives applied in order (see ``esper.workloads.drift.DRIFTS``)."""
+    schedule: ComponentConfig = field(default_factory=lambda: ComponentConfig("abrupt"))
+    """When distributions change: ``abrupt``, ``gradual`` or ``recurring``."""
+    num_tasks: int = 5
+    """Length of the stream, in tasks."""
+    batch_size: int = 32
+    """Examples per SGD step."""
+    host: ComponentConfig = field(default_factory=lambda: ComponentConfig("mlp"))
+    """Host network: ``mlp``, ``cnn`` or ``transformer``."""
+    optimizer: Optimizer = Optimizer.sgd
+    """Optimizer of the host network."""
+    lr: float = 0.05
+    """Learning rate of the host network."""
+    momentum: float = 0.0
+    """SGD momentum (ignored by Adam)."""
+
+
+@dataclass
+class PolicyConfig:
+    """Who operates on the host network, and at what budget."""
+
+    name: str = "dense"
+    """Surgery policy; ``dense`` never prunes."""
+    density: float = 1.0
+    """Global density budget: the fraction of prunable weights kept, counted over every layer."""
+    surgery_interval: int = 100
+    """SGD steps between two surgeries (``K``)."""
+
+
+@dataclass
+class RewardConfig:
+    """Weights of Emrakul's reward ``R = α·Acc − β·FLOPs − γ·Osc + δ·GSNR − ε·Spike``."""
+
+    alpha: float = 1.0
+    """α: online accuracy since the last surgery."""
+    beta: float = 0.1
+    """β: dense-relative FLOPs of the forward pass."""
+    gamma: float = 0.1
+    """γ: mask oscillation (flip-flop) rate."""
+    delta: float = 0.05
+    """δ: mean gradient signal-to-noise ratio."""
+    epsilon: float = 0.1
+    """ε: loss spike right after surgery."""
+
+
+class SearchAlgorithm(str, Enum):
+    """How Ray Tune explores reward weights and temperatures."""
+
+    none = "none"
+    pbt = "pbt"
+    pb2 = "pb2"
+    optuna = "optuna"
+
+
+@dataclass
+class SearchConfig:
+    """The population search run by Ray Tune."""
+
+    algorithm: SearchAlgorithm = SearchAlgorithm.none
+    """``none`` (one trial), ``pbt``, ``pb2`` or ``optuna``."""
+    num_samples: int = 1
+    """Trials (population members)."""
+    perturbation_interval: int = 4
+    """Training iterations between PBT/PB2 exploit-and-explore steps."""
+    quantile_fraction: float = 0.25
+    """Fraction of the population that is replaced by (and copies from) the top fraction."""
+    metric: str = "online_accuracy"
+    """Fitness; never the shaped reward, whose scale differs between members."""
+    mode: str = "max"
+    """``max`` or ``min``."""
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    """Search range ``[low, high]`` per hyperparameter, e.g. ``reward.beta: [0.0, 0.5]``."""
+
+
+@dataclass
+class ClusterConfig:
+    """Where Ray runs and where results go."""
+
+    address: str | None = None
+    """Ray address; ``null`` starts an embedded local Ray, ``auto`` joins a running cluster."""
+    num_cpus: int | None = None
+    """CPUs for the embedded Ray (``null``: all of this machine's)."""
+    storage_path: str = "runs"
+    """Root of run directories, checkpoints and event logs (shared storage on a cluster)."""
+    mlflow_uri: str = "sqlite:///runs/mlflow.db"
+    """MLflow tracking URI: a local SQLite store or a tracking server."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One run: its name, seed and lengths."""
+
+    name: str = "demo"
+    """Run name prefix; the run directory adds workload, seed and time."""
+    seed: int = 0
+    """Root seed; every random stream is derived from it deterministically."""
+    steps: int | None = None
+    """SGD steps to run; ``null`` runs the whole stream (``num_tasks × task_length``)."""
+    log_every: int = 25
+    """Steps between progress updates."""
+    recovery_window: int = 20
+    """Steps averaged when measuring accuracy right before and right after a drift."""
+
+
+@dataclass
+class EsperConfig:
+    """The composed configuration of an Esper command."""
+
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"workload": "digits_permuted"},
+            {"policy": "dense"},
+            {"reward": "composite"},
+            {"search": "none"},
+            {"cluster": "local"},
+            {"experiment": "demo"},
+        ]
+    )
+    workload: WorkloadConfig = MISSING
+    policy: PolicyConfig = MISSING
+    reward: RewardConfig = MISSING
+    search: SearchConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    experiment: ExperimentConfig = MISSING

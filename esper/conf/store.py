@@ -1,0 +1,154 @@
+"""The named options of each config group, registered in Hydra's ``ConfigStore``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from hydra.core.config_store import ConfigStore
+
+from esper.conf.schema import (
+    ClusterConfig,
+    ComponentConfig,
+    EsperConfig,
+    ExperimentConfig,
+    Optimizer,
+    PolicyConfig,
+    RewardConfig,
+    SearchAlgorithm,
+    SearchConfig,
+    WorkloadConfig,
+)
+
+__all__ = ["GROUPS", "PRIMARY", "options", "register"]
+
+PRIMARY = "esper"
+GROUPS = ("workload", "policy", "reward", "search", "cluster", "experiment")
+
+
+def _c(name: str, **params: object) -> ComponentConfig:
+    return ComponentConfig(name, dict(params))
+
+
+def _workloads() -> dict[str, WorkloadConfig]:
+    abrupt = _c("abrupt", task_length=300)
+    return {
+        "digits_permuted": WorkloadConfig(drifts=[_c("permute_inputs")], schedule=abrupt),
+        "digits_rotated": WorkloadConfig(
+            drifts=[_c("rotate", degrees_per_task=45.0)], schedule=abrupt
+        ),
+        "digits_class_incremental": WorkloadConfig(
+            drifts=[_c("class_incremental", classes_per_task=2)], schedule=abrupt
+        ),
+        "digits_label_permuted": WorkloadConfig(drifts=[_c("permute_labels")], schedule=abrupt),
+        "digits_gradual": WorkloadConfig(
+            drifts=[_c("permute_inputs")], schedule=_c("gradual", task_length=300, window=100)
+        ),
+        "digits_recurring": WorkloadConfig(
+            drifts=[_c("permute_inputs")],
+            schedule=_c("recurring", task_length=300, pattern=[0, 1]),
+            num_tasks=6,
+        ),
+        "digits_affine_cnn": WorkloadConfig(
+            drifts=[_c("affine")], schedule=abrupt, host=_c("cnn"), lr=0.05, momentum=0.9
+        ),
+        "mnist1d_permuted": WorkloadConfig(
+            dataset=_c("mnist1d"), drifts=[_c("permute_inputs")], schedule=abrupt
+        ),
+        "mnist1d_shifted_cnn": WorkloadConfig(
+            dataset=_c("mnist1d"),
+            drifts=[_c("covariate_shift", shift=0.5), _c("noise_burst", sigma=0.5)],
+            schedule=abrupt,
+            host=_c("cnn"),
+            momentum=0.9,
+        ),
+        "gaussian_covariate": WorkloadConfig(
+            dataset=_c("gaussian_mixture"),
+            drifts=[_c("covariate_shift"), _c("noise_burst")],
+            schedule=_c("gradual", task_length=300, window=60),
+        ),
+        "digits_transformer": WorkloadConfig(
+            drifts=[_c("permute_labels")],
+            schedule=abrupt,
+            host=_c("transformer"),
+            optimizer=Optimizer.adam,
+            lr=3e-3,
+        ),
+        "slowly_changing_regression": WorkloadConfig(
+            dataset=_c("slowly_changing_regression"),
+            drifts=[],
+            schedule=_c("abrupt", task_length=1000),
+            num_tasks=10,
+            batch_size=10,
+            host=_c("mlp", hidden=[5]),
+            lr=0.01,
+        ),
+    }
+
+
+def _policies() -> dict[str, PolicyConfig]:
+    return {"dense": PolicyConfig()}
+
+
+def _rewards() -> dict[str, RewardConfig]:
+    return {
+        "composite": RewardConfig(),
+        "accuracy_only": RewardConfig(beta=0.0, gamma=0.0, delta=0.0, epsilon=0.0),
+        "frugal": RewardConfig(beta=0.5, gamma=0.2),
+    }
+
+
+def _searches() -> dict[str, SearchConfig]:
+    reward_bounds = {
+        "reward.beta": [0.0, 0.5],
+        "reward.gamma": [0.0, 0.5],
+        "reward.delta": [0.0, 0.2],
+        "reward.epsilon": [0.0, 0.5],
+    }
+    return {
+        "none": SearchConfig(),
+        "pbt": SearchConfig(algorithm=SearchAlgorithm.pbt, num_samples=4, bounds=reward_bounds),
+        "pb2": SearchConfig(algorithm=SearchAlgorithm.pb2, num_samples=4, bounds=reward_bounds),
+        "optuna": SearchConfig(
+            algorithm=SearchAlgorithm.optuna, num_samples=8, bounds=reward_bounds
+        ),
+    }
+
+
+def _clusters() -> dict[str, ClusterConfig]:
+    return {
+        "local": ClusterConfig(),
+        "ray_cluster": ClusterConfig(
+            address="auto", storage_path="/mnt/shared/esper/runs", mlflow_uri="http://mlflow:5000"
+        ),
+    }
+
+
+def _experiments() -> dict[str, ExperimentConfig]:
+    return {
+        "demo": ExperimentConfig(),
+        "smoke": ExperimentConfig(name="smoke", steps=60, log_every=10, recovery_window=5),
+    }
+
+
+_OPTIONS: dict[str, Callable[[], Mapping[str, object]]] = {
+    "workload": _workloads,
+    "policy": _policies,
+    "reward": _rewards,
+    "search": _searches,
+    "cluster": _clusters,
+    "experiment": _experiments,
+}
+
+
+def options(group: str) -> list[str]:
+    """The option names of config group ``group``, sorted."""
+    return sorted(_OPTIONS[group]())
+
+
+def register() -> None:
+    """Register the primary config and every group option (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name=PRIMARY, node=EsperConfig)
+    for group, make in _OPTIONS.items():
+        for name, node in make().items():
+            cs.store(group=group, name=name, node=node)

@@ -1,0 +1,157 @@
+"""``esper demo``: a dense network learning prequentially on a drifting stream.
+
+Trains the workload's host network test-then-train on its stream, shows progress, and prints
+per-task online accuracy: the drop right after each drift and the steps it takes to recover.
+The run directory (``<storage>/<run name>/``) receives the composed config and a JSON summary,
+written to a temporary directory first and renamed into place, so a failed run leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from esper.conf.schema import EsperConfig
+from esper.workloads.factory import build_host, build_optimizer, build_stream
+from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
+
+__all__ = ["run_demo", "run_name"]
+
+
+def run_name(cfg: EsperConfig, workload: str, when: float | None = None) -> str:
+    """``<experiment>-<workload>-s<seed>-<UTC time>``: unique and self-describing."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when if when is not None else time.time()))
+    return f"{cfg.experiment.name}-{workload}-s{cfg.experiment.seed}-{stamp}"
+
+
+def _table(summaries: list[TaskSummary], regression: bool) -> Table:
+    table = Table(title="Online (prequential) performance per task")
+    table.add_column("task", justify="right")
+    table.add_column("steps", justify="right")
+    if regression:
+        table.add_column("mean loss", justify="right")
+        for s in summaries:
+            table.add_row(str(s.task_index), str(s.steps), f"{s.loss:.3f}")
+        return table
+    for name in ("before drift", "after drift", "drop", "recovered in", "task mean"):
+        table.add_column(name, justify="right")
+    previous: TaskSummary | None = None
+    for s in summaries:
+        before = f"{previous.last_accuracy:.3f}" if previous else "—"
+        drop = f"{previous.last_accuracy - s.first_accuracy:+.3f}" if previous else "—"
+        if previous is None:
+            recovered = "—"
+        elif s.recovery_steps is None:
+            recovered = "not yet"
+        else:
+            recovered = f"{s.recovery_steps} steps"
+        table.add_row(
+            str(s.task_index),
+            str(s.steps),
+            before,
+            f"{s.first_accuracy:.3f}",
+            drop,
+            recovered,
+            f"{s.accuracy:.3f}",
+        )
+        previous = s
+    return table
+
+
+def _write_run(run_dir: Path, files: dict[str, str]) -> None:
+    """Write ``files`` into a fresh ``run_dir`` atomically (temporary directory, then rename)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        os.replace(tmp, run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_demo(
+    cfg: EsperConfig, workload: str, config_yaml: str, console: Console | None = None
+) -> tuple[Path, list[TaskSummary]]:
+    """Run the demo and return the run directory and the per-task summaries.
+
+    Args:
+        cfg: The composed, validated configuration.
+        workload: Name of the workload option (for the run name).
+        config_yaml: The composed config as YAML, saved with the run.
+        console: Where to print (a default ``rich`` console when ``None``).
+    """
+    console = console or Console()
+    seed = cfg.experiment.seed
+    stream = build_stream(cfg.workload, seed)
+    model = build_host(cfg.workload, stream, seed)
+    optimizer = build_optimizer(cfg.workload, model)
+    total = cfg.experiment.steps or len(stream)
+    kind = stream.source.kind
+    name = run_name(cfg, workload)
+    console.print(
+        f"[bold]esper demo[/bold] {name}: {type(model).__name__} on {stream.source.name} "
+        f"({stream.drift_name}, {stream.num_tasks} tasks × {stream.schedule.task_length} steps), "
+        f"{total} prequential steps"
+    )
+    records: list[StepRecord] = []
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    started = time.perf_counter()
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("training", total=total)
+        for _ in range(total):
+            record = prequential_step(model, optimizer, stream.next_batch(), kind)
+            records.append(record)
+            if not math.isfinite(record.loss):
+                raise FloatingPointError(
+                    f"loss became {record.loss} at step {record.step}; "
+                    f"lower workload.lr (now {cfg.workload.lr})"
+                )
+            if (record.step + 1) % cfg.experiment.log_every == 0 or record.step + 1 == total:
+                recent = records[-cfg.experiment.log_every :]
+                metric = (
+                    f"acc {sum(r.accuracy for r in recent) / len(recent):.3f}"
+                    if kind == "classification"
+                    else f"loss {sum(r.loss for r in recent) / len(recent):.3f}"
+                )
+                progress.update(
+                    bar,
+                    completed=record.step + 1,
+                    description=f"task {record.task_index} · {metric}",
+                )
+                if not console.is_terminal:
+                    console.print(
+                        f"step {record.step + 1}/{total} · task {record.task_index} · {metric}"
+                    )
+    elapsed = time.perf_counter() - started
+    summaries = summarize_tasks(records, cfg.experiment.recovery_window)
+    console.print(_table(summaries, regression=kind == "regression"))
+    summary: dict[str, Any] = {
+        "run": name,
+        "workload": workload,
+        "seed": seed,
+        "steps": total,
+        "seconds": round(elapsed, 3),
+        "tasks": [asdict(s) for s in summaries],
+    }
+    run_dir = Path(cfg.cluster.storage_path).expanduser().resolve() / name
+    _write_run(run_dir, {"config.yaml": config_yaml, "demo.json": json.dumps(summary, indent=2)})
+    console.print(f"{total} steps in {elapsed:.1f} s; run written to {run_dir}")
+    return run_dir, summaries

@@ -1,0 +1,1 @@
+"""Ray runtime: replica actors, the learner, Tune trainables, event writer, MLflow."""

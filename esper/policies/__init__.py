@@ -1,0 +1,1 @@
+"""Surgery policies (heuristic baselines and Emrakul); built by the surgery issue."""

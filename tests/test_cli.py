@@ -1,0 +1,72 @@
+"""The ``esper`` command, run as a user would: subprocesses with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from esper.conf import options
+
+
+def esper(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "esper", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_help_lists_the_subcommands() -> None:
+    out = esper("--help")
+    assert out.returncode == 0
+    for command in ("config", "demo"):
+        assert command in out.stdout
+
+
+def test_config_show_prints_yaml() -> None:
+    out = esper("config", "show", "workload=digits_permuted")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["workload"]["dataset"]["name"] == "digits"
+    assert cfg["workload"]["drifts"] == [{"name": "permute_inputs", "params": {}}]
+    assert set(cfg) == {"workload", "policy", "reward", "search", "cluster", "experiment"}
+
+
+def test_config_show_unknown_workload_exits_2_naming_valid_ones() -> None:
+    out = esper("config", "show", "workload=__nope__")
+    assert out.returncode == 2
+    assert "__nope__" in out.stderr
+    for name in options("workload"):
+        assert name in out.stderr
+    assert out.stdout == ""
+
+
+def test_config_groups_lists_every_group() -> None:
+    out = esper("config", "groups")
+    assert out.returncode == 0
+    assert out.stdout.splitlines()[0].startswith("workload: digits_affine_cnn")
+
+
+def test_demo_smoke_writes_a_run(tmp_path: Path) -> None:
+    out = esper(
+        "demo",
+        "experiment=smoke",
+        "workload.schedule.params.task_length=20",
+        f"cluster.storage_path={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Online (prequential) performance per task" in out.stdout
+    (run,) = tmp_path.iterdir()
+    assert run.name.startswith("smoke-digits_permuted-s0-")
+    summary = json.loads((run / "demo.json").read_text())
+    assert summary["steps"] == 60 and [t["task_index"] for t in summary["tasks"]] == [0, 1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["experiment"]["name"] == "smoke"
+
+
+def test_demo_with_bad_config_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    out = esper("demo", "workload.lr=fast", f"cluster.storage_path={tmp_path}")
+    assert out.returncode == 2
+    assert "workload.lr" in out.stderr
+    assert list(tmp_path.iterdir()) == []

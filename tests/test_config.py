@@ -1,0 +1,107 @@
+"""Config composition: every option of every group, and loud errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esper.conf import (
+    GROUPS,
+    ConfigError,
+    chosen_option,
+    compose,
+    compose_dictconfig,
+    options,
+    to_yaml,
+)
+from esper.workloads.factory import build_host, build_optimizer, build_stream
+from esper.workloads.prequential import prequential_step
+
+_ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), _ALL_OPTIONS)
+def test_every_option_of_every_group_composes(group: str, option: str) -> None:
+    cfg = compose([f"{group}={option}"])
+    assert getattr(cfg, group) is not None
+    assert f"{group}:" in to_yaml(compose_dictconfig([f"{group}={option}"]))
+
+
+@pytest.mark.parametrize("workload", options("workload"))
+def test_every_workload_builds_and_trains_a_step(workload: str) -> None:
+    overrides = [f"workload={workload}"]
+    if workload.startswith("mnist1d"):
+        overrides.append("workload.dataset.params.num_samples=300")
+    cfg = compose(overrides)
+    stream = build_stream(cfg.workload, seed=0)
+    model = build_host(cfg.workload, stream, seed=0)
+    optimizer = build_optimizer(cfg.workload, model)
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):
+        record = prequential_step(model, optimizer, stream.next_batch(), stream.source.kind)
+        assert record.loss == record.loss  # finite, not NaN
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_host_initialisation_is_seeded() -> None:
+    cfg = compose([])
+    stream = build_stream(cfg.workload, 0)
+    a, b, c = (
+        build_host(cfg.workload, stream, 1),
+        build_host(cfg.workload, stream, 1),
+        build_host(cfg.workload, stream, 2),
+    )
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["workload=__nope__"], "unknown workload '__nope__'; valid workloads: digits_affine_cnn"),
+        (["search=grid"], "valid searchs: none, optuna, pb2, pbt"),
+        (
+            ["workload.foo=1"],
+            "unknown key 'workload.foo'; valid keys under 'workload': dataset, drifts",
+        ),
+        (["nonsense=1"], "unknown key 'nonsense'; valid keys at the top level: workload"),
+        (["workload.batch_size=abc"], "invalid value 'abc' for 'workload.batch_size'"),
+        (["workload.optimizer=rmsprop"], "expected one of [sgd, adam]"),
+        (
+            ["workload.host.name=resnet"],
+            "unknown host 'resnet' at workload.host.name; valid hosts: cnn, mlp, transformer",
+        ),
+        (["workload.dataset.name=cifar"], "valid datasets: digits, gaussian_mixture, mnist1d"),
+        (["workload.drifts=[{name: melt}]"], "unknown drift 'melt' at workload.drifts[0].name"),
+        (
+            ["workload.host.params.depth=3"],
+            "unknown parameter workload.host.params.depth for host 'mlp'; allowed: hidden",
+        ),
+        (["workload.schedule.params.speed=3"], "allowed: task_length"),
+        (["workload.batch_size=0"], "workload.batch_size must be ≥ 1"),
+        (["policy.density=1.5"], "policy.density must be in (0, 1]"),
+        (["experiment.seed"], "not of the form KEY=VALUE"),
+    ],
+)
+def test_bad_overrides_name_the_key_and_the_allowed_values(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        compose(overrides)
+    assert message in str(err.value)
+
+
+def test_params_dicts_accept_new_keys_without_plus() -> None:
+    cfg = compose(["workload.host.params.hidden=[7,5]", "workload.schedule.params.task_length=9"])
+    assert cfg.workload.host.params == {"hidden": [7, 5]}
+    assert cfg.workload.schedule.params == {"task_length": 9}
+
+
+def test_chosen_option_defaults_and_overrides() -> None:
+    assert chosen_option("workload", []) == "digits_permuted"
+    assert (
+        chosen_option("workload", ["workload=mnist1d_permuted", "experiment.seed=2"])
+        == "mnist1d_permuted"
+    )
+    with pytest.raises(ConfigError, match="valid groups"):
+        chosen_option("host", [])
