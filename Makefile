@@ -9,6 +9,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# Benchmark/peer-test anchors; their metadata asks for torchvision, which they don't need here.
+ANCHORS := "backpack-for-pytorch>=1.6,<2" "rigl-torch==0.5.2"
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -20,6 +22,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps $(ANCHORS)
 	@touch $(STAMP)
 
 install: $(STAMP)

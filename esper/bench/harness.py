@@ -1,0 +1,141 @@
+"""Timing harness and registry of performance benchmarks.
+
+Each benchmark measures our implementation and an anchor (a plain training step, BackPACK,
+``torch.nn.utils.prune``, rigl-torch, ...) in the same process, alternating the two so that
+machine noise affects both alike, and reports the median of repeated runs and their ratio
+against a goal. Results are written as JSON with the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from esper.registry import Registry
+
+__all__ = [
+    "PERF",
+    "BenchResult",
+    "SkipBenchmark",
+    "machine_info",
+    "median_time",
+    "paired_median_times",
+    "write_results",
+]
+
+
+class SkipBenchmark(Exception):
+    """A benchmark cannot run here (e.g. it needs a CUDA GPU); the message says why."""
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One benchmark's measurement.
+
+    Attributes:
+        ours_s: Median seconds of our implementation (or the measured quantity for
+            benchmarks that are not ratios of times, e.g. a fitted exponent).
+        anchor: What we compare against, in words.
+        anchor_s: Median seconds of the anchor.
+        ratio: The number the goal applies to (usually ``ours_s / anchor_s``).
+        goal: The target for ``ratio``.
+        direction: ``"<="`` if ``ratio`` must be at most ``goal``, ``">="`` if at least.
+        notes: Anything a reader needs to interpret the number (sizes, repeats).
+    """
+
+    ours_s: float
+    anchor: str
+    anchor_s: float
+    ratio: float
+    goal: float
+    direction: Literal["<=", ">="]
+    notes: str = ""
+
+    @property
+    def met(self) -> bool:
+        """Whether ``ratio`` meets ``goal``."""
+        return self.ratio <= self.goal if self.direction == "<=" else self.ratio >= self.goal
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["met"] = self.met
+        return data
+
+
+PERF: Registry[Callable[[], BenchResult]] = Registry("benchmark")
+
+
+def median_time(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def paired_median_times(
+    ours: Callable[[], object], anchor: Callable[[], object], repeats: int = 20, warmup: int = 3
+) -> tuple[float, float]:
+    """Median seconds of ``ours`` and ``anchor``, timed alternately in the same process."""
+    for _ in range(warmup):
+        ours()
+        anchor()
+    t_ours, t_anchor = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ours()
+        t_ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        anchor()
+        t_anchor.append(time.perf_counter() - start)
+    return statistics.median(t_ours), statistics.median(t_anchor)
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a result was measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return info
+
+
+def write_results(path: Path, results: dict[str, BenchResult], skipped: dict[str, str]) -> None:
+    """Write ``{"machine": ..., "results": ..., "skipped": ...}`` to ``path`` atomically."""
+    payload = {
+        "machine": machine_info(),
+        "results": {name: r.to_json() for name, r in results.items()},
+        "skipped": skipped,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
