@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 
@@ -43,6 +44,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_perf(args: argparse.Namespace) -> int:
+    from esper.bench.perf import run_perf
+    from esper.registry import UnknownNameError
+
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    try:
+        run_perf(only, args.json, Console())
+    except UnknownNameError as err:
+        print(f"esper: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esper",
@@ -66,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="run benchmarks and record them as JSON")
+    bench_sub = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    perf = bench_sub.add_parser(
+        "perf", help="overhead of sensing and masking against plain steps and other libraries"
+    )
+    perf.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
+    perf.add_argument("--only", default="", metavar="NAME,...", help="run only these benchmarks")
+    perf.set_defaults(func=_bench_perf)
     return parser
 
 

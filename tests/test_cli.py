@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from esper.conf import options
@@ -70,3 +71,30 @@ def test_demo_with_bad_config_exits_2_and_writes_nothing(tmp_path: Path) -> None
     assert out.returncode == 2
     assert "workload.lr" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_perf_unknown_name_exits_2_naming_valid_ones() -> None:
+    out = esper("bench", "perf", "--only", "warp_speed")
+    assert out.returncode == 2
+    assert "unknown benchmark 'warp_speed'" in out.stderr and "masked_step_vs_dense" in out.stderr
+
+
+def test_bench_perf_writes_json_with_machine_and_results(tmp_path: Path) -> None:
+    path = tmp_path / "perf.json"
+    out = esper(
+        "bench",
+        "perf",
+        "--only",
+        "masked_step_vs_dense,semi_structured_speedup",
+        "--json",
+        str(path),
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert {"cpu", "cpu_count", "torch", "python"} <= set(data["machine"])
+    result = data["results"]["masked_step_vs_dense"]
+    assert {"ours_s", "anchor", "anchor_s", "ratio", "goal", "direction"} <= set(result)
+    assert result["ratio"] == pytest.approx(result["ours_s"] / result["anchor_s"])
+    assert result["goal"] == 1.10 and result["direction"] == "<="
+    if "semi_structured_speedup" not in data["results"]:
+        assert "CUDA" in data["skipped"]["semi_structured_speedup"]

@@ -81,6 +81,10 @@ def test_host_initialisation_is_seeded() -> None:
         (["workload.batch_size=0"], "workload.batch_size must be ≥ 1"),
         (["policy.density=1.5"], "policy.density must be in (0, 1]"),
         (["experiment.seed"], "not of the form KEY=VALUE"),
+        (["workload.scalpel.mechanism.name=laser"], "unknown mask mechanism 'laser'"),
+        (["workload.scalpel.mechanism.params.sharpness=2"], "allowed: reapply"),
+        (["workload.scalpel.distribution=gaussian"], "valid: erk, uniform"),
+        (["workload.organism.sensors.eyes=2"], "unknown key workload.organism.sensors.eyes"),
     ],
 )
 def test_bad_overrides_name_the_key_and_the_allowed_values(
@@ -92,8 +96,15 @@ def test_bad_overrides_name_the_key_and_the_allowed_values(
 
 
 def test_params_dicts_accept_new_keys_without_plus() -> None:
-    cfg = compose(["workload.host.params.hidden=[7,5]", "workload.schedule.params.task_length=9"])
+    cfg = compose(
+        [
+            "workload.host.params.hidden=[7,5]",
+            "workload.schedule.params.task_length=9",
+            "workload.organism.sensors.hutchinson_probes=2",
+        ]
+    )
     assert cfg.workload.host.params == {"hidden": [7, 5]}
+    assert cfg.workload.organism.sensors == {"hutchinson_probes": 2}
     assert cfg.workload.schedule.params == {"task_length": 9}
 
 

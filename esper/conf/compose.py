@@ -44,11 +44,15 @@ def _check_groups(overrides: Sequence[str]) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid {key}s: {', '.join(options(key))}")
 
 
+_FREE_DICTS = (".params", ".sensors")
+
+
 def _free_params(override: str) -> str:
     """Let ``...params.KEY=VALUE`` add a key without Hydra's ``++`` (params are free-form dicts
     whose names :func:`validate` checks against the registry entry's signature)."""
     key, _ = _split(override)
-    if not override.startswith(("+", "~")) and (".params." in key or key.endswith(".params")):
+    free = any(f"{d}." in key or key.endswith(d) for d in _FREE_DICTS)
+    if not override.startswith(("+", "~")) and free:
         return "++" + override
     return override
 
@@ -162,7 +166,9 @@ def validate(cfg: EsperConfig) -> None:
     from esper.workloads.datasets import SOURCES
     from esper.workloads.drift import DRIFTS
     from esper.workloads.hosts import HOSTS
+    from esper.workloads.scalpel import DISTRIBUTIONS, MECHANISMS
     from esper.workloads.schedules import SCHEDULES
+    from esper.workloads.sensors import SensorConfig
 
     w = cfg.workload
     _check_component("workload.dataset", w.dataset, SOURCES)
@@ -170,12 +176,31 @@ def validate(cfg: EsperConfig) -> None:
         _check_component(f"workload.drifts[{i}]", drift, DRIFTS)
     _check_component("workload.schedule", w.schedule, SCHEDULES)
     _check_component("workload.host", w.host, HOSTS, fixed=("input_shape", "num_outputs"))
+    _check_component("workload.scalpel.mechanism", w.scalpel.mechanism, MECHANISMS)
+    if w.scalpel.distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"unknown layer distribution {w.scalpel.distribution!r} at "
+            f"workload.scalpel.distribution; valid: {', '.join(DISTRIBUTIONS.names())}"
+        )
+    if w.scalpel.selection not in ("random", "magnitude"):
+        raise ConfigError(
+            f"workload.scalpel.selection must be 'random' or 'magnitude', "
+            f"got {w.scalpel.selection!r}"
+        )
+    sensor_fields = list(inspect.signature(SensorConfig).parameters)
+    for name in w.organism.sensors:
+        if name not in sensor_fields:
+            raise ConfigError(
+                f"unknown key workload.organism.sensors.{name}; allowed: {', '.join(sensor_fields)}"
+            )
     positive = {
         "workload.num_tasks": w.num_tasks,
         "workload.batch_size": w.batch_size,
         "experiment.log_every": cfg.experiment.log_every,
         "experiment.recovery_window": cfg.experiment.recovery_window,
         "policy.surgery_interval": cfg.policy.surgery_interval,
+        "workload.organism.sense_batches": w.organism.sense_batches,
+        "workload.organism.spike_window": w.organism.spike_window,
     }
     for key, value in positive.items():
         if value < 1:

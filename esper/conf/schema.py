@@ -21,8 +21,10 @@ __all__ = [
     "EsperConfig",
     "ExperimentConfig",
     "Optimizer",
+    "OrganismConfig",
     "PolicyConfig",
     "RewardConfig",
+    "ScalpelConfig",
     "SearchAlgorithm",
     "SearchConfig",
     "WorkloadConfig",
@@ -37,6 +39,35 @@ class ComponentConfig:
     """Registry name, e.g. ``permute_inputs``, ``abrupt``, ``mlp``."""
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the entry; unknown names are rejected with the allowed ones."""
+
+
+@dataclass
+class ScalpelConfig:
+    """How the host's prunable tensors are masked (the Scalpel)."""
+
+    mechanism: ComponentConfig = field(default_factory=lambda: ComponentConfig("masked"))
+    """Mask mechanism: ``masked``, ``straight_through``, ``gumbel_softmax``, ``hard_concrete``,
+    ``gumbel_topk``, ``nm`` or ``atm``, with its parameters."""
+    distribution: str = "erk"
+    """Initial spread of the density budget over layers: ``uniform`` or ``erk``."""
+    selection: str = "random"
+    """Initial supports drawn ``random`` or by ``magnitude``."""
+    keep_dense: list[str] = field(default_factory=list)
+    """Prunable tensors kept fully dense (still counted in the global density)."""
+    penalty_weight: float = 0.0
+    """Weight of the mechanism's penalty in the loss (Hard Concrete's expected L0)."""
+
+
+@dataclass
+class OrganismConfig:
+    """The organism around the host: sensing and surgery timing."""
+
+    sensors: dict[str, Any] = field(default_factory=dict)
+    """Nervous System settings (fields of ``esper.workloads.sensors.SensorConfig``)."""
+    sense_batches: int = 4
+    """Most recent training batches the sensors read at each surgery."""
+    spike_window: int = 5
+    """Steps before and after a surgery compared by the loss-spike reward term."""
 
 
 class Optimizer(str, Enum):
@@ -68,6 +99,10 @@ class WorkloadConfig:
     """Learning rate of the host network."""
     momentum: float = 0.0
     """SGD momentum (ignored by Adam)."""
+    scalpel: ScalpelConfig = field(default_factory=ScalpelConfig)
+    """Masks on the host's prunable tensors."""
+    organism: OrganismConfig = field(default_factory=OrganismConfig)
+    """Sensing and surgery timing of the organism."""
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""``esper bench perf``: run the performance benchmarks and record them as JSON."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from esper.bench.harness import PERF, BenchResult, SkipBenchmark, write_results
+from esper.registry import UnknownNameError
+
+__all__ = ["BENCHMARK_MODULES", "load_benchmarks", "run_perf"]
+
+BENCHMARK_MODULES = ("esper.bench.perf_scalpel", "esper.bench.perf_sensors")
+"""Modules whose import registers benchmarks in :data:`~esper.bench.harness.PERF`."""
+
+
+def load_benchmarks() -> list[str]:
+    """Import every benchmark module; returns the registered benchmark names."""
+    for module in BENCHMARK_MODULES:
+        importlib.import_module(module)
+    return PERF.names()
+
+
+def run_perf(
+    only: Sequence[str] | None = None,
+    json_path: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, BenchResult]:
+    """Run the selected benchmarks (all when ``only`` is empty), print a table, write JSON.
+
+    Raises:
+        UnknownNameError: a name in ``only`` is not a registered benchmark.
+    """
+    console = console or Console()
+    names = load_benchmarks()
+    selected = list(only) if only else names
+    for name in selected:
+        if name not in PERF:
+            raise UnknownNameError("benchmark", name, names)
+    torch.manual_seed(0)
+    results: dict[str, BenchResult] = {}
+    skipped: dict[str, str] = {}
+    for name in selected:
+        console.print(f"[bold]{name}[/bold] …")
+        try:
+            results[name] = PERF[name]()
+        except SkipBenchmark as why:
+            skipped[name] = str(why)
+            console.print(f"  skipped: {why}")
+            continue
+        r = results[name]
+        verdict = "[green]met[/green]" if r.met else "[red]missed[/red]"
+        console.print(f"  ratio {r.ratio:.3f} (goal {r.direction} {r.goal}) {verdict}")
+    table = Table(title="esper bench perf")
+    for column in ("benchmark", "ours (s)", "anchor", "anchor (s)", "ratio", "goal", "met"):
+        table.add_column(column)
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r.ours_s:.4g}",
+            r.anchor,
+            f"{r.anchor_s:.4g}",
+            f"{r.ratio:.3f}",
+            f"{r.direction} {r.goal}",
+            "yes" if r.met else "NO",
+        )
+    for name, reason in skipped.items():
+        table.add_row(name, "—", "—", "—", "—", "—", f"skipped: {reason}")
+    console.print(table)
+    if json_path is not None:
+        write_results(json_path, results, skipped)
+        console.print(f"results written to {json_path}")
+    return results

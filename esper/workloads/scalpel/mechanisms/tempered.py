@@ -1,0 +1,85 @@
+"""Per-layer (or per-unit-group) temperatures, with an optional annealing schedule.
+
+Each key has a temperature. Keys follow the schedule (a function of the mechanism's step) unless
+pinned by :meth:`Temperatures.set`, which is how a policy controls the "focus" of one layer at
+run time (the Specialists' Gumbel temperature action).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from esper.workloads.scalpel.temperature import (
+    ConstantTemperature,
+    TemperatureSchedule,
+    make_temperature_schedule,
+)
+
+__all__ = ["Temperatures"]
+
+
+class Temperatures:
+    """Temperatures of a set of keys.
+
+    Args:
+        tau: Starting temperature when no schedule is given.
+        schedule: Name of a registered schedule (``constant``, ``exponential``, ``linear``,
+            ``cosine``), or ``None`` for a constant ``tau``.
+        schedule_params: Its parameters.
+    """
+
+    def __init__(
+        self,
+        tau: float,
+        schedule: str | None = None,
+        schedule_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not tau > 0:
+            raise ValueError(f"tau={tau} must be > 0")
+        if schedule is None:
+            if schedule_params:
+                raise ValueError("schedule_params given without a schedule name")
+            self.schedule: TemperatureSchedule = ConstantTemperature(tau)
+        else:
+            self.schedule = make_temperature_schedule(schedule, schedule_params)
+        self._keys: list[str] = []
+        self._pinned: dict[str, float] = {}
+        self._step = 0
+
+    def add(self, keys: Iterable[str]) -> None:
+        """Register the keys that have temperatures."""
+        self._keys.extend(keys)
+
+    def _check(self, key: str) -> None:
+        if key not in self._keys:
+            raise KeyError(f"no temperature for {key!r}; keys with one: {', '.join(self._keys)}")
+
+    def get(self, key: str) -> float:
+        """Current temperature of ``key``."""
+        self._check(key)
+        pinned = self._pinned.get(key)
+        return pinned if pinned is not None else self.schedule(self._step)
+
+    def set(self, key: str, tau: float | None) -> None:
+        """Pin ``key`` at ``tau``, or return it to the schedule with ``None``."""
+        self._check(key)
+        if tau is None:
+            self._pinned.pop(key, None)
+            return
+        if not tau > 0:
+            raise ValueError(f"temperature {tau} for {key!r} must be > 0")
+        self._pinned[key] = float(tau)
+
+    def advance(self, step: int) -> None:
+        """Move the schedule to ``step``."""
+        self._step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        """Pinned temperatures and the schedule's step."""
+        return {"pinned": dict(self._pinned), "step": self._step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self._pinned = dict(state["pinned"])
+        self._step = int(state["step"])

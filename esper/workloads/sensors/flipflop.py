@@ -1,0 +1,127 @@
+"""The flip-flop detector: weights that are pruned, regrown and pruned again.
+
+Dynamic sparse training can oscillate: the same connection is dropped, regrown and dropped
+within a few mask updates, wasting updates and destabilising the layer (the mask-update
+instability discussed for RigL by Evci et al. 2020, "Rigging the Lottery", ICML,
+arXiv 1911.11134, and measured as mask "flips" by Liu et al. 2021, "Do We Actually Need Dense
+Over-Parameterization? In-Time Over-Parameterization in Sparse Training", ICML,
+arXiv 2102.02887). The detector keeps the last ``window`` masks of every layer and reports,
+per weight, how often its state changed between consecutive masks in the window; per layer,
+the flip rate (flips per weight per update); and the flat indices of weights that oscillate,
+i.e. whose states within the window contain inactive → active → inactive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["FlipFlopDetector", "FlipFlopStats"]
+
+
+@dataclass(frozen=True)
+class FlipFlopStats:
+    """Mask-flip statistics of one layer over the detector's window.
+
+    Attributes:
+        flips: Per weight, the number of state changes between consecutive masks (int64,
+            the mask's shape).
+        rate: Flips per weight per mask update, in ``[0, 1]`` (0 with fewer than two masks).
+        oscillating: Flat indices (int64) of weights pruned, regrown and pruned again
+            within the window, ascending.
+        oscillating_fraction: ``len(oscillating)`` over the layer's size.
+        updates: Number of masks in the window.
+    """
+
+    flips: Tensor
+    rate: float
+    oscillating: Tensor
+    oscillating_fraction: float
+    updates: int
+
+
+class FlipFlopDetector:
+    """Per-weight mask history over the last ``window`` mask updates.
+
+    Args:
+        window: Masks kept per layer (at least 3, the shortest oscillation).
+    """
+
+    def __init__(self, window: int = 8) -> None:
+        if window < 3:
+            raise ValueError(f"flip-flop window must be at least 3 mask updates, got {window}")
+        self.window = window
+        self._history: dict[str, list[Tensor]] = {}
+        self._shapes: dict[str, torch.Size] = {}
+
+    def update(self, masks: Mapping[str, Tensor]) -> None:
+        """Record one mask update (every layer's mask after it; True = active)."""
+        for name, mask in masks.items():
+            if mask.dtype != torch.bool:
+                raise ValueError(f"mask {name!r} must be bool, got {mask.dtype}")
+            if name in self._shapes and mask.shape != self._shapes[name]:
+                raise ValueError(
+                    f"mask {name!r} changed shape from {tuple(self._shapes[name])} "
+                    f"to {tuple(mask.shape)}"
+                )
+            self._shapes[name] = mask.shape
+            history = self._history.setdefault(name, [])
+            history.append(mask.detach().reshape(-1).clone())
+            del history[: -self.window]
+
+    def layer(self, name: str) -> FlipFlopStats:
+        """Statistics of one layer (all zero if it has no recorded mask)."""
+        history = self._history.get(name)
+        if not history:
+            raise KeyError(f"no mask recorded for {name!r}; recorded: {', '.join(self._history)}")
+        masks = torch.stack(history)  # (updates, numel), True = active
+        shape = self._shapes[name]
+        updates, numel = masks.shape
+        flips = (masks[1:] != masks[:-1]).sum(0)
+        inactive = ~masks
+        seen_inactive = inactive.cummax(0).values
+        regrown = masks[1:] & seen_inactive[:-1]
+        seen_regrown = regrown.cummax(0).values
+        oscillating = (inactive[2:] & seen_regrown[:-1]).any(0) if updates >= 3 else None
+        indices = (
+            torch.empty(0, dtype=torch.int64)
+            if oscillating is None
+            else oscillating.nonzero().view(-1)
+        )
+        rate = float(flips.sum()) / (numel * (updates - 1)) if updates > 1 else 0.0
+        return FlipFlopStats(
+            flips=flips.view(shape),
+            rate=rate,
+            oscillating=indices,
+            oscillating_fraction=len(indices) / max(numel, 1),
+            updates=updates,
+        )
+
+    def stats(self) -> dict[str, FlipFlopStats]:
+        """Statistics of every layer with a recorded mask."""
+        return {name: self.layer(name) for name in self._history}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._history
+
+    def state_dict(self) -> dict[str, Any]:
+        """The window and each layer's mask history, oldest first."""
+        return {
+            "window": self.window,
+            "history": {
+                n: torch.stack(h).view(len(h), *self._shapes[n]) for n, h in self._history.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (a window of a different length is an error)."""
+        if state["window"] != self.window:
+            raise ValueError(
+                f"state has flip-flop window {state['window']}, this detector {self.window}"
+            )
+        self._history = {n: [m.reshape(-1).clone() for m in h] for n, h in state["history"].items()}
+        self._shapes = {n: h.shape[1:] for n, h in state["history"].items()}

@@ -1,0 +1,76 @@
+"""The flip-flop detector on scripted mask sequences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esper.workloads.sensors import FlipFlopDetector
+
+
+def _masks(rows: list[list[int]]) -> list[dict[str, torch.Tensor]]:
+    return [{"w": torch.tensor(r, dtype=torch.bool).view(2, 3)} for r in rows]
+
+
+SCRIPT = [
+    # weight: 0  1  2  3  4  5
+    [1, 1, 0, 0, 1, 0],
+    [0, 1, 1, 0, 1, 0],  # 0 pruned, 2 regrown
+    [1, 1, 0, 0, 1, 1],  # 0 regrown, 2 pruned again, 5 regrown
+    [0, 1, 0, 1, 0, 1],  # 0 pruned again, 3 regrown, 4 pruned
+    [0, 1, 1, 1, 0, 1],  # 2 regrown
+]
+
+
+def test_counts_over_full_history() -> None:
+    det = FlipFlopDetector(window=8)
+    for m in _masks(SCRIPT):
+        det.update(m)
+    st = det.layer("w")
+    assert st.updates == 5
+    assert st.flips.view(-1).tolist() == [3, 0, 3, 1, 1, 1]
+    assert st.rate == pytest.approx(9 / (6 * 4))
+    # pruned → regrown → pruned: weight 0 (1,0,1,0) and weight 2 (0,1,0,1: regrown then
+    # pruned after having been pruned at the start).
+    assert st.oscillating.tolist() == [0, 2]
+    assert st.oscillating_fraction == pytest.approx(2 / 6)
+
+
+def test_window_forgets_old_updates() -> None:
+    det = FlipFlopDetector(window=3)
+    for m in _masks(SCRIPT):
+        det.update(m)
+    st = det.layer("w")  # keeps the last three masks
+    assert st.updates == 3
+    assert st.flips.view(-1).tolist() == [1, 0, 1, 1, 1, 0]
+    assert st.oscillating.tolist() == []  # weight 2 is 0,0,1 in the window
+
+
+def test_single_update_and_errors() -> None:
+    det = FlipFlopDetector(window=4)
+    det.update(_masks(SCRIPT)[0])
+    st = det.layer("w")
+    assert st.rate == 0.0 and st.oscillating.numel() == 0
+    with pytest.raises(ValueError, match="changed shape"):
+        det.update({"w": torch.ones(6, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="bool"):
+        det.update({"w": torch.ones(2, 3)})
+    with pytest.raises(KeyError, match="no mask recorded"):
+        det.layer("other")
+    with pytest.raises(ValueError, match="at least 3"):
+        FlipFlopDetector(window=2)
+
+
+def test_state_dict_round_trip_continues_exactly() -> None:
+    masks = _masks(SCRIPT)
+    a = FlipFlopDetector(window=4)
+    for m in masks[:3]:
+        a.update(m)
+    b = FlipFlopDetector(window=4)
+    b.load_state_dict(a.state_dict())
+    for m in masks[3:]:
+        a.update(m)
+        b.update(m)
+    sa, sb = a.layer("w"), b.layer("w")
+    assert torch.equal(sa.flips, sb.flips) and torch.equal(sa.oscillating, sb.oscillating)
+    assert sa.rate == sb.rate

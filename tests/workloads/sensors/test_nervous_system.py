@@ -1,0 +1,131 @@
+"""The Nervous System end to end: readings on every host, and exact checkpoint continuation."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from esper.seeding import generator
+from esper.workloads.hosts import make_host
+from esper.workloads.sensors import NervousSystem, SensorConfig, global_state_names
+
+HOSTS = {
+    "mlp": ((12,), {"hidden": (10, 8)}),
+    "cnn1d": ((2, 12), {"channels": (3, 4), "hidden": 6}),
+    "cnn2d": ((1, 8, 8), {"channels": (3, 4), "hidden": 6}),
+    "transformer": ((12,), {"token_dim": 4, "d_model": 8, "heads": 2, "ff": 8}),
+}
+
+
+def _setup(kind: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    shape, params = HOSTS[kind]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_host(
+            kind.rstrip("12d") if kind.startswith("cnn") else kind, shape, 4, **params
+        )
+    g = generator(seed, "ns", kind)
+    return model, torch.randn(24, *shape, generator=g), torch.randint(0, 4, (24,), generator=g)
+
+
+def _masks(model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+    g = generator(step, "masks")
+    return {
+        n: torch.rand(p.shape, generator=g) < 0.6 for n, p in model.prunable_parameters().items()
+    }
+
+
+@pytest.mark.parametrize("kind", list(HOSTS))
+def test_reading_shapes_and_values(kind: str) -> None:
+    model, x, y = _setup(kind)
+    system = NervousSystem(SensorConfig(embedding=4))
+    system.prepare(model, x)
+    masks = _masks(model, 0)
+    system.record_masks(masks)
+    system.record_masks(_masks(model, 1))
+    reading = system.sense(model, x, y, _masks(model, 1))
+    layers = list(model.prunable_parameters())
+    assert list(reading.observations) == layers
+    obs = reading.observation_tensor()
+    assert obs.shape == (len(layers), len(system.observation_names))
+    assert torch.isfinite(obs).all()
+    assert reading.global_state.names == global_state_names(16)
+    assert torch.isfinite(reading.global_state.to_tensor()).all()
+    first = reading.observations[layers[0]]
+    assert first["density"] == pytest.approx(float(_masks(model, 1)[layers[0]].float().mean()))
+    assert first["flipflop_rate"] > 0.0
+    assert 0.0 <= first["coherence"] <= 1.0 and 0.0 < first["rank_ratio"] <= 1.0
+    assert reading.global_state["L00.present"] == 1.0
+    assert reading.global_state[f"L{len(layers):02d}.present"] == 0.0
+    assert set(reading.hessian) == set(layers) and set(reading.activity) == set(layers)
+
+
+def test_checkpoint_continues_exactly() -> None:
+    model, x, y = _setup("mlp")
+    config = SensorConfig(hutchinson_probes=2, fisher_window=2, embedding=4)
+    action = {"prune_fraction": 0.2, "regrow_fraction": 0.1}
+    a = NervousSystem(config)
+    a.prepare(model, x)
+    for step in range(4):
+        a.record_masks(_masks(model, step))
+        reading = a.sense(model, x[step:], y[step:], _masks(model, step))
+        a.record_surgery(reading, "layers.1.weight", action, 0.01 * step)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = NervousSystem(config)
+    b.prepare(model, x)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    for step in range(4, 7):
+        for system in (a, b):
+            system.record_masks(_masks(model, step))
+        ra = a.sense(model, x, y, _masks(model, step))
+        rb = b.sense(model, x, y, _masks(model, step))
+        assert torch.equal(ra.observation_tensor(), rb.observation_tensor())
+        assert torch.equal(ra.global_state.to_tensor(), rb.global_state.to_tensor())
+        for n in ra.hessian:
+            assert torch.equal(ra.hessian[n].diagonal, rb.hessian[n].diagonal)
+        assert ra.fgsf == rb.fgsf and ra.index == rb.index == step
+        for system, reading in ((a, ra), (b, rb)):
+            system.record_surgery(reading, "layers.0.weight", action, -0.02)
+        assert a.predict_impact(ra, "layers.0.weight", action) == b.predict_impact(
+            rb, "layers.0.weight", action
+        )
+
+
+def test_impact_prediction_enters_observations() -> None:
+    model, x, y = _setup("mlp")
+    system = NervousSystem(SensorConfig(reference_action=(0.3, 0.0), hutchinson_probes=0))
+    system.prepare(model, x)
+    reading = system.sense(model, x, y)
+    assert reading.hessian == {}
+    assert all(o["predicted_impact"] == 0.0 for o in reading.observations.values())
+    for _ in range(20):
+        for frac in (0.1, 0.5):
+            action = {"prune_fraction": frac, "regrow_fraction": 0.0}
+            system.record_surgery(reading, "layers.0.weight", action, 2.0 * frac)
+    reading = system.sense(model, x, y)
+    assert reading.observations["layers.0.weight"]["predicted_impact"] > 0.1
+
+
+def test_errors_name_the_fix() -> None:
+    model, x, y = _setup("mlp")
+    system = NervousSystem()
+    with pytest.raises(RuntimeError, match="prepare"):
+        system.sense(model, x, y)
+    with pytest.raises(ValueError, match="max_layers"):
+        NervousSystem(SensorConfig(max_layers=2)).prepare(model, x)
+    system.prepare(model, x)
+    with pytest.raises(KeyError, match="unknown tensors"):
+        system.record_masks({"nope": torch.ones(1, dtype=torch.bool)})
+    reading = system.sense(model, x, y)
+    with pytest.raises(ValueError, match="action features"):
+        system.predict_impact(reading, "layers.0.weight", {"prune_fraction": 0.1})
+    with pytest.raises(ValueError, match="reference_action"):
+        SensorConfig(reference_action=(0.1,))
+    other, _, _ = _setup("cnn2d")
+    with pytest.raises(ValueError, match="differ from the prepared"):
+        system.sense(other, torch.randn(2, 1, 8, 8), y[:2])
