@@ -44,6 +44,56 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_checkpoint(overrides: Sequence[str]) -> tuple[Path | None, list[str]]:
+    """Take ``checkpoint=PATH`` out of the overrides (it is not a config key)."""
+    checkpoint: Path | None = None
+    rest: list[str] = []
+    for override in overrides:
+        if override.startswith("checkpoint="):
+            checkpoint = Path(override.split("=", 1)[1])
+        else:
+            rest.append(override)
+    return checkpoint, rest
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from esper.conf import ConfigError, compose
+    from esper.policies.evaluate_cli import evaluate_command
+
+    checkpoint, overrides = _split_checkpoint(args.overrides)
+    if checkpoint is not None and not checkpoint.exists():
+        raise ConfigError(f"checkpoint={checkpoint} does not exist")
+    if checkpoint is not None and not any(o.startswith("policy=") for o in overrides):
+        overrides.insert(0, "policy=emrakul")  # the organism at Emrakul's density budget
+    cfg = compose(overrides)
+    reports = evaluate_command(
+        cfg, overrides, checkpoint, args.baselines, args.surgeries, Console()
+    )
+    if args.json is not None:
+        payload = {"reports": [r.to_json() for r in reports], "overrides": overrides}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(args.json)
+    return 0
+
+
+def _train_policy(args: argparse.Namespace) -> int:
+    from esper.conf import ConfigError, chosen_option, compose
+    from esper.policies.train_cli import train_command
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("policy=") for o in overrides):
+        overrides.insert(0, "policy=emrakul")
+    cfg = compose(overrides)
+    if cfg.policy.name != "emrakul":
+        raise ConfigError(f"train-policy trains 'emrakul', not policy.name={cfg.policy.name!r}")
+    train_command(cfg, chosen_option("workload", overrides), args.out, Console())
+    return 0
+
+
 def _bench_perf(args: argparse.Namespace) -> int:
     from esper.bench.perf import run_perf
     from esper.registry import UnknownNameError
@@ -81,6 +131,32 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     demo.set_defaults(func=_demo)
 
+    train = sub.add_parser(
+        "train-policy",
+        help="train Emrakul (MAPPO or QMIX, policy.training.learner) and save a checkpoint",
+        epilog=_EPILOG,
+    )
+    train.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    train.add_argument(
+        "--out", type=Path, default=None, metavar="PATH", help="checkpoint path (default: run dir)"
+    )
+    train.set_defaults(func=_train_policy)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="run a policy (policy=NAME or checkpoint=PATH) on a stream and report it",
+        epilog=_EPILOG,
+    )
+    evaluate.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    evaluate.add_argument(
+        "--baselines", action="store_true", help="run every heuristic baseline and compare"
+    )
+    evaluate.add_argument(
+        "--surgeries", type=int, default=None, help="surgeries to run (default: whole stream)"
+    )
+    evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="write here")
+    evaluate.set_defaults(func=_evaluate)
+
     bench = sub.add_parser("bench", help="run benchmarks and record them as JSON")
     bench_sub = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
     perf = bench_sub.add_parser(
@@ -96,7 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``esper`` command; returns the exit status."""
     from esper.conf import ConfigError
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may stand between flags (``evaluate a=1 --json p b=2``): argparse leaves the
+    # later ones unrecognised, so they are gathered here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         status: int = args.func(args)
     except ConfigError as err:

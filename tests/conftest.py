@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from esper.workloads import PoolSource, make_source
 
@@ -19,3 +20,10 @@ def gaussian() -> PoolSource:
     source = make_source("gaussian_mixture", num_classes=4, dim=6, num_samples=400)
     assert isinstance(source, PoolSource)
     return source
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Tiny models run fastest on one thread, and timings don't depend on other processes'
+    load (two OpenMP threads on a busy 2-core machine can be 100× slower)."""
+    torch.set_num_threads(1)

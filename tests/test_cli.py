@@ -98,3 +98,53 @@ def test_bench_perf_writes_json_with_machine_and_results(tmp_path: Path) -> None
     assert result["goal"] == 1.10 and result["direction"] == "<="
     if "semi_structured_speedup" not in data["results"]:
         assert "CUDA" in data["skipped"]["semi_structured_speedup"]
+
+
+_TINY = [
+    "workload.num_tasks=1",
+    "policy.surgery_interval=10",
+    "workload.schedule.params.task_length=60",
+]
+
+
+def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
+    path = tmp_path / "baselines.json"
+    out = esper("evaluate", "--baselines", "--surgeries", "2", *_TINY, "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "Baselines" in out.stdout and "Mean reward components" in out.stdout
+    reports = {r["policy"]: r for r in json.loads(path.read_text())["reports"]}
+    assert set(reports) == {"dense", "static", "gmp", "set", "rigl", "cbp", "redo", "random"}
+    for name, report in reports.items():
+        assert report["surgeries"] == 2
+        assert set(report["components"]) == {"accuracy", "flops", "oscillation", "gsnr", "spike"}
+        if name not in ("dense", "gmp"):  # GMP starts dense and prunes on its schedule
+            assert report["density"] == pytest.approx(0.1, abs=0.002)
+    assert reports["dense"]["density"] == 1.0
+
+
+def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "policy.pt"
+    train = esper(
+        "train-policy",
+        "policy.training.surgeries=4",
+        "policy.training.rollout=2",
+        *_TINY,
+        "--out",
+        str(ckpt),
+    )
+    assert train.returncode == 0, train.stderr
+    assert ckpt.exists() and (tmp_path / "history.json").exists()
+    path = tmp_path / "eval.json"
+    evaluate = esper(
+        "evaluate", f"checkpoint={ckpt}", "--surgeries", "2", *_TINY, "--json", str(path)
+    )
+    assert evaluate.returncode == 0, evaluate.stderr
+    (report,) = json.loads(path.read_text())["reports"]
+    assert report["policy"] == "emrakul" and report["density"] == pytest.approx(0.1, abs=0.002)
+
+
+def test_train_and_evaluate_refuse_bad_input(tmp_path: Path) -> None:
+    assert esper("evaluate", f"checkpoint={tmp_path / 'missing.pt'}").returncode == 2
+    bad = esper("train-policy", "policy.training.learner=sarsa")
+    assert bad.returncode == 2 and "expected one of [mappo, qmix]" in bad.stderr
+    assert esper("evaluate", "policy.name=oracle").returncode == 2

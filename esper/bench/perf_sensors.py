@@ -2,7 +2,10 @@
 
 All on a LeNet-300-100 shaped MLP (784-300-100-10) with a batch of 128 random inputs unless
 said otherwise, each measured side by side with its anchor in one process (alternating runs,
-medians). Importing this module registers the benchmarks in :data:`PERF`.
+medians). Both sides run single-threaded, as a Ray replica with one CPU runs the organism
+(Ray sets ``OMP_NUM_THREADS=1`` for such workers); on a small shared machine this also keeps
+OpenMP barrier stalls out of the ratios. Importing this module registers the benchmarks in
+:data:`PERF`.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper.bench.anchors import import_backpack
-from esper.bench.harness import PERF, BenchResult, median_time, paired_median_times
+from esper.bench.harness import PERF, BenchResult, paired_median_times
 from esper.seeding import generator
 from esper.workloads.hosts import make_host
 from esper.workloads.sensors import NervousSystem, gradient_statistics, hutchinson
@@ -32,6 +37,16 @@ __all__ = [
 
 _BATCH = 128
 _HIDDEN = (300, 100)
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _batch(batch: int = _BATCH) -> tuple[Tensor, Tensor]:
@@ -68,9 +83,10 @@ def _plain_step(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], None]:
 def fisher_gsnr_vs_step() -> BenchResult:
     """Fisher diagonal + GSNR + coherence of every layer ÷ one plain training step."""
     model, (x, y) = _lenet(), _batch()
-    ours_s, step_s = paired_median_times(
-        lambda: gradient_statistics(model, x, y), _plain_step(model, x, y), repeats=60, warmup=5
-    )
+    with _single_thread():
+        ours_s, step_s = paired_median_times(
+            lambda: gradient_statistics(model, x, y), _plain_step(model, x, y), repeats=60, warmup=5
+        )
     return BenchResult(
         ours_s=ours_s,
         anchor="one plain training step (forward + backward)",
@@ -78,7 +94,7 @@ def fisher_gsnr_vs_step() -> BenchResult:
         ratio=ours_s / step_s,
         goal=1.5,
         direction="<=",
-        notes="LeNet-300-100, batch 128; per-weight Fisher, GSNR and per-layer coherence",
+        notes="LeNet-300-100, batch 128, one thread; per-weight Fisher and GSNR, layer coherence",
     )
 
 
@@ -87,12 +103,13 @@ def hutchinson_vs_step() -> BenchResult:
     """One Hutchinson probe over every layer ÷ one plain training step."""
     model, (x, y) = _lenet(), _batch()
     g = generator(0, "bench", "sensors", "probes")
-    ours_s, step_s = paired_median_times(
-        lambda: hutchinson(model, x, y, probes=1, generator=g),
-        _plain_step(model, x, y),
-        repeats=60,
-        warmup=5,
-    )
+    with _single_thread():
+        ours_s, step_s = paired_median_times(
+            lambda: hutchinson(model, x, y, probes=1, generator=g),
+            _plain_step(model, x, y),
+            repeats=60,
+            warmup=5,
+        )
     return BenchResult(
         ours_s=ours_s,
         anchor="one plain training step (forward + backward)",
@@ -100,7 +117,7 @@ def hutchinson_vs_step() -> BenchResult:
         ratio=ours_s / step_s,
         goal=3.0,
         direction="<=",
-        notes="LeNet-300-100, batch 128; forward-over-reverse HVP, trace and diagonal per layer",
+        notes="LeNet-300-100, batch 128, one thread; forward-over-reverse HVP, trace and diagonal",
     )
 
 
@@ -118,9 +135,10 @@ def variance_vs_backpack() -> BenchResult:
         with backpack(variance()):
             loss.backward()
 
-    ours_s, anchor_s = paired_median_times(
-        lambda: gradient_statistics(ours_model, x, y), anchor, repeats=60, warmup=5
-    )
+    with _single_thread():
+        ours_s, anchor_s = paired_median_times(
+            lambda: gradient_statistics(ours_model, x, y), anchor, repeats=60, warmup=5
+        )
     return BenchResult(
         ours_s=ours_s,
         anchor="BackPACK Variance (extended backward pass)",
@@ -128,27 +146,28 @@ def variance_vs_backpack() -> BenchResult:
         ratio=ours_s / anchor_s,
         goal=0.7,
         direction="<=",
-        notes="same LeNet-300-100 (Sequential) and batch of 128; ours also yields Fisher, "
-        "GSNR and coherence",
+        notes="same LeNet-300-100 (Sequential) and batch of 128, one thread; ours also yields "
+        "Fisher, GSNR and coherence",
     )
 
 
 def _naive_statistics(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Fisher, GSNR and coherence from a Python loop over samples, one backward each."""
+    """Fisher, GSNR and coherence the way PyTorch's per-sample-gradients tutorial computes
+    per-sample gradients without ``torch.func``: one backward pass per sample, the gradients
+    stacked per parameter, the statistics taken over the stack."""
     params = [p for p in model.parameters() if p.dim() > 1]
-    sums = [torch.zeros_like(p) for p in params]
-    squares = [torch.zeros_like(p) for p in params]
-    for b in range(x.shape[0]):
-        grads = torch.autograd.grad(F.cross_entropy(model(x[b : b + 1]), y[b : b + 1]), params)
-        for s, q, g in zip(sums, squares, grads, strict=True):
-            s += g
-            q += g * g
+    sample_grads = [
+        torch.autograd.grad(F.cross_entropy(model(x[b : b + 1]), y[b : b + 1]), params)
+        for b in range(x.shape[0])
+    ]
     out: dict[str, Tensor] = {}
-    for i, (s, q) in enumerate(zip(sums, squares, strict=True)):
-        mean, fisher = s / x.shape[0], q / x.shape[0]
-        out[f"gsnr{i}"] = mean**2 / (fisher - mean**2).clamp_min(1e-12)
+    for i, shards in enumerate(zip(*sample_grads, strict=True)):
+        g = torch.stack(shards)  # (B, *shape)
+        mean, fisher = g.mean(0), g.square().mean(0)
+        mean_sq = mean.square()
         out[f"fisher{i}"] = fisher
-        out[f"coherence{i}"] = (mean**2).sum() / fisher.sum()
+        out[f"gsnr{i}"] = mean_sq / (fisher - mean_sq).clamp_min(1e-12)
+        out[f"coherence{i}"] = mean_sq.sum() / fisher.sum()
     return out
 
 
@@ -156,20 +175,21 @@ def _naive_statistics(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tenso
 def naive_vs_ours() -> BenchResult:
     """A per-sample Python loop ÷ ours, for the same Fisher, GSNR and coherence."""
     model, (x, y) = _lenet(), _batch()
-    naive_s, ours_s = paired_median_times(
-        lambda: _naive_statistics(model, x, y),
-        lambda: gradient_statistics(model, x, y),
-        repeats=7,
-        warmup=1,
-    )
+    with _single_thread():
+        naive_s, ours_s = paired_median_times(
+            lambda: _naive_statistics(model, x, y),
+            lambda: gradient_statistics(model, x, y),
+            repeats=7,
+            warmup=1,
+        )
     return BenchResult(
         ours_s=ours_s,
-        anchor="per-sample Python loop (128 backward passes)",
+        anchor="per-sample loop (128 backward passes, gradients stacked per parameter)",
         anchor_s=naive_s,
         ratio=naive_s / ours_s,
         goal=20.0,
         direction=">=",
-        notes="LeNet-300-100, batch 128; ratio = naive ÷ ours",
+        notes="LeNet-300-100, batch 128, one thread; ratio = naive ÷ ours",
     )
 
 
@@ -177,17 +197,22 @@ def naive_vs_ours() -> BenchResult:
 def sensing_scaling_exponent() -> BenchResult:
     """Log-log slope of a full ``NervousSystem.sense`` time against parameter count."""
     x, y = _batch()
-    sizes, times = [], []
+    systems = []
     for scale in (0.5, 1.0, 2.0, 4.0):
         model = _lenet([round(w * scale) for w in _HIDDEN])
         system = NervousSystem()
         system.prepare(model, x)
-        sizes.append(sum(p.numel() for p in model.parameters()))
-
-        def sense(model: nn.Module = model, system: NervousSystem = system) -> None:
-            system.sense(model, x, y)
-
-        times.append(median_time(sense, repeats=9, warmup=2))
+        systems.append((model, system))
+    sizes = [sum(p.numel() for p in model.parameters()) for model, _ in systems]
+    runs: list[list[float]] = [[] for _ in systems]
+    with _single_thread():
+        for repeat in range(11):  # sizes interleaved, so machine noise hits them alike
+            for (model, system), seconds in zip(systems, runs, strict=True):
+                start = time.perf_counter()
+                system.sense(model, x, y)
+                if repeat >= 2:  # warm-up
+                    seconds.append(time.perf_counter() - start)
+    times = [statistics.median(r) for r in runs]
     lx = [math.log(s) for s in sizes]
     ly = [math.log(t) for t in times]
     mx, my = statistics.fmean(lx), statistics.fmean(ly)
@@ -201,7 +226,7 @@ def sensing_scaling_exponent() -> BenchResult:
         ratio=slope,
         goal=1.1,
         direction="<=",
-        notes="full NervousSystem.sense (1 Hutchinson probe) on MLPs 784-h1-h2-10 with hidden "
-        f"widths x0.5..x4 of (300, 100): {sizes} parameters, "
+        notes="full NervousSystem.sense (1 Hutchinson probe), one thread, on MLPs 784-h1-h2-10 "
+        f"with hidden widths x0.5..x4 of (300, 100): {sizes} parameters, "
         f"{[round(t * 1e3, 2) for t in times]} ms",
     )

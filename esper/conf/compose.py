@@ -44,7 +44,7 @@ def _check_groups(overrides: Sequence[str]) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid {key}s: {', '.join(options(key))}")
 
 
-_FREE_DICTS = (".params", ".sensors")
+_FREE_DICTS = (".params", ".sensors", ".learner_params")
 
 
 def _free_params(override: str) -> str:
@@ -193,12 +193,23 @@ def validate(cfg: EsperConfig) -> None:
             raise ConfigError(
                 f"unknown key workload.organism.sensors.{name}; allowed: {', '.join(sensor_fields)}"
             )
+    from esper.policies import POLICIES
+
+    _check_component("policy", ComponentConfig(cfg.policy.name, cfg.policy.params), POLICIES)
+    for i, name in enumerate(cfg.policy.training.workloads):
+        if name not in options("workload"):
+            raise ConfigError(
+                f"unknown workload {name!r} at policy.training.workloads[{i}]; "
+                f"valid workloads: {', '.join(options('workload'))}"
+            )
     positive = {
         "workload.num_tasks": w.num_tasks,
         "workload.batch_size": w.batch_size,
         "experiment.log_every": cfg.experiment.log_every,
         "experiment.recovery_window": cfg.experiment.recovery_window,
         "policy.surgery_interval": cfg.policy.surgery_interval,
+        "policy.training.surgeries": cfg.policy.training.surgeries,
+        "policy.training.rollout": cfg.policy.training.rollout,
         "workload.organism.sense_batches": w.organism.sense_batches,
         "workload.organism.spike_window": w.organism.spike_window,
     }

@@ -27,6 +27,7 @@ __all__ = [
     "ScalpelConfig",
     "SearchAlgorithm",
     "SearchConfig",
+    "TrainingConfig",
     "WorkloadConfig",
 ]
 
@@ -56,6 +57,11 @@ class ScalpelConfig:
     """Prunable tensors kept fully dense (still counted in the global density)."""
     penalty_weight: float = 0.0
     """Weight of the mechanism's penalty in the loss (Hard Concrete's expected L0)."""
+    rescale_init: bool = True
+    """Sparsity-aware initialisation: scale each layer's surviving initial weights by
+    ``1/sqrt(density)`` so activations keep the dense network's variance (Evci et al. 2022,
+    "Gradient Flow in Sparse Neural Networks and How Lottery Tickets Win"). Without it a
+    network at 90% sparsity starts with near-zero logits and barely learns."""
 
 
 @dataclass
@@ -95,9 +101,9 @@ class WorkloadConfig:
     """Host network: ``mlp``, ``cnn`` or ``transformer``."""
     optimizer: Optimizer = Optimizer.sgd
     """Optimizer of the host network."""
-    lr: float = 0.05
+    lr: float = 0.02
     """Learning rate of the host network."""
-    momentum: float = 0.0
+    momentum: float = 0.9
     """SGD momentum (ignored by Adam)."""
     scalpel: ScalpelConfig = field(default_factory=ScalpelConfig)
     """Masks on the host's prunable tensors."""
@@ -105,16 +111,46 @@ class WorkloadConfig:
     """Sensing and surgery timing of the organism."""
 
 
+class Learner(str, Enum):
+    """Centralized-training learner of Emrakul's Specialists."""
+
+    mappo = "mappo"
+    qmix = "qmix"
+
+
+@dataclass
+class TrainingConfig:
+    """How ``esper train-policy`` trains Emrakul."""
+
+    learner: Learner = Learner.mappo
+    """``mappo`` (Yu et al. 2021) or ``qmix`` (Rashid et al. 2018) for the Specialists; the
+    Surgeon General always learns with MAPPO."""
+    surgeries: int = 64
+    """Training budget: surgeries over all organisms."""
+    rollout: int = 16
+    """Surgeries per episode (one learner update per episode)."""
+    workloads: list[str] = field(default_factory=list)
+    """Workload presets to train on, taking turns (empty: the ``workload`` group's)."""
+    imitation: int = 0
+    """Surgeries of RigL demonstrations per organism, behaviour-cloned before RL (MAPPO)."""
+    learner_params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the learner (e.g. ``lr``)."""
+
+
 @dataclass
 class PolicyConfig:
     """Who operates on the host network, and at what budget."""
 
     name: str = "dense"
-    """Surgery policy; ``dense`` never prunes."""
+    """Surgery policy (see ``esper.policies.POLICIES``); ``dense`` never prunes."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the policy; unknown names are rejected with the allowed ones."""
     density: float = 1.0
     """Global density budget: the fraction of prunable weights kept, counted over every layer."""
     surgery_interval: int = 100
     """SGD steps between two surgeries (``K``)."""
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    """Training of a learned policy (``esper train-policy``)."""
 
 
 @dataclass

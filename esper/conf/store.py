@@ -48,9 +48,7 @@ def _workloads() -> dict[str, WorkloadConfig]:
             schedule=_c("recurring", task_length=300, pattern=[0, 1]),
             num_tasks=6,
         ),
-        "digits_affine_cnn": WorkloadConfig(
-            drifts=[_c("affine")], schedule=abrupt, host=_c("cnn"), lr=0.05, momentum=0.9
-        ),
+        "digits_affine_cnn": WorkloadConfig(drifts=[_c("affine")], schedule=abrupt, host=_c("cnn")),
         "mnist1d_permuted": WorkloadConfig(
             dataset=_c("mnist1d"), drifts=[_c("permute_inputs")], schedule=abrupt
         ),
@@ -59,7 +57,6 @@ def _workloads() -> dict[str, WorkloadConfig]:
             drifts=[_c("covariate_shift", shift=0.5), _c("noise_burst", sigma=0.5)],
             schedule=abrupt,
             host=_c("cnn"),
-            momentum=0.9,
         ),
         "gaussian_covariate": WorkloadConfig(
             dataset=_c("gaussian_mixture"),
@@ -81,12 +78,25 @@ def _workloads() -> dict[str, WorkloadConfig]:
             batch_size=10,
             host=_c("mlp", hidden=[5]),
             lr=0.01,
+            momentum=0.0,
         ),
     }
 
 
 def _policies() -> dict[str, PolicyConfig]:
-    return {"dense": PolicyConfig()}
+    """Every surgeon at the default 90% sparsity budget (``dense`` keeps everything)."""
+    budget = 0.1
+    sparse = ("static", "set", "cbp", "redo", "random", "emrakul")
+    options = {"dense": PolicyConfig(), **{n: PolicyConfig(name=n, density=budget) for n in sparse}}
+    # Paper settings on the default stream (5 tasks × 300 steps, K = 100): GMP prunes a dense
+    # network to the budget over the first two thirds; RigL stops updating at ~75% (T_end).
+    options["gmp"] = PolicyConfig(
+        name="gmp", density=1.0, params={"final_density": budget, "frequency": 100, "steps": 10}
+    )
+    options["rigl"] = PolicyConfig(
+        name="rigl", density=budget, params={"alpha": 0.3, "delta_t": 100, "t_end": 1100}
+    )
+    return options
 
 
 def _rewards() -> dict[str, RewardConfig]:

@@ -26,6 +26,7 @@ from torch import nn
 
 from esper.conf.schema import EsperConfig, Optimizer, RewardConfig
 from esper.registry import build
+from esper.seeding import derive_seed
 from esper.workloads.events import SurgicalEvent
 from esper.workloads.factory import build_host, build_stream
 from esper.workloads.hosts import Host
@@ -33,6 +34,7 @@ from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading, SensorConfig
 from esper.workloads.sensors.state import GlobalState, Observation
 from esper.workloads.stream import Batch, DriftStream
+from esper.workloads.units import reset_units
 
 __all__ = [
     "LayerAction",
@@ -55,6 +57,10 @@ class LayerAction:
         tau: New Gumbel temperature of the layer (``None``: unchanged).
         sedation: Learning-rate multiplier of the layer for ``sedation_steps`` SGD steps.
         sedation_steps: How long the sedation lasts (0: none).
+        reset_units: Output units (rows of the weight: neurons or channels) to re-initialise,
+            as CBP and ReDo do: fresh incoming weights on the unit's support, zero outgoing
+            weights in the consuming layer, optimizer state reset
+            (:func:`esper.workloads.units.reset_units`).
     """
 
     prune: torch.Tensor | Sequence[int] = ()
@@ -63,6 +69,7 @@ class LayerAction:
     tau: float | None = None
     sedation: float = 1.0
     sedation_steps: int = 0
+    reset_units: torch.Tensor | Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,12 @@ class _Window:
     accuracy: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     novelty: list[float] = field(default_factory=list)
+
+
+def scalpel_seed(scalpel: Scalpel) -> int:
+    """A seed derived from the Scalpel's generator state (so organisms built with different
+    seeds draw different unit re-initialisations)."""
+    return int(scalpel.generator.initial_seed())
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -198,6 +211,11 @@ class Organism:
         self.scalpel.bind_optimizer(optimizer)
         self.sgd_step = 0
         self.surgery_step = 0
+        self._generator = torch.Generator()
+        self._generator.manual_seed(derive_seed(scalpel_seed(scalpel), "organism", replica_id))
+        self._changed_at = {
+            n: torch.zeros(scalpel.numel(n), dtype=torch.int64) for n in scalpel.names
+        }
         self._recent: list[Batch] = []
         self._window = _Window()
         self._last: Reading | None = None
@@ -249,6 +267,7 @@ class Organism:
         for change in changes:
             for action, idx in (("prune", change.pruned), ("regrow", change.regrown)):
                 if idx.numel():
+                    self._changed_at[change.name][idx.view(-1)] = self.surgery_step
                     events.append(self._event(change.name, action, idx, batch))
         return events
 
@@ -391,6 +410,12 @@ class Organism:
                 events.append(self._event(name, "prune", pruned, density_before=density_before))
             if regrown.numel():
                 events.append(self._event(name, "regrow", regrown, density_before=density_before))
+            units = torch.as_tensor(act.reset_units, dtype=torch.int64).view(-1)
+            if units.numel():
+                count = reset_units(
+                    self.host, self.scalpel, self.optimizer, name, units, self._generator
+                )
+                events.append(self._event(name, "reset", units, value=float(count)))
             if act.tau is not None:
                 self.scalpel.set_temperature(name, act.tau)
                 events.append(self._event(name, "temperature", None, value=act.tau))
@@ -435,6 +460,10 @@ class Organism:
             event.loss_after = loss_after
         return self._result(reading, reward, components, events, diverged, window)
 
+    def age(self, name: str) -> torch.Tensor:
+        """Per weight of ``name`` (flat), surgeries since its mask state last changed."""
+        return self.surgery_step - self._changed_at[name]
+
     def _cut(self, name: str, act: LayerAction) -> tuple[torch.Tensor, torch.Tensor]:
         """Prune, then regrow; returns the flat indices that actually changed state."""
         prune = torch.as_tensor(act.prune, dtype=torch.int64).view(-1)
@@ -446,7 +475,13 @@ class Organism:
         if regrow.numel():
             self.scalpel.regrow(name, regrow, init=act.regrow_init)
         after = self.scalpel.mask(name).view(-1)
-        return (before & ~middle).nonzero().view(-1), (~middle & after).nonzero().view(-1)
+        pruned, regrown = (
+            (before & ~middle).nonzero().view(-1),
+            (~middle & after).nonzero().view(-1),
+        )
+        self._changed_at[name][pruned] = self.surgery_step
+        self._changed_at[name][regrown] = self.surgery_step
+        return pruned, regrown
 
     def _oscillation(self, reading: Reading) -> float:
         sizes = {n: self.scalpel.numel(n) for n in self.scalpel.names}
@@ -472,6 +507,7 @@ class Organism:
             "sgd_step": self.sgd_step,
             "surgery_step": self.surgery_step,
             "sedation": dict(self._sedation),
+            "changed_at": {n: t.clone() for n, t in self._changed_at.items()},
             "recent": [b for b in self._recent],
             "window": (
                 list(self._window.accuracy),
@@ -480,6 +516,7 @@ class Organism:
             ),
             "last": self._last,
             "rng": torch.get_rng_state(),
+            "generator": self._generator.get_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -492,10 +529,12 @@ class Organism:
         self.sgd_step = int(state["sgd_step"])
         self.surgery_step = int(state["surgery_step"])
         self._sedation = dict(state["sedation"])
+        self._changed_at = {n: t.clone() for n, t in state["changed_at"].items()}
         self._recent = list(state["recent"])
         acc, loss, novelty = state["window"]
         self._window = _Window(list(acc), list(loss), list(novelty))
         torch.set_rng_state(state["rng"])
+        self._generator.set_state(state["generator"])
         self._last = state["last"]
 
 
@@ -529,8 +568,6 @@ def build_organism(
     The seed of replica ``r`` is derived from ``experiment.seed`` and ``r``, so replicas of one
     trial see different streams and initialisations, reproducibly.
     """
-    from esper.seeding import derive_seed
-
     w = cfg.workload
     seed = cfg.experiment.seed
     if replica_id:
@@ -549,6 +586,13 @@ def build_organism(
         selection=w.scalpel.selection,
         seed=seed,
     )
+    if w.scalpel.rescale_init:
+        named = dict(host.named_parameters())
+        with torch.no_grad():
+            for name in scalpel.names:
+                density = scalpel.density(name)
+                if 0.0 < density < 1.0:
+                    named[name].mul_(density**-0.5)
     sensor_params = {
         k: tuple(v) if isinstance(v, list) else v for k, v in w.organism.sensors.items()
     }

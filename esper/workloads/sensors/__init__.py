@@ -6,7 +6,8 @@ history and the FGSF trigger (:mod:`.fisher`); Hutchinson Hessian trace and diag
 (:mod:`.hessian`); the flip-flop detector (:mod:`.flipflop`); ReDo dormant units and effective
 rank (:mod:`.activity`); the layer graph and its GNN embedding (:mod:`.topology`); the
 surgery-impact predictor (:mod:`.impact`); and the composite state (:mod:`.state`), all behind
-:class:`NervousSystem` (:mod:`.nervous_system`). Plain PyTorch; no Ray.
+:class:`NervousSystem` (:mod:`.nervous_system`), which returns a :class:`Reading`
+(:mod:`.reading`). Plain PyTorch; no Ray.
 """
 
 from esper.workloads.sensors.activity import (
@@ -52,7 +53,8 @@ from esper.workloads.sensors.hessian import (
     rademacher,
 )
 from esper.workloads.sensors.impact import ImpactPredictor
-from esper.workloads.sensors.nervous_system import NervousSystem, Reading
+from esper.workloads.sensors.nervous_system import NervousSystem
+from esper.workloads.sensors.reading import Reading
 from esper.workloads.sensors.state import (
     GLOBAL_FEATURES,
     GLOBAL_LAYER_FEATURES,

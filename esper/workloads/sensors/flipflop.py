@@ -13,6 +13,7 @@ i.e. whose states within the window contain inactive → active → inactive.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +58,11 @@ class FlipFlopDetector:
         self.window = window
         self._history: dict[str, list[Tensor]] = {}
         self._shapes: dict[str, torch.Size] = {}
+        self._cache: dict[str, FlipFlopStats] = {}
 
     def update(self, masks: Mapping[str, Tensor]) -> None:
         """Record one mask update (every layer's mask after it; True = active)."""
+        self._cache.clear()
         for name, mask in masks.items():
             if mask.dtype != torch.bool:
                 raise ValueError(f"mask {name!r} must be bool, got {mask.dtype}")
@@ -74,32 +77,34 @@ class FlipFlopDetector:
             del history[: -self.window]
 
     def layer(self, name: str) -> FlipFlopStats:
-        """Statistics of one layer (all zero if it has no recorded mask)."""
+        """Statistics of one layer over its window (cached until the next update)."""
+        if name in self._cache:
+            return self._cache[name]
         history = self._history.get(name)
         if not history:
             raise KeyError(f"no mask recorded for {name!r}; recorded: {', '.join(self._history)}")
-        masks = torch.stack(history)  # (updates, numel), True = active
         shape = self._shapes[name]
-        updates, numel = masks.shape
-        flips = (masks[1:] != masks[:-1]).sum(0)
-        inactive = ~masks
-        seen_inactive = inactive.cummax(0).values
-        regrown = masks[1:] & seen_inactive[:-1]
-        seen_regrown = regrown.cummax(0).values
-        oscillating = (inactive[2:] & seen_regrown[:-1]).any(0) if updates >= 3 else None
-        indices = (
-            torch.empty(0, dtype=torch.int64)
-            if oscillating is None
-            else oscillating.nonzero().view(-1)
-        )
+        updates, numel = len(history), history[0].numel()
+        flips = torch.zeros(numel, dtype=torch.int64)
+        seen_inactive = ~history[0]
+        regrown = torch.zeros_like(seen_inactive)
+        oscillating = torch.zeros_like(seen_inactive)
+        for previous, mask in itertools.pairwise(history):
+            flips += previous != mask
+            oscillating |= regrown & ~mask  # inactive again after a regrowth
+            regrown |= mask & seen_inactive  # active after having been inactive
+            seen_inactive |= ~mask
+        indices = oscillating.nonzero().view(-1)
         rate = float(flips.sum()) / (numel * (updates - 1)) if updates > 1 else 0.0
-        return FlipFlopStats(
+        stats = FlipFlopStats(
             flips=flips.view(shape),
             rate=rate,
             oscillating=indices,
             oscillating_fraction=len(indices) / max(numel, 1),
             updates=updates,
         )
+        self._cache[name] = stats
+        return stats
 
     def stats(self) -> dict[str, FlipFlopStats]:
         """Statistics of every layer with a recorded mask."""
@@ -123,5 +128,6 @@ class FlipFlopDetector:
             raise ValueError(
                 f"state has flip-flop window {state['window']}, this detector {self.window}"
             )
+        self._cache.clear()
         self._history = {n: [m.reshape(-1).clone() for m in h] for n, h in state["history"].items()}
         self._shapes = {n: h.shape[1:] for n, h in state["history"].items()}

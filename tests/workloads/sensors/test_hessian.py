@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, hessian
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from esper.seeding import generator
 from esper.workloads.hosts import make_host
@@ -56,17 +57,32 @@ def test_hvp_matches_double_backward(method: str) -> None:
         torch.testing.assert_close(got[n], r, rtol=1e-9, atol=1e-12)
 
 
-def test_hvp_on_transformer_and_partial_probe() -> None:
+@pytest.mark.parametrize(
+    ("kind", "shape", "names"),
+    [
+        ("transformer", (12,), ["embed.weight", "blocks.0.attn.q.weight", "blocks.1.ff2.weight"]),
+        ("transformer", (12,), ["blocks.0.attn.v.weight"]),  # a middle layer alone
+        ("cnn", (1, 6, 6), ["features.0.weight", "fc.weight", "head.weight"]),
+    ],
+)
+def test_hvp_other_hosts_and_partial_probes(  # against double backward
+    kind: str, shape: tuple[int, ...], names: list[str]
+) -> None:
     torch.manual_seed(0)
-    model = make_host("transformer", (12,), 3, token_dim=4, d_model=8, heads=2, ff=8).double()
-    x, y = torch.randn(5, 12, dtype=torch.float64), torch.randint(0, 3, (5,))
-    names = ["blocks.0.attn.q.weight", "blocks.1.ff2.weight"]  # a middle layer only
+    extra = {"token_dim": 4, "d_model": 8, "heads": 2, "ff": 8} if kind == "transformer" else {}
+    model = make_host(kind, shape, 3, **extra).double()
+    x, y = torch.randn(5, *shape, dtype=torch.float64), torch.randint(0, 3, (5,))
     params = dict(model.named_parameters())
     vs = {n: torch.randn_like(params[n]) for n in names}
     a = hessian_vector_product(model, x, y, vs)
     b = hessian_vector_product(model, x, y, vs, method="func")
-    for n in names:
-        torch.testing.assert_close(a[n], b[n], rtol=1e-9, atol=1e-12)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention has no double backward
+        loss = per_sample_cross_entropy(model(x), y).mean()
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
+        ref = torch.autograd.grad(grads, [params[n] for n in names], list(vs.values()))
+    for n, r in zip(names, ref, strict=True):
+        torch.testing.assert_close(a[n], r, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(b[n], r, rtol=1e-9, atol=1e-12)
 
 
 def test_hutchinson_methods_agree() -> None:

@@ -1,0 +1,81 @@
+"""The policy interface: every surgeon, heuristic or learned, acts the same way.
+
+A policy looks at the organism after ``K`` SGD steps (its :class:`OrganismStep`: observations,
+global state, sensor reading) and returns one :class:`LayerAction` per layer it operates on.
+Heuristic baselines differ only in how they score weights for dropping and for growing (as in
+rigl's ``MaskUpdater``, where SET and RigL differ only in ``get_grow_scores``); Emrakul's
+Specialists choose the mix of those scores, the turnover and the temperature per layer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from esper.registry import Registry, build
+from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.scalpel import topk_among
+
+__all__ = ["POLICIES", "Policy", "make_policy", "swap"]
+
+
+class Policy(ABC):
+    """A surgeon acting on an organism at the surgery timescale.
+
+    Lifecycle: :meth:`reset` once with the organism and its first step, then alternately
+    :meth:`act` (choose a surgery) and :meth:`observe` (see its outcome; learning policies
+    store the transition). :meth:`state_dict`/:meth:`load_state_dict` checkpoint it.
+    """
+
+    name: ClassVar[str]
+
+    def reset(self, organism: Organism, first: OrganismStep) -> None:
+        """Start an episode on ``organism`` (default: nothing to prepare)."""
+        return None
+
+    @abstractmethod
+    def act(self, organism: Organism, step: OrganismStep) -> dict[str, LayerAction]:
+        """The surgery to apply after ``step``."""
+
+    def observe(self, organism: Organism, step: OrganismStep) -> None:
+        """See the outcome of the last surgery (default: ignore it)."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (default: nothing)."""
+        return None
+
+
+POLICIES: Registry[type[Policy]] = Registry("policy")
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """Build a registered policy, rejecting unknown parameters by name."""
+    return build(POLICIES[name], params, f"policy {name!r}")
+
+
+def swap(
+    drop_scores: torch.Tensor,
+    grow_scores: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The drop-and-grow step shared by SET, RigL and Emrakul's Specialists.
+
+    Returns the flat indices of the ``k`` active weights with the lowest ``drop_scores`` and of
+    the ``k`` inactive weights with the highest ``grow_scores``; ``k`` is clipped to what is
+    available, so the layer's density is unchanged.
+    """
+    flat = mask.reshape(-1)
+    n_active = int(flat.count_nonzero())
+    k = max(0, min(k, n_active, flat.numel() - n_active))
+    drop = topk_among(drop_scores, flat, k, largest=False)
+    grow = topk_among(grow_scores, ~flat, k, largest=True)
+    return drop, grow

@@ -1,0 +1,45 @@
+"""Heuristic surgery baselines, each a :data:`~esper.policies.base.POLICIES` entry.
+
+``dense``, ``static``, ``gmp`` (Zhu & Gupta 2017), ``set`` (Mocanu et al. 2018), ``rigl``
+(Evci et al. 2020), ``cbp`` (Dohare et al. 2024), ``redo`` (Sokar et al. 2023) and ``random``.
+The drop-and-grow ones differ only in their hooks (:mod:`.hooks`: scores in, surgery out) and
+their drop-fraction schedule (:mod:`.schedules`); CBP and ReDo reset whole units.
+"""
+
+from esper.policies.baselines.cbp import CBP
+from esper.policies.baselines.dense import Dense
+from esper.policies.baselines.drop_and_grow import DropAndGrow
+from esper.policies.baselines.gmp import GMP
+from esper.policies.baselines.random_surgery import RandomSurgery
+from esper.policies.baselines.redo import ReDo
+from esper.policies.baselines.rigl import RigL
+from esper.policies.baselines.schedules import (
+    ConstantDropFraction,
+    CosineDropFraction,
+    CubicSparsity,
+    DropFraction,
+    UpdateClock,
+)
+from esper.policies.baselines.sparse_evolutionary import SET
+from esper.policies.baselines.static import Static
+
+BASELINES = ("cbp", "dense", "gmp", "random", "redo", "rigl", "set", "static")
+"""The registry names of the heuristic baselines."""
+
+__all__ = [
+    "BASELINES",
+    "CBP",
+    "GMP",
+    "SET",
+    "ConstantDropFraction",
+    "CosineDropFraction",
+    "CubicSparsity",
+    "Dense",
+    "DropAndGrow",
+    "DropFraction",
+    "RandomSurgery",
+    "ReDo",
+    "RigL",
+    "Static",
+    "UpdateClock",
+]

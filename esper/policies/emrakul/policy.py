@@ -1,0 +1,311 @@
+"""The ``emrakul`` policy: the Surgeon General and the Specialists acting on an organism.
+
+At every surgery each Specialist samples (or, when greedy, takes the mode of) its action from
+its layer's observation; every ``general_interval`` surgeries the Surgeon General re-allocates
+the kept weights over layers from the global state. Between General decisions the allocation's
+logits stay fixed while harmonic annealing moves the global target, so the kept count of each
+layer follows ``allocate_counts(logits, sizes, d_t)``. The logits are relative to the layers'
+densities at :meth:`EmrakulPolicy.reset`, so an untrained General keeps the initial (ERK or
+uniform) allocation.
+
+Training code reads :attr:`EmrakulPolicy.last` (observations, raw actions, log-probabilities)
+after :meth:`EmrakulPolicy.act`; QMIX plugs in through :attr:`EmrakulPolicy.q_agent` with
+``discrete=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from esper.policies.anesthesia import HarmonicAnnealing
+from esper.policies.base import POLICIES, Policy
+from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
+from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
+from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
+from esper.seeding import generator
+from esper.workloads.organism import LayerAction, Organism, OrganismStep
+
+__all__ = ["Decision", "DiscreteAgent", "EmrakulPolicy"]
+
+
+class DiscreteAgent(Protocol):
+    """What a discrete learner (QMIX) offers the policy."""
+
+    def act(self, obs: torch.Tensor, agent_ids: torch.Tensor, explore: bool) -> torch.Tensor:
+        """Action indices ``[n]`` for observations ``[n, d]``."""
+        ...
+
+
+@dataclass
+class Decision:
+    """One surgery's decision, as the learners need it.
+
+    Attributes:
+        layers: Layer names, in agent order.
+        obs: ``[n, obs_dim]`` Specialist observations.
+        ids: ``[n]`` agent (layer slot) indices.
+        state: ``[state_dim]`` global state.
+        raw: ``[n, ActionCodec.WIDTH]`` raw Specialist actions (``[n]`` indices if discrete).
+        log_prob: ``[n]`` log-probabilities of ``raw`` (zeros if discrete).
+        actions: The decoded Specialist actions, by layer.
+        general_raw: ``[max_layers + 1]`` raw General action if the General acted now.
+        general_log_prob: Its log-probability.
+        targets: Kept-weight counts per layer (``None``: densities unchanged).
+    """
+
+    layers: list[str]
+    obs: torch.Tensor
+    ids: torch.Tensor
+    state: torch.Tensor
+    raw: torch.Tensor
+    log_prob: torch.Tensor
+    actions: dict[str, SpecialistAction]
+    general_raw: torch.Tensor | None
+    general_log_prob: torch.Tensor | None
+    targets: dict[str, int] | None
+
+
+@POLICIES.register("emrakul")
+class EmrakulPolicy(Policy):
+    """Emrakul: a Surgeon General allocating densities and shared-parameter Specialists.
+
+    Args:
+        budget: Global density budget (``None``: the organism's density at reset).
+        general_interval: ``M``, surgeries between Surgeon General decisions.
+        use_general: Let the General re-allocate densities (otherwise layer densities stay).
+        min_density: Floor of every layer's density under the General.
+        max_turnover: Turnover of a saturated Specialist.
+        amplitude: Harmonic annealing amplitude of the global target (0: none); it acts
+            through the General's allocation, so it needs ``use_general``.
+        period: Harmonic annealing period, in surgeries.
+        sedation_steps: SGD steps a Specialist's sedation lasts.
+        heat_surgeries: Surgeries a heat burst lasts.
+        heat_tau: Factor on ``τ`` during a heat burst.
+        heat_turnover: Factor on turnover during a heat burst (capped at ``max_turnover``).
+        regrow_init: Initial value of regrown weights (``zero`` as RigL).
+        mechanism_tau: Also pin the mask mechanism's temperature to the Specialist's ``τ``.
+        greedy: Act with the distributions' modes (evaluation) instead of sampling.
+        discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
+        max_layers: Layer slots of the networks (at most the global state's slots).
+        hidden: Hidden width of the actors.
+        embed_dim: Width of the Specialists' layer embedding.
+        seed: Seed of the networks and of the sampling stream.
+    """
+
+    name = "emrakul"
+
+    def __init__(
+        self,
+        budget: float | None = None,
+        general_interval: int = 4,
+        use_general: bool = True,
+        min_density: float = 0.01,
+        max_turnover: float = 0.5,
+        amplitude: float = 0.0,
+        period: int = 8,
+        sedation_steps: int = 10,
+        heat_surgeries: int = 3,
+        heat_tau: float = 10.0,
+        heat_turnover: float = 2.0,
+        regrow_init: str = "zero",
+        mechanism_tau: bool = False,
+        greedy: bool = False,
+        discrete: bool = False,
+        max_layers: int = 16,
+        hidden: int = 64,
+        embed_dim: int = 8,
+        seed: int = 0,
+    ) -> None:
+        if budget is not None and not min_density <= budget <= 1.0:
+            raise ValueError(f"budget={budget} must lie in [min_density={min_density}, 1]")
+        if general_interval < 1 or heat_surgeries < 0 or period < 1 or max_layers < 1:
+            raise ValueError(
+                f"need general_interval ≥ 1 ({general_interval}), heat_surgeries ≥ 0 "
+                f"({heat_surgeries}), period ≥ 1 ({period}), max_layers ≥ 1 ({max_layers})"
+            )
+        if heat_tau < 1 or heat_turnover < 1:
+            raise ValueError(f"heat_tau={heat_tau} and heat_turnover={heat_turnover} must be ≥ 1")
+        if amplitude < 0:
+            raise ValueError(f"amplitude={amplitude} must be ≥ 0")
+        self.params: dict[str, Any] = {
+            k: v for k, v in locals().items() if k not in ("self", "__class__")
+        }
+        self.budget = budget
+        self.general_interval = general_interval
+        self.use_general = use_general
+        self.min_density = min_density
+        self.codec = ActionCodec(max_turnover, sedation_steps)
+        self.amplitude = amplitude
+        self.period = period
+        self.heat = (heat_surgeries, heat_tau, heat_turnover)
+        self.regrow_init = regrow_init
+        self.mechanism_tau = mechanism_tau
+        self.greedy = greedy
+        self.discrete = discrete
+        self.max_layers = max_layers
+        self.hidden = hidden
+        self.embed_dim = embed_dim
+        self.seed = seed
+        self.policy_version = 0
+        self.specialist: SpecialistActor | None = None
+        self.general: SurgeonGeneral | None = None
+        self.q_agent: DiscreteAgent | None = None
+        self.last: Decision | None = None
+        self.generator = generator(seed, "emrakul", "act")
+        self._episode_reset()
+
+    # -- networks ------------------------------------------------------------------------
+
+    def build(self, obs_dim: int, state_dim: int) -> None:
+        """Create the Specialist and General networks (done by :meth:`reset` if needed)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            self.specialist = SpecialistActor(obs_dim, self.max_layers, self.hidden, self.embed_dim)
+            self.general = SurgeonGeneral(state_dim, self.max_layers, self.hidden)
+
+    def _networks(self) -> tuple[SpecialistActor, SurgeonGeneral]:
+        if self.specialist is None or self.general is None:
+            raise RuntimeError("the policy has no networks yet: call reset(organism, first)")
+        return self.specialist, self.general
+
+    # -- the Policy interface ------------------------------------------------------------
+
+    def _episode_reset(self) -> None:
+        self._surgery = 0
+        self._heat_left: dict[str, int] = {}
+        self._logits: torch.Tensor | None = None
+        self._gain = 1.0
+        self._prior: dict[str, float] = {}
+        self._annealing: HarmonicAnnealing | None = None
+
+    def reset(self, organism: Organism, first: OrganismStep) -> None:
+        """Start an episode: build the networks on first use, note the initial allocation."""
+        names = organism.scalpel.names
+        if len(names) > self.max_layers:
+            raise ValueError(
+                f"the organism has {len(names)} prunable layers but max_layers={self.max_layers}"
+            )
+        obs_dim = first.observations[names[0]].width
+        state_dim = first.global_state.width
+        if self.specialist is None:
+            self.build(obs_dim, state_dim)
+        specialist, general = self._networks()
+        if specialist.obs_dim != obs_dim or general.state_dim != state_dim:
+            raise ValueError(
+                f"the policy was built for observations of width {specialist.obs_dim} and "
+                f"states of width {general.state_dim}, this organism has {obs_dim} and "
+                f"{state_dim}"
+            )
+        self._episode_reset()
+        budget = self.budget if self.budget is not None else organism.scalpel.global_density()
+        floor = min(self.min_density, budget)
+        self._annealing = HarmonicAnnealing(budget, self.amplitude, self.period, floor=floor)
+        self._prior = {n: max(organism.scalpel.density(n), 1e-6) for n in names}
+
+    def act(self, organism: Organism, step: OrganismStep) -> dict[str, LayerAction]:
+        """Sample (or, if :attr:`greedy`, take the modes of) the surgery after ``step``."""
+        return self.decide(organism, step, explore=not self.greedy)
+
+    def decide(
+        self, organism: Organism, step: OrganismStep, explore: bool = True
+    ) -> dict[str, LayerAction]:
+        """:meth:`act` with explicit exploration; the decision is kept in :attr:`last`."""
+        if self._annealing is None:
+            self.reset(organism, step)
+        specialist, general = self._networks()
+        names = organism.scalpel.names
+        obs = torch.stack([step.observations[n].to_tensor() for n in names]).float()
+        ids = torch.arange(len(names))
+        state = step.global_state.to_tensor().float()
+        if self.discrete:
+            if self.q_agent is None:
+                raise RuntimeError("discrete=True needs a QMIX learner attached as q_agent")
+            raw = self.q_agent.act(obs, ids, explore).long()
+            log_prob = torch.zeros(len(names))
+            chosen = {n: decode_discrete(int(i)) for n, i in zip(names, raw, strict=True)}
+        else:
+            with torch.no_grad():
+                dist = specialist.distribution(obs, ids)
+                raw = dist.sample(self.generator) if explore else dist.mode()
+                log_prob = dist.log_prob(raw)
+            chosen = {n: self.codec.decode(r) for n, r in zip(names, raw, strict=True)}
+        general_raw = general_log_prob = None
+        if self.use_general and self._surgery % self.general_interval == 0:
+            with torch.no_grad():
+                gdist = general.distribution(state.unsqueeze(0))
+                g = gdist.sample(self.generator) if explore else gdist.mode()
+                general_log_prob = gdist.log_prob(g)[0]
+            general_raw = g[0]
+            self._logits = general_raw[: len(names)].clone()
+            self._gain = SurgeonGeneral.amplitude_gain(general_raw)
+        targets = self._targets(organism) if self.use_general else None
+        actions = {}
+        for name in names:
+            action = self._heated(name, chosen[name])
+            chosen[name] = action
+            target = None if targets is None else targets[name]
+            actions[name] = layer_action(
+                action, organism, step, name, self.generator, target, self.regrow_init,
+                self.mechanism_tau,
+            )  # fmt: skip
+        self.last = Decision(
+            names, obs, ids, state, raw, log_prob, chosen, general_raw, general_log_prob, targets
+        )
+        self._surgery += 1
+        return actions
+
+    def _targets(self, organism: Organism) -> dict[str, int]:
+        assert self._annealing is not None and self._logits is not None
+        names = organism.scalpel.names
+        density = self._annealing.target(self._surgery, self._gain)
+        prior = torch.tensor([math.log(self._prior[n]) for n in names])
+        sizes = [organism.scalpel.numel(n) for n in names]
+        floor = min(self.min_density, density)
+        counts = allocate_counts(self._logits + prior, sizes, density, floor)
+        return dict(zip(names, counts, strict=True))
+
+    def _heated(self, name: str, action: SpecialistAction) -> SpecialistAction:
+        surgeries, tau_factor, turnover_factor = self.heat
+        left = self._heat_left.get(name, 0)
+        if action.heat and left == 0:
+            left = surgeries
+        if left > 0:
+            self._heat_left[name] = left - 1
+            return action.heated(tau_factor, turnover_factor, self.codec.max_turnover)
+        return action
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def bump_version(self) -> int:
+        """Count one more learner update of the weights; returns the new version."""
+        self.policy_version += 1
+        return self.policy_version
+
+    def state_dict(self) -> dict[str, Any]:
+        """Constructor parameters, network sizes and weights, version and sampling stream."""
+        specialist, general = self.specialist, self.general
+        return {
+            "params": dict(self.params),
+            "obs_dim": None if specialist is None else specialist.obs_dim,
+            "state_dim": None if general is None else general.state_dim,
+            "specialist": None if specialist is None else specialist.state_dict(),
+            "general": None if general is None else general.state_dict(),
+            "policy_version": self.policy_version,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (building the networks if needed)."""
+        if state["obs_dim"] is not None:
+            if self.specialist is None:
+                self.build(int(state["obs_dim"]), int(state["state_dim"]))
+            specialist, general = self._networks()
+            specialist.load_state_dict(state["specialist"])
+            general.load_state_dict(state["general"])
+        self.policy_version = int(state["policy_version"])
+        self.generator.set_state(state["generator"])

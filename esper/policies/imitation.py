@@ -1,0 +1,163 @@
+"""Imitation warm start: behaviour cloning of the Specialists from RigL's decisions.
+
+RigL (Evci et al. 2020, arXiv 1911.11134) drops the ``f_t`` smallest-``|w|`` active weights of
+each layer and regrows as many inactive weights with the largest dense ``|∂L/∂w|``, with the
+cosine drop fraction ``f_t = α/2 · (1 + cos(π t / T_end))`` (``α = 0.3``) and no update after
+``T_end``. In the Specialists' action space that is: turnover ``f_t``, pruning mix all on
+``magnitude``, regrowth mix all on ``gradient``, a near-zero Gumbel temperature, no sedation
+and no heat. :func:`collect_rigl_demonstrations` rolls organisms forward under exactly these
+surgeries and records each layer's observation with the encoded target;
+:func:`behaviour_clone` regresses the shared actor's Gaussian means on the targets (and its heat
+logit on "no heat"), leaving the exploration noise alone so RL fine-tuning can start from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from esper.policies.emrakul.actions import SpecialistAction, layer_action
+from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
+from esper.seeding import generator
+from esper.workloads.organism import Organism, OrganismStep
+
+__all__ = [
+    "Demonstrations",
+    "behaviour_clone",
+    "collect_rigl_demonstrations",
+    "rigl_action",
+    "rigl_drop_fraction",
+]
+
+RIGL_TAU = 1e-3
+"""Temperature standing for RigL's deterministic top-k in the Specialists' action space."""
+
+
+def rigl_drop_fraction(t: int, t_end: int, alpha: float = 0.3) -> float:
+    """RigL's cosine drop fraction ``α/2 · (1 + cos(π t / T_end))``, 0 from ``T_end`` on."""
+    if t_end < 1 or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"need t_end ≥ 1 ({t_end}) and alpha in [0, 1] ({alpha})")
+    if t >= t_end:
+        return 0.0
+    return alpha / 2.0 * (1.0 + math.cos(math.pi * t / t_end))
+
+
+def rigl_action(drop_fraction: float, tau: float = RIGL_TAU) -> SpecialistAction:
+    """RigL's update as a :class:`SpecialistAction`: magnitude drop, gradient growth."""
+    return SpecialistAction(
+        turnover=drop_fraction,
+        prune_mix=(1.0, 0.0, 0.0, 0.0, 0.0),
+        regrow_mix=(1.0, 0.0, 0.0),
+        tau=tau,
+    )
+
+
+@dataclass
+class Demonstrations:
+    """Behaviour-cloning data: one row per (surgery, layer).
+
+    Attributes:
+        obs: ``[N, obs_dim]`` layer observations.
+        ids: ``[N]`` layer indices.
+        targets: ``[N, ActionCodec.WIDTH]`` encoded RigL actions.
+    """
+
+    obs: torch.Tensor
+    ids: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def split(self, fraction: float) -> tuple[Demonstrations, Demonstrations]:
+        """The first ``fraction`` of rows and the rest (held out)."""
+        n = round(fraction * len(self))
+        return (
+            Demonstrations(self.obs[:n], self.ids[:n], self.targets[:n]),
+            Demonstrations(self.obs[n:], self.ids[n:], self.targets[n:]),
+        )
+
+
+def collect_rigl_demonstrations(
+    organisms: Sequence[Organism],
+    steps: list[OrganismStep],
+    surgeries: int,
+    t_end: int,
+    codec: ActionCodec,
+    alpha: float = 0.3,
+    seed: int = 0,
+) -> Demonstrations:
+    """Run RigL's surgeries on each organism for ``surgeries`` and record the targets.
+
+    Args:
+        organisms: Organisms, already reset.
+        steps: Their latest steps; updated in place as the organisms advance.
+        surgeries: Surgeries per organism.
+        t_end: RigL's ``T_end``, in surgeries.
+        codec: Encodes targets in the actor's raw action space.
+        alpha: RigL's initial drop fraction.
+        seed: Seed of the (unused at ``τ → 0``) Gumbel stream.
+    """
+    if len(organisms) != len(steps):
+        raise ValueError(f"{len(organisms)} organisms but {len(steps)} steps")
+    gen = generator(seed, "imitation")
+    obs, ids, targets = [], [], []
+    for i, org in enumerate(organisms):
+        for t in range(surgeries):
+            step = steps[i]
+            action = rigl_action(rigl_drop_fraction(t, t_end, alpha))
+            target = codec.encode(action)
+            actions = {}
+            for j, name in enumerate(org.scalpel.names):
+                obs.append(step.observations[name].to_tensor().float())
+                ids.append(j)
+                targets.append(target)
+                actions[name] = layer_action(
+                    SpecialistAction(turnover=action.turnover, tau=0.0), org, step, name, gen
+                )
+            steps[i] = org.step(actions)
+    return Demonstrations(torch.stack(obs), torch.tensor(ids), torch.stack(targets))
+
+
+def behaviour_clone(
+    actor: SpecialistActor,
+    data: Demonstrations,
+    epochs: int = 300,
+    lr: float = 1e-2,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> list[float]:
+    """Fit the actor's means (and heat logit) to the demonstrations; returns epoch losses.
+
+    The loss is the mean squared error of the Gaussian means against the encoded targets plus
+    the binary cross-entropy of the heat logit; the log standard deviations are not trained.
+    """
+    if epochs < 1 or batch_size < 1 or lr <= 0 or not len(data):
+        raise ValueError(
+            f"need epochs ≥ 1 ({epochs}), batch_size ≥ 1 ({batch_size}), lr > 0 ({lr}) and "
+            f"demonstrations ({len(data)})"
+        )
+    params = [p for n, p in actor.named_parameters() if n != "log_std"]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    gen = generator(seed, "behaviour_clone")
+    c = ActionCodec.CONTINUOUS
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=gen)
+        total = 0.0
+        for start in range(0, len(data), batch_size):
+            idx = order[start : start + batch_size]
+            dist = actor.distribution(data.obs[idx], data.ids[idx])
+            assert dist.logits is not None
+            loss = F.mse_loss(dist.mean, data.targets[idx, :c])
+            loss = loss + F.binary_cross_entropy_with_logits(dist.logits, data.targets[idx, c:])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+        losses.append(total / len(data))
+    return losses

@@ -1,0 +1,156 @@
+"""Specialist actions: rank mixing, exact-k swaps, the discrete table, decoding on an organism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esper.conf import compose
+from esper.policies.emrakul.actions import (
+    N_DISCRETE_ACTIONS,
+    PRUNE_CRITERIA,
+    REGROW_CRITERIA,
+    SpecialistAction,
+    decode_discrete,
+    layer_action,
+    mixed_scores,
+    rank_normalise,
+    swap_counts,
+)
+from esper.policies.scores import weight_scores
+from esper.seeding import generator
+from esper.workloads.organism import Organism, OrganismStep, build_organism
+
+_BASE = [
+    "policy.density=0.2",
+    "policy.surgery_interval=4",
+    "workload.batch_size=16",
+    "workload.host.params.hidden=[32,16]",
+    "workload.organism.sense_batches=2",
+    "workload.organism.spike_window=2",
+]
+
+
+@pytest.fixture(scope="module")
+def organism() -> tuple[Organism, OrganismStep]:
+    org = build_organism(compose(_BASE))
+    return org, org.reset()
+
+
+def test_rank_normalise_is_order_preserving_in_unit_interval() -> None:
+    x = torch.tensor([3.0, -1.0, 10.0, 0.5, float("nan")])
+    r = rank_normalise(x)
+    assert r.tolist() == pytest.approx([0.75, 0.25, 1.0, 0.5, 0.0])
+
+
+def test_mixed_scores_weights_ranks() -> None:
+    scores = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([30.0, 20.0, 10.0])}
+    assert mixed_scores(scores, ("a", "b"), (1.0, 0.0)).tolist() == [0.0, 0.5, 1.0]
+    assert mixed_scores(scores, ("a", "b"), (0.5, 0.5)).tolist() == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("active", "numel", "turnover", "target", "expected"),
+    [
+        (100, 1000, 0.1, None, (10, 10)),  # pure swap
+        (100, 1000, 0.1, 150, (10, 60)),  # the General raised the budget
+        (100, 1000, 0.1, 70, (40, 10)),  # ... or lowered it
+        (100, 100, 0.3, None, (30, 30)),  # dense layer: swap among just-dropped weights
+        (100, 1000, 0.0, 0, (100, 0)),
+    ],
+)
+def test_swap_counts(
+    active: int, numel: int, turnover: float, target: int | None, expected: tuple[int, int]
+) -> None:
+    drop, grow = swap_counts(active, numel, turnover, target)
+    assert (drop, grow) == expected
+    assert active - drop + grow == (active if target is None else target)
+
+
+def test_action_validation_and_simplex() -> None:
+    a = SpecialistAction(turnover=0.2, prune_mix=(2.0, 2.0, 0.0, 0.0, 0.0))
+    assert a.prune_mix == (0.5, 0.5, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="turnover"):
+        SpecialistAction(turnover=1.5)
+    with pytest.raises(ValueError, match="prune_mix"):
+        SpecialistAction(prune_mix=(1.0, 0.0))
+    with pytest.raises(ValueError, match="sedation"):
+        SpecialistAction(sedation=0.0)
+
+
+def test_discrete_table() -> None:
+    assert 20 <= N_DISCRETE_ACTIONS <= 40
+    assert decode_discrete(0).turnover == 0.0
+    seen = {(a.turnover, a.prune_mix, a.regrow_mix, a.sedation) for a in map(decode_discrete,
+            range(N_DISCRETE_ACTIONS))}  # fmt: skip
+    assert len(seen) == N_DISCRETE_ACTIONS
+    with pytest.raises(IndexError):
+        decode_discrete(N_DISCRETE_ACTIONS)
+
+
+def test_deterministic_magnitude_gradient_action_is_rigl(
+    organism: tuple[Organism, OrganismStep],
+) -> None:
+    """τ = 0, pure magnitude drop and gradient growth: exactly RigL's selection."""
+    org, step = organism
+    name = org.scalpel.names[0]
+    action = SpecialistAction(turnover=0.2, tau=0.0)
+    out = layer_action(action, org, step, name, generator(0, "t"))
+    mask = org.scalpel.mask(name).reshape(-1)
+    w = dict(org.host.named_parameters())[name].detach().reshape(-1).abs()
+    g = org.scalpel.dense_grad(name).reshape(-1).abs()
+    k = round(0.2 * int(mask.sum()))
+    active, inactive = mask.nonzero().view(-1), (~mask).nonzero().view(-1)
+    drop = set(active[torch.argsort(w[active], stable=True)[:k]].tolist())
+    grow = set(inactive[torch.argsort(g[inactive], descending=True, stable=True)[:k]].tolist())
+    assert set(torch.as_tensor(out.prune).tolist()) == drop
+    assert set(torch.as_tensor(out.regrow).tolist()) == grow
+    assert out.tau is None and out.sedation_steps == 0
+
+
+@pytest.mark.parametrize("prune", PRUNE_CRITERIA)
+@pytest.mark.parametrize("regrow", REGROW_CRITERIA)
+def test_every_criterion_decodes_to_exact_k(
+    organism: tuple[Organism, OrganismStep], prune: str, regrow: str
+) -> None:
+    org, step = organism
+    name = org.scalpel.names[1]
+    action = SpecialistAction(
+        turnover=0.25,
+        prune_mix=tuple(float(c == prune) for c in PRUNE_CRITERIA),
+        regrow_mix=tuple(float(c == regrow) for c in REGROW_CRITERIA),
+        tau=0.5,
+        sedation=0.5,
+        sedation_steps=3,
+    )
+    mask = org.scalpel.mask(name).reshape(-1)
+    k = round(0.25 * int(mask.sum()))
+    out = layer_action(action, org, step, name, generator(1, prune, regrow), target=None)
+    prune_idx, regrow_idx = torch.as_tensor(out.prune), torch.as_tensor(out.regrow)
+    assert prune_idx.numel() == regrow_idx.numel() == k
+    assert mask[prune_idx].all() and not mask[regrow_idx].any()
+    assert len(set(prune_idx.tolist())) == k and len(set(regrow_idx.tolist())) == k
+    assert out.sedation == 0.5 and out.sedation_steps == 3
+
+
+def test_mixed_prune_scores_follow_the_mix(organism: tuple[Organism, OrganismStep]) -> None:
+    org, step = organism
+    name = org.scalpel.names[0]
+    mask = org.scalpel.mask(name).reshape(-1)
+    scores = weight_scores(org, step, name, generator(0, "s"), ("fisher",))
+    action = SpecialistAction(turnover=0.1, prune_mix=(0.0, 0.0, 1.0, 0.0, 0.0), tau=0.0)
+    out = layer_action(action, org, step, name, generator(2, "m"))
+    ranks = rank_normalise(scores["fisher"])
+    dropped = ranks[torch.as_tensor(out.prune)]
+    kept = ranks[mask & ~torch.isin(torch.arange(mask.numel()), torch.as_tensor(out.prune))]
+    assert float(dropped.max()) <= float(kept.min())
+
+
+def test_target_changes_density_exactly(organism: tuple[Organism, OrganismStep]) -> None:
+    org, step = organism
+    name = org.scalpel.names[0]
+    active = int(org.scalpel.mask(name).sum())
+    for target in (active + 37, active - 23):
+        out = layer_action(SpecialistAction(turnover=0.1, tau=0.1), org, step, name,
+                           generator(3, target), target=target)  # fmt: skip
+        assert active - len(out.prune) + len(out.regrow) == target

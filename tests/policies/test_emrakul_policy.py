@@ -1,0 +1,145 @@
+"""The ``emrakul`` policy: decentralized Specialists, exact budgets on an organism, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from esper.conf import compose
+from esper.policies.base import POLICIES, make_policy
+from esper.policies.emrakul import ActionCodec, EmrakulPolicy, SpecialistAction, SpecialistActor
+from esper.workloads.organism import Organism, build_organism
+
+_BASE = [
+    "policy.density=0.2",
+    "policy.surgery_interval=4",
+    "workload.batch_size=16",
+    "workload.host.params.hidden=[32,16]",
+    "workload.organism.sense_batches=2",
+    "workload.organism.spike_window=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def organism() -> Organism:
+    return build_organism(compose(_BASE))
+
+
+def test_specialist_is_decentralized() -> None:
+    """Changing other layers' observations leaves layer i's action distribution unchanged."""
+    torch.manual_seed(0)
+    actor = SpecialistActor(obs_dim=12, max_layers=6)
+    obs = torch.randn(5, 12)
+    ids = torch.arange(5)
+    base = actor.distribution(obs, ids)
+    for i in range(5):
+        other = obs.clone()
+        rows = [j for j in range(5) if j != i]
+        other[rows] = torch.randn(4, 12) * 5
+        dist = actor.distribution(other, ids)
+        assert torch.equal(dist.mean[i], base.mean[i])
+        assert torch.equal(dist.logits[i], base.logits[i])  # type: ignore[index]
+        assert torch.equal(dist.log_std[i], base.log_std[i])
+        # ... and layer i's own observation does matter.
+        mine = obs.clone()
+        mine[i] += 1.0
+        assert not torch.equal(actor.distribution(mine, ids).mean[i], base.mean[i])
+    # Fewer agents in the batch: still the same distribution for layer 0.
+    alone = actor.distribution(obs[:1], ids[:1])
+    assert torch.allclose(alone.mean[0], base.mean[0])
+
+
+def test_codec_round_trip() -> None:
+    codec = ActionCodec(max_turnover=0.5, sedation_steps=7)
+    action = SpecialistAction(
+        turnover=0.15,
+        prune_mix=(1.0, 0.0, 0.0, 0.0, 0.0),
+        regrow_mix=(0.0, 0.0, 1.0),
+        tau=0.02,
+        heat=True,
+        sedation=0.4,
+        sedation_steps=7,
+    )
+    back = codec.decode(codec.encode(action))
+    assert back.turnover == pytest.approx(0.15, abs=1e-4)
+    assert back.tau == pytest.approx(0.02, rel=1e-4)
+    assert back.sedation == pytest.approx(0.4, abs=1e-4) and back.sedation_steps == 7
+    assert back.heat and back.prune_mix[0] > 0.9 and back.regrow_mix[2] > 0.85
+    assert codec.decode(codec.encode(SpecialistAction())).sedation == 1.0
+
+
+def test_registered_and_validated() -> None:
+    assert POLICIES["emrakul"] is EmrakulPolicy
+    with pytest.raises(ValueError, match="budget"):
+        make_policy("emrakul", budget=1.5)
+    with pytest.raises(Exception, match="bogus"):
+        make_policy("emrakul", bogus=1)
+
+
+def test_policy_keeps_the_budget_and_checkpoints(organism: Organism) -> None:
+    org = organism
+    step = org.reset()
+    policy = make_policy("emrakul", general_interval=2, seed=3)
+    assert isinstance(policy, EmrakulPolicy)
+    policy.reset(org, step)
+    budget = round(0.2 * sum(org.scalpel.numel(n) for n in org.scalpel.names))
+    for t in range(3):
+        actions = policy.act(org, step)
+        assert policy.last is not None and set(actions) == set(org.scalpel.names)
+        assert (policy.last.general_raw is not None) == (t % 2 == 0)
+        assert policy.last.targets is not None and sum(policy.last.targets.values()) == budget
+        step = org.step(actions)
+        kept = sum(int(org.scalpel.mask(n).sum()) for n in org.scalpel.names)
+        assert kept == budget
+        assert step.info["densities"] == {
+            n: policy.last.targets[n] / org.scalpel.numel(n) for n in org.scalpel.names
+        }
+    policy.bump_version()
+    state = policy.state_dict()
+    clone = make_policy("emrakul", **state["params"])
+    clone.load_state_dict(state)
+    assert isinstance(clone, EmrakulPolicy) and clone.policy_version == 1
+    clone.greedy = policy.greedy = True
+    clone.reset(org, step)
+    policy.reset(org, step)
+    a, b = policy.act(org, step), clone.act(org, step)
+    assert policy.last is not None and clone.last is not None
+    assert torch.equal(policy.last.raw, clone.last.raw)
+    for name in a:
+        assert torch.equal(torch.as_tensor(a[name].prune), torch.as_tensor(b[name].prune))
+
+
+def test_heat_burst_raises_tau_and_turnover_for_a_few_surgeries(organism: Organism) -> None:
+    policy = EmrakulPolicy(heat_surgeries=2, heat_tau=10.0, heat_turnover=2.0)
+    hot = SpecialistAction(turnover=0.1, tau=0.01, heat=True)
+    calm = SpecialistAction(turnover=0.1, tau=0.01)
+    first = policy._heated("l", hot)
+    second = policy._heated("l", calm)
+    third = policy._heated("l", calm)
+    assert first.tau == pytest.approx(0.1) and first.turnover == pytest.approx(0.2)
+    assert second.tau == pytest.approx(0.1)
+    assert third == calm
+
+
+def test_harmonic_annealing_moves_the_organism_density(organism: Organism) -> None:
+    org = organism
+    step = org.reset()
+    total = sum(org.scalpel.numel(n) for n in org.scalpel.names)
+    policy = EmrakulPolicy(amplitude=0.05, period=4, greedy=True, budget=0.2)
+    policy.reset(org, step)
+    densities = []
+    for _ in range(4):
+        step = org.step(policy.act(org, step))
+        densities.append(sum(int(org.scalpel.mask(n).sum()) for n in org.scalpel.names) / total)
+    # The untrained General's gain is 2·sigmoid(0) = 1: d_t = 0.2 + 0.05 sin(2π t / 4).
+    assert densities == pytest.approx([0.2, 0.25, 0.2, 0.15], abs=1.0 / total)

@@ -1,0 +1,80 @@
+"""Behaviour cloning from RigL: after cloning, the Specialists' mean action is RigL's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from esper.conf import compose
+from esper.policies.emrakul import ActionCodec, SpecialistActor
+from esper.policies.imitation import (
+    behaviour_clone,
+    collect_rigl_demonstrations,
+    rigl_action,
+    rigl_drop_fraction,
+)
+from esper.workloads.organism import build_organism
+
+_BASE = [
+    "policy.density=0.2",
+    "policy.surgery_interval=4",
+    "workload.batch_size=16",
+    "workload.host.params.hidden=[32,16]",
+    "workload.organism.sense_batches=2",
+    "workload.organism.spike_window=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_rigl_cosine_schedule() -> None:
+    assert rigl_drop_fraction(0, 100) == pytest.approx(0.3)
+    assert rigl_drop_fraction(50, 100) == pytest.approx(0.15)
+    assert rigl_drop_fraction(100, 100) == 0.0
+    assert rigl_drop_fraction(150, 100) == 0.0
+    action = rigl_action(0.3)
+    assert action.prune_mix[0] == 1.0 and action.regrow_mix[0] == 1.0 and not action.heat
+
+
+def test_schedule_agrees_with_the_rigl_baseline() -> None:
+    schedules = pytest.importorskip("esper.policies.baselines.schedules")
+    baseline = schedules.CosineDropFraction(0.3, 40)
+    for t in (0, 7, 20, 39, 40, 55):
+        assert rigl_drop_fraction(t, 40) == pytest.approx(baseline(t))
+
+
+def test_behaviour_cloning_matches_rigl_on_held_out_observations() -> None:
+    org = build_organism(compose(_BASE))
+    steps = [org.reset()]
+    codec = ActionCodec(max_turnover=0.5)
+    # T_end far beyond the demonstrations: RigL's drop fraction stays ≈ α = 0.3.
+    demos = collect_rigl_demonstrations([org], steps, surgeries=10, t_end=200, codec=codec)
+    assert len(demos) == 10 * len(org.scalpel.names)
+    assert steps[0].info["surgery_step"] == 10  # the organism really advanced
+    train, held_out = demos.split(0.7)
+    torch.manual_seed(0)
+    actor = SpecialistActor(demos.obs.shape[1], max_layers=4, hidden=32)
+
+    def mean_actions() -> list:
+        with torch.no_grad():
+            raw = actor.distribution(held_out.obs, held_out.ids).mode()
+        return [codec.decode(r) for r in raw]
+
+    before = mean_actions()
+    losses = behaviour_clone(actor, train, epochs=150, lr=1e-2)
+    assert losses[-1] < 0.1 * losses[0]
+    after = mean_actions()
+    expected = rigl_drop_fraction(8, 200)
+    assert all(abs(a.turnover - expected) > 0.1 for a in before)  # not RigL to begin with
+    for a in after:
+        assert abs(a.turnover - expected) < 0.02
+        assert a.prune_mix[0] > 0.85 and a.regrow_mix[0] > 0.85
+        assert a.tau < 5e-3 and not a.heat and a.sedation == 1.0

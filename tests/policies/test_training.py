@@ -1,0 +1,114 @@
+"""train_policy end to end on tiny organisms, checkpoints, and loading a policy back."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from esper.conf import compose
+from esper.policies.emrakul import EmrakulPolicy
+from esper.policies.training import load_policy, save_checkpoint, train_policy
+from esper.workloads.organism import build_organism
+
+_BASE = [
+    "policy=emrakul",
+    "policy.density=0.2",
+    "policy.surgery_interval=3",
+    "workload.batch_size=16",
+    "workload.host.params.hidden=[16,8]",
+    "workload.organism.sense_batches=2",
+    "workload.organism.spike_window=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_train_save_load_and_act(tmp_path: Path) -> None:
+    cfg = compose(_BASE)
+    seen: list[dict] = []
+    result = train_policy(
+        cfg, surgeries=8, rollout=4, progress=seen.append, seed=1,
+        policy_params={"general_interval": 2}, imitation=2,
+    )  # fmt: skip
+    assert [m["episode"] for m in seen] == [-1, 0, 1] and result.history == seen
+    assert result.policy.policy_version == 3
+    last = seen[-1]
+    for key in ("mean_reward", "r_accuracy", "r_flops", "r_oscillation", "r_gsnr", "r_spike"):
+        assert math.isfinite(last[key]), key
+    assert last["density"] == pytest.approx(0.2, abs=1e-3)
+    assert "specialists/policy_loss" in last and "general/value_loss" in last
+    path = save_checkpoint(tmp_path / "sub" / "emrakul.pt", result)
+    assert path.exists() and not list(path.parent.glob("*.tmp"))
+    policy = load_policy(path)
+    assert isinstance(policy, EmrakulPolicy) and policy.greedy and policy.policy_version == 3
+    original = result.policy
+    original.greedy = True
+    org = build_organism(cfg)
+    step = org.reset()
+    policy.reset(org, step)
+    original.reset(org, step)
+    policy.act(org, step)
+    original.act(org, step)
+    assert policy.last is not None and original.last is not None
+    assert torch.equal(policy.last.raw, original.last.raw)
+
+
+def test_train_with_qmix_and_several_workloads(tmp_path: Path) -> None:
+    cfg = compose(_BASE)
+    other = compose([*_BASE, "workload=digits_rotated", "workload.host.params.hidden=[16,8]"])
+    result = train_policy(
+        cfg, workloads=[cfg, other], surgeries=6, rollout=3, learner="qmix", seed=0,
+        learner_params={"batch_size": 2, "buffer_size": 64},
+    )  # fmt: skip
+    assert [m["workload"] for m in result.history] == [
+        "digits/permute_inputs/mlp",
+        "digits/rotate/mlp",
+    ]
+    assert result.policy.discrete
+    policy = load_policy(save_checkpoint(tmp_path / "q.pt", result))
+    assert isinstance(policy, EmrakulPolicy) and policy.discrete and policy.q_agent is not None
+
+
+def test_bad_arguments_and_files(tmp_path: Path) -> None:
+    cfg = compose(_BASE)
+    with pytest.raises(ValueError, match="learner"):
+        train_policy(cfg, learner="dqn")
+    with pytest.raises(ValueError, match="surgeries"):
+        train_policy(cfg, surgeries=0)
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"hello": 1}, bogus)
+    with pytest.raises(ValueError, match="not an Emrakul"):
+        load_policy(bogus)
+
+
+def test_a_diverged_organism_ends_its_episode_and_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from esper.workloads.organism import Organism
+
+    real_step = Organism.step
+    calls = {"n": 0}
+
+    def flaky_step(self: Organism, actions: dict) -> object:
+        out = real_step(self, actions)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.info["diverged"] = True
+        return out
+
+    monkeypatch.setattr(Organism, "step", flaky_step)
+    result = train_policy(compose(_BASE), surgeries=8, rollout=4, seed=0)
+    first, second, *_ = result.history
+    assert first["diverged"] and first["mean_reward"] < 0  # cut after 2 surgeries, penalised
+    assert not second["diverged"] and math.isfinite(second["mean_reward"])
+    assert calls["n"] == 2 + 4 + 2  # a cut episode uses only its surgeries
