@@ -57,21 +57,24 @@ def run_perf(
         verdict = "[green]met[/green]" if r.met else "[red]missed[/red]"
         console.print(f"  ratio {r.ratio:.3f} (goal {r.direction} {r.goal}) {verdict}")
     table = Table(title="esper bench perf")
-    for column in ("benchmark", "ours (s)", "anchor", "anchor (s)", "ratio", "goal", "met"):
-        table.add_column(column)
+    for column in ("benchmark", "ours (s)", "anchor (s)", "ratio", "goal", "met"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
     for name, r in results.items():
         table.add_row(
             name,
             f"{r.ours_s:.4g}",
-            r.anchor,
             f"{r.anchor_s:.4g}",
             f"{r.ratio:.3f}",
             f"{r.direction} {r.goal}",
             "yes" if r.met else "NO",
         )
-    for name, reason in skipped.items():
-        table.add_row(name, "—", "—", "—", "—", "—", f"skipped: {reason}")
+    for name in skipped:
+        table.add_row(name, "—", "—", "—", "—", "skipped")
     console.print(table)
+    for name, r in results.items():
+        console.print(f"[dim]{name}: vs {r.anchor}[/dim]")
+    for name, reason in skipped.items():
+        console.print(f"[dim]{name}: skipped, {reason}[/dim]")
     if json_path is not None:
         write_results(json_path, results, skipped)
         console.print(f"results written to {json_path}")
