@@ -14,8 +14,7 @@ import copy
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from esper.bench.anchors import import_backpack
 from esper.bench.harness import PERF, BenchResult, paired_median_times
 from esper.seeding import generator
+from esper.threads import one_thread
 from esper.workloads.hosts import make_host
 from esper.workloads.sensors import NervousSystem, gradient_statistics, hutchinson
 
@@ -37,16 +37,6 @@ __all__ = [
 
 _BATCH = 128
 _HIDDEN = (300, 100)
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _batch(batch: int = _BATCH) -> tuple[Tensor, Tensor]:
@@ -83,7 +73,7 @@ def _plain_step(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], None]:
 def fisher_gsnr_vs_step() -> BenchResult:
     """Fisher diagonal + GSNR + coherence of every layer ÷ one plain training step."""
     model, (x, y) = _lenet(), _batch()
-    with _single_thread():
+    with one_thread():
         ours_s, step_s = paired_median_times(
             lambda: gradient_statistics(model, x, y), _plain_step(model, x, y), repeats=60, warmup=5
         )
@@ -103,7 +93,7 @@ def hutchinson_vs_step() -> BenchResult:
     """One Hutchinson probe over every layer ÷ one plain training step."""
     model, (x, y) = _lenet(), _batch()
     g = generator(0, "bench", "sensors", "probes")
-    with _single_thread():
+    with one_thread():
         ours_s, step_s = paired_median_times(
             lambda: hutchinson(model, x, y, probes=1, generator=g),
             _plain_step(model, x, y),
@@ -135,7 +125,7 @@ def variance_vs_backpack() -> BenchResult:
         with backpack(variance()):
             loss.backward()
 
-    with _single_thread():
+    with one_thread():
         ours_s, anchor_s = paired_median_times(
             lambda: gradient_statistics(ours_model, x, y), anchor, repeats=60, warmup=5
         )
@@ -175,7 +165,7 @@ def _naive_statistics(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tenso
 def naive_vs_ours() -> BenchResult:
     """A per-sample Python loop ÷ ours, for the same Fisher, GSNR and coherence."""
     model, (x, y) = _lenet(), _batch()
-    with _single_thread():
+    with one_thread():
         naive_s, ours_s = paired_median_times(
             lambda: _naive_statistics(model, x, y),
             lambda: gradient_statistics(model, x, y),
@@ -205,7 +195,7 @@ def sensing_scaling_exponent() -> BenchResult:
         systems.append((model, system))
     sizes = [sum(p.numel() for p in model.parameters()) for model, _ in systems]
     runs: list[list[float]] = [[] for _ in systems]
-    with _single_thread():
+    with one_thread():
         for repeat in range(11):  # sizes interleaved, so machine noise hits them alike
             for (model, system), seconds in zip(systems, runs, strict=True):
                 start = time.perf_counter()

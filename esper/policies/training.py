@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.imitation import behaviour_clone, collect_rigl_demonstrations
 from esper.policies.learners.mappo import MAPPOLearner
 from esper.seeding import derive_seed
+from esper.threads import one_thread
 from esper.workloads.organism import OrganismStep, build_organism
 
 __all__ = ["LEARNERS", "TrainResult", "load_policy", "save_checkpoint", "train_policy"]
@@ -70,17 +71,6 @@ class TrainResult:
     policy: EmrakulPolicy
     checkpoint: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Tiny networks train far faster on one intra-op thread (no contention between cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _configs(cfg: EsperConfig, workloads: Sequence[str | EsperConfig] | None) -> list[EsperConfig]:
@@ -281,7 +271,7 @@ def train_policy(
     assert isinstance(policy, EmrakulPolicy)
     configs = _configs(cfg, workloads)
     history: list[dict[str, Any]] = []
-    with _one_thread():
+    with one_thread():
         trainer = _Trainer(configs, policy, learner, learner_params or {}, seed)
         if imitation:
             history.append(_warm_start(trainer, imitation, surgeries, seed))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -11,14 +9,6 @@ from esper.policies.emrakul import ActionCodec, SpecialistActor, SurgeonGeneral,
 from esper.policies.learners import MAPPOLearner, RunningMeanStd, gae
 
 _FISHER, _RANDOM = 2, 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_gae_matches_hand_computation() -> None:

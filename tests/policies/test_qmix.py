@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,15 +12,6 @@ import torch
 
 from esper.policies.learners.qmix import QMIXLearner
 from esper.policies.learners.qmix_networks import MonotonicMixer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny networks: intra-op threads only add contention on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _fill(learner: QMIXLearner, n_steps: int, n_agents: int, seed: int = 0) -> None:
