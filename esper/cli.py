@@ -59,8 +59,8 @@ def _split_checkpoint(overrides: Sequence[str]) -> tuple[Path | None, list[str]]
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
+    from esper.commands.evaluate import evaluate_command
     from esper.conf import ConfigError, compose
-    from esper.policies.evaluate_cli import evaluate_command
 
     checkpoint, overrides = _split_checkpoint(args.overrides)
     if checkpoint is not None and not checkpoint.exists():
@@ -81,8 +81,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train_policy(args: argparse.Namespace) -> int:
+    from esper.commands.train import train_command
     from esper.conf import ConfigError, chosen_option, compose
-    from esper.policies.train_cli import train_command
 
     overrides = list(args.overrides)
     if not any(o.startswith("policy=") for o in overrides):
@@ -105,6 +105,18 @@ def _bench_perf(args: argparse.Namespace) -> int:
         print(f"esper: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _add_analysis_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``events``, ``strategies``, ``compare`` and ``report``: they read run directories."""
+    from esper.analysis.compare_cli import add_compare_parser, add_report_parser
+    from esper.analysis.events_cli import add_events_parser
+    from esper.analysis.strategies_cli import add_strategies_parser
+
+    add_events_parser(sub)
+    add_strategies_parser(sub)
+    add_compare_parser(sub)
+    add_report_parser(sub)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="write here")
     evaluate.set_defaults(func=_evaluate)
+
+    _add_analysis_parsers(sub)
 
     bench = sub.add_parser("bench", help="run benchmarks and record them as JSON")
     bench_sub = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)

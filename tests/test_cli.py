@@ -109,7 +109,8 @@ _TINY = [
 
 def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
     path = tmp_path / "baselines.json"
-    out = esper("evaluate", "--baselines", "--surgeries", "2", *_TINY, "--json", str(path))
+    store = f"cluster.storage_path={tmp_path / 'runs'}"
+    out = esper("evaluate", "--baselines", "--surgeries", "2", *_TINY, store, "--json", str(path))
     assert out.returncode == 0, out.stderr
     assert "Baselines" in out.stdout and "Mean reward components" in out.stdout
     reports = {r["policy"]: r for r in json.loads(path.read_text())["reports"]}
@@ -120,12 +121,21 @@ def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
         if name not in ("dense", "gmp"):  # GMP starts dense and prunes on its schedule
             assert report["density"] == pytest.approx(0.1, abs=0.002)
     assert reports["dense"]["density"] == 1.0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 8
+    for run in runs:
+        assert {"run.json", "config.yaml", "report.json", "metrics"} <= {
+            p.name for p in run.iterdir()
+        }
+        assert list((run / "metrics" / "trial=t0" / "replica=0").glob("part-*.parquet"))
 
 
 def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "policy.pt"
+    store = f"cluster.storage_path={tmp_path / 'runs'}"
     train = esper(
         "train-policy",
+        store,
         "policy.training.surgeries=4",
         "policy.training.rollout=2",
         *_TINY,
@@ -136,11 +146,16 @@ def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
     assert ckpt.exists() and (tmp_path / "history.json").exists()
     path = tmp_path / "eval.json"
     evaluate = esper(
-        "evaluate", f"checkpoint={ckpt}", "--surgeries", "2", *_TINY, "--json", str(path)
+        "evaluate", f"checkpoint={ckpt}", "--surgeries", "2", *_TINY, store, "--json", str(path)
     )
     assert evaluate.returncode == 0, evaluate.stderr
     (report,) = json.loads(path.read_text())["reports"]
     assert report["policy"] == "emrakul" and report["density"] == pytest.approx(0.1, abs=0.002)
+    eval_run, train_run = sorted((tmp_path / "runs").iterdir())
+    assert train_run.name.startswith("train-") and eval_run.name.startswith("evaluate-")
+    for run in (train_run, eval_run):
+        assert list((run / "events" / "trial=t0" / "replica=0").glob("part-*.parquet"))
+        assert list((run / "metrics" / "trial=t0" / "replica=0").glob("part-*.parquet"))
 
 
 def test_train_and_evaluate_refuse_bad_input(tmp_path: Path) -> None:

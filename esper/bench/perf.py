@@ -15,7 +15,11 @@ from esper.registry import UnknownNameError
 
 __all__ = ["BENCHMARK_MODULES", "load_benchmarks", "run_perf"]
 
-BENCHMARK_MODULES = ("esper.bench.perf_scalpel", "esper.bench.perf_sensors")
+BENCHMARK_MODULES = (
+    "esper.bench.perf_scalpel",
+    "esper.bench.perf_sensors",
+    "esper.bench.perf_events",
+)
 """Modules whose import registers benchmarks in :data:`~esper.bench.harness.PERF`."""
 
 

@@ -80,7 +80,8 @@ def evaluate_policy(
         organism: A freshly built organism (``reset`` is called here).
         policy: The surgeon.
         surgeries: How many surgeries (each followed by ``K`` SGD steps).
-        on_step: Called after each surgery with its index and result (progress output).
+        on_step: Called with the first reading (index −1) and after each surgery with its
+            index and result (progress output, metrics recording).
         on_events: Called with each step's surgical events (an event-log writer).
     """
     step = organism.reset()
@@ -92,6 +93,8 @@ def evaluate_policy(
     n_events = 0
     if on_events is not None and step.events:
         on_events(step.events)
+    if on_step is not None:
+        on_step(-1, step)
     for i in range(surgeries):
         step = organism.step(policy.act(organism, step))
         policy.observe(organism, step)

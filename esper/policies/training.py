@@ -41,7 +41,7 @@ from esper.policies.imitation import behaviour_clone, collect_rigl_demonstration
 from esper.policies.learners.mappo import MAPPOLearner
 from esper.seeding import derive_seed
 from esper.threads import one_thread
-from esper.workloads.organism import OrganismStep, build_organism
+from esper.workloads.organism import Organism, OrganismStep, build_organism
 
 __all__ = ["LEARNERS", "TrainResult", "load_policy", "save_checkpoint", "train_policy"]
 
@@ -91,6 +91,10 @@ def _workload_name(cfg: EsperConfig) -> str:
     return f"{w.dataset.name}/{drifts}/{w.host.name}"
 
 
+StepObserver = Callable[[int, Organism, OrganismStep], None]
+"""``(organism index, organism, step)``: sees every step of every training organism."""
+
+
 class _Trainer:
     """The state of one training run (kept out of :func:`train_policy` for readability)."""
 
@@ -101,13 +105,17 @@ class _Trainer:
         learner: str,
         learner_params: Mapping[str, Any],
         seed: int,
+        on_step: StepObserver | None = None,
     ) -> None:
         self.configs = configs
+        self.on_step = on_step
         self.policy = policy
         self.learner = learner
         self.seed = seed
         self.organisms = [build_organism(c, replica_id=i) for i, c in enumerate(configs)]
         self.steps: list[OrganismStep] = [o.reset() for o in self.organisms]
+        for i, (o, s) in enumerate(zip(self.organisms, self.steps, strict=True)):
+            self._observe(i, o, s)
         self.rebuilds = [0] * len(configs)
         policy.reset(self.organisms[0], self.steps[0])
         assert policy.specialist is not None and policy.general is not None
@@ -135,11 +143,16 @@ class _Trainer:
             policy.discrete = True
             policy.q_agent = self.qmix
 
+    def _observe(self, i: int, organism: Organism, step: OrganismStep) -> None:
+        if self.on_step is not None:
+            self.on_step(i, organism, step)
+
     def _rebuild(self, i: int) -> None:
         self.rebuilds[i] += 1
         replica = derive_seed(self.seed, "rebuild", i, self.rebuilds[i]) % 1000 + len(self.configs)
         self.organisms[i] = build_organism(self.configs[i], replica_id=replica)
         self.steps[i] = self.organisms[i].reset()
+        self._observe(i, self.organisms[i], self.steps[i])
 
     def episode(self, i: int, length: int) -> dict[str, Any]:
         """Roll out ``length`` surgeries on organism ``i``, then update; returns metrics."""
@@ -159,6 +172,7 @@ class _Trainer:
                 self._close_general(pending, done=False)
                 pending = [d.state, d.general_raw, d.general_log_prob, 0.0]
             nxt = org.step(actions)
+            self._observe(i, org, nxt)
             diverged = bool(nxt.info["diverged"])
             reward = nxt.reward if not diverged else -1.0
             rewards.append(reward)
@@ -231,6 +245,7 @@ def train_policy(
     policy_params: Mapping[str, Any] | None = None,
     learner_params: Mapping[str, Any] | None = None,
     imitation: int = 0,
+    on_step: StepObserver | None = None,
 ) -> TrainResult:
     """Train the ``emrakul`` policy on organisms for a budget of surgeries.
 
@@ -250,6 +265,8 @@ def train_policy(
             ``QMIXLearner``, e.g. ``lr``); with MAPPO they also apply to the General's.
         imitation: Surgeries of RigL demonstrations per organism before RL; the Specialists
             are behaviour-cloned on them first (:mod:`esper.policies.imitation`; MAPPO only).
+        on_step: Called as ``on_step(i, organism, step)`` with every step of organism ``i``
+            (its first reading and each surgery): where a run recorder writes events.
 
     Raises:
         ValueError: an unknown learner or a non-positive budget.
@@ -272,7 +289,7 @@ def train_policy(
     configs = _configs(cfg, workloads)
     history: list[dict[str, Any]] = []
     with one_thread():
-        trainer = _Trainer(configs, policy, learner, learner_params or {}, seed)
+        trainer = _Trainer(configs, policy, learner, learner_params or {}, seed, on_step)
         if imitation:
             history.append(_warm_start(trainer, imitation, surgeries, seed))
             if progress is not None:

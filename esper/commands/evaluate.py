@@ -1,7 +1,9 @@
-"""``esper evaluate``: run one policy, or every baseline, and print the reports."""
+"""``esper evaluate``: run one policy, or every baseline; record each run and print reports."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,12 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from esper.conf import ConfigError, compose
+from esper.conf import ConfigError, chosen_option, compose
 from esper.conf.schema import EsperConfig
+from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.base import POLICIES, Policy, make_policy
 from esper.policies.baselines import BASELINES
 from esper.policies.evaluation import EvaluationReport, evaluate_policy
-from esper.workloads.organism import build_organism
+from esper.workloads.organism import OrganismStep, build_organism
 
 __all__ = ["components_table", "evaluate_command", "report_table"]
 
@@ -29,26 +32,38 @@ def _surgeries(cfg: EsperConfig, organism_steps: int, requested: int | None) -> 
 
 
 def _run(
-    cfg: EsperConfig, policy: Policy, surgeries: int | None, console: Console
+    cfg: EsperConfig,
+    policy: Policy,
+    surgeries: int | None,
+    console: Console,
+    workload: str,
 ) -> EvaluationReport:
     organism = build_organism(cfg)
     n = _surgeries(cfg, len(organism.stream), surgeries)
+    run_dir = new_run_dir(cfg, "evaluate", workload)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with (
+        Progress(*columns, console=console, transient=True) as progress,
+        RunRecorder(run_dir, cfg, "evaluate", workload, policy.name) as recorder,
+    ):
         bar = progress.add_task(f"{policy.name}", total=n)
 
-        def tick(i: int, step: object) -> None:
+        def tick(i: int, step: OrganismStep) -> None:
+            recorder.step(organism, step)
             progress.update(bar, completed=i + 1)
 
-        report = evaluate_policy(organism, policy, n, on_step=tick)
+        report = evaluate_policy(organism, policy, n, on_step=tick, on_events=recorder.events)
+    tmp = run_dir / ".report.json.tmp"
+    tmp.write_text(json.dumps(report.to_json(), indent=2))
+    os.replace(tmp, run_dir / "report.json")
     console.print(
         f"{policy.name}: online accuracy {report.online_accuracy:.3f}, density "
-        f"{report.density:.3f}, {report.surgeries} surgeries"
+        f"{report.density:.3f}, {report.surgeries} surgeries → {run_dir}"
     )
     return report
 
@@ -98,22 +113,27 @@ def evaluate_command(
     surgeries: int | None,
     console: Console,
 ) -> list[EvaluationReport]:
-    """Evaluate the configured policy, a checkpoint, or (``baselines``) every baseline."""
+    """Evaluate the configured policy, a checkpoint, or (``baselines``) every baseline.
+
+    Each evaluation writes a run directory (``run.json``, ``config.yaml``, ``report.json`` and
+    the ``events`` and ``metrics`` tables) under ``cluster.storage_path``.
+    """
+    workload = chosen_option("workload", overrides)
     reports: list[EvaluationReport] = []
     if baselines:
         for name in BASELINES:
             # Each baseline with its own config-group settings (e.g. dense keeps density 1.0
             # unless the overrides set it): the same stream, seed and budget otherwise.
             sub = compose([f"policy={name}", *overrides])
-            reports.append(_run(sub, _policy_for(sub), surgeries, console))
+            reports.append(_run(sub, _policy_for(sub), surgeries, console, workload))
         title = "Baselines"
     elif checkpoint is not None:
         from esper.policies.training import load_policy
 
-        reports.append(_run(cfg, load_policy(checkpoint), surgeries, console))
+        reports.append(_run(cfg, load_policy(checkpoint), surgeries, console, workload))
         title = f"Policy from {checkpoint}"
     else:
-        reports.append(_run(cfg, _policy_for(cfg), surgeries, console))
+        reports.append(_run(cfg, _policy_for(cfg), surgeries, console, workload))
         title = f"Policy {cfg.policy.name}"
     console.print(report_table(reports, title))
     console.print(components_table(reports))

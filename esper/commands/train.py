@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from esper.conf import compose
 from esper.conf.schema import EsperConfig
+from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.training import TrainResult, save_checkpoint, train_policy
+from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["train_command"]
-
-
-def _run_name(cfg: EsperConfig, workload: str) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    learner = cfg.policy.training.learner.value
-    return f"train-{learner}-{workload}-s{cfg.experiment.seed}-{stamp}"
 
 
 def train_command(
@@ -47,8 +42,24 @@ def train_command(
             *base,
         ]
         workloads = [compose([f"workload={w}", *shared]) for w in t.workloads]
-    name = _run_name(cfg, workload)
-    path = out or Path(cfg.cluster.storage_path).expanduser().resolve() / name / "policy.pt"
+    run_dir = new_run_dir(cfg, "train", workload)
+    name = run_dir.name
+    path = out or run_dir / "policy.pt"
+    # One recorder per training organism (replica), all in the run directory.
+    recorders: list[RunRecorder] = []
+    for i in range(len(workloads)):
+        wcfg = workloads[i] if isinstance(workloads[i], EsperConfig) else cfg
+        assert isinstance(wcfg, EsperConfig)
+        recorders.append(
+            RunRecorder(
+                run_dir, wcfg, "train-policy", workload, "emrakul", replica_id=i, create=i == 0
+            )
+        )
+
+    def record(i: int, organism: Organism, step: OrganismStep) -> None:
+        recorders[i].events(step.events)
+        recorders[i].step(organism, step)
+
     console.print(
         f"[bold]esper train-policy[/bold] {name}: {t.learner.value} on "
         f"{', '.join(t.workloads) or workload}, {t.surgeries} surgeries "
@@ -85,12 +96,15 @@ def train_command(
             policy_params=dict(cfg.policy.params),
             learner_params=dict(t.learner_params),
             imitation=t.imitation,
+            on_step=record,
         )
+    for recorder in recorders:
+        recorder.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, result)
     history = path.with_name("history.json")
     tmp = history.with_name(".history.json.tmp")
     tmp.write_text(json.dumps(result.history, indent=2, default=float))
     tmp.replace(history)
-    console.print(f"checkpoint written to {path}")
+    console.print(f"checkpoint written to {path}; events and metrics in {run_dir}")
     return path, result

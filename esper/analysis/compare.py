@@ -1,0 +1,436 @@
+"""Compare runs: mean ± 95% confidence intervals over seeds and replicas, paired differences.
+
+A *unit* is one replica of one trial of one run (``RUN/run.json`` gives the run's seed,
+workload, policy and reward weights). Each unit is reduced to one number per metric
+(:data:`METRICS`), and groups of runs (by a ``run.json`` key) get the mean and a Student-t 95%
+interval over their units. With a single unit the interval is undefined: its half-width is NaN.
+
+Runs are read with :class:`esper.analysis.event_log.EventLog` when it is importable, otherwise
+straight from the Parquet parts (``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from esper.analysis.schema import EVENTS
+from esper.analysis.schema import METRICS as METRICS_SCHEMA
+
+__all__ = [
+    "METRICS",
+    "METRIC_LABELS",
+    "CompareError",
+    "Run",
+    "compare_runs",
+    "group_label",
+    "load_run",
+    "mean_ci",
+    "paired_differences",
+    "recovery_steps",
+    "unit_summary",
+]
+
+METRICS: tuple[str, ...] = (
+    "online_accuracy",
+    "recovery_steps",
+    "density",
+    "flops",
+    "oscillation",
+    "r_accuracy",
+    "r_gsnr",
+    "r_spike",
+    "reward",
+)
+"""Per-unit metrics compared across groups (``flops`` is ``r_flops``, ``oscillation`` is
+``r_oscillation``: the reward's FLOPs and oscillation components)."""
+
+METRIC_LABELS: dict[str, str] = {
+    "online_accuracy": "online acc",
+    "recovery_steps": "recovery (surgeries)",
+    "density": "density",
+    "flops": "FLOPs (÷ dense)",
+    "oscillation": "oscillation",
+    "r_accuracy": "R acc",
+    "r_gsnr": "R gsnr",
+    "r_spike": "R spike",
+    "reward": "reward",
+}
+"""Short human-readable names of :data:`METRICS`, for tables and plots."""
+
+_UNIT_KEYS = ["run_id", "trial_id", "replica_id"]
+_REWARD_SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε"}
+
+
+class CompareError(ValueError):
+    """A run directory that cannot be read, or a grouping key that no run has."""
+
+
+@dataclass
+class Run:
+    """One run directory loaded into memory.
+
+    Attributes:
+        path: The run directory.
+        meta: Contents of ``run.json`` (``run_id``, ``command``, ``workload``, ``policy``,
+            ``seed``, ``reward``, ``config``).
+        events: The ``events`` table (one row per surgery, layer and action).
+        metrics: The ``metrics`` table (one row per surgery step of a replica).
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    events: pd.DataFrame = field(repr=False)
+    metrics: pd.DataFrame = field(repr=False)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (``run.json``'s ``run_id``, else the directory name)."""
+        return str(self.meta.get("run_id") or self.path.name)
+
+
+def _empty(table: str) -> pd.DataFrame:
+    schema = EVENTS if table == "events" else METRICS_SCHEMA
+    return schema.empty_table().to_pandas()
+
+
+def _parts(run_dir: Path, table: str) -> list[Path]:
+    root = run_dir / table
+    return sorted(root.glob("trial=*/replica=*/part-*.parquet")) if root.is_dir() else []
+
+
+def _read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """The run's ``events`` and ``metrics`` tables, through ``EventLog`` when importable (else
+    straight from the ``part-*.parquet`` files with pyarrow); a missing table is empty."""
+    present = [t for t in ("events", "metrics") if _parts(run_dir, t)]
+    out = {t: _empty(t) for t in ("events", "metrics")}
+    if not present:
+        return out
+    try:
+        from esper.analysis.event_log import EventLog
+    except ImportError:  # the reader is optional: read the parts directly
+        return _read_with_pyarrow(run_dir, present, out)
+    log = EventLog.open(run_dir)
+    try:
+        out.update({t: log.to_pandas(t) for t in present})
+    finally:
+        log.close()
+    return out
+
+
+def _read_with_pyarrow(
+    run_dir: Path, present: list[str], out: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    import pyarrow.dataset as ds
+
+    for table in present:
+        dataset = ds.dataset(
+            [str(p) for p in _parts(run_dir, table)],
+            format="parquet",
+            partitioning=ds.HivePartitioning.discover(),
+            partition_base_dir=str(run_dir / table),
+        )
+        out[table] = dataset.to_table().to_pandas()
+    return out
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Load a run directory (``run.json`` plus its ``events`` and ``metrics`` tables).
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        The loaded :class:`Run`. A missing table is an empty frame with the schema's columns.
+
+    Raises:
+        CompareError: the directory or its ``run.json`` is missing or unreadable.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CompareError(f"run directory {str(path)!r} does not exist")
+    meta_path = path / "run.json"
+    if not meta_path.is_file():
+        raise CompareError(f"{str(path)!r} is not a run directory: no run.json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CompareError(f"{meta_path}: invalid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise CompareError(f"{meta_path}: expected a JSON object")
+    tables = _read_tables(path)
+    events, metrics = tables["events"], tables["metrics"]
+    if metrics.empty and not events.empty:
+        metrics = _metrics_from_events(events)
+    run_id = str(meta.get("run_id") or path.name)
+    for frame in (events, metrics):
+        if "run_id" in frame.columns:
+            frame["run_id"] = frame["run_id"].fillna(run_id)
+    return Run(path=path, meta=meta, events=events, metrics=metrics)
+
+
+def _metrics_from_events(events: pd.DataFrame) -> pd.DataFrame:
+    """A coarse ``metrics`` table for runs that logged only events (accuracy = ``acc_before``)."""
+    keys = [*_UNIT_KEYS, "surgery_step"]
+    grouped = events.groupby(keys, sort=True)
+    out = grouped.agg(
+        drift=("drift", "first"),
+        task_index=("task_index", "first"),
+        sgd_step=("sgd_step", "first"),
+        online_accuracy=("acc_before", "first"),
+        online_loss=("loss_before", "first"),
+        density=("density_after", "mean"),
+        reward=("reward", "first"),
+        r_accuracy=("r_accuracy", "first"),
+        r_flops=("r_flops", "first"),
+        r_oscillation=("r_oscillation", "first"),
+        r_gsnr=("r_gsnr", "first"),
+        r_spike=("r_spike", "first"),
+    )
+    return out.reset_index()
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, int]:
+    """Mean and Student-t confidence half-width of the finite values.
+
+    Args:
+        values: Samples (NaNs are dropped).
+        confidence: Coverage of the interval.
+
+    Returns:
+        ``(mean, half_width, n)``: the interval is ``mean ± half_width``. ``half_width`` is NaN
+        when ``n < 2`` (no spread to estimate), and ``mean`` is NaN when ``n == 0``.
+    """
+    arr = np.asarray(list(values), dtype=float)
+    arr = arr[np.isfinite(arr)]
+    n = int(arr.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = float(arr.mean())
+    if n < 2:
+        return mean, math.nan, n
+    sem = float(arr.std(ddof=1)) / math.sqrt(n)
+    return mean, float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem, n
+
+
+def recovery_steps(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Recovery after each drift of one replica's accuracy series.
+
+    A drift is a change of ``task_index`` between consecutive surgery steps. The pre-drift
+    level is the online accuracy at the last surgery before the change; the recovery is the
+    number of surgeries from the change (the first step of the new task counts 0) until online
+    accuracy is back at or above that level. It is NaN if that never happens before the next
+    drift or the end of the series.
+
+    Args:
+        metrics: One replica's ``metrics`` rows (``surgery_step``, ``task_index``,
+            ``online_accuracy``).
+
+    Returns:
+        One row per drift: ``surgery_step`` (of the change), ``task_from``, ``task_to``,
+        ``pre_accuracy``, ``recovery_steps``.
+    """
+    columns = ["surgery_step", "task_from", "task_to", "pre_accuracy", "recovery_steps"]
+    if metrics.empty:
+        return pd.DataFrame(columns=columns)
+    series = metrics.sort_values("surgery_step")
+    steps = series["surgery_step"].to_numpy()
+    tasks = series["task_index"].to_numpy()
+    acc = series["online_accuracy"].to_numpy(dtype=float)
+    changes = [i for i in range(1, len(tasks)) if tasks[i] != tasks[i - 1]]
+    rows = []
+    for k, i in enumerate(changes):
+        end = changes[k + 1] if k + 1 < len(changes) else len(tasks)
+        pre = acc[i - 1]
+        recovered = np.flatnonzero(acc[i:end] >= pre)
+        rows.append(
+            {
+                "surgery_step": int(steps[i]),
+                "task_from": int(tasks[i - 1]),
+                "task_to": int(tasks[i]),
+                "pre_accuracy": float(pre),
+                "recovery_steps": float(recovered[0]) if recovered.size else math.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def unit_summary(run: Run) -> pd.DataFrame:
+    """Reduce a run to one row per unit (trial and replica) with every metric in :data:`METRICS`.
+
+    ``recovery_steps`` is the mean over the unit's drifts that recovered (NaN if none did);
+    the other metrics are means over the unit's surgery steps.
+
+    Args:
+        run: A loaded run.
+
+    Returns:
+        Columns ``run_id``, ``trial_id``, ``replica_id`` and :data:`METRICS`.
+    """
+    metrics = run.metrics
+    if metrics.empty:
+        return pd.DataFrame(columns=[*_UNIT_KEYS, *METRICS])
+    rows = []
+    for (trial, replica), unit in metrics.groupby(["trial_id", "replica_id"], sort=True):
+        drifts = recovery_steps(unit)["recovery_steps"].dropna()
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "trial_id": trial,
+                "replica_id": int(replica),
+                "online_accuracy": unit["online_accuracy"].mean(),
+                "recovery_steps": drifts.mean() if len(drifts) else math.nan,
+                "density": unit["density"].mean(),
+                "flops": unit["r_flops"].mean(),
+                "oscillation": unit["r_oscillation"].mean(),
+                "r_accuracy": unit["r_accuracy"].mean(),
+                "r_gsnr": unit["r_gsnr"].mean(),
+                "r_spike": unit["r_spike"].mean(),
+                "reward": unit["reward"].mean(),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*_UNIT_KEYS, *METRICS])
+
+
+_MISSING = object()
+
+
+def _lookup(meta: dict[str, Any], key: str) -> Any:
+    """``meta[key]``, following dots into nested objects (``config.workload.name``)."""
+    if key in meta:
+        return meta[key]
+    node: Any = meta
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _short(value: Any) -> str:
+    return (
+        f"{value:g}"
+        if isinstance(value, float | int) and not isinstance(value, bool)
+        else (json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value))
+    )
+
+
+def group_label(meta: dict[str, Any], by: str) -> str:
+    """The label of a run in a grouping by ``by`` (a ``run.json`` key, dots for nested keys).
+
+    Reward weights print as ``α=1 β=0.1 γ=0.1 δ=0 ε=0.5``; other objects as compact JSON.
+
+    Raises:
+        CompareError: the run has no such key.
+    """
+    value = _lookup(meta, by)
+    if value is _MISSING:
+        keys = ", ".join(sorted(meta))
+        raise CompareError(f"run.json has no key {by!r} (keys: {keys}; use dots for nesting)")
+    if isinstance(value, dict):
+        if value and set(value) & set(_REWARD_SYMBOLS):
+            known = [
+                f"{_REWARD_SYMBOLS[k]}={_short(value[k])}" for k in _REWARD_SYMBOLS if k in value
+            ]
+            other = [
+                f"{k}={_short(v)}" for k, v in sorted(value.items()) if k not in _REWARD_SYMBOLS
+            ]
+            return " ".join(known + other)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def _as_runs(runs: Sequence[str | Path | Run]) -> list[Run]:
+    return [r if isinstance(r, Run) else load_run(r) for r in runs]
+
+
+def compare_runs(run_dirs: Sequence[str | Path | Run], by: str = "reward") -> pd.DataFrame:
+    """Compare groups of runs: mean ± 95% t-interval over their seeds and replicas.
+
+    Args:
+        run_dirs: Run directories (or already loaded :class:`Run` objects).
+        by: ``run.json`` key to group by: ``reward`` (the weights), ``policy``, ``workload``,
+            ``seed``, ``run_id`` (one row per run), or any other key (dots for nesting).
+
+    Returns:
+        One row per group, indexed by the group label (index name ``by``): ``runs`` and
+        ``units`` (trial replicas pooled), then ``<metric>`` (mean), ``<metric>_ci`` (95%
+        half-width, NaN with fewer than two finite units) and ``<metric>_n`` for each metric in
+        :data:`METRICS`. Groups keep the order in which they first appear.
+
+    Raises:
+        CompareError: no runs, a missing run directory, or a key that some run lacks.
+    """
+    if not run_dirs:
+        raise CompareError("no runs to compare")
+    runs = _as_runs(run_dirs)
+    labels = [group_label(r.meta, by) for r in runs]
+    units = []
+    for run, label in zip(runs, labels, strict=True):
+        summary = unit_summary(run)
+        summary.insert(0, "group", label)
+        units.append(summary)
+    pooled = pd.concat(units, ignore_index=True)
+    rows = []
+    groups = list(dict.fromkeys(labels))
+    for label in groups:
+        part = pooled[pooled["group"] == label]
+        row: dict[str, Any] = {"runs": labels.count(label), "units": len(part)}
+        for metric in METRICS:
+            mean, half, n = mean_ci(part[metric])
+            row[metric], row[f"{metric}_ci"], row[f"{metric}_n"] = mean, half, n
+        rows.append(row)
+    return pd.DataFrame(rows, index=pd.Index(groups, name=by))
+
+
+def paired_differences(
+    runs_a: Sequence[str | Path | Run], runs_b: Sequence[str | Path | Run], metric: str
+) -> pd.DataFrame:
+    """Per-pair differences ``a − b`` of a metric on matched (workload, seed, replica) units.
+
+    Units of the same run side that share a key (several trials, or repeated runs) are
+    averaged first; keys present on one side only are dropped.
+
+    Args:
+        runs_a: Runs of the first condition.
+        runs_b: Runs of the second condition.
+        metric: One of :data:`METRICS`.
+
+    Returns:
+        One row per matched pair: ``workload``, ``seed``, ``replica_id``, ``a``, ``b``,
+        ``diff``. Summarise with ``mean_ci(df["diff"])``; ``df.attrs`` also holds ``mean``,
+        ``ci`` and ``n`` of the differences.
+
+    Raises:
+        CompareError: an unknown metric or unreadable runs.
+    """
+    if metric not in METRICS:
+        raise CompareError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    keys = ["workload", "seed", "replica_id"]
+
+    def side(runs: Sequence[str | Path | Run]) -> pd.DataFrame:
+        frames = []
+        for run in _as_runs(runs):
+            summary = unit_summary(run)
+            summary["workload"] = str(run.meta.get("workload"))
+            summary["seed"] = run.meta.get("seed")
+            frames.append(summary[[*keys, metric]])
+        if not frames:
+            return pd.DataFrame(columns=[*keys, metric])
+        return pd.concat(frames, ignore_index=True).groupby(keys, as_index=False)[metric].mean()
+
+    merged = side(runs_a).merge(side(runs_b), on=keys, suffixes=("_a", "_b"))
+    out = merged.rename(columns={f"{metric}_a": "a", f"{metric}_b": "b"})
+    out["diff"] = out["a"] - out["b"]
+    out = out.sort_values(keys, ignore_index=True)
+    out.attrs["mean"], out.attrs["ci"], out.attrs["n"] = mean_ci(out["diff"])
+    out.attrs["metric"] = metric
+    return out

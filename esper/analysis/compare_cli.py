@@ -1,0 +1,148 @@
+"""The ``esper compare`` and ``esper report`` subcommands.
+
+``esper compare RUN... --by reward [--json PATH] [--plots DIR]`` prints a table of mean ± 95%
+interval over seeds and replicas per group; ``esper report RUN... --out report.html`` writes a
+self-contained HTML report. A missing run or an unknown ``--by`` key exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["add_compare_parser", "add_report_parser", "compare_main", "report_main"]
+
+_BY_HELP = (
+    "run.json key to group by: reward, policy, workload, seed, run_id, or any key "
+    "(dots for nested keys, e.g. config.workload)"
+)
+
+
+def _error(message: str) -> int:
+    print(f"esper: {message}", file=sys.stderr)
+    return 2
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return _json_value(value.item())
+    return value
+
+
+def _write_json(table: Any, by: str, path: Path) -> None:
+    rows = [
+        {by: str(label), **{k: _json_value(v) for k, v in row.items()}}
+        for label, row in table.to_dict(orient="index").items()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"by": by, "confidence": 0.95, "groups": rows}, indent=2))
+    tmp.replace(path)
+
+
+def _write_plots(runs: list[Any], table: Any, by: str, directory: Path) -> list[Path]:
+    from esper.analysis.compare import compare_runs
+    from esper.analysis.plots import (
+        accuracy_flops_pareto,
+        accuracy_over_time,
+        density_per_layer,
+        surgery_raster,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "pareto_by_group.png": accuracy_flops_pareto(table, title=f"Accuracy vs FLOPs by {by}"),
+        "pareto_by_run.png": accuracy_flops_pareto(compare_runs(runs, by="run_id")),
+    }
+    for run in runs:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run.run_id)
+        figures[f"{safe}_accuracy.png"] = accuracy_over_time(run.metrics, title=run.run_id)
+        figures[f"{safe}_density.png"] = density_per_layer(run.events, title=run.run_id)
+        figures[f"{safe}_raster.png"] = surgery_raster(run.events, title=run.run_id)
+    written = []
+    for name, fig in figures.items():
+        fig.savefig(directory / name, dpi=100)
+        written.append(directory / name)
+    return written
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """Handler of ``esper compare``; returns the exit status."""
+    from esper.analysis.compare import CompareError, compare_runs, load_run
+    from esper.analysis.report import format_table
+
+    console = Console()
+    try:
+        runs = [load_run(r) for r in args.runs]
+        table = compare_runs(runs, by=args.by)
+    except CompareError as err:
+        return _error(str(err))
+    shown = format_table(table).T  # one column per group: long labels and many metrics fit
+    rich_table = Table(title=f"Runs compared by {args.by} (mean ± 95% CI over seeds and replicas)")
+    rich_table.add_column("metric")
+    for label in shown.columns:
+        rich_table.add_column(str(label), justify="right", overflow="fold")
+    for metric, row in shown.iterrows():
+        rich_table.add_row(str(metric), *row.tolist())
+    console.print(rich_table)
+    if args.json is not None:
+        _write_json(table, args.by, args.json)
+        console.print(f"wrote {args.json}")
+    if args.plots is not None:
+        written = _write_plots(runs, table, args.by, args.plots)
+        console.print(f"wrote {len(written)} plots to {args.plots}")
+    return 0
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """Handler of ``esper report``; returns the exit status."""
+    from esper.analysis.compare import CompareError
+    from esper.analysis.report import write_report
+
+    try:
+        out = write_report(args.runs, args.out, by=args.by)
+    except CompareError as err:
+        return _error(str(err))
+    Console().print(f"wrote {out}")
+    return 0
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``compare`` to an ``argparse`` subparsers object; returns the new parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "compare",
+        help="compare runs: mean ± 95%% CI over seeds and replicas, grouped by a run.json key",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument("--by", default="reward", metavar="KEY", help=_BY_HELP)
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="write the table as JSON here"
+    )
+    parser.add_argument(
+        "--plots", type=Path, default=None, metavar="DIR", help="write PNG plots into DIR"
+    )
+    parser.set_defaults(func=compare_main)
+    return parser
+
+
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``report`` to an ``argparse`` subparsers object; returns the new parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "report", help="write one self-contained HTML report (table, plots, detectors)"
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    parser.add_argument(
+        "--out", type=Path, default=Path("report.html"), metavar="PATH", help="HTML file to write"
+    )
+    parser.add_argument("--by", default="reward", metavar="KEY", help=_BY_HELP)
+    parser.set_defaults(func=report_main)
+    return parser

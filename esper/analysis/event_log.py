@@ -1,0 +1,387 @@
+"""Reading a run's event log: pyarrow, pandas and DuckDB views over its Parquet parts.
+
+A run directory holds ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet`` for the tables of
+:mod:`esper.analysis.schema` (``events``, ``metrics``), optionally ``RUN/run.json`` (run
+metadata) and, per closed writer, a ``_writer-<id>.json`` manifest with its row count. Only
+``part-*.parquet`` files are ever read: the writer's temporary files (``.part-*.tmp``) are not.
+``trial`` and ``replica`` are hive partition columns (string and int32) next to the data columns.
+
+Example:
+    >>> log = EventLog.open("runs/r1")  # doctest: +SKIP
+    >>> log.table(filters={"layer": "layers.0.weight", "action": ["prune", "regrow"]})
+    >>> log.sql("SELECT layer, action, count(*) FROM events GROUP BY ALL")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from esper.analysis.schema import TABLES, schema_for
+
+__all__ = ["PARTITIONS", "EventLog", "Filters"]
+
+PARTITIONS = pa.schema([pa.field("trial", pa.string()), pa.field("replica", pa.int32())])
+"""Hive partition columns of every table, from the directory names."""
+
+Filters = Mapping[str, Any]
+"""``{column: value or list of values}``; values of one column are OR-ed, columns AND-ed."""
+
+_PART_GLOB = "trial=*/replica=*/part-*.parquet"
+_DUCKDB_HIVE_TYPES = "{'trial': VARCHAR, 'replica': INTEGER}"
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class EventLog:
+    """The tables of one run directory.
+
+    Build it with :meth:`open`.
+
+    Attributes:
+        run_dir: The run directory.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str]) -> EventLog:
+        """Open a run directory.
+
+        Raises:
+            FileNotFoundError: ``run_dir`` is not a directory, or has neither an ``events/`` nor
+                a ``metrics/`` table.
+        """
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
+        if not any((path / name).is_dir() for name in TABLES):
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a run directory: it has no table directory "
+                f"(expected one of: {', '.join(f'{t}/' for t in TABLES)})"
+            )
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"EventLog({str(self.run_dir)!r})"
+
+    # -- metadata --------------------------------------------------------------------------
+
+    @property
+    def runs(self) -> dict[str, Any]:
+        """The run's metadata from ``RUN/run.json`` (run_id, command, workload, policy, seed,
+        reward weights, config), or ``{}`` if the run has none.
+
+        Raises:
+            ValueError: ``run.json`` is not a JSON object.
+        """
+        path = self.run_dir / "run.json"
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        return data
+
+    def tables(self) -> list[str]:
+        """Names of the tables this run has a directory for."""
+        return [name for name in TABLES if (self.run_dir / name).is_dir()]
+
+    def parts(self, name: str = "events") -> list[Path]:
+        """The complete Parquet parts of table ``name``, sorted (temporary files excluded)."""
+        _check_table(name)
+        return sorted((self.run_dir / name).glob(_PART_GLOB))
+
+    # -- pyarrow / pandas ------------------------------------------------------------------
+
+    def dataset(self, name: str = "events") -> ds.Dataset:
+        """A :mod:`pyarrow.dataset` over table ``name`` with ``trial``/``replica`` columns."""
+        schema = self._full_schema(name)
+        parts = self.parts(name)
+        return ds.dataset(
+            [str(p) for p in parts],
+            schema=schema,
+            format="parquet",
+            partitioning=ds.partitioning(PARTITIONS, flavor="hive"),
+            partition_base_dir=str(self.run_dir / name),
+        )
+
+    def table(
+        self,
+        name: str = "events",
+        filters: Filters | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Read table ``name`` as Arrow, pushing filters down to partitions and row groups.
+
+        Args:
+            name: ``events`` or ``metrics``.
+            filters: ``{column: value or list}``; ``trial`` and ``replica`` prune directories,
+                data columns (``layer``, ``action``, …) use Parquet statistics.
+            columns: Columns to read (default: all, partition columns last).
+
+        Raises:
+            KeyError: an unknown table.
+            ValueError: an unknown column in ``filters`` or ``columns`` (naming the valid ones).
+        """
+        schema = self._full_schema(name)
+        if columns is not None:
+            unknown = [c for c in columns if c not in schema.names]
+            if unknown:
+                raise ValueError(
+                    f"unknown column(s) {', '.join(map(repr, unknown))} of table {name!r}; "
+                    f"valid columns: {', '.join(schema.names)}"
+                )
+        expression = _filter_expression(schema, filters, name)
+        dataset = self.dataset(name)
+        return dataset.to_table(
+            columns=list(columns) if columns is not None else None, filter=expression
+        )
+
+    def to_pandas(
+        self,
+        name: str = "events",
+        filters: Filters | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """:meth:`table` as a pandas DataFrame."""
+        return self.table(name, filters=filters, columns=columns).to_pandas()
+
+    # -- DuckDB ----------------------------------------------------------------------------
+
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with one view per table (``events``, ``metrics``).
+
+        The views read ``part-*.parquet`` with hive partitioning at query time, so parts
+        written after the call are seen by later queries. A table without parts is an empty
+        view with the right columns.
+        """
+        if self._con is None:
+            self._con = duckdb.connect()
+        for name in TABLES:  # cheap; a table that got its first part since is then seen
+            self._con.execute(self._view_sql(name))
+        return self._con
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run ``query`` on :meth:`duckdb` and return a pandas DataFrame.
+
+        Raises:
+            duckdb.Error: the query is invalid (DuckDB's message names the problem).
+        """
+        return self.duckdb().execute(query).df()
+
+    def sql_arrow(self, query: str) -> pa.Table:
+        """Run ``query`` on :meth:`duckdb` and return an Arrow table (empty for statements).
+
+        Raises:
+            duckdb.Error: the query is invalid.
+        """
+        relation = self.duckdb().sql(query)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def close(self) -> None:
+        """Close the DuckDB connection, if one was opened."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def gaps(self, name: str = "events") -> pd.DataFrame:
+        """Per writer, the sequence numbers expected against those present: reveals loss.
+
+        Each writer numbers its rows 0, 1, 2, … with no gaps. Rows are expected up to the
+        highest ``seq`` present, or up to the row count the writer recorded on ``close()``
+        (which also reveals a lost *last* part).
+
+        Returns:
+            One row per ``writer_id``: ``trial``, ``replica``, ``rows`` (present),
+            ``first_seq``, ``last_seq``, ``expected`` (rows), ``missing`` (count),
+            ``missing_ranges`` (list of inclusive ``(start, end)``), ``duplicates``, ``closed``
+            (whether the writer recorded its count).
+        """
+        columns = [
+            "writer_id",
+            "trial",
+            "replica",
+            "rows",
+            "first_seq",
+            "last_seq",
+            "expected",
+            "missing",
+            "missing_ranges",
+            "duplicates",
+            "closed",
+        ]
+        con = self.duckdb()
+        present = con.execute(
+            f"""
+            SELECT writer_id, any_value(trial) AS trial, any_value(replica) AS replica,
+                   count(*) AS rows, count(DISTINCT seq) AS distinct_rows,
+                   min(seq) AS first_seq, max(seq) AS last_seq
+            FROM {name} GROUP BY writer_id ORDER BY trial, replica, writer_id
+            """
+        ).df()
+        holes = con.execute(
+            f"""
+            SELECT writer_id, prev + 1 AS start, seq - 1 AS stop FROM (
+                SELECT writer_id, seq, lag(seq, 1, -1) OVER (PARTITION BY writer_id ORDER BY seq)
+                    AS prev
+                FROM (SELECT DISTINCT writer_id, seq FROM {name})
+            ) WHERE seq - prev > 1 ORDER BY writer_id, start
+            """
+        ).df()
+        manifests = self._manifests(name)
+        ranges: dict[str, list[tuple[int, int]]] = {}
+        for row in holes.itertuples(index=False):
+            ranges.setdefault(str(row.writer_id), []).append((int(row.start), int(row.stop)))
+        records: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for row in present.itertuples(index=False):
+            wid = str(row.writer_id)
+            seen.add(wid)
+            manifest = manifests.get(wid)
+            last = int(row.last_seq)
+            expected = max(last + 1, int(manifest["rows"]) if manifest else 0)
+            missing = list(ranges.get(wid, []))
+            if expected > last + 1:
+                missing.append((last + 1, expected - 1))
+            distinct = int(row.distinct_rows)
+            records.append(
+                {
+                    "writer_id": wid,
+                    "trial": row.trial,
+                    "replica": int(row.replica),
+                    "rows": int(row.rows),
+                    "first_seq": int(row.first_seq),
+                    "last_seq": last,
+                    "expected": expected,
+                    "missing": expected - distinct,
+                    "missing_ranges": missing,
+                    "duplicates": int(row.rows) - distinct,
+                    "closed": manifest is not None,
+                }
+            )
+        for wid, manifest in manifests.items():  # writers whose every part is gone
+            if wid in seen or int(manifest.get("rows", 0)) == 0:
+                continue
+            rows = int(manifest["rows"])
+            records.append(
+                {
+                    "writer_id": wid,
+                    "trial": str(manifest.get("trial_id", "")),
+                    "replica": int(manifest.get("replica_id", -1)),
+                    "rows": 0,
+                    "first_seq": -1,
+                    "last_seq": -1,
+                    "expected": rows,
+                    "missing": rows,
+                    "missing_ranges": [(0, rows - 1)],
+                    "duplicates": 0,
+                    "closed": True,
+                }
+            )
+        return pd.DataFrame.from_records(records, columns=columns)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _full_schema(self, name: str) -> pa.Schema:
+        schema = _check_table(name)
+        return pa.schema(list(schema) + list(PARTITIONS), metadata=schema.metadata)
+
+    def _view_sql(self, name: str) -> str:
+        root = self.run_dir.resolve() / name
+        if not self.parts(name):
+            cols = ", ".join(
+                f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in self._full_schema(name)
+            )
+            return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"
+        glob = _sql_string(str(root / _PART_GLOB))
+        return (
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({glob}, "
+            f"hive_partitioning = true, hive_types = {_DUCKDB_HIVE_TYPES}, union_by_name = true)"
+        )
+
+    def _manifests(self, name: str) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for path in (self.run_dir / name).glob("trial=*/replica=*/_writer-*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict) and "writer_id" in data and "rows" in data:
+                found[str(data["writer_id"])] = data
+        return found
+
+
+def _check_table(name: str) -> pa.Schema:
+    try:
+        return schema_for(name)
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}") from None
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_string(t):
+        return "VARCHAR"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_floating(t):
+        return "DOUBLE"
+    if pa.types.is_list(t):
+        return "UINTEGER[]"
+    raise TypeError(f"no DuckDB type for {t}")
+
+
+def _filter_expression(
+    schema: pa.Schema, filters: Filters | None, name: str
+) -> ds.Expression | None:
+    if not filters:
+        return None
+    if not isinstance(filters, Mapping):
+        raise ValueError(f"filters must be a mapping {{column: value or list}}, got {filters!r}")
+    expression: ds.Expression | None = None
+    for column, wanted in filters.items():
+        if column not in schema.names or pa.types.is_list(schema.field(column).type):
+            valid = [f.name for f in schema if not pa.types.is_list(f.type)]
+            raise ValueError(
+                f"cannot filter table {name!r} on {column!r}; valid filter columns: "
+                f"{', '.join(valid)}"
+            )
+        values = list(wanted) if isinstance(wanted, list | tuple | set | frozenset) else [wanted]
+        if not values:
+            raise ValueError(f"filter on {column!r} has an empty list of values")
+        field_type = schema.field(column).type
+        try:
+            array = pa.array(values, type=field_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
+            raise ValueError(
+                f"filter values {values!r} for {column!r} do not fit its type {field_type}"
+            ) from err
+        field = ds.field(column)
+        term = field == array[0] if len(array) == 1 else field.isin(array)
+        expression = term if expression is None else expression & term
+    return expression

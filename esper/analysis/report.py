@@ -1,0 +1,214 @@
+"""One self-contained HTML report of runs: comparison table, metadata, plots, detectors.
+
+Plots are embedded as base64 PNG ``data:`` URIs and the styles are inline, so the file opens
+anywhere with no other files or network access. It is written atomically (a temporary file in
+the same directory, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from esper.analysis.compare import (
+    METRIC_LABELS,
+    METRICS,
+    Run,
+    compare_runs,
+    load_run,
+)
+from esper.analysis.plots import (
+    accuracy_flops_pareto,
+    accuracy_over_time,
+    density_per_layer,
+    surgery_raster,
+)
+
+__all__ = ["format_table", "render_report", "write_report"]
+
+_MAX_RUN_PLOTS = 12
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0 1.5em; }
+th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: .3em 0; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: .5em; }
+.note { color: #666; font-size: .85em; } pre { background: #f7f7f7; padding: .5em; }
+"""
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(fig.axes[0].get_title())}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _denoise(half: float, mean: float) -> float:
+    """Rounding noise of a zero-spread interval (``1e-16``) prints as 0."""
+    return 0.0 if abs(half) <= 1e-9 * max(abs(mean), 1.0) else half
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``compare_runs`` output as strings ``mean ± ci`` per metric (``±`` omitted when the
+    interval is undefined), with ``runs`` and ``units`` counts, for printing."""
+    out = pd.DataFrame(index=table.index)
+    out["runs"] = table["runs"].astype(str)
+    out["units"] = table["units"].astype(str)
+    for metric in METRICS:
+        mean, half = table[metric], table[f"{metric}_ci"]
+        out[METRIC_LABELS[metric]] = [
+            _fmt(m) if math.isnan(h) else f"{_fmt(m)} ± {_fmt(_denoise(h, m), 2)}"
+            for m, h in zip(mean.astype(float), half.astype(float), strict=True)
+        ]
+    return out
+
+
+def _metadata_table(runs: Sequence[Run]) -> str:
+    rows = []
+    for run in runs:
+        meta = run.meta
+        rows.append(
+            {
+                "run": run.run_id,
+                "path": str(run.path),
+                "command": meta.get("command", ""),
+                "workload": meta.get("workload", ""),
+                "policy": meta.get("policy", ""),
+                "seed": meta.get("seed", ""),
+                "reward": json.dumps(meta.get("reward", {}), sort_keys=True),
+                "replicas": run.metrics.groupby(["trial_id", "replica_id"]).ngroups
+                if not run.metrics.empty
+                else 0,
+                "surgeries": int(run.metrics["surgery_step"].nunique())
+                if not run.metrics.empty
+                else 0,
+                "events": len(run.events),
+            }
+        )
+    return pd.DataFrame(rows).to_html(index=False, escape=True, border=0)
+
+
+def _detectors_section(runs: Sequence[Run]) -> str:
+    try:
+        from esper.analysis.detectors import detect_all
+    except ImportError:
+        return '<p class="note">Strategy detectors are not available in this installation.</p>'
+    parts = []
+    for run in runs:
+        parts.append(f"<h3>{html.escape(run.run_id)}</h3>")
+        try:
+            found: dict[str, pd.DataFrame] = detect_all(run.events, run.metrics)
+        except Exception as err:  # a detector bug must not lose the rest of the report
+            parts.append(f"<pre>detectors failed: {html.escape(repr(err))}</pre>")
+            continue
+        counts = pd.DataFrame(
+            {"detector": list(found), "episodes": [len(df) for df in found.values()]}
+        )
+        parts.append(counts.to_html(index=False, border=0))
+        for name, frame in found.items():
+            if len(frame):
+                parts.append(f"<h4>{html.escape(name)} (first 5 of {len(frame)})</h4>")
+                parts.append(frame.head(5).to_html(index=False, border=0, float_format="%.4g"))
+    return "\n".join(parts)
+
+
+def render_report(
+    run_dirs: Sequence[str | Path | Run], by: str = "reward", title: str = "Esper report"
+) -> str:
+    """The report's HTML text (see :func:`write_report`)."""
+    runs = [r if isinstance(r, Run) else load_run(r) for r in run_dirs]
+    table = compare_runs(runs, by=by)
+    per_run = compare_runs(runs, by="run_id")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">{len(runs)} run(s), generated {now}. Intervals are 95% Student-t '
+        "over seeds and replicas; – marks an undefined interval (one unit).</p>",
+        f"<h2>Comparison by {html.escape(by)}</h2>",
+        format_table(table).to_html(escape=True, border=0),
+        "<h2>Accuracy vs FLOPs</h2>",
+        '<div class="grid">',
+        _png(accuracy_flops_pareto(table, title=f"Accuracy vs FLOPs by {by}")),
+        _png(accuracy_flops_pareto(per_run, title="Accuracy vs FLOPs per run")),
+        "</div>",
+        "<h2>Runs</h2>",
+        _metadata_table(runs),
+    ]
+    for i, run in enumerate(runs):
+        if i == _MAX_RUN_PLOTS:
+            body.append(f'<p class="note">Plots of {len(runs) - i} more run(s) omitted.</p>')
+            break
+        body.append(f"<h3>{html.escape(run.run_id)}</h3>")
+        body.append('<div class="grid">')
+        body.append(_png(accuracy_over_time(run.metrics, title=f"{run.run_id}: accuracy")))
+        body.append(_png(density_per_layer(run.events, title=f"{run.run_id}: density")))
+        body.append("</div>")
+        body.append(_png(surgery_raster(run.events, title=f"{run.run_id}: surgery raster")))
+    body.append("<h2>Strategy detectors</h2>")
+    body.append(_detectors_section(runs))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def write_report(
+    run_dirs: Sequence[str | Path | Run],
+    out_path: str | Path,
+    by: str = "reward",
+    title: str = "Esper report",
+) -> Path:
+    """Write one self-contained HTML report of the runs.
+
+    Args:
+        run_dirs: Run directories (or loaded runs).
+        out_path: The HTML file to write (parent directories are created).
+        by: ``run.json`` key of the comparison table (see
+            :func:`esper.analysis.compare.compare_runs`).
+        title: Page title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        esper.analysis.compare.CompareError: a missing run or a bad ``by`` key.
+    """
+    text = render_report(run_dirs, by=by, title=title)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

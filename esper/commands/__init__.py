@@ -1,0 +1,1 @@
+"""Implementations of the `esper` subcommands (the CLI layer: may use every package)."""
