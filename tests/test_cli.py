@@ -157,6 +157,24 @@ def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
         assert list((run / "events" / "trial=t0" / "replica=0").glob("part-*.parquet"))
         assert list((run / "metrics" / "trial=t0" / "replica=0").glob("part-*.parquet"))
 
+    # The analysis commands work on the runs these commands wrote.
+    query = "SELECT action, sum(count) AS n FROM events GROUP BY action ORDER BY action"
+    events = esper("events", str(eval_run), "--sql", query, "--format", "csv")
+    assert events.returncode == 0, events.stderr
+    assert events.stdout.splitlines()[0] == "action,n" and "prune," in events.stdout
+    strategies = esper("strategies", str(train_run), "--json", str(tmp_path / "s.json"))
+    assert strategies.returncode == 0, strategies.stderr
+    assert set(json.loads((tmp_path / "s.json").read_text())["detectors"]) >= {
+        "flipflop",
+        "lazarus",
+    }
+    compare = esper("compare", str(train_run), str(eval_run), "--by", "command")
+    assert compare.returncode == 0, compare.stderr
+    assert "evaluate" in compare.stdout and "train-policy" in compare.stdout
+    report = esper("report", str(train_run), str(eval_run), "--out", str(tmp_path / "r.html"))
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
 
 def test_train_and_evaluate_refuse_bad_input(tmp_path: Path) -> None:
     assert esper("evaluate", f"checkpoint={tmp_path / 'missing.pt'}").returncode == 2
