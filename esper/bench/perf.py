@@ -74,7 +74,7 @@ def run_perf(
         )
     for name in skipped:
         table.add_row(name, "—", "—", "—", "—", "skipped")
-    console.print(table)
+    console.print(table, width=max(console.width, 110))
     for name, r in results.items():
         console.print(f"[dim]{name}: vs {r.anchor}[/dim]")
     for name, reason in skipped.items():
