@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._dense_layers import _kept_dense
+from esper.policies.baselines._magnitude import prune_to_counts
 from esper.policies.baselines.schedules import CubicSparsity
 from esper.workloads.organism import LayerAction, Organism, OrganismStep
-from esper.workloads.scalpel import topk_among
 
 __all__ = ["GMP"]
 
@@ -114,15 +114,7 @@ class GMP(Policy):
 
     def act(self, organism: Organism, step: OrganismStep) -> dict[str, LayerAction]:
         """Prune each layer above its scheduled count to it, smallest ``|w|`` first."""
-        weights = dict(organism.host.named_parameters())
-        actions: dict[str, LayerAction] = {}
-        for name, count in self.targets(organism.sgd_step).items():
-            mask = organism.scalpel.mask(name).reshape(-1)
-            excess = int(mask.count_nonzero()) - count
-            if excess > 0:
-                scores = weights[name].detach().reshape(-1).abs()
-                actions[name] = LayerAction(prune=topk_among(scores, mask, excess, largest=False))
-        return actions
+        return prune_to_counts(organism, self.targets(organism.sgd_step))
 
     def state_dict(self) -> dict[str, Any]:
         """Initial counts, the kept-dense share and the schedule's endpoints."""

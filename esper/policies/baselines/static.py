@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._dense_layers import _kept_dense
+from esper.policies.baselines._magnitude import prune_to_counts
 from esper.workloads.organism import LayerAction, Organism, OrganismStep
-from esper.workloads.scalpel import DISTRIBUTIONS, allocate, topk_among
+from esper.workloads.scalpel import DISTRIBUTIONS, allocate
 
 __all__ = ["Static"]
 
@@ -61,15 +62,7 @@ class Static(Policy):
         if self.done:
             return {}
         self.done = True
-        weights = dict(organism.host.named_parameters())
-        actions: dict[str, LayerAction] = {}
-        for name, count in self.counts.items():
-            mask = organism.scalpel.mask(name).reshape(-1)
-            excess = int(mask.count_nonzero()) - count
-            if excess > 0:
-                scores = weights[name].detach().reshape(-1).abs()
-                actions[name] = LayerAction(prune=topk_among(scores, mask, excess, largest=False))
-        return actions
+        return prune_to_counts(organism, self.counts)
 
     def state_dict(self) -> dict[str, Any]:
         """The allocation and whether the one pruning happened."""
