@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from esper.workloads.scalpel.mechanisms.base import Layer, MaskChange, Mechanism
-from esper.workloads.scalpel.mechanisms.tempered import Temperatures
+from esper.workloads.scalpel.mechanisms.base import Layer
+from esper.workloads.scalpel.mechanisms.tempered import Temperatures, TemperedMechanism
 from esper.workloads.scalpel.regrowth import reset_optimizer_state
 
 __all__ = ["GatedMask"]
 
 
-class GatedMask(Mechanism):
+class GatedMask(TemperedMechanism):
     """Base of per-weight stochastic gates; subclasses define the two gates.
 
     Args:
@@ -80,17 +80,6 @@ class GatedMask(Mechanism):
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.gates.values())
-
-    def temperature(self, name: str) -> float:
-        return self.temperatures.get(name)
-
-    def set_temperature(self, name: str, tau: float) -> None:
-        self.temperatures.set(name, tau)
-
-    def after_step(self) -> list[MaskChange]:
-        changes = super().after_step()
-        self.temperatures.advance(self.step)
-        return changes
 
     @torch.no_grad()
     def on_regrow(self, layer: Layer, index: torch.Tensor) -> None:

@@ -22,9 +22,9 @@ from torch import nn
 
 from esper.workloads.hosts import MultiHeadSelfAttention, UnitGroup
 from esper.workloads.scalpel.estimators import gumbel_noise, straight_through
-from esper.workloads.scalpel.mechanisms.base import MECHANISMS, Layer, MaskChange
+from esper.workloads.scalpel.mechanisms.base import MECHANISMS, Layer
 from esper.workloads.scalpel.mechanisms.hard import HardMask
-from esper.workloads.scalpel.mechanisms.tempered import Temperatures
+from esper.workloads.scalpel.mechanisms.tempered import Temperatures, TemperedMechanism
 from esper.workloads.scalpel.selection import relaxed_topk
 
 __all__ = ["SubsetMask"]
@@ -33,7 +33,7 @@ _KINDS = ("head", "neuron", "channel")
 
 
 @MECHANISMS.register("gumbel_topk")
-class SubsetMask(HardMask):
+class SubsetMask(TemperedMechanism, HardMask):
     """Exactly ``K`` units kept per group by Gumbel-top-k, with a relaxed gradient.
 
     Groups come from the host's ``unit_groups()``: every attention module for ``head``; every
@@ -194,17 +194,6 @@ class SubsetMask(HardMask):
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.scores.values())
-
-    def temperature(self, name: str) -> float:
-        return self.temperatures.get(name)
-
-    def set_temperature(self, name: str, tau: float) -> None:
-        self.temperatures.set(name, tau)
-
-    def after_step(self) -> list[MaskChange]:
-        changes = super().after_step()
-        self.temperatures.advance(self.step)
-        return changes
 
     def detach(self) -> None:
         super().detach()

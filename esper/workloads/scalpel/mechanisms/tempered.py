@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from esper.workloads.scalpel.mechanisms.base import MaskChange, Mechanism
 from esper.workloads.scalpel.temperature import (
     ConstantTemperature,
     TemperatureSchedule,
     make_temperature_schedule,
 )
 
-__all__ = ["Temperatures"]
+__all__ = ["Temperatures", "TemperedMechanism"]
 
 
 class Temperatures:
@@ -83,3 +84,21 @@ class Temperatures:
         """Restore :meth:`state_dict`."""
         self._pinned = dict(state["pinned"])
         self._step = int(state["step"])
+
+
+class TemperedMechanism(Mechanism):
+    """A mechanism with per-key temperatures: settable at run time (the Specialists' τ action)
+    and advanced along their schedule after every optimizer step."""
+
+    temperatures: Temperatures
+
+    def temperature(self, name: str) -> float:
+        return self.temperatures.get(name)
+
+    def set_temperature(self, name: str, tau: float) -> None:
+        self.temperatures.set(name, tau)
+
+    def after_step(self) -> list[MaskChange]:
+        changes = super().after_step()
+        self.temperatures.advance(self.step)
+        return changes
