@@ -61,6 +61,8 @@ class LayerAction:
             as CBP and ReDo do: fresh incoming weights on the unit's support, zero outgoing
             weights in the consuming layer, optimizer state reset
             (:func:`esper.workloads.units.reset_units`).
+        target_density: The layer density the surgeon now aims for (the Surgeon General's
+            allocation), recorded as a ``budget`` event; the prune/regrow indices enact it.
     """
 
     prune: torch.Tensor | Sequence[int] = ()
@@ -70,6 +72,7 @@ class LayerAction:
     sedation: float = 1.0
     sedation_steps: int = 0
     reset_units: torch.Tensor | Sequence[int] = ()
+    target_density: float | None = None
 
 
 @dataclass(frozen=True)
@@ -410,6 +413,16 @@ class Organism:
                 events.append(self._event(name, "prune", pruned, density_before=density_before))
             if regrown.numel():
                 events.append(self._event(name, "regrow", regrown, density_before=density_before))
+            if act.target_density is not None:
+                events.append(
+                    self._event(
+                        name,
+                        "budget",
+                        None,
+                        density_before=density_before,
+                        value=act.target_density,
+                    )
+                )
             units = torch.as_tensor(act.reset_units, dtype=torch.int64).view(-1)
             if units.numel():
                 count = reset_units(

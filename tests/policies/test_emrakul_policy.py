@@ -89,6 +89,13 @@ def test_policy_keeps_the_budget_and_checkpoints(organism: Organism) -> None:
         assert (policy.last.general_raw is not None) == (t % 2 == 0)
         assert policy.last.targets is not None and sum(policy.last.targets.values()) == budget
         step = org.step(actions)
+        budget_events = {e.layer: e.value for e in step.events if e.action == "budget"}
+        if t % 2 == 0:  # the General's new allocation is logged, one budget event per layer
+            assert budget_events == {
+                n: policy.last.targets[n] / org.scalpel.numel(n) for n in org.scalpel.names
+            }
+        else:
+            assert budget_events == {}
         kept = sum(int(org.scalpel.mask(n).sum()) for n in org.scalpel.names)
         assert kept == budget
         assert step.info["densities"] == {

@@ -253,6 +253,8 @@ class EmrakulPolicy(Policy):
                 action, organism, step, name, self.generator, target, self.regrow_init,
                 self.mechanism_tau,
             )  # fmt: skip
+            if general_raw is not None and target is not None:  # a new allocation this surgery
+                actions[name].target_density = target / organism.scalpel.numel(name)
         self.last = Decision(
             names, obs, ids, state, raw, log_prob, chosen, general_raw, general_log_prob, targets
         )
