@@ -44,6 +44,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_policy(overrides: Sequence[str], policy: str) -> list[str]:
+    """``overrides`` with ``policy=POLICY`` first unless they choose a policy themselves."""
+    chosen = any(o.startswith("policy=") for o in overrides)
+    return list(overrides) if chosen else [f"policy={policy}", *overrides]
+
+
 def _split_checkpoint(overrides: Sequence[str]) -> tuple[Path | None, list[str]]:
     """Take ``checkpoint=PATH`` out of the overrides (it is not a config key)."""
     checkpoint: Path | None = None
@@ -65,8 +71,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     checkpoint, overrides = _split_checkpoint(args.overrides)
     if checkpoint is not None and not checkpoint.exists():
         raise ConfigError(f"checkpoint={checkpoint} does not exist")
-    if checkpoint is not None and not any(o.startswith("policy=") for o in overrides):
-        overrides.insert(0, "policy=emrakul")  # the organism at Emrakul's density budget
+    if checkpoint is not None:
+        overrides = _with_policy(overrides, "emrakul")  # the organism at Emrakul's budget
     cfg = compose(overrides)
     reports = evaluate_command(
         cfg, overrides, checkpoint, args.baselines, args.surgeries, Console()
@@ -84,9 +90,7 @@ def _train_policy(args: argparse.Namespace) -> int:
     from esper.commands.train import train_command
     from esper.conf import ConfigError, chosen_option, compose
 
-    overrides = list(args.overrides)
-    if not any(o.startswith("policy=") for o in overrides):
-        overrides.insert(0, "policy=emrakul")
+    overrides = _with_policy(args.overrides, "emrakul")
     cfg = compose(overrides)
     if cfg.policy.name != "emrakul":
         raise ConfigError(f"train-policy trains 'emrakul', not policy.name={cfg.policy.name!r}")

@@ -140,7 +140,7 @@ class _Window:
     novelty: list[float] = field(default_factory=list)
 
 
-def scalpel_seed(scalpel: Scalpel) -> int:
+def _scalpel_seed(scalpel: Scalpel) -> int:
     """A seed derived from the Scalpel's generator state (so organisms built with different
     seeds draw different unit re-initialisations)."""
     return int(scalpel.generator.initial_seed())
@@ -215,7 +215,7 @@ class Organism:
         self.sgd_step = 0
         self.surgery_step = 0
         self._generator = torch.Generator()
-        self._generator.manual_seed(derive_seed(scalpel_seed(scalpel), "organism", replica_id))
+        self._generator.manual_seed(derive_seed(_scalpel_seed(scalpel), "organism", replica_id))
         self._changed_at = {
             n: torch.zeros(scalpel.numel(n), dtype=torch.int64) for n in scalpel.names
         }

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._dense_layers import _kept_dense
 from esper.policies.baselines._magnitude import prune_to_counts
-from esper.policies.baselines.schedules import CubicSparsity
+from esper.policies.baselines.schedules import CubicSparsity, check_cubic_timing
 from esper.workloads.organism import LayerAction, Organism, OrganismStep
 
 __all__ = ["GMP"]
@@ -56,10 +56,7 @@ class GMP(Policy):
                 f"final_density={final_density} must lie in (0, 1), or None for half the "
                 f"organism's initial density"
             )
-        if begin < 0 or frequency < 1 or steps < 1:
-            raise ValueError(
-                f"need begin ≥ 0, frequency ≥ 1 and steps ≥ 1 (got {begin}, {frequency}, {steps})"
-            )
+        check_cubic_timing(begin, frequency, steps)
         self.final_density = final_density
         self.begin = begin
         self.frequency = frequency

@@ -25,6 +25,7 @@ __all__ = [
     "CubicSparsity",
     "DropFraction",
     "UpdateClock",
+    "check_cubic_timing",
 ]
 
 
@@ -76,6 +77,18 @@ class CosineDropFraction(DropFraction):
         return self.alpha / 2.0 * (1.0 + math.cos(math.pi * t / self.t_end))
 
 
+def check_cubic_timing(begin: int, frequency: int, steps: int) -> None:
+    """Validate the cubic schedule's ``t_0``, ``Δt`` and ``n``.
+
+    Raises:
+        ValueError: naming the values and what they must be.
+    """
+    if begin < 0 or frequency < 1 or steps < 1:
+        raise ValueError(
+            f"need begin ≥ 0, frequency ≥ 1 and steps ≥ 1 (got {begin}, {frequency}, {steps})"
+        )
+
+
 class CubicSparsity:
     """GMP's sparsity schedule (Zhu & Gupta 2017, eq. 1).
 
@@ -100,10 +113,7 @@ class CubicSparsity:
                 f"final sparsity={final} must lie in [initial sparsity {initial}, 1): GMP only "
                 f"prunes; lower the final density below the initial one"
             )
-        if begin < 0 or frequency < 1 or steps < 1:
-            raise ValueError(
-                f"need begin ≥ 0, frequency ≥ 1 and steps ≥ 1 (got {begin}, {frequency}, {steps})"
-            )
+        check_cubic_timing(begin, frequency, steps)
         self.initial = initial
         self.final = final
         self.begin = begin
