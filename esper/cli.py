@@ -35,8 +35,8 @@ def _config_groups(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from esper.commands.demo import run_demo
     from esper.conf import chosen_option, compose, compose_dictconfig, to_yaml
-    from esper.demo import run_demo
 
     cfg = compose(args.overrides)
     yaml = to_yaml(compose_dictconfig(args.overrides))

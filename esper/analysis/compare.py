@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from esper.analysis.schema import EVENTS
-from esper.analysis.schema import METRICS as METRICS_SCHEMA
+from esper.events.schema import EVENTS
+from esper.events.schema import METRICS as METRICS_SCHEMA
 
 __all__ = [
     "METRICS",

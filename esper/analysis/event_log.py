@@ -1,7 +1,7 @@
 """Reading a run's event log: pyarrow, pandas and DuckDB views over its Parquet parts.
 
 A run directory holds ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet`` for the tables of
-:mod:`esper.analysis.schema` (``events``, ``metrics``), optionally ``RUN/run.json`` (run
+:mod:`esper.events.schema` (``events``, ``metrics``), optionally ``RUN/run.json`` (run
 metadata) and, per closed writer, a ``_writer-<id>.json`` manifest with its row count. Only
 ``part-*.parquet`` files are ever read: the writer's temporary files (``.part-*.tmp``) are not.
 ``trial`` and ``replica`` are hive partition columns (string and int32) next to the data columns.
@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from esper.analysis.schema import TABLES, schema_for
+from esper.events.schema import TABLES, schema_for
 
 __all__ = ["PARTITIONS", "EventLog", "Filters"]
 

@@ -25,7 +25,7 @@ _TABLE_ROWS = 1000  # rows printed by --format table; more are summarised
 
 def add_events_parser(subparsers: Any) -> None:
     """Register ``esper events`` on ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    from esper.analysis.schema import TABLES
+    from esper.events.schema import TABLES
 
     parser = subparsers.add_parser(
         "events",

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from esper.analysis.schema import EVENTS
 from esper.bench.harness import PERF, BenchResult, SkipBenchmark
-from esper.platform.event_log import BOOKKEEPING_COLUMNS, EventWriter, EventWriterConfig
-from esper.workloads.events import ACTIONS, SurgicalEvent
+from esper.events.record import ACTIONS, SurgicalEvent
+from esper.events.schema import EVENTS
+from esper.events.writer import BOOKKEEPING_COLUMNS, EventWriter, EventWriterConfig
 
 __all__ = [
     "event_query_10m_s",

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from esper.conf import ConfigError, chosen_option, compose
-from esper.conf.schema import EsperConfig
+from esper.config import EsperConfig
 from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.base import POLICIES, Policy, make_policy
 from esper.policies.baselines import BASELINES

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esper.conf import compose
-from esper.conf.schema import EsperConfig
+from esper.config import EsperConfig
 from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.training import TrainResult, save_checkpoint, train_policy
 from esper.workloads.organism import Organism, OrganismStep

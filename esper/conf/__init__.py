@@ -1,7 +1,8 @@
 """Hydra structured configs: schema, registered options, composition."""
 
 from esper.conf.compose import ConfigError, chosen_option, compose, compose_dictconfig, to_yaml
-from esper.conf.schema import (
+from esper.conf.store import GROUPS, options
+from esper.config import (
     ClusterConfig,
     ComponentConfig,
     EsperConfig,
@@ -11,7 +12,6 @@ from esper.conf.schema import (
     SearchConfig,
     WorkloadConfig,
 )
-from esper.conf.store import GROUPS, options
 
 __all__ = [
     "GROUPS",

@@ -1,4 +1,4 @@
-"""Compose a validated :class:`~esper.conf.schema.EsperConfig` from command-line overrides.
+"""Compose a validated :class:`~esper.config.EsperConfig` from command-line overrides.
 
 Hydra's compose API does the merging (``workload=mnist1d_permuted workload.batch_size=64``);
 this module turns each way an override can be wrong into a :class:`ConfigError` whose message
@@ -18,8 +18,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from esper.conf.schema import ComponentConfig, EsperConfig
 from esper.conf.store import GROUPS, PRIMARY, options, register
+from esper.config import ComponentConfig, EsperConfig
 
 __all__ = ["ConfigError", "chosen_option", "compose", "compose_dictconfig", "to_yaml"]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 from hydra.core.config_store import ConfigStore
 
-from esper.conf.schema import (
+from esper.config import (
     ClusterConfig,
     ComponentConfig,
     EsperConfig,

@@ -1,5 +1,6 @@
-"""The runtime around organisms: the crash-safe event-log writer and run directories.
+"""The runtime around organisms: run directories (Ray replica actors, the central learner, Tune
+trainables and MLflow tracking land here with the platform work).
 
-Ray replica actors, the central learner, Tune trainables and MLflow tracking land here with the
-platform work; everything below this package runs in one plain process.
+Everything below this package (policies, workloads, events) runs in one plain process and never
+imports Ray.
 """

@@ -2,7 +2,7 @@
 
 A run directory holds ``run.json`` (identity, command, workload, policy, seed, reward weights,
 the composed config), ``config.yaml``, and the ``events`` and ``metrics`` tables written as
-crash-safe Parquet parts by :class:`~esper.platform.event_log.EventWriter`
+crash-safe Parquet parts by :class:`~esper.events.writer.EventWriter`
 (``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet``). :class:`RunRecorder` creates it and
 turns organism steps into rows.
 """
@@ -18,9 +18,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from esper.conf.schema import EsperConfig
-from esper.platform.event_log import EventWriter, EventWriterConfig
-from esper.workloads.events import SurgicalEvent
+from esper.config import EsperConfig
+from esper.events.record import SurgicalEvent
+from esper.events.writer import EventWriter, EventWriterConfig
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["RunRecorder", "new_run_dir"]

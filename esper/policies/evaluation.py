@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from esper.events.record import SurgicalEvent
 from esper.policies.base import Policy
-from esper.workloads.events import SurgicalEvent
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["EvaluationReport", "evaluate_policy"]

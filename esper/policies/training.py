@@ -33,7 +33,7 @@ import torch
 from omegaconf import OmegaConf
 
 from esper.conf import compose
-from esper.conf.schema import EsperConfig
+from esper.config import EsperConfig
 from esper.policies.base import Policy, make_policy
 from esper.policies.emrakul.actions import N_DISCRETE_ACTIONS
 from esper.policies.emrakul.policy import EmrakulPolicy

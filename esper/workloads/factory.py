@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from esper.conf.schema import Optimizer, WorkloadConfig
+from esper.config import Optimizer, WorkloadConfig
 from esper.workloads.datasets import make_source
 from esper.workloads.drift import make_drift
 from esper.workloads.hosts import Host, make_host

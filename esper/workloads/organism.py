@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esper.conf.schema import EsperConfig, Optimizer, RewardConfig
+from esper.config import EsperConfig, Optimizer, RewardConfig
+from esper.events.record import SurgicalEvent
 from esper.registry import build
 from esper.seeding import derive_seed
-from esper.workloads.events import SurgicalEvent
 from esper.workloads.factory import build_host, build_stream
 from esper.workloads.hosts import Host
 from esper.workloads.scalpel import Scalpel

@@ -1,6 +1,6 @@
 """Small synthetic run directories for the comparison, report and notebook tests.
 
-They follow the event-log contract (``esper.analysis.schema``): Parquet parts under
+They follow the event-log contract (``esper.events.schema``): Parquet parts under
 ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet`` and a ``run.json``.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from esper.analysis.schema import EVENTS, METRICS
+from esper.events.schema import EVENTS, METRICS
 
 __all__ = ["LAYERS", "REWARD", "write_run"]
 

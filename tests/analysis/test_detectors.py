@@ -23,10 +23,10 @@ from esper.analysis.detectors import (
     lazarus,
     retention,
 )
-from esper.analysis.schema import EVENTS, METRIC_FIELDS, METRICS
 from esper.analysis.strategies_cli import add_strategies_parser
+from esper.events.record import SurgicalEvent
+from esper.events.schema import EVENTS, METRIC_FIELDS, METRICS
 from esper.registry import InvalidParameterError, UnknownNameError
-from esper.workloads.events import SurgicalEvent
 
 _ID: dict[str, Any] = {"run_id": "run", "trial_id": "t0", "replica_id": 0, "drift": "recurring"}
 

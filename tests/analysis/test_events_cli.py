@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from esper.analysis.events_cli import add_events_parser
-from tests.analysis._event_log_data import write_run
+from tests.events._event_log_data import write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 

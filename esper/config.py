@@ -1,10 +1,14 @@
-"""Typed configuration: one dataclass per config group, composed by Hydra.
+"""Typed configuration: one plain dataclass per config group.
 
 Every field is documented where it is declared (the CleanRL ``Args`` style). The groups are
 ``workload`` (data stream and host network), ``policy`` (who operates on the network), ``reward``
 (Emrakul's composite reward weights), ``search`` (Ray Tune sweep), ``cluster`` (where it runs) and
-``experiment`` (name, seed, run directory, lengths). :mod:`esper.conf.store` registers the named
-options of each group; :mod:`esper.conf.compose` composes and validates them.
+``experiment`` (name, seed, run directory, lengths).
+
+These are plain, picklable dataclasses with no Hydra or torch import, so the layers that take
+them (workloads, policies, Ray actors) never load Hydra. :mod:`esper.conf.store` registers them
+as Hydra structured configs with the named options of each group; :mod:`esper.conf.compose`
+composes and validates them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from omegaconf import MISSING
+MISSING: Any = "???"
+"""OmegaConf's marker of a value that composition must fill (a group chosen by the defaults
+list); spelled out here so that this module does not import OmegaConf."""
 
 __all__ = [
     "ClusterConfig",

@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from esper.analysis.schema import TABLES, schema_for
-from esper.workloads.events import SurgicalEvent
+from esper.events.record import SurgicalEvent
+from esper.events.schema import TABLES, schema_for
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",

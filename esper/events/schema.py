@@ -1,7 +1,7 @@
 """The event-log contract: versioned Arrow schemas of the tables a run writes.
 
 ``events``: one row per (surgery, layer, action), the fields of
-:class:`esper.workloads.events.SurgicalEvent` plus the writer's bookkeeping (``writer_id`` and a
+:class:`esper.events.record.SurgicalEvent` plus the writer's bookkeeping (``writer_id`` and a
 per-writer ``seq`` number that starts at 0 and has no gaps, so any lost row is detectable).
 ``metrics``: one row per surgery step of a replica (online accuracy and loss, density, active
 parameters, ground-truth novelty, reward and its components), the time series behind accuracy
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from esper.workloads.events import EVENT_FIELDS
+from esper.events.record import EVENT_FIELDS
 
 __all__ = [
     "EVENTS",

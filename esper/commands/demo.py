@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from esper.conf.schema import EsperConfig
+from esper.config import EsperConfig
 from esper.workloads.factory import build_host, build_optimizer, build_stream
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
 

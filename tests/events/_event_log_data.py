@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from esper.analysis.schema import METRIC_FIELDS
-from esper.platform.event_log import EventWriter, EventWriterConfig
-from esper.workloads.events import SurgicalEvent
+from esper.events.record import SurgicalEvent
+from esper.events.schema import METRIC_FIELDS
+from esper.events.writer import EventWriter, EventWriterConfig
 
 __all__ = ["ACTIONS_CYCLE", "LAYERS", "make_event", "metric_row", "parts_of", "write_run"]
 
