@@ -226,6 +226,9 @@ class ExperimentConfig:
     """Run name prefix; the run directory adds workload, seed and time."""
     seed: int = 0
     """Root seed; every random stream is derived from it deterministically."""
+    device: str = "cpu"
+    """Where organisms and policies run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when
+    available)."""
     steps: int | None = None
     """SGD steps to run; ``null`` runs the whole stream (``num_tasks × task_length``)."""
     log_every: int = 25

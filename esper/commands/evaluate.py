@@ -17,7 +17,8 @@ from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.base import POLICIES, Policy, make_policy
 from esper.policies.baselines import BASELINES
 from esper.policies.evaluation import EvaluationReport, evaluate_policy
-from esper.workloads.organism import OrganismStep, build_organism
+from esper.workloads.factory import build_organism
+from esper.workloads.organism import OrganismStep
 
 __all__ = ["components_table", "evaluate_command", "report_table"]
 

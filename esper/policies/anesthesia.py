@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from esper.workloads.organism import LayerAction
+from esper.workloads.actions import LayerAction
 
 __all__ = ["HarmonicAnnealing", "sedate"]
 

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import torch
 
 from esper.registry import Registry, build
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel import topk_among
 
 __all__ = ["POLICIES", "Policy", "make_policy", "swap"]

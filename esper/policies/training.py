@@ -41,7 +41,8 @@ from esper.policies.imitation import behaviour_clone, collect_rigl_demonstration
 from esper.policies.learners.mappo import MAPPOLearner
 from esper.seeding import derive_seed
 from esper.threads import one_thread
-from esper.workloads.organism import Organism, OrganismStep, build_organism
+from esper.workloads.factory import build_organism
+from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["LEARNERS", "TrainResult", "load_policy", "save_checkpoint", "train_policy"]
 

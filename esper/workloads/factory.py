@@ -1,23 +1,79 @@
-"""Build a workload (stream, host network, optimizer) from its config."""
+"""Building a workload from its plain config: stream, host network, optimizer, organism.
+
+Everything here takes the plain dataclasses of :mod:`esper.config`; composing them from Hydra
+overrides happens above this layer (:mod:`esper.conf`).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
-from esper.config import Optimizer, WorkloadConfig
+from esper.config import EsperConfig, Optimizer, WorkloadConfig
+from esper.registry import build
+from esper.seeding import derive_seed
 from esper.workloads.datasets import make_source
 from esper.workloads.drift import make_drift
 from esper.workloads.hosts import Host, make_host
+from esper.workloads.organism import Organism
+from esper.workloads.scalpel import Scalpel
 from esper.workloads.schedules import make_schedule
+from esper.workloads.sensors import NervousSystem, SensorConfig
 from esper.workloads.stream import DriftStream
 
-__all__ = ["build_host", "build_optimizer", "build_stream"]
+__all__ = [
+    "build_host",
+    "build_optimizer",
+    "build_organism",
+    "build_stream",
+    "replica_seed",
+    "resolve_device",
+]
+
+_SEED_MODULUS = 2**31
+"""Derived seeds are reduced below 2³¹ so every consumer (NumPy, scikit-learn) accepts them."""
 
 
 def _plain(params: dict[str, object]) -> dict[str, object]:
     """Lists from YAML become tuples where our constructors expect sequences."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a ``torch.device``.
+
+    Raises:
+        ValueError: an unknown name, or CUDA asked for on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(
+            f"experiment.device={name!r} is not a device; use cpu, cuda, cuda:N or auto"
+        ) from err
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"experiment.device={name!r}: only cpu, cuda, cuda:N and auto are supported"
+        )
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"experiment.device={name!r} but this machine has no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"experiment.device={name!r} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
+def replica_seed(seed: int, replica_id: int) -> int:
+    """The seed of replica ``replica_id`` of a trial seeded ``seed`` (replica 0 keeps it), so
+    replicas see different streams and initialisations, reproducibly."""
+    return seed if replica_id == 0 else derive_seed(seed, "replica", replica_id) % _SEED_MODULUS
 
 
 def build_stream(cfg: WorkloadConfig, seed: int) -> DriftStream:
@@ -28,20 +84,105 @@ def build_stream(cfg: WorkloadConfig, seed: int) -> DriftStream:
     return DriftStream(source, drifts, schedule, cfg.batch_size, seed, num_tasks=cfg.num_tasks)
 
 
-def build_host(cfg: WorkloadConfig, stream: DriftStream, seed: int) -> Host:
-    """The host network of ``cfg`` sized for ``stream``, initialised from ``seed``."""
+def build_host(
+    cfg: WorkloadConfig, stream: DriftStream, seed: int, device: torch.device | str = "cpu"
+) -> Host:
+    """The host network of ``cfg`` sized for ``stream``, initialised from ``seed`` (on the CPU,
+    so every device starts from the same weights), then moved to ``device``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return make_host(
+        host = make_host(
             cfg.host.name,
             stream.source.input_shape,
             stream.source.num_outputs,
             **_plain(cfg.host.params),
         )
+    return host.to(device)
 
 
-def build_optimizer(cfg: WorkloadConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The host network's optimizer."""
+def build_optimizer(
+    cfg: WorkloadConfig, model: nn.Module, scalpel: Scalpel | None = None
+) -> torch.optim.Optimizer:
+    """The host network's optimizer (``workload.optimizer``, ``lr``, ``momentum``).
+
+    With a ``scalpel``, each prunable tensor gets a parameter group of its own (named by the
+    ``"layer"`` key, so sedation can damp single layers), the other host parameters one group,
+    and the mask mechanism's learnable parts (gate logits) one without weight decay.
+    """
+    groups: list[dict[str, Any]]
+    if scalpel is None:
+        groups = [{"params": list(model.parameters())}]
+    else:
+        named = dict(model.named_parameters())
+        prunable = {id(named[n]) for n in scalpel.names}
+        groups = [{"params": [named[n]], "layer": n} for n in scalpel.names]
+        rest = [p for p in model.parameters() if id(p) not in prunable]
+        if rest:
+            groups.append({"params": rest})
+        extra = list(scalpel.parameters())
+        if extra:
+            groups.append({"params": extra, "weight_decay": 0.0})
     if cfg.optimizer == Optimizer.adam:
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _rescale_init(host: nn.Module, scalpel: Scalpel) -> None:
+    """Sparsity-aware initialisation (Evci et al. 2022): surviving weights × 1/sqrt(density)."""
+    named = dict(host.named_parameters())
+    with torch.no_grad():
+        for name in scalpel.names:
+            density = scalpel.density(name)
+            if 0.0 < density < 1.0:
+                named[name].mul_(density**-0.5)
+
+
+def build_organism(
+    cfg: EsperConfig, replica_id: int = 0, run_id: str = "", trial_id: str = ""
+) -> Organism:
+    """The organism described by a composed config, on ``experiment.device``.
+
+    The seed of replica ``r`` is :func:`replica_seed` of ``experiment.seed`` and ``r``.
+    """
+    w = cfg.workload
+    seed = replica_seed(cfg.experiment.seed, replica_id)
+    device = resolve_device(cfg.experiment.device)
+    stream = build_stream(w, seed)
+    host = build_host(w, stream, seed, device)
+    mechanism = w.scalpel.mechanism
+    scalpel = Scalpel(
+        host,
+        mechanism=mechanism.name,
+        mechanism_params=dict(mechanism.params),
+        density=None if mechanism.name == "nm" else cfg.policy.density,
+        distribution=w.scalpel.distribution,
+        keep_dense=tuple(w.scalpel.keep_dense),
+        selection=w.scalpel.selection,
+        seed=seed,
+    )
+    if w.scalpel.rescale_init:
+        _rescale_init(host, scalpel)
+    sensor_params = _plain(dict(w.organism.sensors))
+    sensors = build(SensorConfig, {"seed": seed, **sensor_params}, "sensor config")
+    loss_fn = None
+    if stream.source.kind == "regression":
+
+        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return (out.squeeze(-1) - y) ** 2
+
+    return Organism(
+        host,
+        stream,
+        scalpel,
+        NervousSystem(sensors, loss_fn=loss_fn),
+        build_optimizer(w, host, scalpel),
+        surgery_interval=cfg.policy.surgery_interval,
+        reward=cfg.reward,
+        penalty_weight=w.scalpel.penalty_weight,
+        spike_window=w.organism.spike_window,
+        sense_batches=w.organism.sense_batches,
+        seed=seed,
+        run_id=run_id,
+        trial_id=trial_id,
+        replica_id=replica_id,
+    )

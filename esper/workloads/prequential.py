@@ -7,6 +7,7 @@ algorithms"). One forward pass serves both: the predictions are recorded before 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esper.measures import recovery_steps
 from esper.workloads.stream import Batch
 
-__all__ = ["StepRecord", "TaskSummary", "prequential_step", "summarize_tasks"]
+__all__ = [
+    "StepRecord",
+    "TaskSummary",
+    "batch_loss",
+    "online_accuracy",
+    "prequential_step",
+    "summarize_tasks",
+]
+
+
+def batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean loss of a batch: cross-entropy for ``classification``, MSE for ``regression``."""
+    if kind == "classification":
+        return F.cross_entropy(out, y)
+    return F.mse_loss(out.squeeze(-1), y)
+
+
+def online_accuracy(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, kind: str) -> float:
+    """The one definition of a batch's online accuracy, scored before training on it.
+
+    Classification: the fraction of correct argmax predictions. Regression: ``1 / (1 + MSE)``,
+    in ``(0, 1]`` like an accuracy, so that reward terms, reports and comparisons treat both
+    kinds alike.
+    """
+    if kind == "classification":
+        return float((out.detach().argmax(dim=1) == y).float().mean())
+    return 1.0 / (1.0 + float(loss.detach()))
 
 
 @dataclass(frozen=True)
@@ -27,7 +55,7 @@ class StepRecord:
         step: Stream step.
         task_index: Nominal task of the batch.
         loss: Loss of the network on the batch before the update.
-        accuracy: Fraction correct before the update (``nan`` for regression).
+        accuracy: Online accuracy before the update (:func:`online_accuracy`).
         novelty: The stream's ground-truth novelty (analysis only).
     """
 
@@ -39,19 +67,29 @@ class StepRecord:
 
 
 def prequential_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, kind: str
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    kind: str,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> StepRecord:
-    """Score ``batch`` with ``model``, then take one optimizer step on it."""
+    """Score ``batch`` with ``model``, then take one optimizer step on it.
+
+    Args:
+        model: The network (put in training mode).
+        optimizer: Its optimizer.
+        batch: The stream's next batch, on the model's device.
+        kind: ``classification`` or ``regression``.
+        penalty: Extra loss term added for the update only (a mask mechanism's penalty, such
+            as Hard Concrete's expected L0); the recorded loss is the plain loss.
+    """
     model.train()
     out = model(batch.x)
-    if kind == "classification":
-        loss = F.cross_entropy(out, batch.y)
-        accuracy = float((out.detach().argmax(dim=1) == batch.y).float().mean())
-    else:
-        loss = F.mse_loss(out.squeeze(-1), batch.y)
-        accuracy = float("nan")
+    loss = batch_loss(out, batch.y, kind)
+    accuracy = online_accuracy(out, batch.y, loss, kind)
+    total = loss + penalty() if penalty is not None else loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     optimizer.step()
     return StepRecord(batch.step, batch.task_index, float(loss.detach()), accuracy, batch.novelty)
 
@@ -68,7 +106,8 @@ class TaskSummary:
         first_accuracy: Mean accuracy over the first ``window`` steps (right after the drift).
         last_accuracy: Mean accuracy over the last ``window`` steps.
         recovery_steps: Steps after the drift until the ``window``-step running accuracy is back
-            to the previous task's ``last_accuracy`` (``None``: first task, or never recovered).
+            to the previous task's ``last_accuracy`` (:func:`esper.measures.recovery_steps`;
+            ``None``: first task, or never recovered).
     """
 
     task_index: int
@@ -94,11 +133,7 @@ def summarize_tasks(records: list[StepRecord], window: int) -> list[TaskSummary]
         rows = [r for r in records if r.task_index == task]
         acc = np.array([r.accuracy for r in rows])
         w = min(window, len(rows))
-        recovery: int | None = None
-        if previous_last is not None and len(rows) >= w:
-            running = np.convolve(acc, np.ones(w) / w, mode="valid")
-            hits = np.nonzero(running >= previous_last)[0]
-            recovery = int(hits[0]) + w if hits.size else None
+        recovery = None if previous_last is None else recovery_steps(acc, previous_last, w)
         summary = TaskSummary(
             task_index=task,
             steps=len(rows),

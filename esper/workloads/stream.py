@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -57,6 +57,13 @@ class Batch:
     drift: str
     novelty: float
     incoming_fraction: float
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with ``x`` and ``y`` on ``device`` (the batch itself if already there)."""
+        device = torch.device(device)
+        if self.x.device == device and self.y.device == device:
+            return self
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
 
 
 class DriftStream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from esper.policies.anesthesia import HarmonicAnnealing, sedate
-from esper.workloads.organism import LayerAction
+from esper.workloads.actions import LayerAction
 
 
 def test_harmonic_target_oscillates_around_budget() -> None:

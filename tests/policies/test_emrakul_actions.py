@@ -19,7 +19,8 @@ from esper.policies.emrakul.actions import (
 )
 from esper.policies.scores import weight_scores
 from esper.seeding import generator
-from esper.workloads.organism import Organism, OrganismStep, build_organism
+from esper.workloads.factory import build_organism
+from esper.workloads.organism import Organism, OrganismStep
 
 _BASE = [
     "policy.density=0.2",

@@ -8,7 +8,8 @@ import torch
 from esper.conf import compose
 from esper.policies.base import POLICIES, make_policy
 from esper.policies.emrakul import ActionCodec, EmrakulPolicy, SpecialistAction, SpecialistActor
-from esper.workloads.organism import Organism, build_organism
+from esper.workloads.factory import build_organism
+from esper.workloads.organism import Organism
 
 _BASE = [
     "policy.density=0.2",

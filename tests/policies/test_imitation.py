@@ -13,7 +13,7 @@ from esper.policies.imitation import (
     rigl_action,
     rigl_drop_fraction,
 )
-from esper.workloads.organism import build_organism
+from esper.workloads.factory import build_organism
 
 _BASE = [
     "policy.density=0.2",

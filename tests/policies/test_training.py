@@ -11,7 +11,7 @@ import torch
 from esper.conf import compose
 from esper.policies.emrakul import EmrakulPolicy
 from esper.policies.training import load_policy, save_checkpoint, train_policy
-from esper.workloads.organism import build_organism
+from esper.workloads.factory import build_organism
 
 _BASE = [
     "policy=emrakul",

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from esper.conf import RewardConfig, compose
-from esper.workloads.organism import LayerAction, Organism, RewardComponents, build_organism
+from esper.workloads.actions import LayerAction
+from esper.workloads.factory import build_organism
+from esper.workloads.organism import Organism
+from esper.workloads.reward import RewardComponents
 
 _BASE = [
     "policy.density=0.2",
@@ -141,7 +144,7 @@ def test_state_dict_round_trip_continues_bit_exactly(mechanism: str) -> None:
 
     fresh = _organism(*overrides)
     buffer.seek(0)
-    fresh.load_state_dict(torch.load(buffer, weights_only=False))
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
     got = [fresh.step(_rigl_like(fresh)) for _ in range(2)]
     for a, b in zip(expected, got, strict=True):
         assert a.reward == b.reward and a.components == b.components

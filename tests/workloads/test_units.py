@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from esper.workloads.actions import LayerAction
 from esper.workloads.hosts import Host, make_host
-from esper.workloads.organism import LayerAction
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.units import reset_units, unit_wiring
 from tests.workloads.test_organism import _organism

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from esper.workloads.organism import LayerAction, Organism
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism
 from esper.workloads.scalpel import topk_among
 
 __all__ = ["prune_to_counts"]

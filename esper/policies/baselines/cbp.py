@@ -27,7 +27,8 @@ import torch
 
 from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._units import _mean_abs_activation, _resettable_layers
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.units import unit_wiring
 
 __all__ = ["CBP"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from esper.policies.base import POLICIES, Policy
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["Dense"]
 

@@ -21,7 +21,8 @@ from esper.policies.base import Policy, swap
 from esper.policies.baselines.hooks import ScoreHook
 from esper.policies.baselines.schedules import DropFraction, UpdateClock
 from esper.seeding import derive_seed
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel import REGROW_INITS
 
 __all__ = ["DropAndGrow"]

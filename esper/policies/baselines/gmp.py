@@ -25,7 +25,8 @@ from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._dense_layers import _kept_dense
 from esper.policies.baselines._magnitude import prune_to_counts
 from esper.policies.baselines.schedules import CubicSparsity, check_cubic_timing
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["GMP"]
 

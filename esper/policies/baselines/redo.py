@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._units import _resettable_layers
 from esper.policies.baselines.schedules import UpdateClock
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["ReDo"]
 

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 from esper.policies.base import POLICIES, Policy
 from esper.policies.baselines._dense_layers import _kept_dense
 from esper.policies.baselines._magnitude import prune_to_counts
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel import DISTRIBUTIONS, allocate
 
 __all__ = ["Static"]

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from esper.policies.scores import weight_scores
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel.selection import gumbel_topk
 
 __all__ = [

@@ -28,7 +28,8 @@ from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, la
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
 from esper.seeding import generator
-from esper.workloads.organism import LayerAction, Organism, OrganismStep
+from esper.workloads.actions import LayerAction
+from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["Decision", "DiscreteAgent", "EmrakulPolicy"]
 

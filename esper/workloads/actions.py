@@ -1,0 +1,103 @@
+"""What a surgeon can do to one layer at a surgery: :class:`LayerAction`.
+
+Every policy, heuristic or learned, returns one :class:`LayerAction` per layer it operates on;
+:meth:`esper.workloads.organism.Organism.step` validates all of them before applying any, so a
+bad action changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from esper.workloads.scalpel import REGROW_INITS
+
+__all__ = ["InvalidActionError", "LayerAction"]
+
+
+class InvalidActionError(ValueError):
+    """A :class:`LayerAction` field is out of range; the message names the layer and field."""
+
+
+def _flat(indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    return torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+
+
+@dataclass
+class LayerAction:
+    """One layer's part of a surgery.
+
+    Attributes:
+        prune: Flat indices to remove from the support.
+        regrow: Flat indices to add to the support.
+        regrow_init: How regrown weights start (a name in ``REGROW_INITS``: ``zero`` as RigL,
+            ``kaiming``, ...).
+        tau: New Gumbel temperature of the layer (``None``: unchanged; else ``> 0``).
+        sedation: Learning-rate multiplier of the layer, in ``(0, 1]``, for ``sedation_steps``
+            SGD steps (:class:`esper.workloads.anesthesia.Sedation`).
+        sedation_steps: How long the sedation lasts (``≥ 0``; 0: none).
+        reset_units: Output units (rows of the weight: neurons or channels) to re-initialise,
+            as CBP and ReDo do: fresh incoming weights on the unit's support, zero outgoing
+            weights in the consuming layer, optimizer state reset
+            (:func:`esper.workloads.units.reset_units`).
+        target_density: The layer density the surgeon now aims for (the Surgeon General's
+            allocation, in ``[0, 1]``), recorded as a ``budget`` event; the prune/regrow
+            indices enact it.
+    """
+
+    prune: torch.Tensor | Sequence[int] = ()
+    regrow: torch.Tensor | Sequence[int] = ()
+    regrow_init: str = "zero"
+    tau: float | None = None
+    sedation: float = 1.0
+    sedation_steps: int = 0
+    reset_units: torch.Tensor | Sequence[int] = ()
+    target_density: float | None = None
+
+    def __post_init__(self) -> None:
+        self._check_fields("")
+
+    def validate(self, layer: str, numel: int) -> None:
+        """Check every field, and that the indices address a tensor of ``numel`` weights.
+
+        Raises:
+            InvalidActionError: naming ``layer``, the field and the allowed range.
+        """
+        self._check_fields(layer)
+        for field_name in ("prune", "regrow"):
+            idx = _flat(getattr(self, field_name))
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= numel):
+                raise InvalidActionError(
+                    f"{self._where(layer)}{field_name} indices must lie in [0, {numel}), got "
+                    f"min {int(idx.min())}, max {int(idx.max())}"
+                )
+        units = _flat(self.reset_units)
+        if units.numel() and int(units.min()) < 0:
+            raise InvalidActionError(f"{self._where(layer)}reset_units must be ≥ 0")
+
+    @staticmethod
+    def _where(layer: str) -> str:
+        return f"LayerAction for {layer!r}: " if layer else "LayerAction: "
+
+    def _check_fields(self, layer: str) -> None:
+        where = self._where(layer)
+        if not (isinstance(self.sedation, int | float) and 0.0 < self.sedation <= 1.0):
+            raise InvalidActionError(f"{where}sedation={self.sedation} must lie in (0, 1]")
+        if int(self.sedation_steps) != self.sedation_steps or self.sedation_steps < 0:
+            raise InvalidActionError(
+                f"{where}sedation_steps={self.sedation_steps} must be an integer ≥ 0"
+            )
+        if self.tau is not None and not (math.isfinite(self.tau) and self.tau > 0):
+            raise InvalidActionError(f"{where}tau={self.tau} must be a finite number > 0")
+        if self.target_density is not None and not 0.0 <= self.target_density <= 1.0:
+            raise InvalidActionError(
+                f"{where}target_density={self.target_density} must lie in [0, 1]"
+            )
+        if self.regrow_init not in REGROW_INITS:
+            raise InvalidActionError(
+                f"{where}regrow_init={self.regrow_init!r} is unknown; valid: "
+                f"{', '.join(REGROW_INITS.names())}"
+            )

@@ -1,0 +1,83 @@
+"""The reward of one surgery: five raw terms and their weighted sum.
+
+``R = α·Acc − β·FLOPs − γ·Osc + δ·GSNR − ε·Spike`` (weights: :class:`esper.config.RewardConfig`,
+the ``reward`` config group). The organism measures the terms after every surgery
+(:func:`score_surgery`); policies are trained on the weighted sum, while population search
+compares members by online accuracy alone (members with other weights have rewards of other
+scales).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from esper.config import RewardConfig
+from esper.workloads.sensors import Reading
+
+__all__ = ["DIVERGED_REWARD", "RewardComponents", "score_surgery"]
+
+DIVERGED_REWARD = -1.0
+"""Team reward of a surgery after which the host diverged (NaN/Inf loss): below any reward a
+live organism can earn with the default weights (accuracy and squashed GSNR lie in [0, 1])."""
+
+
+@dataclass(frozen=True)
+class RewardComponents:
+    """The five raw reward terms of one surgery step.
+
+    Attributes:
+        accuracy: Online accuracy over the ``K`` steps after the surgery
+            (:func:`esper.measures.online_accuracy`: for regression ``1 / (1 + MSE)``).
+        flops: Sparse ÷ dense forward FLOPs after the surgery.
+        oscillation: Parameter-weighted mask flip-flop rate.
+        gsnr: Mean layer GSNR ``g``, squashed as ``g / (1 + g)``.
+        spike: Relative rise of the online loss right after the surgery over the loss right
+            before it, ``max(0, (after − before) / before)``.
+    """
+
+    accuracy: float
+    flops: float
+    oscillation: float
+    gsnr: float
+    spike: float
+
+    def weighted(self, w: RewardConfig) -> float:
+        """``α·Acc − β·FLOPs − γ·Osc + δ·GSNR − ε·Spike``."""
+        return (
+            w.alpha * self.accuracy
+            - w.beta * self.flops
+            - w.gamma * self.oscillation
+            + w.delta * self.gsnr
+            - w.epsilon * self.spike
+        )
+
+
+def score_surgery(
+    reading: Reading,
+    accuracy: float,
+    flops_ratio: float,
+    sizes: dict[str, int],
+    loss_before: float,
+    loss_after: float,
+) -> RewardComponents:
+    """The raw terms of one surgery.
+
+    Args:
+        reading: The sensor reading after the surgery's ``K`` steps.
+        accuracy: Online accuracy over those steps.
+        flops_ratio: Sparse ÷ dense forward FLOPs after the surgery.
+        sizes: Weights per prunable tensor (weights of the oscillation average).
+        loss_before: Online loss over the last steps before the surgery.
+        loss_after: Online loss over the first steps after it.
+    """
+    total = sum(sizes.values())
+    oscillation = sum(reading.flipflop[n].rate * sizes[n] for n in reading.flipflop) / total
+    g = reading.gradients.gsnr_mean
+    return RewardComponents(
+        accuracy=accuracy,
+        flops=flops_ratio,
+        oscillation=float(oscillation),
+        gsnr=float(g / (1.0 + g)) if math.isfinite(g) else 0.0,
+        spike=max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12)),
+    )
