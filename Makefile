@@ -31,6 +31,7 @@ demo: $(STAMP)
 	$(VENV)/bin/esper demo
 
 lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check esper tests benchmarks
 	$(VENV)/bin/ruff format --check esper tests benchmarks
 

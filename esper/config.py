@@ -13,7 +13,7 @@ composes and validates them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "SearchConfig",
     "TrainingConfig",
     "WorkloadConfig",
+    "to_plain",
 ]
 
 
@@ -117,20 +118,13 @@ class WorkloadConfig:
     """Sensing and surgery timing of the organism."""
 
 
-class Learner(str, Enum):
-    """Centralized-training learner of Emrakul's Specialists."""
-
-    mappo = "mappo"
-    qmix = "qmix"
-
-
 @dataclass
 class TrainingConfig:
     """How ``esper train-policy`` trains Emrakul."""
 
-    learner: Learner = Learner.mappo
-    """``mappo`` (Yu et al. 2021) or ``qmix`` (Rashid et al. 2018) for the Specialists; the
-    Surgeon General always learns with MAPPO."""
+    learner: str = "mappo"
+    """Learner of the Specialists (``esper.policies.learners.LEARNERS``): ``mappo`` (Yu et al.
+    2021) or ``qmix`` (Rashid et al. 2018). The Surgeon General always learns with MAPPO."""
     surgeries: int = 64
     """Training budget: surgeries over all organisms."""
     rollout: int = 16
@@ -138,9 +132,12 @@ class TrainingConfig:
     workloads: list[str] = field(default_factory=list)
     """Workload presets to train on, taking turns (empty: the ``workload`` group's)."""
     imitation: int = 0
-    """Surgeries of RigL demonstrations per organism, behaviour-cloned before RL (MAPPO)."""
+    """Surgeries of RigL demonstrations per organism, behaviour-cloned into the continuous
+    Specialist actor before RL (learners that train that actor: ``mappo``)."""
     learner_params: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the learner (e.g. ``lr``)."""
+    """Keyword arguments of the Specialists' learner (e.g. ``lr``, ``batch_size``)."""
+    general_params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the Surgeon General's MAPPO learner (e.g. ``lr``)."""
 
 
 @dataclass
@@ -258,3 +255,19 @@ class EsperConfig:
     search: SearchConfig = MISSING
     cluster: ClusterConfig = MISSING
     experiment: ExperimentConfig = MISSING
+
+
+def to_plain(cfg: Any) -> Any:
+    """A config dataclass as nested dicts, lists and scalars (enums by their value): the form
+    saved in checkpoints, hashed for run names and sent to Ray actors."""
+    return _plain(asdict(cfg)) if hasattr(cfg, "__dataclass_fields__") else _plain(cfg)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

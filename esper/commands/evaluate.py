@@ -129,7 +129,7 @@ def evaluate_command(
             reports.append(_run(sub, _policy_for(sub), surgeries, console, workload))
         title = "Baselines"
     elif checkpoint is not None:
-        from esper.policies.training import load_policy
+        from esper.policies.checkpoints import load_policy
 
         reports.append(_run(cfg, load_policy(checkpoint), surgeries, console, workload))
         title = f"Policy from {checkpoint}"

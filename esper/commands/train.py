@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from esper.conf import compose
 from esper.config import EsperConfig
 from esper.platform.runs import RunRecorder, new_run_dir
-from esper.policies.training import TrainResult, save_checkpoint, train_policy
+from esper.policies.checkpoints import save_policy
+from esper.policies.training import TrainResult, train_policy
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["train_command"]
@@ -27,41 +29,25 @@ def train_command(
         The checkpoint path and the training result.
     """
     t = cfg.policy.training
-    base = [f"experiment.seed={cfg.experiment.seed}"]
-    workloads: list[str | EsperConfig] = [cfg]
-    if t.workloads:
-        # Each preset keeps the budget, interval, reward and seed of this run.
-        shared = [
-            "policy=emrakul",
-            f"policy.density={cfg.policy.density}",
-            f"policy.surgery_interval={cfg.policy.surgery_interval}",
-            *(
-                f"reward.{k}={getattr(cfg.reward, k)}"
-                for k in ("alpha", "beta", "gamma", "delta", "epsilon")
-            ),
-            *base,
-        ]
-        workloads = [compose([f"workload={w}", *shared]) for w in t.workloads]
+    # Each named preset replaces the workload only: budget, interval, reward, seed and device
+    # stay those of this run.
+    organisms = [dataclasses.replace(cfg, workload=compose([f"workload={w}"]).workload)
+                 for w in t.workloads] or [cfg]  # fmt: skip
     run_dir = new_run_dir(cfg, "train", workload)
     name = run_dir.name
     path = out or run_dir / "policy.pt"
     # One recorder per training organism (replica), all in the run directory.
-    recorders: list[RunRecorder] = []
-    for i in range(len(workloads)):
-        wcfg = workloads[i] if isinstance(workloads[i], EsperConfig) else cfg
-        assert isinstance(wcfg, EsperConfig)
-        recorders.append(
-            RunRecorder(
-                run_dir, wcfg, "train-policy", workload, "emrakul", replica_id=i, create=i == 0
-            )
-        )
+    recorders = [
+        RunRecorder(run_dir, c, "train-policy", workload, "emrakul", replica_id=i, create=i == 0)
+        for i, c in enumerate(organisms)
+    ]
 
     def record(i: int, organism: Organism, step: OrganismStep) -> None:
         recorders[i].events(step.events)
         recorders[i].step(organism, step)
 
     console.print(
-        f"[bold]esper train-policy[/bold] {name}: {t.learner.value} on "
+        f"[bold]esper train-policy[/bold] {name}: {t.learner} on "
         f"{', '.join(t.workloads) or workload}, {t.surgeries} surgeries "
         f"(episodes of {t.rollout}), density budget {cfg.policy.density}"
     )
@@ -86,22 +72,11 @@ def train_command(
             if not console.is_terminal:
                 console.print(text)
 
-        result = train_policy(
-            cfg,
-            workloads=workloads,
-            surgeries=t.surgeries,
-            learner=t.learner.value,
-            progress=report,
-            rollout=t.rollout,
-            policy_params=dict(cfg.policy.params),
-            learner_params=dict(t.learner_params),
-            imitation=t.imitation,
-            on_step=record,
-        )
+        result = train_policy(cfg, organisms, progress=report, on_step=record)
     for recorder in recorders:
         recorder.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, result)
+    save_policy(path, result)
     history = path.with_name("history.json")
     tmp = history.with_name(".history.json.tmp")
     tmp.write_text(json.dumps(result.history, indent=2, default=float))

@@ -44,7 +44,7 @@ def _check_groups(overrides: Sequence[str]) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid {key}s: {', '.join(options(key))}")
 
 
-_FREE_DICTS = (".params", ".sensors", ".learner_params")
+_FREE_DICTS = (".params", ".sensors", ".learner_params", ".general_params")
 
 
 def _free_params(override: str) -> str:
@@ -196,6 +196,13 @@ def validate(cfg: EsperConfig) -> None:
     from esper.policies import POLICIES
 
     _check_component("policy", ComponentConfig(cfg.policy.name, cfg.policy.params), POLICIES)
+    from esper.policies.learners import LEARNERS
+
+    if cfg.policy.training.learner not in LEARNERS:
+        raise ConfigError(
+            f"unknown learner {cfg.policy.training.learner!r} at policy.training.learner; "
+            f"valid learners: {', '.join(LEARNERS)}"
+        )
     for i, name in enumerate(cfg.policy.training.workloads):
         if name not in options("workload"):
             raise ConfigError(

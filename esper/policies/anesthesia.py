@@ -1,19 +1,20 @@
 """Anesthesia: sedation after surgery and harmonic annealing of the density target.
 
 *Sedation* damps a layer's learning rate for a few SGD steps after it is operated on, so the
-high-variance gradients right after a structural change do not propagate (the organism applies
-it through :class:`~esper.workloads.organism.LayerAction`'s ``sedation`` and
-``sedation_steps``). *Harmonic annealing* lets the global density target breathe around the
-budget, ``d_t = d + g · A · sin(2π t / P)``, so the network periodically wakes pruned capacity
-instead of drifting into a coma; the Surgeon General modulates the gain ``g ∈ [0, 2]``. Over a
-whole period the mean target equals the budget.
+high-variance gradients right after a structural change do not propagate: a policy asks for it
+through :class:`~esper.workloads.actions.LayerAction`'s ``sedation`` and ``sedation_steps``, and
+the organism applies it through the optimizer's per-layer groups
+(:class:`esper.workloads.anesthesia.Sedation`). *Harmonic annealing* lets the global density
+target breathe around the budget, ``d_t = d + g · A · sin(2π t / P)``, so the network
+periodically wakes pruned capacity instead of drifting into a coma; the Surgeon General modulates
+the gain ``g ∈ [0, 2]``. Over a whole period the mean target equals the budget.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from esper.workloads.actions import LayerAction
@@ -79,12 +80,11 @@ def sedate(action: LayerAction, multiplier: float, steps: int) -> LayerAction:
     """``action`` with its layer's learning rate multiplied by ``multiplier`` for ``steps``.
 
     Raises:
-        ValueError: ``multiplier`` outside ``(0, 1]`` or negative ``steps``.
+        esper.workloads.actions.InvalidActionError: ``multiplier`` outside ``(0, 1]`` or
+            negative ``steps`` (nothing is changed).
     """
-    if not 0.0 < multiplier <= 1.0:
-        raise ValueError(f"sedation multiplier={multiplier} must lie in (0, 1]")
-    if steps < 0:
-        raise ValueError(f"sedation steps={steps} must be ≥ 0")
-    action.sedation = multiplier
-    action.sedation_steps = steps if multiplier < 1.0 else 0
+    candidate = replace(
+        action, sedation=multiplier, sedation_steps=steps if multiplier < 1.0 else 0
+    )
+    action.sedation, action.sedation_steps = candidate.sedation, candidate.sedation_steps
     return action

@@ -1,55 +1,55 @@
 """Training Emrakul on organisms: the loop behind ``esper train-policy``.
 
-:func:`train_policy` builds one organism per workload, then repeats: pick the next organism
+:func:`train_policy` builds one organism per config, then repeats: pick the next organism
 (round robin), roll the ``emrakul`` policy out on it for ``rollout`` surgeries (one episode of
 the policy; the organism itself lives on across episodes), and update the learners.
 
-* ``mappo``: the Specialists and the Surgeon General each have a :class:`MAPPOLearner`; the
-  Specialists store one step per surgery with the organism's team reward
-  ``R = α·Acc − β·FLOPs − γ·Osc + δ·GSNR − ε·Spike``; the General stores one step per decision
-  with the reward summed over the ``M`` surgeries it governed. Episodes bootstrap from the
-  critic's value of the last state (the organism does not end), except after divergence.
-* ``qmix``: the Specialists act through the discrete table (``decode_discrete``) with a
-  :class:`~esper.policies.learners.qmix.QMIXLearner` (one gradient step per surgery); the
-  General stays on MAPPO.
+* The Specialists learn with the learner named by ``policy.training.learner`` (any entry of
+  :data:`~esper.policies.learners.LEARNERS`, behind one protocol): each surgery is one
+  :class:`~esper.policies.learners.Transition` with the organism's team reward
+  ``R = α·Acc − β·FLOPs − γ·Osc + δ·GSNR − ε·Spike``, and the learner updates at the end of
+  every episode, bootstrapping from the last state (the organism does not end) except after
+  divergence.
+* The Surgeon General learns with MAPPO, one step per decision, rewarded with the sum of the
+  team rewards of the ``M`` surgeries it governed.
 
-A diverged organism (NaN/Inf loss) ends its episode with ``done`` and is rebuilt from its
-config. :func:`save_checkpoint` writes the result atomically; :func:`load_policy` restores a
-ready-to-act policy.
+A diverged organism (NaN/Inf loss) ends its episode with ``done``, earns
+:data:`~esper.workloads.reward.DIVERGED_REWARD` for that surgery, and is rebuilt from its config
+as a new replica. Checkpoints: :mod:`esper.policies.checkpoints`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from esper.conf import compose
-from esper.config import EsperConfig
-from esper.policies.base import Policy, make_policy
-from esper.policies.emrakul.actions import N_DISCRETE_ACTIONS
-from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.config import EsperConfig, TrainingConfig
+from esper.policies.base import make_policy
+from esper.policies.emrakul.policy import Decision, EmrakulPolicy
 from esper.policies.imitation import behaviour_clone, collect_rigl_demonstrations
-from esper.policies.learners.mappo import MAPPOLearner
+from esper.policies.learners import LEARNERS, MAPPOLearner, Transition, make_learner
 from esper.seeding import derive_seed
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
+from esper.workloads.reward import DIVERGED_REWARD
 
-__all__ = ["LEARNERS", "TrainResult", "load_policy", "save_checkpoint", "train_policy"]
+__all__ = ["StepObserver", "TrainResult", "train_policy"]
 
-LEARNERS = ("mappo", "qmix")
-"""Learners :func:`train_policy` accepts."""
+_SEED_MODULUS = 2**31
+"""Derived seeds handed to constructors are reduced below 2³¹."""
 
-_CHECKPOINT_VERSION = 1
+_IMITATION_HORIZON = 0.75
+"""RigL's drop fraction anneals to zero over this fraction of each organism's surgeries
+(Evci et al. 2020 stop updating the mask at 75% of training)."""
+
+_REPLICA_SPACE = 1 << 20
+"""Replica ids of rebuilt organisms are drawn from ``[n, n + 2²⁰)`` (``n`` organisms), so they
+never collide with the original replicas and practically never with each other."""
 
 
 @dataclass
@@ -58,9 +58,9 @@ class TrainResult:
 
     Attributes:
         policy: The trained policy (greedy off; set ``policy.greedy = True`` to evaluate).
-        checkpoint: Everything :func:`save_checkpoint` writes: ``version``, ``policy`` (name,
-            params, state), ``learners`` (their state dicts), ``config`` (each organism's config
-            as a plain dict), ``learner``, ``surgeries`` and ``history``.
+        learner: The Specialists' learner (bound to ``policy``).
+        general: The Surgeon General's MAPPO learner.
+        configs: The organisms' configs.
         history: One metrics dict per episode: ``episode``, ``surgery`` (total so far),
             ``workload``, ``surgeries`` (this episode's; fewer if it diverged),
             ``mean_reward``, the mean reward components ``r_accuracy`` … ``r_spike``,
@@ -70,20 +70,10 @@ class TrainResult:
     """
 
     policy: EmrakulPolicy
-    checkpoint: dict[str, Any]
+    learner: Any
+    general: MAPPOLearner
+    configs: list[EsperConfig]
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _configs(cfg: EsperConfig, workloads: Sequence[str | EsperConfig] | None) -> list[EsperConfig]:
-    if not workloads:
-        return [cfg]
-    out = []
-    for w in workloads:
-        if isinstance(w, EsperConfig):
-            out.append(w)
-        else:  # the named preset replaces cfg's workload group; the other groups stay
-            out.append(dataclasses.replace(cfg, workload=compose([f"workload={w}"]).workload))
-    return out
 
 
 def _workload_name(cfg: EsperConfig) -> str:
@@ -96,6 +86,16 @@ StepObserver = Callable[[int, Organism, OrganismStep], None]
 """``(organism index, organism, step)``: sees every step of every training organism."""
 
 
+@dataclass
+class _GeneralStep:
+    """The Surgeon General's open decision: what it saw and did, and the reward so far."""
+
+    state: torch.Tensor
+    action: torch.Tensor
+    log_prob: torch.Tensor
+    reward: float = 0.0
+
+
 class _Trainer:
     """The state of one training run (kept out of :func:`train_policy` for readability)."""
 
@@ -103,15 +103,13 @@ class _Trainer:
         self,
         configs: list[EsperConfig],
         policy: EmrakulPolicy,
-        learner: str,
-        learner_params: Mapping[str, Any],
+        training: TrainingConfig,
         seed: int,
         on_step: StepObserver | None = None,
     ) -> None:
         self.configs = configs
         self.on_step = on_step
         self.policy = policy
-        self.learner = learner
         self.seed = seed
         self.organisms = [build_organism(c, replica_id=i) for i, c in enumerate(configs)]
         self.steps: list[OrganismStep] = [o.reset() for o in self.organisms]
@@ -119,30 +117,16 @@ class _Trainer:
             self._observe(i, o, s)
         self.rebuilds = [0] * len(configs)
         policy.reset(self.organisms[0], self.steps[0])
-        assert policy.specialist is not None and policy.general is not None
-        state_dim = policy.general.state_dim
-        params = dict(learner_params)
-        general_params = params if learner == "mappo" else {}
+        assert policy.general is not None
+        learner_seed = derive_seed(seed, training.learner, "specialists") % _SEED_MODULUS
+        self.learner = make_learner(
+            training.learner, policy, {"seed": learner_seed, **training.learner_params}
+        )
         self.general = MAPPOLearner(
-            policy.general, state_dim, 1, seed=derive_seed(seed, "mappo", "general"),
-            **general_params,
+            policy.general, policy.general.state_dim, 1,
+            **{"seed": derive_seed(seed, "mappo", "general"), **training.general_params},
         )  # fmt: skip
-        self.qmix: Any = None
-        if learner == "mappo":
-            self.specialists: MAPPOLearner | None = MAPPOLearner(
-                policy.specialist, state_dim, policy.max_layers,
-                seed=derive_seed(seed, "mappo", "specialists"), **params,
-            )  # fmt: skip
-        else:
-            from esper.policies.learners.qmix import QMIXLearner
-
-            self.specialists = None
-            self.qmix = QMIXLearner(
-                policy.specialist.obs_dim, state_dim, N_DISCRETE_ACTIONS, policy.max_layers,
-                seed=derive_seed(seed, "qmix", "specialists"), **params,
-            )  # fmt: skip
-            policy.discrete = True
-            policy.q_agent = self.qmix
+        self._general_step: _GeneralStep | None = None
 
     def _observe(self, i: int, organism: Organism, step: OrganismStep) -> None:
         if self.on_step is not None:
@@ -150,7 +134,8 @@ class _Trainer:
 
     def _rebuild(self, i: int) -> None:
         self.rebuilds[i] += 1
-        replica = derive_seed(self.seed, "rebuild", i, self.rebuilds[i]) % 1000 + len(self.configs)
+        offset = derive_seed(self.seed, "rebuild", i, self.rebuilds[i]) % _REPLICA_SPACE
+        replica = len(self.configs) + offset
         self.organisms[i] = build_organism(self.configs[i], replica_id=replica)
         self.steps[i] = self.organisms[i].reset()
         self._observe(i, self.organisms[i], self.steps[i])
@@ -161,46 +146,34 @@ class _Trainer:
         policy.reset(org, step)
         rewards: list[float] = []
         components: list[dict[str, float]] = []
-        pending: list[Any] = []  # the General's open decision: state, action, log-prob, reward
         diverged = False
-        ids = torch.arange(len(org.scalpel.names))
-        qmix_losses: list[float] = []
         for _ in range(length):
             actions = policy.decide(org, step, explore=True)
-            d = policy.last
-            assert d is not None
-            if d.general_raw is not None:
-                self._close_general(pending, done=False)
-                pending = [d.state, d.general_raw, d.general_log_prob, 0.0]
+            decision = policy.last
+            assert decision is not None
+            if decision.general_raw is not None:
+                self._close_general(done=False)
+                assert decision.general_log_prob is not None
+                self._general_step = _GeneralStep(
+                    decision.state, decision.general_raw, decision.general_log_prob
+                )
             nxt = org.step(actions)
             self._observe(i, org, nxt)
             diverged = bool(nxt.info["diverged"])
-            reward = nxt.reward if not diverged else -1.0
+            reward = DIVERGED_REWARD if diverged else nxt.reward
             rewards.append(reward)
             if nxt.components is not None:
                 components.append(dataclasses.asdict(nxt.components))
-            if pending:
-                pending[3] += reward
-            if self.specialists is not None:
-                self.specialists.store(d.obs, d.ids, d.state, d.raw, d.log_prob, reward, diverged)
-            else:
-                next_obs = torch.stack([nxt.observations[n].to_tensor() for n in d.layers])
-                self.qmix.store(d.obs, d.ids, d.state, d.raw, reward, next_obs,
-                                nxt.global_state.to_tensor(), diverged)  # fmt: skip
-                qmix_losses.append(self.qmix.update().get("loss", float("nan")))
+            if self._general_step is not None:
+                self._general_step.reward += reward
+            self.learner.store(self._transition(decision, reward, nxt, diverged))
             step = nxt
             if diverged:
                 break
         last_state = None if diverged else step.global_state.to_tensor().float()
-        self._close_general(pending, done=diverged)
+        self._close_general(done=diverged)
         self.general.finish_path(last_state, torch.zeros(1, dtype=torch.long))
-        metrics: dict[str, Any] = {}
-        if self.specialists is not None:
-            self.specialists.finish_path(last_state, ids)
-            metrics.update({f"specialists/{k}": v for k, v in self.specialists.update().items()})
-        else:
-            finite = [x for x in qmix_losses if x == x]
-            metrics["specialists/loss"] = sum(finite) / len(finite) if finite else float("nan")
+        metrics = {f"specialists/{k}": v for k, v in self.learner.update(last_state).items()}
         metrics.update({f"general/{k}": v for k, v in self.general.update().items()})
         policy.bump_version()
         if diverged:
@@ -221,84 +194,81 @@ class _Trainer:
         out.update(metrics)
         return out
 
-    def _close_general(self, pending: list[Any], done: bool) -> None:
-        if pending:
-            state, action, log_prob, reward = pending
-            self.general.store(
-                state.unsqueeze(0), torch.zeros(1, dtype=torch.long), state,
-                action.unsqueeze(0), log_prob.reshape(1), reward, done,
-            )  # fmt: skip
-            pending.clear()
+    @staticmethod
+    def _transition(d: Decision, reward: float, nxt: OrganismStep, done: bool) -> Transition:
+        next_obs = torch.stack([nxt.observations[n].to_tensor() for n in d.layers]).float()
+        return Transition(
+            d.obs, d.ids, d.state, d.raw, d.log_prob, reward,
+            next_obs, nxt.global_state.to_tensor().float(), done,
+        )  # fmt: skip
 
-    def learner_states(self) -> dict[str, Any]:
-        specialists = self.specialists if self.specialists is not None else self.qmix
-        return {"specialists": specialists.state_dict(), "general": self.general.state_dict()}
+    def _close_general(self, done: bool) -> None:
+        g = self._general_step
+        if g is None:
+            return
+        self.general.store(
+            g.state.unsqueeze(0), torch.zeros(1, dtype=torch.long), g.state,
+            g.action.unsqueeze(0), g.log_prob.reshape(1), g.reward, done,
+        )  # fmt: skip
+        self._general_step = None
 
 
 def train_policy(
     cfg: EsperConfig,
-    workloads: Sequence[str | EsperConfig] | None = None,
-    surgeries: int = 64,
-    learner: str = "mappo",
+    organisms: Sequence[EsperConfig] = (),
     progress: Callable[[dict[str, Any]], None] | None = None,
-    seed: int | None = None,
-    rollout: int = 16,
-    policy_params: Mapping[str, Any] | None = None,
-    learner_params: Mapping[str, Any] | None = None,
-    imitation: int = 0,
     on_step: StepObserver | None = None,
 ) -> TrainResult:
-    """Train the ``emrakul`` policy on organisms for a budget of surgeries.
+    """Train the ``emrakul`` policy on organisms for ``policy.training.surgeries`` surgeries.
 
     Args:
-        cfg: The composed config: reward weights, density budget (``policy.density``),
-            surgery interval ``K`` and, when ``workloads`` is empty, the workload.
-        workloads: Workload preset names (each replaces ``cfg.workload``) or whole configs;
-            ``None`` trains on ``cfg`` alone. Organisms take turns, one episode each.
-        surgeries: Total surgeries over all organisms (the training budget).
-        learner: ``mappo`` or ``qmix`` (Specialists; the General always uses MAPPO).
+        cfg: The composed config: ``policy.training`` (learner, budget, rollout, imitation,
+            learner parameters), ``policy.params`` (the Emrakul policy's, when ``policy.name``
+            is ``emrakul``), ``experiment.seed`` (policy and learners) and, when
+            ``organisms`` is empty, the one organism to train on.
+        organisms: One config per training organism (they take turns, one episode each).
         progress: Called after every episode with its metrics dict.
-        seed: Seed of the policy and learners (``None``: ``cfg.experiment.seed``).
-        rollout: Surgeries per episode (one learner update per episode).
-        policy_params: ``EmrakulPolicy`` parameters (``None``: ``cfg.policy.params`` when
-            ``cfg.policy.name`` is ``emrakul``, else defaults).
-        learner_params: Keyword arguments of the Specialists' learner (``MAPPOLearner`` or
-            ``QMIXLearner``, e.g. ``lr``); with MAPPO they also apply to the General's.
-        imitation: Surgeries of RigL demonstrations per organism before RL; the Specialists
-            are behaviour-cloned on them first (:mod:`esper.policies.imitation`; MAPPO only).
         on_step: Called as ``on_step(i, organism, step)`` with every step of organism ``i``
             (its first reading and each surgery): where a run recorder writes events.
 
     Raises:
-        ValueError: an unknown learner or a non-positive budget.
+        ValueError: an unknown learner, a non-positive budget, or imitation with a learner that
+            does not train the continuous Specialist actor.
     """
-    if learner not in LEARNERS:
-        raise ValueError(f"unknown learner {learner!r}; valid learners: {', '.join(LEARNERS)}")
-    if surgeries < 1 or rollout < 1:
-        raise ValueError(f"surgeries={surgeries} and rollout={rollout} must be ≥ 1")
-    if imitation < 0 or (imitation and learner != "mappo"):
+    training = cfg.policy.training
+    if training.learner not in LEARNERS:
         raise ValueError(
-            f"imitation={imitation} must be ≥ 0, and only the mappo learner has the continuous "
-            "Specialist actor that behaviour cloning trains"
+            f"unknown learner {training.learner!r}; valid learners: {', '.join(LEARNERS)}"
         )
-    seed = cfg.experiment.seed if seed is None else seed
-    if policy_params is None:
-        policy_params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
-    params = {"seed": derive_seed(seed, "emrakul") % (2**31), **dict(policy_params)}
+    if training.surgeries < 1 or training.rollout < 1:
+        raise ValueError(
+            f"policy.training.surgeries={training.surgeries} and "
+            f"policy.training.rollout={training.rollout} must be ≥ 1"
+        )
+    if training.imitation < 0 or (
+        training.imitation and not LEARNERS[training.learner].trains_actor
+    ):
+        raise ValueError(
+            f"policy.training.imitation={training.imitation} must be ≥ 0, and only a learner of "
+            "the continuous Specialist actor (mappo) can start from behaviour cloning"
+        )
+    seed = cfg.experiment.seed
+    policy_params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
+    params = {"seed": derive_seed(seed, "emrakul") % _SEED_MODULUS, **policy_params}
     policy = make_policy("emrakul", **params)
     assert isinstance(policy, EmrakulPolicy)
-    configs = _configs(cfg, workloads)
+    configs = list(organisms) or [cfg]
     history: list[dict[str, Any]] = []
     with one_thread():
-        trainer = _Trainer(configs, policy, learner, learner_params or {}, seed, on_step)
-        if imitation:
-            history.append(_warm_start(trainer, imitation, surgeries, seed))
+        trainer = _Trainer(configs, policy, training, seed, on_step)
+        if training.imitation:
+            history.append(_warm_start(trainer, training, seed))
             if progress is not None:
                 progress(history[-1])
         done, episode = 0, 0
-        while done < surgeries:
+        while done < training.surgeries:
             i = episode % len(configs)
-            length = min(rollout, surgeries - done)
+            length = min(training.rollout, training.surgeries - done)
             metrics = trainer.episode(i, length)
             done += metrics["surgeries"]
             metrics = {"episode": episode, "surgery": done,
@@ -307,93 +277,20 @@ def train_policy(
             if progress is not None:
                 progress(metrics)
             episode += 1
-    checkpoint = {
-        "version": _CHECKPOINT_VERSION,
-        "policy": {
-            "name": policy.name,
-            "params": dict(policy.params),
-            "state": policy.state_dict(),
-        },
-        "learners": trainer.learner_states(),
-        "learner": learner,
-        "config": [
-            OmegaConf.to_container(OmegaConf.structured(c), enum_to_str=True) for c in configs
-        ],
-        "surgeries": surgeries,
-        "history": history,
-    }
-    return TrainResult(policy, checkpoint, history)
+    return TrainResult(policy, trainer.learner, trainer.general, configs, history)
 
 
-def _warm_start(trainer: _Trainer, imitation: int, surgeries: int, seed: int) -> dict[str, Any]:
+def _warm_start(trainer: _Trainer, training: TrainingConfig, seed: int) -> dict[str, Any]:
     """Behaviour-clone the Specialists on RigL demonstrations from the training organisms."""
     policy = trainer.policy
     assert policy.specialist is not None
-    t_end = max(1, int(0.75 * (imitation + surgeries / len(trainer.organisms))))
+    per_organism = training.surgeries / len(trainer.organisms)
+    t_end = max(1, int(_IMITATION_HORIZON * (training.imitation + per_organism)))
     demos = collect_rigl_demonstrations(
-        trainer.organisms, trainer.steps, imitation, t_end, policy.codec,
+        trainer.organisms, trainer.steps, training.imitation, t_end, policy.codec,
         seed=derive_seed(seed, "imitation"),
     )  # fmt: skip
     losses = behaviour_clone(policy.specialist, demos, seed=derive_seed(seed, "bc"))
     policy.bump_version()
     return {"episode": -1, "surgery": 0, "imitation_samples": len(demos), "bc_loss": losses[-1],
             "policy_version": policy.policy_version}  # fmt: skip
-
-
-def save_checkpoint(path: str | os.PathLike[str], result: TrainResult | Mapping[str, Any]) -> Path:
-    """Write ``result``'s checkpoint with ``torch.save``, atomically (temp file, then rename).
-
-    Returns:
-        The path written.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = result.checkpoint if isinstance(result, TrainResult) else dict(result)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def load_policy(path: str | os.PathLike[str], greedy: bool = True) -> Policy:
-    """The policy saved by :func:`save_checkpoint`, ready to act (greedy by default).
-
-    A QMIX-trained policy acts through its restored Q network. The file is unpickled
-    (``weights_only=False``): load only checkpoints you trust.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: not an Emrakul checkpoint, or another checkpoint version.
-    """
-    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or checkpoint.get("version") != _CHECKPOINT_VERSION:
-        raise ValueError(f"{path} is not an Emrakul policy checkpoint (version 1)")
-    saved = checkpoint["policy"]
-    policy = make_policy(saved["name"], **saved["params"])
-    policy.load_state_dict(saved["state"])
-    if isinstance(policy, EmrakulPolicy):
-        policy.greedy = greedy
-        if checkpoint.get("learner") == "qmix":
-            policy.q_agent = _restore_qmix(policy, checkpoint["learners"]["specialists"])
-            policy.discrete = True
-    return policy
-
-
-def _restore_qmix(policy: EmrakulPolicy, state: Mapping[str, Any]) -> Any:
-    from esper.policies.learners.qmix import QMIXLearner
-
-    assert policy.specialist is not None and policy.general is not None
-    config = dict(state.get("config", {}))
-    learner = QMIXLearner(
-        policy.specialist.obs_dim, policy.general.state_dim, N_DISCRETE_ACTIONS, policy.max_layers,
-        **{k: v for k, v in config.items()
-           if k not in ("obs_dim", "state_dim", "n_actions", "max_agents")},
-    )  # fmt: skip
-    learner.load_state_dict(dict(state))
-    return learner

@@ -34,5 +34,7 @@ def test_sedate() -> None:
     action = sedate(LayerAction(), 0.3, 5)
     assert (action.sedation, action.sedation_steps) == (0.3, 5)
     assert sedate(LayerAction(), 1.0, 5).sedation_steps == 0
-    with pytest.raises(ValueError, match="multiplier"):
-        sedate(LayerAction(), 1.5, 5)
+    action = LayerAction(sedation=0.5, sedation_steps=2)
+    with pytest.raises(ValueError, match=r"sedation=1\.5 must lie in \(0, 1\]"):
+        sedate(action, 1.5, 5)
+    assert (action.sedation, action.sedation_steps) == (0.5, 2)  # unchanged

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from esper.checkpoint import CheckpointError
 from esper.conf import compose
+from esper.policies.checkpoints import load_policy, save_policy
 from esper.policies.emrakul import EmrakulPolicy
-from esper.policies.training import load_policy, save_checkpoint, train_policy
+from esper.policies.training import train_policy
 from esper.workloads.factory import build_organism
 
 _BASE = [
@@ -25,12 +27,11 @@ _BASE = [
 
 
 def test_train_save_load_and_act(tmp_path: Path) -> None:
-    cfg = compose(_BASE)
+    cfg = compose([*_BASE, "policy.training.surgeries=8", "policy.training.rollout=4",
+                   "experiment.seed=1", "+policy.params.general_interval=2",
+                   "policy.training.imitation=2"])  # fmt: skip
     seen: list[dict] = []
-    result = train_policy(
-        cfg, surgeries=8, rollout=4, progress=seen.append, seed=1,
-        policy_params={"general_interval": 2}, imitation=2,
-    )  # fmt: skip
+    result = train_policy(cfg, progress=seen.append)
     assert [m["episode"] for m in seen] == [-1, 0, 1] and result.history == seen
     assert result.policy.policy_version == 3
     last = seen[-1]
@@ -38,7 +39,7 @@ def test_train_save_load_and_act(tmp_path: Path) -> None:
         assert math.isfinite(last[key]), key
     assert last["density"] == pytest.approx(0.2, abs=1e-3)
     assert "specialists/policy_loss" in last and "general/value_loss" in last
-    path = save_checkpoint(tmp_path / "sub" / "emrakul.pt", result)
+    path = save_policy(tmp_path / "sub" / "emrakul.pt", result)
     assert path.exists() and not list(path.parent.glob("*.tmp"))
     policy = load_policy(path)
     assert isinstance(policy, EmrakulPolicy) and policy.greedy and policy.policy_version == 3
@@ -55,30 +56,36 @@ def test_train_save_load_and_act(tmp_path: Path) -> None:
 
 
 def test_train_with_qmix_and_several_workloads(tmp_path: Path) -> None:
-    cfg = compose(_BASE)
-    other = compose([*_BASE, "workload=digits_rotated", "workload.host.params.hidden=[16,8]"])
-    result = train_policy(
-        cfg, workloads=[cfg, other], surgeries=6, rollout=3, learner="qmix", seed=0,
-        learner_params={"batch_size": 2, "buffer_size": 64},
-    )  # fmt: skip
+    qmix = [*_BASE, "policy.training.surgeries=6", "policy.training.rollout=3",
+            "policy.training.learner=qmix", "+policy.training.learner_params.batch_size=2",
+            "+policy.training.learner_params.buffer_size=64"]  # fmt: skip
+    cfg = compose(qmix)
+    other = compose([*qmix, "workload=digits_rotated", "workload.host.params.hidden=[16,8]"])
+    result = train_policy(cfg, [cfg, other])
     assert [m["workload"] for m in result.history] == [
         "digits/permute_inputs/mlp",
         "digits/rotate/mlp",
     ]
     assert result.policy.discrete
-    policy = load_policy(save_checkpoint(tmp_path / "q.pt", result))
+    policy = load_policy(save_policy(tmp_path / "q.pt", result))
     assert isinstance(policy, EmrakulPolicy) and policy.discrete and policy.q_agent is not None
 
 
 def test_bad_arguments_and_files(tmp_path: Path) -> None:
     cfg = compose(_BASE)
-    with pytest.raises(ValueError, match="learner"):
-        train_policy(cfg, learner="dqn")
+    cfg.policy.training.learner = "dqn"
+    with pytest.raises(ValueError, match="valid learners: mappo, qmix"):
+        train_policy(cfg)
+    cfg = compose(_BASE)
+    cfg.policy.training.surgeries = 0
     with pytest.raises(ValueError, match="surgeries"):
-        train_policy(cfg, surgeries=0)
+        train_policy(cfg)
+    cfg = compose([*_BASE, "policy.training.learner=qmix", "policy.training.imitation=2"])
+    with pytest.raises(ValueError, match="behaviour cloning"):
+        train_policy(cfg)
     bogus = tmp_path / "bogus.pt"
     torch.save({"hello": 1}, bogus)
-    with pytest.raises(ValueError, match="not an Emrakul"):
+    with pytest.raises(CheckpointError, match="not an Esper checkpoint"):
         load_policy(bogus)
 
 
@@ -98,7 +105,9 @@ def test_a_diverged_organism_ends_its_episode_and_is_rebuilt(
         return out
 
     monkeypatch.setattr(Organism, "step", flaky_step)
-    result = train_policy(compose(_BASE), surgeries=8, rollout=4, seed=0)
+    result = train_policy(
+        compose([*_BASE, "policy.training.surgeries=8", "policy.training.rollout=4"])
+    )
     first, second, *_ = result.history
     assert first["diverged"] and first["mean_reward"] < 0  # cut after 2 surgeries, penalised
     assert not second["diverged"] and math.isfinite(second["mean_reward"])

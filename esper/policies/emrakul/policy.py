@@ -290,7 +290,11 @@ class EmrakulPolicy(Policy):
         return self.policy_version
 
     def state_dict(self) -> dict[str, Any]:
-        """Constructor parameters, network sizes and weights, version and sampling stream."""
+        """Constructor parameters, network sizes and weights, version, sampling stream and the
+        episode in progress (surgery counter, the General's logits and gain, heat bursts left,
+        the initial allocation and the annealing schedule), so that a policy restored
+        mid-stream acts exactly as the original. A discrete head (QMIX) is restored with its
+        learner."""
         specialist, general = self.specialist, self.general
         return {
             "params": dict(self.params),
@@ -300,6 +304,15 @@ class EmrakulPolicy(Policy):
             "general": None if general is None else general.state_dict(),
             "policy_version": self.policy_version,
             "generator": self.generator.get_state(),
+            "discrete": self.discrete,
+            "episode": {
+                "surgery": self._surgery,
+                "heat_left": dict(self._heat_left),
+                "logits": None if self._logits is None else self._logits.clone(),
+                "gain": self._gain,
+                "prior": dict(self._prior),
+                "annealing": None if self._annealing is None else self._annealing.state_dict(),
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -312,3 +325,13 @@ class EmrakulPolicy(Policy):
             general.load_state_dict(state["general"])
         self.policy_version = int(state["policy_version"])
         self.generator.set_state(state["generator"])
+        self.discrete = bool(state["discrete"])
+        episode = state["episode"]
+        self._surgery = int(episode["surgery"])
+        self._heat_left = {str(k): int(v) for k, v in episode["heat_left"].items()}
+        logits = episode["logits"]
+        self._logits = None if logits is None else logits.clone()
+        self._gain = float(episode["gain"])
+        self._prior = {str(k): float(v) for k, v in episode["prior"].items()}
+        annealing = episode["annealing"]
+        self._annealing = None if annealing is None else HarmonicAnnealing(**annealing)

@@ -10,7 +10,7 @@ rescaling) keeps the critic's regression well scaled whatever the reward's magni
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -190,5 +190,14 @@ class RolloutBuffer:
         self._rows = {}
 
     def state_dict(self) -> dict[str, Any]:
-        """Nothing is checkpointed: on-policy data is stale after a restore."""
-        return {}
+        """The open path and the finished samples (tensors and plain data), so a learner
+        checkpointed mid-episode continues exactly."""
+        return {
+            "path": [{f.name: getattr(step, f.name) for f in fields(step)} for step in self._path],
+            "rows": {k: list(v) for k, v in self._rows.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self._path = [_Step(**step) for step in state["path"]]
+        self._rows = {k: list(v) for k, v in state["rows"].items()}

@@ -218,7 +218,8 @@ class MAPPOLearner:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Critic, optimizers, value normalisation, shuffling stream and update count."""
+        """Critic, optimizers, value normalisation, shuffling stream, update count and the
+        rollout buffer (tensors and plain data only)."""
         return {
             "critic": self.critic.state_dict(),
             "actor_optimizer": self.actor_optimizer.state_dict(),
@@ -226,6 +227,7 @@ class MAPPOLearner:
             "value_norm": self.value_norm.state_dict(),
             "generator": self.generator.get_state(),
             "updates": self.updates,
+            "buffer": self.buffer.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -236,3 +238,4 @@ class MAPPOLearner:
         self.value_norm.load_state_dict(state["value_norm"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
+        self.buffer.load_state_dict(state["buffer"])

@@ -161,7 +161,13 @@ class QMIXLearner:
         self.epsilon_start, self.epsilon_end = epsilon_start, epsilon_end
         self.epsilon_anneal, self.batch_size = epsilon_anneal, batch_size
         self.grad_clip, self.standardise_rewards = grad_clip, standardise_rewards
-        self._config = dict(sizes, seed=seed, double_q=double_q)
+        # Everything that shapes learning, checked on load (a checkpoint trained with another
+        # lr, γ or ε schedule would continue as a different learner).
+        self._config = dict(
+            sizes, seed=seed, double_q=double_q, lr=lr, gamma=gamma,
+            epsilon_start=epsilon_start, epsilon_end=epsilon_end, epsilon_anneal=epsilon_anneal,
+            grad_clip=grad_clip, standardise_rewards=standardise_rewards,
+        )  # fmt: skip
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "qmix", "init"))

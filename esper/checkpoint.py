@@ -1,0 +1,105 @@
+"""Checkpoint files that are safe to open and say when they are damaged.
+
+A checkpoint holds tensors and plain data only (dicts, lists, numbers, strings), never pickled
+objects, so it loads with ``torch.load(weights_only=True)``: opening a file cannot run code.
+The file wraps its payload with a format tag, a kind (``policy``, ``organism``, ...) and a
+BLAKE2b checksum of the payload's bytes, verified on load: a truncated or altered file is
+refused with :class:`CheckpointError` instead of yielding silently wrong state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "esper.checkpoint/1"
+"""Format tag of the wrapper (bumped when the wrapper itself changes)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is not an Esper checkpoint of the expected kind, or is damaged."""
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike[str], kind: str, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` (tensors and plain data) as a checkpoint of ``kind``, atomically.
+
+    Raises:
+        CheckpointError: the payload holds something other than tensors and plain data.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    blob = buffer.getvalue()
+    try:  # refuse at save time what could not be loaded safely later
+        torch.load(io.BytesIO(blob), weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"a {kind} checkpoint must hold only tensors and plain data: {err}"
+        ) from err
+    wrapper = {
+        "format": FORMAT,
+        "kind": kind,
+        "checksum": _digest(blob),
+        "payload": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(wrapper, f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], kind: str, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The payload of the checkpoint of ``kind`` at ``path``, its checksum verified.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: not an Esper checkpoint (or one holding pickled objects), another kind,
+            or a checksum mismatch (the file is damaged).
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"no checkpoint at {source}")
+    try:
+        wrapper = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{source} is not a safe Esper checkpoint (it cannot be loaded as tensors and plain "
+            f"data): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if not isinstance(wrapper, dict) or wrapper.get("format") != FORMAT:
+        raise CheckpointError(f"{source} is not an Esper checkpoint (format {FORMAT})")
+    if wrapper.get("kind") != kind:
+        raise CheckpointError(f"{source} is a {wrapper.get('kind')!r} checkpoint, not {kind!r}")
+    payload = wrapper.get("payload")
+    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
+        raise CheckpointError(f"{source} has no payload")
+    blob = payload.numpy().tobytes()
+    if _digest(blob) != wrapper.get("checksum"):
+        raise CheckpointError(
+            f"{source} is damaged: its payload does not match the checksum it was saved with"
+        )
+    state = torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} holds no checkpoint dictionary")
+    return state

@@ -1,0 +1,132 @@
+"""The registered Specialist learners: MAPPO and QMIX behind :class:`SpecialistLearner`.
+
+* ``mappo`` (Yu et al. 2021): trains the policy's continuous Specialist actor with a
+  centralized critic ``V(s, i)``; one PPO update per episode, bootstrapped from the critic's
+  value of the last state.
+* ``qmix`` (Rashid et al. 2018): per-layer Q-learners over the discrete action table
+  (:data:`~esper.policies.emrakul.actions.DISCRETE_ACTIONS`) mixed by a monotonic network; the
+  policy acts through the learner's Q network (ε-greedy while exploring). Like EPyMARL's
+  episode runner, it learns at the end of each episode: one gradient step per surgery stored
+  since the last update (a replay ratio of one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from esper.policies.emrakul.actions import N_DISCRETE_ACTIONS
+from esper.policies.learners.mappo import MAPPOLearner
+from esper.policies.learners.protocol import LEARNERS, SpecialistLearner, Transition
+from esper.policies.learners.qmix import QMIXLearner
+from esper.registry import build
+
+if TYPE_CHECKING:
+    from esper.policies.emrakul.policy import EmrakulPolicy
+
+__all__ = ["MAPPOSpecialists", "QMIXSpecialists"]
+
+
+def _networks(policy: EmrakulPolicy) -> tuple[int, int]:
+    if policy.specialist is None or policy.general is None:
+        raise RuntimeError("the policy has no networks yet: reset it on an organism first")
+    return policy.specialist.obs_dim, policy.general.state_dim
+
+
+@LEARNERS.register("mappo")
+class MAPPOSpecialists(SpecialistLearner):
+    """MAPPO on the policy's shared Specialist actor.
+
+    Args:
+        policy: The policy whose actor is trained in place.
+        **params: :class:`MAPPOLearner` keyword arguments (``lr``, ``gamma``, ``seed``, ...).
+    """
+
+    name = "mappo"
+    trains_actor = True
+
+    def __init__(self, policy: EmrakulPolicy, **params: Any) -> None:
+        _, state_dim = _networks(policy)
+        assert policy.specialist is not None
+        self.params = dict(params)
+        self.mappo = build(
+            MAPPOLearner,
+            self.params,
+            "learner 'mappo'",
+            fixed={"actor": policy.specialist, "state_dim": state_dim,
+                   "max_agents": policy.max_layers},
+        )  # fmt: skip
+        self._ids: torch.Tensor | None = None
+
+    def store(self, transition: Transition) -> None:
+        """Add the step to the open path (the critic's values are computed here)."""
+        t = transition
+        self.mappo.store(t.obs, t.ids, t.state, t.action, t.log_prob, t.reward, t.done)
+        self._ids = t.ids
+
+    def update(self, bootstrap: torch.Tensor | None) -> dict[str, float]:
+        """Close the path (bootstrapping from ``V(bootstrap)``) and run the PPO epochs."""
+        if self._ids is None:
+            return {}
+        self.mappo.finish_path(bootstrap, self._ids)
+        self._ids = None
+        return self.mappo.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The MAPPO learner's state (critic, optimizers, statistics, open path)."""
+        return {"mappo": self.mappo.state_dict(), "ids": self._ids}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.mappo.load_state_dict(state["mappo"])
+        self._ids = state["ids"]
+
+
+@LEARNERS.register("qmix")
+class QMIXSpecialists(SpecialistLearner):
+    """QMIX over the discrete Specialist table; installs itself as the policy's discrete head.
+
+    Args:
+        policy: The policy that will act through this learner's Q network.
+        **params: :class:`QMIXLearner` keyword arguments (``lr``, ``batch_size``, ``seed``, ...).
+    """
+
+    name = "qmix"
+
+    def __init__(self, policy: EmrakulPolicy, **params: Any) -> None:
+        obs_dim, state_dim = _networks(policy)
+        self.params = dict(params)
+        self.qmix = build(
+            QMIXLearner,
+            self.params,
+            "learner 'qmix'",
+            fixed={"obs_dim": obs_dim, "state_dim": state_dim, "n_actions": N_DISCRETE_ACTIONS,
+                   "max_agents": policy.max_layers},
+        )  # fmt: skip
+        self._pending = 0
+        policy.discrete = True
+        policy.q_agent = self.qmix
+
+    def store(self, transition: Transition) -> None:
+        """Add the transition to the replay buffer."""
+        t = transition
+        self.qmix.store(t.obs, t.ids, t.state, t.action, t.reward, t.next_obs, t.next_state, t.done)
+        self._pending += 1
+
+    def update(self, bootstrap: torch.Tensor | None) -> dict[str, float]:
+        """One gradient step per transition stored since the last update; mean loss."""
+        losses = [self.qmix.update().get("loss", float("nan")) for _ in range(self._pending)]
+        self._pending = 0
+        finite = [x for x in losses if x == x]
+        return {"loss": sum(finite) / len(finite)} if finite else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The QMIX learner's state (networks, targets, optimizer, replay, generators)."""
+        return {"qmix": self.qmix.state_dict(), "pending": self._pending}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.qmix.load_state_dict(state["qmix"])
+        self._pending = int(state["pending"])
