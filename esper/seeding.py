@@ -12,7 +12,11 @@ import hashlib
 
 import torch
 
-__all__ = ["derive_seed", "generator"]
+__all__ = ["SEED_MODULUS", "derive_seed", "generator", "small_seed"]
+
+SEED_MODULUS = 2**31
+"""Seeds handed to constructors and configs are reduced below 2³¹, which every consumer
+(NumPy, scikit-learn, ``torch.manual_seed``) accepts."""
 
 
 def derive_seed(seed: int, *path: object) -> int:
@@ -25,6 +29,11 @@ def derive_seed(seed: int, *path: object) -> int:
     text = "/".join([str(int(seed)), *(str(p) for p in path)])
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def small_seed(seed: int, *path: object) -> int:
+    """:func:`derive_seed` reduced below :data:`SEED_MODULUS` (for constructor arguments)."""
+    return derive_seed(seed, *path) % SEED_MODULUS
 
 
 def generator(seed: int, *path: object) -> torch.Generator:

@@ -32,16 +32,13 @@ from esper.policies.base import make_policy
 from esper.policies.emrakul.policy import Decision, EmrakulPolicy
 from esper.policies.imitation import behaviour_clone, collect_rigl_demonstrations
 from esper.policies.learners import LEARNERS, MAPPOLearner, Transition, make_learner
-from esper.seeding import derive_seed
+from esper.seeding import derive_seed, small_seed
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.reward import DIVERGED_REWARD
 
 __all__ = ["StepObserver", "TrainResult", "train_policy"]
-
-_SEED_MODULUS = 2**31
-"""Derived seeds handed to constructors are reduced below 2³¹."""
 
 _IMITATION_HORIZON = 0.75
 """RigL's drop fraction anneals to zero over this fraction of each organism's surgeries
@@ -118,7 +115,7 @@ class _Trainer:
         self.rebuilds = [0] * len(configs)
         policy.reset(self.organisms[0], self.steps[0])
         assert policy.general is not None
-        learner_seed = derive_seed(seed, training.learner, "specialists") % _SEED_MODULUS
+        learner_seed = small_seed(seed, training.learner, "specialists")
         self.learner = make_learner(
             training.learner, policy, {"seed": learner_seed, **training.learner_params}
         )
@@ -254,7 +251,7 @@ def train_policy(
         )
     seed = cfg.experiment.seed
     policy_params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
-    params = {"seed": derive_seed(seed, "emrakul") % _SEED_MODULUS, **policy_params}
+    params = {"seed": small_seed(seed, "emrakul"), **policy_params}
     policy = make_policy("emrakul", **params)
     assert isinstance(policy, EmrakulPolicy)
     configs = list(organisms) or [cfg]

@@ -13,7 +13,7 @@ from torch import nn
 
 from esper.config import EsperConfig, Optimizer, WorkloadConfig
 from esper.registry import build
-from esper.seeding import derive_seed
+from esper.seeding import small_seed
 from esper.workloads.datasets import make_source
 from esper.workloads.drift import make_drift
 from esper.workloads.hosts import Host, make_host
@@ -31,9 +31,6 @@ __all__ = [
     "replica_seed",
     "resolve_device",
 ]
-
-_SEED_MODULUS = 2**31
-"""Derived seeds are reduced below 2³¹ so every consumer (NumPy, scikit-learn) accepts them."""
 
 
 def _plain(params: dict[str, object]) -> dict[str, object]:
@@ -73,7 +70,7 @@ def resolve_device(name: str) -> torch.device:
 def replica_seed(seed: int, replica_id: int) -> int:
     """The seed of replica ``replica_id`` of a trial seeded ``seed`` (replica 0 keeps it), so
     replicas see different streams and initialisations, reproducibly."""
-    return seed if replica_id == 0 else derive_seed(seed, "replica", replica_id) % _SEED_MODULUS
+    return seed if replica_id == 0 else small_seed(seed, "replica", replica_id)
 
 
 def build_stream(cfg: WorkloadConfig, seed: int) -> DriftStream:
