@@ -163,6 +163,8 @@ def validate(cfg: EsperConfig) -> None:
     Raises:
         ConfigError: naming the key.
     """
+    # Deferred: composing a config (`esper config show`) should not load torch; workloads and
+    # policies never import esper.conf, so these imports point down the layers only.
     from esper.workloads.datasets import SOURCES
     from esper.workloads.drift import DRIFTS
     from esper.workloads.hosts import HOSTS

@@ -158,3 +158,15 @@ def test_checkpoint_file_is_checksummed_and_refuses_pickles(tmp_path: Path) -> N
     with pytest.raises(CheckpointError, match="only tensors and plain data"):
         save_checkpoint(tmp_path / "bad.pt", "organism", {"x": Evil()})
     assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "change", [{"lr": 1e-3}, {"gamma": 0.9}, {"epsilon_start": 0.5}, {"epsilon_anneal": 10}]
+)
+def test_qmix_refuses_state_saved_with_other_learning_settings(change: dict[str, Any]) -> None:
+    from esper.policies.learners import QMIXLearner
+
+    saved = QMIXLearner(2, 2, 2, 2, batch_size=2, buffer_size=8).state_dict()
+    other = QMIXLearner(2, 2, 2, 2, batch_size=2, buffer_size=8, **change)
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_state_dict(saved)

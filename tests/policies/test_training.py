@@ -69,6 +69,17 @@ def test_train_with_qmix_and_several_workloads(tmp_path: Path) -> None:
     assert result.policy.discrete
     policy = load_policy(save_policy(tmp_path / "q.pt", result))
     assert isinstance(policy, EmrakulPolicy) and policy.discrete and policy.q_agent is not None
+    # the restored Q network acts as the trained one (greedy, on the same reading)
+    original = result.policy
+    original.greedy = True
+    org = build_organism(cfg)
+    step = org.reset()
+    for p in (policy, original):
+        p.reset(org, step)
+        p.act(org, step)
+    assert policy.last is not None and original.last is not None
+    assert torch.equal(policy.last.raw, original.last.raw)
+    assert policy.q_agent is not original.q_agent
 
 
 def test_bad_arguments_and_files(tmp_path: Path) -> None:
