@@ -67,6 +67,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from esper.commands.evaluate import evaluate_command
     from esper.conf import ConfigError, compose
+    from esper.files import atomic_write_text
 
     checkpoint, overrides = _split_checkpoint(args.overrides)
     if checkpoint is not None and not checkpoint.exists():
@@ -79,10 +80,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if args.json is not None:
         payload = {"reports": [r.to_json() for r in reports], "overrides": overrides}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(args.json)
+        atomic_write_text(args.json, json.dumps(payload, indent=2))
     return 0
 
 

@@ -126,9 +126,7 @@ def atomic_write_text(
 
 
 @contextmanager
-def atomic_directory(
-    path: str | os.PathLike[str], *, mode: int = DIRECTORY_MODE
-) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike[str], *, mode: int = DIRECTORY_MODE) -> Iterator[Path]:
     """Build a new directory under a temporary name and rename it into place when done.
 
     Fill the directory yielded; when the ``with`` block ends normally it is renamed to

@@ -11,11 +11,14 @@ import argparse
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from esper.files import atomic_write, atomic_write_text
 
 __all__ = ["add_compare_parser", "add_report_parser", "compare_main", "report_main"]
 
@@ -43,10 +46,7 @@ def _write_json(table: Any, by: str, path: Path) -> None:
         {by: str(label), **{k: _json_value(v) for k, v in row.items()}}
         for label, row in table.to_dict(orient="index").items()
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"by": by, "confidence": 0.95, "groups": rows}, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"by": by, "confidence": 0.95, "groups": rows}, indent=2))
 
 
 def _write_plots(runs: list[Any], table: Any, by: str, directory: Path) -> list[Path]:
@@ -70,8 +70,8 @@ def _write_plots(runs: list[Any], table: Any, by: str, directory: Path) -> list[
         figures[f"{safe}_raster.png"] = surgery_raster(run.events, title=run.run_id)
     written = []
     for name, fig in figures.items():
-        fig.savefig(directory / name, dpi=100)
-        written.append(directory / name)
+        # The temporary's name ends in .tmp: the format is given, not guessed from it.
+        written.append(atomic_write(directory / name, partial(fig.savefig, format="png", dpi=100)))
     return written
 
 

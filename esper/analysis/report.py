@@ -1,8 +1,8 @@
 """One self-contained HTML report of runs: comparison table, metadata, plots, detectors.
 
 Plots are embedded as base64 PNG ``data:`` URIs and the styles are inline, so the file opens
-anywhere with no other files or network access. It is written atomically (a temporary file in
-the same directory, then ``os.replace``).
+anywhere with no other files or network access. It is written atomically
+(:func:`esper.files.atomic_write_text`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +33,7 @@ from esper.analysis.plots import (
     density_per_layer,
     surgery_raster,
 )
+from esper.files import atomic_write_text
 
 __all__ = ["format_table", "render_report", "write_report"]
 
@@ -199,16 +198,4 @@ def write_report(
     Raises:
         esper.analysis.compare.CompareError: a missing run or a bad ``by`` key.
     """
-    text = render_report(run_dirs, by=by, title=title)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out_path, render_report(run_dirs, by=by, title=title))

@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from esper.files import atomic_write_text
+
 __all__ = ["add_strategies_parser", "strategies_command"]
 
 
@@ -161,11 +163,8 @@ def strategies_command(args: argparse.Namespace) -> int:
         table.add_row(name, str(len(episodes)), _evidence(name, episodes))
     Console().print(table)
     if args.json is not None:
-        out: Path = args.json
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps({"run": str(run_dir), "detectors": _to_json(results)}, indent=2))
-        tmp.replace(out)
+        payload = {"run": str(run_dir), "detectors": _to_json(results)}
+        atomic_write_text(args.json, json.dumps(payload, indent=2))
     return 0
 
 

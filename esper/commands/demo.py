@@ -3,16 +3,14 @@
 Trains the workload's host network test-then-train on its stream, shows progress, and prints
 per-task online accuracy: the drop right after each drift and the steps it takes to recover.
 The run directory (``<storage>/<run name>/``) receives the composed config and a JSON summary,
-written to a temporary directory first and renamed into place, so a failed run leaves nothing.
+written to a temporary directory first and renamed into place
+(:func:`esper.files.atomic_directory`), so a failed run leaves nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from esper.config import EsperConfig
+from esper.files import atomic_directory
 from esper.workloads.factory import build_host, build_optimizer, build_stream
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
 
@@ -67,19 +66,6 @@ def _table(summaries: list[TaskSummary], regression: bool) -> Table:
         )
         previous = s
     return table
-
-
-def _write_run(run_dir: Path, files: dict[str, str]) -> None:
-    """Write ``files`` into a fresh ``run_dir`` atomically (temporary directory, then rename)."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
-    try:
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        os.replace(tmp, run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def run_demo(
@@ -152,6 +138,8 @@ def run_demo(
         "tasks": [asdict(s) for s in summaries],
     }
     run_dir = Path(cfg.cluster.storage_path).expanduser().resolve() / name
-    _write_run(run_dir, {"config.yaml": config_yaml, "demo.json": json.dumps(summary, indent=2)})
+    with atomic_directory(run_dir) as tmp:
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        (tmp / "demo.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     console.print(f"{total} steps in {elapsed:.1f} s; run written to {run_dir}")
     return run_dir, summaries

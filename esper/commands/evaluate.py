@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from esper.conf import ConfigError, chosen_option, compose
 from esper.config import EsperConfig
+from esper.files import atomic_write_text
 from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.base import POLICIES, Policy, make_policy
 from esper.policies.baselines import BASELINES
@@ -58,9 +58,7 @@ def _run(
             progress.update(bar, completed=i + 1)
 
         report = evaluate_policy(organism, policy, n, on_step=tick, on_events=recorder.events)
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report.to_json(), indent=2))
-    os.replace(tmp, run_dir / "report.json")
+    atomic_write_text(run_dir / "report.json", json.dumps(report.to_json(), indent=2))
     console.print(
         f"{policy.name}: online accuracy {report.online_accuracy:.3f}, density "
         f"{report.density:.3f}, {report.surgeries} surgeries → {run_dir}"

@@ -10,7 +10,6 @@ turns organism steps into rows.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from omegaconf import OmegaConf
 from esper.config import EsperConfig
 from esper.events.record import SurgicalEvent
 from esper.events.writer import EventWriter, EventWriterConfig
+from esper.files import atomic_write_text
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["RunRecorder", "new_run_dir"]
@@ -31,12 +31,6 @@ def new_run_dir(cfg: EsperConfig, kind: str, workload: str) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     name = f"{kind}-{workload}-{cfg.policy.name}-s{cfg.experiment.seed}-{stamp}"
     return Path(cfg.cluster.storage_path).expanduser().resolve() / name
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RunRecorder:
@@ -88,8 +82,8 @@ class RunRecorder:
             "config": container,
         }
         if create:
-            _write_atomic(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
-            _write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         self._events = EventWriter(EventWriterConfig(str(run_dir), trial_id, replica_id, "events"))
         self._metrics = EventWriter(
             EventWriterConfig(str(run_dir), trial_id, replica_id, "metrics")

@@ -20,10 +20,8 @@ ready-to-act policy.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from omegaconf import OmegaConf
 
 from esper.conf import compose
 from esper.config import EsperConfig
+from esper.files import atomic_write
 from esper.policies.base import Policy, make_policy
 from esper.policies.emrakul.actions import N_DISCRETE_ACTIONS
 from esper.policies.emrakul.policy import EmrakulPolicy
@@ -346,17 +345,8 @@ def save_checkpoint(path: str | os.PathLike[str], result: TrainResult | Mapping[
         The path written.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = result.checkpoint if isinstance(result, TrainResult) else dict(result)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, lambda tmp: torch.save(checkpoint, tmp))
     return target
 
 

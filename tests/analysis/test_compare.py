@@ -258,6 +258,9 @@ def test_compare_cli(
     assert payload["by"] == "reward" and len(payload["groups"]) == 2
     assert payload["groups"][0]["units"] == 2
     assert (tmp_path / "plots" / "pareto_by_group.png").stat().st_size > 0
+    plots = list((tmp_path / "plots").iterdir())
+    assert len(plots) == 2 + 3 * 2  # no temporary left behind
+    assert all(p.suffix == ".png" and p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 
 @pytest.mark.parametrize(
