@@ -62,7 +62,7 @@ def events_command(args: argparse.Namespace) -> int:
     """Handler of ``esper events``; returns the exit status (2 on bad input)."""
     import duckdb
 
-    from esper.analysis.event_log import EventLog
+    from esper.analysis.runs import RunError, load_run
 
     if args.fmt == "parquet" and args.out is None:
         return _fail("--format parquet needs --out PATH (Parquet is not written to a terminal)")
@@ -72,8 +72,8 @@ def events_command(args: argparse.Namespace) -> int:
     if not query.strip():
         return _fail("--sql is empty")
     try:
-        log = EventLog.open(args.run)
-    except FileNotFoundError as err:
+        log = load_run(args.run).open_log()
+    except RunError as err:
         return _fail(str(err))
     try:
         try:

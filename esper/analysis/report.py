@@ -12,6 +12,7 @@ import html
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,19 +21,14 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from esper.analysis.compare import (
-    METRIC_LABELS,
-    METRICS,
-    Run,
-    compare_runs,
-    load_run,
-)
+from esper.analysis.compare import METRIC_LABELS, METRICS, compare_runs
 from esper.analysis.plots import (
     accuracy_flops_pareto,
     accuracy_over_time,
     density_per_layer,
     surgery_raster,
 )
+from esper.analysis.runs import Run, RunLike, load_runs
 from esper.files import atomic_write_text
 
 __all__ = ["format_table", "render_report", "write_report"]
@@ -136,10 +132,10 @@ def _detectors_section(runs: Sequence[Run]) -> str:
 
 
 def render_report(
-    run_dirs: Sequence[str | Path | Run], by: str = "reward", title: str = "Esper report"
+    run_dirs: Sequence[RunLike], by: str = "reward", title: str = "Esper report"
 ) -> str:
     """The report's HTML text (see :func:`write_report`)."""
-    runs = [r if isinstance(r, Run) else load_run(r) for r in run_dirs]
+    runs = load_runs(run_dirs)
     table = compare_runs(runs, by=by)
     per_run = compare_runs(runs, by="run_id")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -178,8 +174,8 @@ def render_report(
 
 
 def write_report(
-    run_dirs: Sequence[str | Path | Run],
-    out_path: str | Path,
+    run_dirs: Sequence[RunLike],
+    out_path: str | os.PathLike[str],
     by: str = "reward",
     title: str = "Esper report",
 ) -> Path:
@@ -196,6 +192,7 @@ def write_report(
         The path written.
 
     Raises:
-        esper.analysis.compare.CompareError: a missing run or a bad ``by`` key.
+        esper.analysis.runs.RunError: a path that is not a run directory.
+        esper.analysis.compare.CompareError: a bad ``by`` key.
     """
     return atomic_write_text(out_path, render_report(run_dirs, by=by, title=title))
