@@ -36,11 +36,12 @@ def _config_groups(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from esper.commands.demo import run_demo
-    from esper.conf import chosen_option, compose, compose_dictconfig, to_yaml
+    from esper.commands.naming import chosen_workload
+    from esper.conf import compose, compose_dictconfig, to_yaml
 
     cfg = compose(args.overrides)
     yaml = to_yaml(compose_dictconfig(args.overrides))
-    run_demo(cfg, chosen_option("workload", args.overrides), yaml, Console())
+    run_demo(cfg, chosen_workload(cfg, args.overrides), yaml, Console())
     return 0
 
 
@@ -85,14 +86,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train_policy(args: argparse.Namespace) -> int:
+    from esper.commands.naming import chosen_workload
     from esper.commands.train import train_command
-    from esper.conf import ConfigError, chosen_option, compose
+    from esper.conf import ConfigError, compose
 
     overrides = _with_policy(args.overrides, "emrakul")
     cfg = compose(overrides)
     if cfg.policy.name != "emrakul":
         raise ConfigError(f"train-policy trains 'emrakul', not policy.name={cfg.policy.name!r}")
-    train_command(cfg, chosen_option("workload", overrides), args.out, Console())
+    train_command(cfg, chosen_workload(cfg, overrides), args.out, Console())
     return 0
 
 

@@ -22,16 +22,11 @@ from rich.table import Table
 
 from esper.config import EsperConfig
 from esper.files import atomic_directory
+from esper.platform.runs import run_name, runs_root
 from esper.workloads.factory import build_host, build_optimizer, build_stream
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
 
-__all__ = ["run_demo", "run_name"]
-
-
-def run_name(cfg: EsperConfig, workload: str, when: float | None = None) -> str:
-    """``<experiment>-<workload>-s<seed>-<UTC time>``: unique and self-describing."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when if when is not None else time.time()))
-    return f"{cfg.experiment.name}-{workload}-s{cfg.experiment.seed}-{stamp}"
+__all__ = ["run_demo"]
 
 
 def _table(summaries: list[TaskSummary], regression: bool) -> Table:
@@ -75,7 +70,8 @@ def run_demo(
 
     Args:
         cfg: The composed, validated configuration.
-        workload: Name of the workload option (for the run name).
+        workload: The workload label (:func:`esper.commands.naming.chosen_workload`), for the
+            run name and the summary.
         config_yaml: The composed config as YAML, saved with the run.
         console: Where to print (a default ``rich`` console when ``None``).
     """
@@ -86,7 +82,7 @@ def run_demo(
     optimizer = build_optimizer(cfg.workload, model)
     total = cfg.experiment.steps or len(stream)
     kind = stream.source.kind
-    name = run_name(cfg, workload)
+    name = run_name(cfg, "demo", workload)
     console.print(
         f"[bold]esper demo[/bold] {name}: {type(model).__name__} on {stream.source.name} "
         f"({stream.drift_name}, {stream.num_tasks} tasks × {stream.schedule.task_length} steps), "
@@ -137,7 +133,7 @@ def run_demo(
         "seconds": round(elapsed, 3),
         "tasks": [asdict(s) for s in summaries],
     }
-    run_dir = Path(cfg.cluster.storage_path).expanduser().resolve() / name
+    run_dir = runs_root(cfg) / name
     with atomic_directory(run_dir) as tmp:
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

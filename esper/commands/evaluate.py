@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from esper.conf import ConfigError, chosen_option, compose
+from esper.commands.naming import chosen_workload
+from esper.conf import ConfigError, compose
 from esper.config import EsperConfig
 from esper.files import atomic_write_text
 from esper.platform.runs import RunRecorder, new_run_dir
@@ -116,7 +117,7 @@ def evaluate_command(
     Each evaluation writes a run directory (``run.json``, ``config.yaml``, ``report.json`` and
     the ``events`` and ``metrics`` tables) under ``cluster.storage_path``.
     """
-    workload = chosen_option("workload", overrides)
+    workload = chosen_workload(cfg, overrides)
     reports: list[EvaluationReport] = []
     if baselines:
         for name in BASELINES:
