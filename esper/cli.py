@@ -36,11 +36,12 @@ def _config_groups(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from esper.commands.demo import run_demo
-    from esper.conf import chosen_option, compose, compose_dictconfig, to_yaml
+    from esper.commands.naming import chosen_workload
+    from esper.conf import compose, compose_dictconfig, to_yaml
 
     cfg = compose(args.overrides)
     yaml = to_yaml(compose_dictconfig(args.overrides))
-    run_demo(cfg, chosen_option("workload", args.overrides), yaml, Console())
+    run_demo(cfg, chosen_workload(cfg, args.overrides), yaml, Console())
     return 0
 
 
@@ -67,6 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from esper.commands.evaluate import evaluate_command
     from esper.conf import ConfigError, compose
+    from esper.files import atomic_write_text
 
     checkpoint, overrides = _split_checkpoint(args.overrides)
     if checkpoint is not None and not checkpoint.exists():
@@ -79,22 +81,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if args.json is not None:
         payload = {"reports": [r.to_json() for r in reports], "overrides": overrides}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(args.json)
+        atomic_write_text(args.json, json.dumps(payload, indent=2))
     return 0
 
 
 def _train_policy(args: argparse.Namespace) -> int:
+    from esper.commands.naming import chosen_workload
     from esper.commands.train import train_command
-    from esper.conf import ConfigError, chosen_option, compose
+    from esper.conf import ConfigError, compose
 
     overrides = _with_policy(args.overrides, "emrakul")
     cfg = compose(overrides)
     if cfg.policy.name != "emrakul":
         raise ConfigError(f"train-policy trains 'emrakul', not policy.name={cfg.policy.name!r}")
-    train_command(cfg, chosen_option("workload", overrides), args.out, Console())
+    train_command(cfg, chosen_workload(cfg, overrides), args.out, Console())
     return 0
 
 

@@ -220,7 +220,7 @@ class ExperimentConfig:
     """One run: its name, seed and lengths."""
 
     name: str = "demo"
-    """Run name prefix; the run directory adds workload, seed and time."""
+    """Run name prefix; the run directory adds the command, workload, policy, seed and time."""
     seed: int = 0
     """Root seed; every random stream is derived from it deterministically."""
     device: str = "cpu"

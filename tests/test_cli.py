@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from esper.cli import _parser, main
 from esper.conf import options
 
 
@@ -19,11 +22,43 @@ def esper(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
     )
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
+    """Every subcommand path of ``parser`` (``("config", "show")``), read from the parser."""
+    found: list[tuple[str, ...]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append((name,))
+                found.extend((name, *path) for path in _subcommands(sub))
+    return found
+
+
+SUBCOMMANDS = _subcommands(_parser())
+TOP_LEVEL = [path[0] for path in SUBCOMMANDS if len(path) == 1]
+
+
+def test_subcommands_are_read_from_the_parser() -> None:
+    assert {"config", "demo", "train-policy", "evaluate", "events", "bench"} <= set(TOP_LEVEL)
+    assert {("config", "show"), ("config", "groups"), ("bench", "perf")} <= set(SUBCOMMANDS)
+
+
 def test_help_lists_the_subcommands() -> None:
     out = esper("--help")
-    assert out.returncode == 0
-    for command in ("config", "demo"):
-        assert command in out.stdout
+    assert out.returncode == 0, out.stderr
+    for command in TOP_LEVEL:
+        assert re.search(rf"^\s+{re.escape(command)}\s", out.stdout, re.MULTILINE), command
+
+
+@pytest.mark.parametrize("path", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_has_help(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*path, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: esper {' '.join(path)}")
+    assert "-h, --help" in out
 
 
 def test_config_show_prints_yaml() -> None:
@@ -60,8 +95,9 @@ def test_demo_smoke_writes_a_run(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Online (prequential) performance per task" in out.stdout
     (run,) = tmp_path.iterdir()
-    assert run.name.startswith("smoke-digits_permuted-s0-")
+    assert run.name.startswith("smoke-demo-digits_permuted+")  # the task length is overridden
     summary = json.loads((run / "demo.json").read_text())
+    assert run.name.startswith(f"smoke-demo-{summary['workload']}-s0-")
     assert summary["steps"] == 60 and [t["task_index"] for t in summary["tasks"]] == [0, 1, 2]
     assert yaml.safe_load((run / "config.yaml").read_text())["experiment"]["name"] == "smoke"
 
@@ -152,7 +188,11 @@ def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
     (report,) = json.loads(path.read_text())["reports"]
     assert report["policy"] == "emrakul" and report["density"] == pytest.approx(0.1, abs=0.002)
     eval_run, train_run = sorted((tmp_path / "runs").iterdir())
-    assert train_run.name.startswith("train-") and eval_run.name.startswith("evaluate-")
+    # _TINY overrides the preset: both runs carry the same digest of the composed workload.
+    label = json.loads((train_run / "run.json").read_text())["workload"]
+    assert re.fullmatch(r"digits_permuted\+[0-9a-f]{6}", label)
+    assert train_run.name.startswith(f"demo-train-{label}-emrakul-s0-")
+    assert eval_run.name.startswith(f"demo-evaluate-{label}-emrakul-s0-")
     for run in (train_run, eval_run):
         assert list((run / "events" / "trial=t0" / "replica=0").glob("part-*.parquet"))
         assert list((run / "metrics" / "trial=t0" / "replica=0").glob("part-*.parquet"))

@@ -5,8 +5,7 @@ workload, policy and reward weights). Each unit is reduced to one number per met
 (:data:`METRICS`), and groups of runs (by a ``run.json`` key) get the mean and a Student-t 95%
 interval over their units. With a single unit the interval is undefined: its half-width is NaN.
 
-Runs are read with :class:`esper.analysis.event_log.EventLog` when it is importable, otherwise
-straight from the Parquet parts (``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet``).
+Runs are loaded with :func:`esper.analysis.runs.load_runs` (paths or loaded runs are accepted).
 """
 
 from __future__ import annotations
@@ -14,25 +13,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from esper.events.schema import EVENTS
-from esper.events.schema import METRICS as METRICS_SCHEMA
+from esper.analysis.runs import Run, RunLike, load_runs
 
 __all__ = [
     "METRICS",
     "METRIC_LABELS",
     "CompareError",
-    "Run",
     "compare_runs",
     "group_label",
-    "load_run",
     "mean_ci",
     "paired_differences",
     "recovery_steps",
@@ -71,131 +65,7 @@ _REWARD_SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "e
 
 
 class CompareError(ValueError):
-    """A run directory that cannot be read, or a grouping key that no run has."""
-
-
-@dataclass
-class Run:
-    """One run directory loaded into memory.
-
-    Attributes:
-        path: The run directory.
-        meta: Contents of ``run.json`` (``run_id``, ``command``, ``workload``, ``policy``,
-            ``seed``, ``reward``, ``config``).
-        events: The ``events`` table (one row per surgery, layer and action).
-        metrics: The ``metrics`` table (one row per surgery step of a replica).
-    """
-
-    path: Path
-    meta: dict[str, Any]
-    events: pd.DataFrame = field(repr=False)
-    metrics: pd.DataFrame = field(repr=False)
-
-    @property
-    def run_id(self) -> str:
-        """The run's id (``run.json``'s ``run_id``, else the directory name)."""
-        return str(self.meta.get("run_id") or self.path.name)
-
-
-def _empty(table: str) -> pd.DataFrame:
-    schema = EVENTS if table == "events" else METRICS_SCHEMA
-    return schema.empty_table().to_pandas()
-
-
-def _parts(run_dir: Path, table: str) -> list[Path]:
-    root = run_dir / table
-    return sorted(root.glob("trial=*/replica=*/part-*.parquet")) if root.is_dir() else []
-
-
-def _read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
-    """The run's ``events`` and ``metrics`` tables, through ``EventLog`` when importable (else
-    straight from the ``part-*.parquet`` files with pyarrow); a missing table is empty."""
-    present = [t for t in ("events", "metrics") if _parts(run_dir, t)]
-    out = {t: _empty(t) for t in ("events", "metrics")}
-    if not present:
-        return out
-    try:
-        from esper.analysis.event_log import EventLog
-    except ImportError:  # the reader is optional: read the parts directly
-        return _read_with_pyarrow(run_dir, present, out)
-    log = EventLog.open(run_dir)
-    try:
-        out.update({t: log.to_pandas(t) for t in present})
-    finally:
-        log.close()
-    return out
-
-
-def _read_with_pyarrow(
-    run_dir: Path, present: list[str], out: dict[str, pd.DataFrame]
-) -> dict[str, pd.DataFrame]:
-    import pyarrow.dataset as ds
-
-    for table in present:
-        dataset = ds.dataset(
-            [str(p) for p in _parts(run_dir, table)],
-            format="parquet",
-            partitioning=ds.HivePartitioning.discover(),
-            partition_base_dir=str(run_dir / table),
-        )
-        out[table] = dataset.to_table().to_pandas()
-    return out
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Load a run directory (``run.json`` plus its ``events`` and ``metrics`` tables).
-
-    Args:
-        run_dir: The run directory.
-
-    Returns:
-        The loaded :class:`Run`. A missing table is an empty frame with the schema's columns.
-
-    Raises:
-        CompareError: the directory or its ``run.json`` is missing or unreadable.
-    """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise CompareError(f"run directory {str(path)!r} does not exist")
-    meta_path = path / "run.json"
-    if not meta_path.is_file():
-        raise CompareError(f"{str(path)!r} is not a run directory: no run.json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CompareError(f"{meta_path}: invalid JSON ({err})") from err
-    if not isinstance(meta, dict):
-        raise CompareError(f"{meta_path}: expected a JSON object")
-    tables = _read_tables(path)
-    events, metrics = tables["events"], tables["metrics"]
-    if metrics.empty and not events.empty:
-        metrics = _metrics_from_events(events)
-    run_id = str(meta.get("run_id") or path.name)
-    for frame in (events, metrics):
-        if "run_id" in frame.columns:
-            frame["run_id"] = frame["run_id"].fillna(run_id)
-    return Run(path=path, meta=meta, events=events, metrics=metrics)
-
-
-def _metrics_from_events(events: pd.DataFrame) -> pd.DataFrame:
-    """A coarse ``metrics`` table for runs that logged only events (accuracy = ``acc_before``)."""
-    keys = [*_UNIT_KEYS, "surgery_step"]
-    grouped = events.groupby(keys, sort=True)
-    out = grouped.agg(
-        drift=("drift", "first"),
-        task_index=("task_index", "first"),
-        sgd_step=("sgd_step", "first"),
-        online_accuracy=("acc_before", "first"),
-        online_loss=("loss_before", "first"),
-        density=("density_after", "mean"),
-        reward=("reward", "first"),
-        r_accuracy=("r_accuracy", "first"),
-        r_flops=("r_flops", "first"),
-        r_oscillation=("r_oscillation", "first"),
-        r_gsnr=("r_gsnr", "first"),
-        r_spike=("r_spike", "first"),
-    )
-    return out.reset_index()
+    """No runs to compare, a grouping key that some run lacks, or an unknown metric."""
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, int]:
@@ -348,11 +218,7 @@ def group_label(meta: dict[str, Any], by: str) -> str:
     return str(value)
 
 
-def _as_runs(runs: Sequence[str | Path | Run]) -> list[Run]:
-    return [r if isinstance(r, Run) else load_run(r) for r in runs]
-
-
-def compare_runs(run_dirs: Sequence[str | Path | Run], by: str = "reward") -> pd.DataFrame:
+def compare_runs(run_dirs: Sequence[RunLike], by: str = "reward") -> pd.DataFrame:
     """Compare groups of runs: mean ± 95% t-interval over their seeds and replicas.
 
     Args:
@@ -367,11 +233,12 @@ def compare_runs(run_dirs: Sequence[str | Path | Run], by: str = "reward") -> pd
         :data:`METRICS`. Groups keep the order in which they first appear.
 
     Raises:
-        CompareError: no runs, a missing run directory, or a key that some run lacks.
+        CompareError: no runs, or a key that some run lacks.
+        esper.analysis.runs.RunError: a path that is not a run directory.
     """
     if not run_dirs:
         raise CompareError("no runs to compare")
-    runs = _as_runs(run_dirs)
+    runs = load_runs(run_dirs)
     labels = [group_label(r.meta, by) for r in runs]
     units = []
     for run, label in zip(runs, labels, strict=True):
@@ -392,7 +259,7 @@ def compare_runs(run_dirs: Sequence[str | Path | Run], by: str = "reward") -> pd
 
 
 def paired_differences(
-    runs_a: Sequence[str | Path | Run], runs_b: Sequence[str | Path | Run], metric: str
+    runs_a: Sequence[RunLike], runs_b: Sequence[RunLike], metric: str
 ) -> pd.DataFrame:
     """Per-pair differences ``a − b`` of a metric on matched (workload, seed, replica) units.
 
@@ -410,15 +277,16 @@ def paired_differences(
         ``ci`` and ``n`` of the differences.
 
     Raises:
-        CompareError: an unknown metric or unreadable runs.
+        CompareError: an unknown metric.
+        esper.analysis.runs.RunError: a path that is not a run directory.
     """
     if metric not in METRICS:
         raise CompareError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
     keys = ["workload", "seed", "replica_id"]
 
-    def side(runs: Sequence[str | Path | Run]) -> pd.DataFrame:
+    def side(runs: Sequence[RunLike]) -> pd.DataFrame:
         frames = []
-        for run in _as_runs(runs):
+        for run in load_runs(runs):
             summary = unit_summary(run)
             summary["workload"] = str(run.meta.get("workload"))
             summary["seed"] = run.meta.get("seed")

@@ -11,11 +11,17 @@ import argparse
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+from esper.files import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from esper.analysis.runs import Run
 
 __all__ = ["add_compare_parser", "add_report_parser", "compare_main", "report_main"]
 
@@ -43,13 +49,10 @@ def _write_json(table: Any, by: str, path: Path) -> None:
         {by: str(label), **{k: _json_value(v) for k, v in row.items()}}
         for label, row in table.to_dict(orient="index").items()
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"by": by, "confidence": 0.95, "groups": rows}, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"by": by, "confidence": 0.95, "groups": rows}, indent=2))
 
 
-def _write_plots(runs: list[Any], table: Any, by: str, directory: Path) -> list[Path]:
+def _write_plots(runs: list[Run], table: Any, by: str, directory: Path) -> list[Path]:
     from esper.analysis.compare import compare_runs
     from esper.analysis.plots import (
         accuracy_flops_pareto,
@@ -70,21 +73,22 @@ def _write_plots(runs: list[Any], table: Any, by: str, directory: Path) -> list[
         figures[f"{safe}_raster.png"] = surgery_raster(run.events, title=run.run_id)
     written = []
     for name, fig in figures.items():
-        fig.savefig(directory / name, dpi=100)
-        written.append(directory / name)
+        # The temporary's name ends in .tmp: the format is given, not guessed from it.
+        written.append(atomic_write(directory / name, partial(fig.savefig, format="png", dpi=100)))
     return written
 
 
 def compare_main(args: argparse.Namespace) -> int:
     """Handler of ``esper compare``; returns the exit status."""
-    from esper.analysis.compare import CompareError, compare_runs, load_run
+    from esper.analysis.compare import CompareError, compare_runs
     from esper.analysis.report import format_table
+    from esper.analysis.runs import RunError, load_runs
 
     console = Console()
     try:
-        runs = [load_run(r) for r in args.runs]
+        runs = load_runs(args.runs)
         table = compare_runs(runs, by=args.by)
-    except CompareError as err:
+    except (RunError, CompareError) as err:
         return _error(str(err))
     shown = format_table(table).T  # one column per group: long labels and many metrics fit
     rich_table = Table(title=f"Runs compared by {args.by} (mean ± 95% CI over seeds and replicas)")
@@ -107,10 +111,11 @@ def report_main(args: argparse.Namespace) -> int:
     """Handler of ``esper report``; returns the exit status."""
     from esper.analysis.compare import CompareError
     from esper.analysis.report import write_report
+    from esper.analysis.runs import RunError
 
     try:
         out = write_report(args.runs, args.out, by=args.by)
-    except CompareError as err:
+    except (RunError, CompareError) as err:
         return _error(str(err))
     Console().print(f"wrote {out}")
     return 0

@@ -1,9 +1,10 @@
 """Reading a run's event log: pyarrow, pandas and DuckDB views over its Parquet parts.
 
 A run directory holds ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet`` for the tables of
-:mod:`esper.events.schema` (``events``, ``metrics``), optionally ``RUN/run.json`` (run
-metadata) and, per closed writer, a ``_writer-<id>.json`` manifest with its row count. Only
-``part-*.parquet`` files are ever read: the writer's temporary files (``.part-*.tmp``) are not.
+:mod:`esper.events.schema` (``events``, ``metrics``) and, per closed writer, a
+``_writer-<id>.json`` manifest with its row count. Only ``part-*.parquet`` files are ever read:
+the writer's temporary files (``.part-*.tmp``) are not. The run's metadata (``run.json``) is
+read by :mod:`esper.analysis.runs`, whose :class:`~esper.analysis.runs.Run` opens this log.
 ``trial`` and ``replica`` are hive partition columns (string and int32) next to the data columns.
 
 Example:
@@ -77,26 +78,7 @@ class EventLog:
     def __repr__(self) -> str:
         return f"EventLog({str(self.run_dir)!r})"
 
-    # -- metadata --------------------------------------------------------------------------
-
-    @property
-    def runs(self) -> dict[str, Any]:
-        """The run's metadata from ``RUN/run.json`` (run_id, command, workload, policy, seed,
-        reward weights, config), or ``{}`` if the run has none.
-
-        Raises:
-            ValueError: ``run.json`` is not a JSON object.
-        """
-        path = self.run_dir / "run.json"
-        if not path.is_file():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-        return data
+    # -- layout ----------------------------------------------------------------------------
 
     def tables(self) -> list[str]:
         """Names of the tables this run has a directory for."""

@@ -4,16 +4,17 @@
 table; ``--format csv`` writes CSV (to ``--out`` or stdout), ``--format parquet`` writes Parquet
 to ``--out``. Views: ``events`` and ``metrics``, with hive columns ``trial`` and ``replica``.
 A missing run, a bad query or a bad output path exits with status 2 and a message; ``--out`` is
-written to a temporary name and renamed into place, so no half file is ever left.
+written atomically (:func:`esper.files.atomic_write`), so no half file is ever left.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from esper.files import atomic_write
 
 __all__ = ["FORMATS", "add_events_parser", "events_command"]
 
@@ -61,7 +62,7 @@ def events_command(args: argparse.Namespace) -> int:
     """Handler of ``esper events``; returns the exit status (2 on bad input)."""
     import duckdb
 
-    from esper.analysis.event_log import EventLog
+    from esper.analysis.runs import RunError, load_run
 
     if args.fmt == "parquet" and args.out is None:
         return _fail("--format parquet needs --out PATH (Parquet is not written to a terminal)")
@@ -71,8 +72,8 @@ def events_command(args: argparse.Namespace) -> int:
     if not query.strip():
         return _fail("--sql is empty")
     try:
-        log = EventLog.open(args.run)
-    except FileNotFoundError as err:
+        log = load_run(args.run).open_log()
+    except RunError as err:
         return _fail(str(err))
     try:
         try:
@@ -128,33 +129,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    path = path.expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(result: Any, out: Path | None) -> None:
     frame = result.to_pandas()
     if out is None:
         frame.to_csv(sys.stdout, index=False)
         return
-    _write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False))
+    atomic_write(out.expanduser(), lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _write_parquet(result: Any, out: Path) -> None:
     import pyarrow.parquet as pq
 
-    _write_atomic(out, lambda tmp: pq.write_table(result, tmp))
+    atomic_write(out.expanduser(), lambda tmp: pq.write_table(result, tmp))

@@ -1,8 +1,8 @@
 """One self-contained HTML report of runs: comparison table, metadata, plots, detectors.
 
 Plots are embedded as base64 PNG ``data:`` URIs and the styles are inline, so the file opens
-anywhere with no other files or network access. It is written atomically (a temporary file in
-the same directory, then ``os.replace``).
+anywhere with no other files or network access. It is written atomically
+(:func:`esper.files.atomic_write_text`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,19 +21,15 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from esper.analysis.compare import (
-    METRIC_LABELS,
-    METRICS,
-    Run,
-    compare_runs,
-    load_run,
-)
+from esper.analysis.compare import METRIC_LABELS, METRICS, compare_runs
 from esper.analysis.plots import (
     accuracy_flops_pareto,
     accuracy_over_time,
     density_per_layer,
     surgery_raster,
 )
+from esper.analysis.runs import Run, RunLike, load_runs
+from esper.files import atomic_write_text
 
 __all__ = ["format_table", "render_report", "write_report"]
 
@@ -137,10 +132,10 @@ def _detectors_section(runs: Sequence[Run]) -> str:
 
 
 def render_report(
-    run_dirs: Sequence[str | Path | Run], by: str = "reward", title: str = "Esper report"
+    run_dirs: Sequence[RunLike], by: str = "reward", title: str = "Esper report"
 ) -> str:
     """The report's HTML text (see :func:`write_report`)."""
-    runs = [r if isinstance(r, Run) else load_run(r) for r in run_dirs]
+    runs = load_runs(run_dirs)
     table = compare_runs(runs, by=by)
     per_run = compare_runs(runs, by="run_id")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -179,8 +174,8 @@ def render_report(
 
 
 def write_report(
-    run_dirs: Sequence[str | Path | Run],
-    out_path: str | Path,
+    run_dirs: Sequence[RunLike],
+    out_path: str | os.PathLike[str],
     by: str = "reward",
     title: str = "Esper report",
 ) -> Path:
@@ -197,18 +192,7 @@ def write_report(
         The path written.
 
     Raises:
-        esper.analysis.compare.CompareError: a missing run or a bad ``by`` key.
+        esper.analysis.runs.RunError: a path that is not a run directory.
+        esper.analysis.compare.CompareError: a bad ``by`` key.
     """
-    text = render_report(run_dirs, by=by, title=title)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out_path, render_report(run_dirs, by=by, title=title))

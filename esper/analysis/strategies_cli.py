@@ -1,8 +1,8 @@
 """``esper strategies RUN``: run every emergent-strategy detector on a run and summarise them.
 
 Prints one line per detector (episodes found and their key evidence) as a ``rich`` table, and
-optionally writes every episode as JSON. A run directory without an event log exits with
-status 2.
+optionally writes every episode as JSON. A path that is not a run directory
+(:func:`esper.analysis.runs.load_run`) or a run with an empty event log exits with status 2.
 """
 
 from __future__ import annotations
@@ -17,40 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from esper.files import atomic_write_text
+
 __all__ = ["add_strategies_parser", "strategies_command"]
-
-
-def _read_table_direct(run_dir: Path, table: str) -> pd.DataFrame:
-    """Read ``RUN/<table>`` as a hive-partitioned Parquet dataset (empty when absent)."""
-    import pyarrow.dataset as ds
-
-    path = run_dir / table
-    if not path.is_dir() or not any(path.rglob("*.parquet")):
-        return pd.DataFrame()
-    dataset = ds.dataset(
-        path,
-        format="parquet",
-        partitioning="hive",
-        exclude_invalid_files=True,
-        ignore_prefixes=[".", "_"],
-    )
-    return dataset.to_table().to_pandas()
-
-
-def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run's ``events`` and ``metrics`` tables, through ``EventLog`` when it is available."""
-    try:
-        from esper.analysis.event_log import EventLog
-    except ImportError:
-        return _read_table_direct(run_dir, "events"), _read_table_direct(run_dir, "metrics")
-    log = EventLog.open(run_dir)
-    tables: list[pd.DataFrame] = []
-    for table in ("events", "metrics"):
-        try:
-            tables.append(log.to_pandas(table))
-        except (FileNotFoundError, KeyError, ValueError):
-            tables.append(pd.DataFrame())
-    return tables[0], tables[1]
 
 
 def _fmt(value: float, spec: str = ".3g") -> str:
@@ -140,15 +109,15 @@ def strategies_command(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from esper.analysis.detectors import detect_all
+    from esper.analysis.runs import RunError, load_run
 
     run_dir: Path = args.run
-    if not run_dir.is_dir():
-        print(f"esper: run {run_dir} does not exist", file=sys.stderr)
+    try:
+        run = load_run(run_dir)
+    except RunError as err:
+        print(f"esper: {err}", file=sys.stderr)
         return 2
-    if not (run_dir / "events").is_dir():
-        print(f"esper: run {run_dir} has no event log ({run_dir / 'events'})", file=sys.stderr)
-        return 2
-    events, metrics = _load(run_dir)
+    events, metrics = run.events, run.metrics
     if events.empty and metrics.empty:
         print(f"esper: run {run_dir} has an empty event log", file=sys.stderr)
         return 2
@@ -161,11 +130,8 @@ def strategies_command(args: argparse.Namespace) -> int:
         table.add_row(name, str(len(episodes)), _evidence(name, episodes))
     Console().print(table)
     if args.json is not None:
-        out: Path = args.json
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps({"run": str(run_dir), "detectors": _to_json(results)}, indent=2))
-        tmp.replace(out)
+        payload = {"run": str(run_dir), "detectors": _to_json(results)}
+        atomic_write_text(args.json, json.dumps(payload, indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from esper.files import atomic_write_text
 from esper.registry import Registry
 
 __all__ = [
@@ -135,7 +136,4 @@ def write_results(path: Path, results: dict[str, BenchResult], skipped: dict[str
         "results": {name: r.to_json() for name, r in results.items()},
         "skipped": skipped,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

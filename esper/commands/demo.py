@@ -3,16 +3,14 @@
 Trains the workload's host network test-then-train on its stream, shows progress, and prints
 per-task online accuracy: the drop right after each drift and the steps it takes to recover.
 The run directory (``<storage>/<run name>/``) receives the composed config and a JSON summary,
-written to a temporary directory first and renamed into place, so a failed run leaves nothing.
+written to a temporary directory first and renamed into place
+(:func:`esper.files.atomic_directory`), so a failed run leaves nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,16 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from esper.config import EsperConfig
+from esper.files import atomic_directory
+from esper.platform.runs import run_name, runs_root
 from esper.workloads.factory import build_host, build_optimizer, build_stream
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
 
-__all__ = ["run_demo", "run_name"]
-
-
-def run_name(cfg: EsperConfig, workload: str, when: float | None = None) -> str:
-    """``<experiment>-<workload>-s<seed>-<UTC time>``: unique and self-describing."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when if when is not None else time.time()))
-    return f"{cfg.experiment.name}-{workload}-s{cfg.experiment.seed}-{stamp}"
+__all__ = ["run_demo"]
 
 
 def _table(summaries: list[TaskSummary], regression: bool) -> Table:
@@ -69,19 +63,6 @@ def _table(summaries: list[TaskSummary], regression: bool) -> Table:
     return table
 
 
-def _write_run(run_dir: Path, files: dict[str, str]) -> None:
-    """Write ``files`` into a fresh ``run_dir`` atomically (temporary directory, then rename)."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
-    try:
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        os.replace(tmp, run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def run_demo(
     cfg: EsperConfig, workload: str, config_yaml: str, console: Console | None = None
 ) -> tuple[Path, list[TaskSummary]]:
@@ -89,7 +70,8 @@ def run_demo(
 
     Args:
         cfg: The composed, validated configuration.
-        workload: Name of the workload option (for the run name).
+        workload: The workload label (:func:`esper.commands.naming.chosen_workload`), for the
+            run name and the summary.
         config_yaml: The composed config as YAML, saved with the run.
         console: Where to print (a default ``rich`` console when ``None``).
     """
@@ -100,7 +82,7 @@ def run_demo(
     optimizer = build_optimizer(cfg.workload, model)
     total = cfg.experiment.steps or len(stream)
     kind = stream.source.kind
-    name = run_name(cfg, workload)
+    name = run_name(cfg, "demo", workload)
     console.print(
         f"[bold]esper demo[/bold] {name}: {type(model).__name__} on {stream.source.name} "
         f"({stream.drift_name}, {stream.num_tasks} tasks × {stream.schedule.task_length} steps), "
@@ -151,7 +133,9 @@ def run_demo(
         "seconds": round(elapsed, 3),
         "tasks": [asdict(s) for s in summaries],
     }
-    run_dir = Path(cfg.cluster.storage_path).expanduser().resolve() / name
-    _write_run(run_dir, {"config.yaml": config_yaml, "demo.json": json.dumps(summary, indent=2)})
+    run_dir = runs_root(cfg) / name
+    with atomic_directory(run_dir) as tmp:
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        (tmp / "demo.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     console.print(f"{total} steps in {elapsed:.1f} s; run written to {run_dir}")
     return run_dir, summaries

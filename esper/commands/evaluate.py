@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,8 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from esper.conf import ConfigError, chosen_option, compose
+from esper.commands.naming import chosen_workload
+from esper.conf import ConfigError, compose
 from esper.config import EsperConfig
+from esper.files import atomic_write_text
 from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.base import POLICIES, Policy, make_policy
 from esper.policies.baselines import BASELINES
@@ -59,9 +60,7 @@ def _run(
             progress.update(bar, completed=i + 1)
 
         report = evaluate_policy(organism, policy, n, on_step=tick, on_events=recorder.events)
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report.to_json(), indent=2))
-    os.replace(tmp, run_dir / "report.json")
+    atomic_write_text(run_dir / "report.json", json.dumps(report.to_json(), indent=2))
     console.print(
         f"{policy.name}: online accuracy {report.online_accuracy:.3f}, density "
         f"{report.density:.3f}, {report.surgeries} surgeries → {run_dir}"
@@ -119,7 +118,7 @@ def evaluate_command(
     Each evaluation writes a run directory (``run.json``, ``config.yaml``, ``report.json`` and
     the ``events`` and ``metrics`` tables) under ``cluster.storage_path``.
     """
-    workload = chosen_option("workload", overrides)
+    workload = chosen_workload(cfg, overrides)
     reports: list[EvaluationReport] = []
     if baselines:
         for name in BASELINES:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from esper.conf import compose
 from esper.config import EsperConfig
+from esper.files import atomic_write_text
 from esper.platform.runs import RunRecorder, new_run_dir
 from esper.policies.checkpoints import save_policy
 from esper.policies.training import TrainResult, train_policy
@@ -77,9 +78,8 @@ def train_command(
         recorder.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_policy(path, result)
-    history = path.with_name("history.json")
-    tmp = history.with_name(".history.json.tmp")
-    tmp.write_text(json.dumps(result.history, indent=2, default=float))
-    tmp.replace(history)
+    atomic_write_text(
+        path.with_name("history.json"), json.dumps(result.history, indent=2, default=float)
+    )
     console.print(f"checkpoint written to {path}; events and metrics in {run_dir}")
     return path, result

@@ -2,9 +2,9 @@
 
 A writer buffers rows in Arrow and flushes a *part* when ``flush_rows`` rows are buffered or
 ``flush_seconds`` have passed since the last flush. Each part is written to a temporary name in
-its final directory, closed, then renamed into place with :func:`os.replace`, so readers (which
-only glob ``part-*.parquet``) never see a half-written file: after a SIGKILL every part present
-is readable and only the unflushed buffer is lost. Files land at
+its final directory, closed, then renamed into place (:func:`esper.files.atomic_write`), so
+readers (which only glob ``part-*.parquet``) never see a half-written file: after a SIGKILL
+every part present is readable and only the unflushed buffer is lost. Files land at
 ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet``; a restarted replica appends parts
 numbered after those already present.
 
@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from esper.events.record import SurgicalEvent
 from esper.events.schema import TABLES, schema_for
+from esper.files import atomic_write, atomic_write_text
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",
@@ -71,8 +72,9 @@ class EventWriterConfig:
         flush_rows: Flush a part once this many rows are buffered (``>= 1``).
         flush_seconds: Flush a part once this many seconds passed since the last flush
             (checked on each write; ``> 0``).
-        durable: ``fsync`` each part (and its directory) before and after the rename, so parts
-            also survive a power loss, not only a process crash. Off by default (slower).
+        durable: ``fsync`` each part and manifest (and its directory) before and after the
+            rename, so they also survive a power loss, not only a process crash. Off by
+            default (slower).
     """
 
     run_dir: str
@@ -127,14 +129,6 @@ def _next_part_number(directory: Path) -> int:
             if match:
                 highest = max(highest, int(match.group(1)))
     return highest + 1
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EventWriter:
@@ -382,26 +376,19 @@ class EventWriter:
         while final.exists():  # a part appeared since the scan: never overwrite one
             number += 1
             final = self.directory / f"part-{number:06d}.parquet"
-        tmp = self.directory / f".part-{number:06d}.{self.writer_id[:8]}.parquet.tmp"
         row_group = max(_MIN_ROW_GROUP_ROWS, min(_ROW_GROUP_ROWS, table.num_rows))
-        try:
-            pq.write_table(
+        atomic_write(
+            final,
+            lambda tmp: pq.write_table(
                 table,
                 tmp,
                 row_group_size=row_group,
                 compression="snappy",
                 use_dictionary=self._dictionary_columns,
                 write_statistics=self._statistics_columns,
-            )
-            if self.config.durable:
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-            os.replace(tmp, final)
-            if self.config.durable:
-                _fsync_dir(self.directory)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            ),
+            fsync=self.config.durable,
+        )
         self._next_part = number + 1
         return final
 
@@ -415,7 +402,8 @@ class EventWriter:
             "parts": [p.name for p in self.parts_written],
             "closed_at": time.time(),
         }
-        final = self.directory / f"_writer-{self.writer_id}.json"
-        tmp = self.directory / f"._writer-{self.writer_id}.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, final)
+        atomic_write_text(
+            self.directory / f"_writer-{self.writer_id}.json",
+            json.dumps(payload, indent=1),
+            fsync=self.config.durable,
+        )

@@ -1,4 +1,11 @@
-"""Run directories: what a command leaves behind for analysis.
+"""Run directories: what a command leaves behind for analysis, and what it is called.
+
+Every command names its run with :func:`run_name`:
+``<experiment>-<command>-<workload>[-<policy>]-s<seed>-<UTC time>``. The workload part is
+:func:`workload_label`: the preset's name, or, when overrides changed the preset
+(``workload=digits_permuted workload.drifts=[{name: rotate}]``), the name plus a short digest
+of the composed workload config (``digits_permuted+3f9a2c``), so a name never claims a preset
+that was overridden. The digest is BLAKE2b over canonical JSON, the same in every process.
 
 A run directory holds ``run.json`` (identity, command, workload, policy, seed, reward weights,
 the composed config), ``config.yaml``, and the ``events`` and ``metrics`` tables written as
@@ -9,34 +16,101 @@ turns organism steps into rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from esper.config import EsperConfig
+from esper.config import EsperConfig, WorkloadConfig
 from esper.events.record import SurgicalEvent
 from esper.events.writer import EventWriter, EventWriterConfig
+from esper.files import atomic_write_text
 from esper.workloads.organism import Organism, OrganismStep
 
-__all__ = ["RunRecorder", "new_run_dir"]
+__all__ = [
+    "RunRecorder",
+    "config_digest",
+    "new_run_dir",
+    "run_name",
+    "runs_root",
+    "workload_label",
+]
+
+_DIGEST_BYTES = 3
+"""Bytes of a config digest in a run name: six hex digits."""
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with enums as their values, for JSON."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def config_digest(config: Any) -> str:
+    """A short digest of a dataclass config, the same in every process and on every machine.
+
+    BLAKE2b of the config as canonical JSON (``dataclasses.asdict``, keys sorted, enums as their
+    values); never Python's ``hash``, which is salted per process.
+
+    Raises:
+        TypeError: ``config`` is not a dataclass instance.
+    """
+    if not is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config_digest takes a dataclass instance, got {type(config).__name__}")
+    text = json.dumps(_canonical(asdict(config)), sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=_DIGEST_BYTES).hexdigest()
+
+
+def workload_label(preset: str, preset_config: WorkloadConfig, workload: WorkloadConfig) -> str:
+    """``preset`` if ``workload`` is that preset's config, else ``<preset>+<digest>``.
+
+    Args:
+        preset: Name of the chosen workload option.
+        preset_config: That option's config as composed with no other workload overrides.
+        workload: The run's composed workload config.
+    """
+    return preset if workload == preset_config else f"{preset}+{config_digest(workload)}"
+
+
+def run_name(
+    cfg: EsperConfig,
+    kind: str,
+    workload: str,
+    policy: str | None = None,
+    when: float | None = None,
+) -> str:
+    """``<experiment>-<kind>-<workload>[-<policy>]-s<seed>-<UTC time>``: unique, self-describing.
+
+    Args:
+        cfg: The composed config (experiment name and seed).
+        kind: The command (``demo``, ``train``, ``evaluate``).
+        workload: The workload label (:func:`workload_label`).
+        policy: The acting policy's name; ``None`` for a command without one (``demo``).
+        when: Seconds since the epoch (default: now).
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when if when is not None else time.time()))
+    parts = [cfg.experiment.name, kind, workload, *([policy] if policy else [])]
+    return "-".join([*parts, f"s{cfg.experiment.seed}", stamp])
+
+
+def runs_root(cfg: EsperConfig) -> Path:
+    """Where run directories go: ``cluster.storage_path``, absolute."""
+    return Path(cfg.cluster.storage_path).expanduser().resolve()
 
 
 def new_run_dir(cfg: EsperConfig, kind: str, workload: str) -> Path:
-    """``<storage>/<kind>-<workload>-<policy>-s<seed>-<UTC time>``, not yet created."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    name = f"{kind}-{workload}-{cfg.policy.name}-s{cfg.experiment.seed}-{stamp}"
-    return Path(cfg.cluster.storage_path).expanduser().resolve() / name
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``<storage>/<run name>`` of a command running ``cfg.policy``, not yet created."""
+    return runs_root(cfg) / run_name(cfg, kind, workload, cfg.policy.name)
 
 
 class RunRecorder:
@@ -46,7 +120,7 @@ class RunRecorder:
         run_dir: The run directory (created; must not exist yet).
         cfg: The composed config (saved as ``config.yaml`` and in ``run.json``).
         command: The command that made the run (``evaluate``, ``train-policy``).
-        workload: Name of the workload option.
+        workload: The workload label (:func:`workload_label`).
         policy: Name of the policy acting.
         trial_id: Population member (``t0`` outside sweeps).
         replica_id: Replica within the trial.
@@ -88,8 +162,8 @@ class RunRecorder:
             "config": container,
         }
         if create:
-            _write_atomic(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
-            _write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         self._events = EventWriter(EventWriterConfig(str(run_dir), trial_id, replica_id, "events"))
         self._metrics = EventWriter(
             EventWriterConfig(str(run_dir), trial_id, replica_id, "metrics")

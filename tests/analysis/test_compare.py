@@ -18,7 +18,6 @@ from esper.analysis.compare import (
     CompareError,
     compare_runs,
     group_label,
-    load_run,
     mean_ci,
     paired_differences,
     recovery_steps,
@@ -31,6 +30,7 @@ from esper.analysis.plots import (
     pareto_front,
     surgery_raster,
 )
+from esper.analysis.runs import RunError, load_run
 from tests.analysis._synthetic_runs import LAYERS, REWARD, write_run
 
 
@@ -156,9 +156,9 @@ def test_single_unit_has_nan_interval(tmp_path: Path) -> None:
 def test_compare_errors(runs: dict[str, list[Path]], tmp_path: Path) -> None:
     with pytest.raises(CompareError, match="no key 'nonsense'"):
         compare_runs(runs["base"], by="nonsense")
-    with pytest.raises(CompareError, match="does not exist"):
+    with pytest.raises(RunError, match="does not exist"):
         compare_runs([tmp_path / "missing"])
-    with pytest.raises(CompareError, match=r"no run\.json"):
+    with pytest.raises(RunError, match=r"no run\.json"):
         compare_runs([tmp_path])
     with pytest.raises(CompareError, match="no runs"):
         compare_runs([])
@@ -258,6 +258,9 @@ def test_compare_cli(
     assert payload["by"] == "reward" and len(payload["groups"]) == 2
     assert payload["groups"][0]["units"] == 2
     assert (tmp_path / "plots" / "pareto_by_group.png").stat().st_size > 0
+    plots = list((tmp_path / "plots").iterdir())
+    assert len(plots) == 2 + 3 * 2  # no temporary left behind
+    assert all(p.suffix == ".png" and p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 
 @pytest.mark.parametrize(

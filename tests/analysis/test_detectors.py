@@ -301,6 +301,8 @@ def test_detectors_name_missing_columns() -> None:
 
 def _write_run(run: Path) -> None:
     events, metrics = _lazarus_log(recovered=0.8)
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"run_id": run.name}))
     for table, frame, schema in (("events", events, EVENTS), ("metrics", metrics, METRICS)):
         part = run / table / "trial=t0" / "replica=0" / "part-000000.parquet"
         part.parent.mkdir(parents=True)
@@ -339,7 +341,7 @@ def test_strategies_cli_missing_run_exits_2(
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "bare").mkdir()
     assert _cli(["strategies", str(tmp_path / "bare")]) == 2
-    assert "no event log" in capsys.readouterr().err
+    assert "not a run directory" in capsys.readouterr().err
 
 
 def test_lazarus_ignores_a_drop_explained_by_drift() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -47,9 +46,7 @@ def test_filters_push_down(tmp_path: Path) -> None:
 
 def test_duckdb_views_and_sql_with_hive_columns(tmp_path: Path) -> None:
     write_run(tmp_path)
-    (tmp_path / "run.json").write_text(json.dumps({"run_id": "r", "seed": 3}))
     log = EventLog.open(tmp_path)
-    assert log.runs == {"run_id": "r", "seed": 3}
     frame = log.sql(
         "SELECT trial, replica, count(*) AS n FROM events GROUP BY ALL ORDER BY trial, replica"
     )
@@ -70,7 +67,6 @@ def test_empty_table_is_an_empty_view(tmp_path: Path) -> None:
     with EventWriter(EventWriterConfig(str(tmp_path), "t0", 0, table="metrics")) as writer:
         writer.write([metric_row(0)])
     log = EventLog.open(tmp_path)
-    assert EventLog.open(tmp_path).runs == {}
     assert log.table().num_rows == 0
     assert len(log.sql("SELECT * FROM events")) == 0
     assert len(log.gaps()) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def parts_of(run: Path, trial: str = "t0", replica: int = 0, table: str = "event
 
 
 def write_run(run: Path) -> None:
-    """Two trials × two replicas, 60 events each, plus a metrics table."""
+    """Two trials × two replicas, 60 events each, plus a metrics table and ``run.json``."""
     for trial in ("t0", "t1"):
         for replica in (0, 1):
             config = EventWriterConfig(str(run), trial, replica, flush_rows=25)
@@ -52,3 +53,4 @@ def write_run(run: Path) -> None:
                 writer.write(make_event(i, trial, replica) for i in range(60))
     with EventWriter(EventWriterConfig(str(run), "t0", 0, table="metrics")) as writer:
         writer.write(metric_row(i) for i in range(10))
+    (run / "run.json").write_text(json.dumps({"run_id": "r", "command": "test"}))

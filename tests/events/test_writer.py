@@ -72,6 +72,17 @@ def test_row_counts_preserved_through_many_parts(tmp_path: Path) -> None:
     assert first["indices"] == list(range(4)) and first["layer"] == LAYERS[1]
 
 
+def test_durable_writer_leaves_parts_and_manifest_only(tmp_path: Path) -> None:
+    config = EventWriterConfig(str(tmp_path), "t0", 0, flush_rows=10, durable=True)
+    with EventWriter(config) as writer:
+        writer.write(make_event(i) for i in range(25))
+    directory = tmp_path / "events" / "trial=t0" / "replica=0"
+    assert sorted(os.listdir(directory)) == sorted(
+        [*(f"part-{i:06d}.parquet" for i in range(3)), f"_writer-{writer.writer_id}.json"]
+    )
+    assert EventLog.open(tmp_path).table().num_rows == 25
+
+
 def test_restarted_writer_appends_parts(tmp_path: Path) -> None:
     config = EventWriterConfig(str(tmp_path), "t0", 0, flush_rows=10)
     with EventWriter(config) as writer:
