@@ -20,7 +20,7 @@ _SMALL = (
     "policy.surgery_interval=2",
     "workload.organism.spike_window=1",
 )
-"""A tiny organism on a synthetic stream (no dataset download or scikit-learn import)."""
+"""A tiny organism on a synthetic stream (building it imports no scikit-learn)."""
 
 BAD_FIELDS: list[tuple[str, Any]] = [
     ("sedation", 0.0),
