@@ -40,5 +40,5 @@ def recovery_steps(
     if acc.size < window:
         return None
     running = np.convolve(acc, np.ones(window) / window, mode="valid")
-    hits = np.flatnonzero(running >= level)
+    hits = np.flatnonzero((running >= level) | np.isclose(running, level, rtol=1e-9, atol=0.0))
     return int(hits[0]) + window if hits.size else None

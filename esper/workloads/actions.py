@@ -86,7 +86,8 @@ class LayerAction:
         where = self._where(layer)
         if not (isinstance(self.sedation, int | float) and 0.0 < self.sedation <= 1.0):
             raise InvalidActionError(f"{where}sedation={self.sedation} must lie in (0, 1]")
-        if int(self.sedation_steps) != self.sedation_steps or self.sedation_steps < 0:
+        steps = self.sedation_steps
+        if not (math.isfinite(steps) and int(steps) == steps >= 0):
             raise InvalidActionError(
                 f"{where}sedation_steps={self.sedation_steps} must be an integer ≥ 0"
             )

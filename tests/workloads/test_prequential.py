@@ -1,12 +1,22 @@
-"""Prequential learning: the dense network's accuracy drops at a drift, and per-task summaries."""
+"""Prequential learning: accuracy drops at a drift, per-task summaries, the one online-accuracy
+definition, and a mechanism penalty that trains but is not recorded."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
 from esper.conf import compose
 from esper.workloads.factory import build_host, build_optimizer, build_stream
-from esper.workloads.prequential import StepRecord, prequential_step, summarize_tasks
+from esper.workloads.prequential import (
+    StepRecord,
+    batch_loss,
+    online_accuracy,
+    prequential_step,
+    summarize_tasks,
+)
+from esper.workloads.stream import Batch
 
 
 def test_dense_mlp_accuracy_drops_right_after_a_permutation_drift() -> None:
@@ -37,3 +47,55 @@ def test_summaries_measure_drop_and_recovery_on_scripted_records() -> None:
     # running mean over 2 steps first reaches 0.9 at offsets 4..5 → recovered after 6 steps
     assert second.recovery_steps == 6
     assert second.accuracy == pytest.approx((0.4 + 5.7) / 10)
+
+
+def _batch(x: torch.Tensor, y: torch.Tensor) -> Batch:
+    return Batch(
+        x, y, step=3, task_index=1, distribution=0, drift="", novelty=0.25, incoming_fraction=0.0
+    )
+
+
+def test_regression_online_accuracy_is_one_over_one_plus_mse() -> None:
+    out, y = torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0])
+    loss = batch_loss(out, y, "regression")
+    assert float(loss) == pytest.approx((1.0 + 4.0) / 2)
+    assert online_accuracy(out, y, loss, "regression") == pytest.approx(1 / (1 + 2.5))
+
+
+def test_classification_online_accuracy_is_the_fraction_of_correct_argmax() -> None:
+    out = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 4.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 1])
+    loss = batch_loss(out, y, "classification")
+    assert online_accuracy(out, y, loss, "classification") == 0.5
+
+
+def _linear() -> tuple[nn.Linear, torch.optim.SGD]:
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0]]))
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def test_a_regression_step_scores_before_training() -> None:
+    model, optimizer = _linear()
+    batch = _batch(torch.tensor([[1.0, 1.0], [2.0, 0.0]]), torch.tensor([0.5, 0.0]))
+    record = prequential_step(model, optimizer, batch, "regression")
+    # predictions before the update: -0.5 and 1.0 → MSE (1 + 1) / 2
+    assert record.loss == pytest.approx(1.0)
+    assert record.accuracy == pytest.approx(1 / (1 + 1.0))
+    assert (record.step, record.task_index, record.novelty) == (3, 1, 0.25)
+    assert not torch.equal(model.weight.detach(), torch.tensor([[0.5, -1.0]]))
+
+
+def test_a_penalty_enters_the_update_but_not_the_recorded_loss() -> None:
+    batch = _batch(torch.tensor([[1.0, 1.0], [2.0, 0.0]]), torch.tensor([0.5, 0.0]))
+    plain_model, plain_optimizer = _linear()
+    plain = prequential_step(plain_model, plain_optimizer, batch, "regression")
+    model, optimizer = _linear()
+    w0 = model.weight.detach().clone()
+    record = prequential_step(
+        model, optimizer, batch, "regression", penalty=lambda: 3.0 * (model.weight**2).sum()
+    )
+    assert (record.loss, record.accuracy) == (plain.loss, plain.accuracy)
+    # the penalty's gradient 6·w0 adds −lr·6·w0 to the plain update
+    torch.testing.assert_close(model.weight.detach(), plain_model.weight.detach() - 0.1 * 6.0 * w0)

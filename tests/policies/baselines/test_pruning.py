@@ -8,7 +8,7 @@ import torch
 from esper.policies.base import make_policy
 from esper.policies.baselines import GMP, CubicSparsity, Static
 from esper.workloads.scalpel import allocate
-from tests.policies.test_baselines import started
+from tests.policies.baselines.test_baselines import started
 
 
 def test_gmp_cubic_curve_at_start_middle_and_end() -> None:

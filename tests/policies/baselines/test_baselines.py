@@ -1,6 +1,6 @@
 """Every heuristic baseline builds from the registry, runs on a small organism and checkpoints.
 
-Also home of the small-organism helpers the other ``test_baselines_*`` modules share.
+Also home of the small-organism helpers the other ``tests.policies.baselines`` modules share.
 """
 
 from __future__ import annotations

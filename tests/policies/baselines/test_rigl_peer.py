@@ -37,7 +37,7 @@ from esper.policies.baselines import RigL
 from esper.workloads.hosts import make_host
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel import topk_among
-from tests.policies.test_baselines import started
+from tests.policies.baselines.test_baselines import started
 
 T_END = 60
 DELTA = 6

@@ -11,7 +11,7 @@ from esper.policies.base import make_policy
 from esper.policies.baselines import RigL
 from esper.policies.baselines.schedules import CosineDropFraction
 from esper.workloads.organism import Organism
-from tests.policies.test_baselines import started
+from tests.policies.baselines.test_baselines import started
 
 
 def _script(

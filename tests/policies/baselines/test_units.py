@@ -7,7 +7,7 @@ import torch
 
 from esper.policies.baselines import CBP
 from esper.workloads.sensors import ACTIVATIONS
-from tests.policies.test_baselines import started
+from tests.policies.baselines.test_baselines import started
 
 
 def test_cbp_utility_is_the_running_contribution() -> None:

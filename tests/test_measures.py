@@ -1,0 +1,37 @@
+"""recovery_steps: steps after a drift until the running accuracy is back at its old level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esper.measures import recovery_steps
+
+
+@pytest.mark.parametrize(("value", "window"), [(1.0, 1), (0.5, 4), (0.9, 3), (0.7, 10), (0.95, 7)])
+def test_a_task_already_at_the_level_recovers_in_one_window(value: float, window: int) -> None:
+    """The running mean of ``window`` equal values equals the level despite rounding."""
+    assert recovery_steps([value] * (window + 2), value, window) == window
+
+
+def test_recovery_counts_the_steps_up_to_the_first_window_at_the_level() -> None:
+    assert recovery_steps([0.0, 0.25, 0.5, 1.0, 0.0], 0.5, window=1) == 3
+    # running means over 2 steps: 0.125, 0.375, 0.75 (first ≥ 0.625: the window ending at step 4)
+    assert recovery_steps(np.array([0.0, 0.25, 0.5, 1.0]), 0.625, window=2) == 4
+    # a single step at the level is not enough when the window is longer
+    assert recovery_steps([0.0, 1.0, 0.0, 0.75, 0.75], 0.75, window=2) == 5
+
+
+def test_never_reaching_the_level_is_none() -> None:
+    assert recovery_steps([0.5, 0.75, 0.875], 0.9, window=1) is None
+
+
+@pytest.mark.parametrize(("after", "window"), [([], 1), ([1.0, 1.0], 3)])
+def test_fewer_steps_than_the_window_is_none(after: list[float], window: int) -> None:
+    assert recovery_steps(after, 0.0, window) is None
+
+
+@pytest.mark.parametrize("window", [0, -2])
+def test_a_window_below_one_is_refused(window: int) -> None:
+    with pytest.raises(ValueError, match=rf"window={window} must be ≥ 1"):
+        recovery_steps([1.0, 1.0], 0.5, window)
