@@ -60,23 +60,26 @@ class LayerAction:
     def __post_init__(self) -> None:
         self._check_fields("")
 
-    def validate(self, layer: str, numel: int) -> None:
-        """Check every field, and that the indices address a tensor of ``numel`` weights.
+    def validate(self, layer: str, numel: int, units: int) -> None:
+        """Check every field, and that the indices address a tensor of ``numel`` weights with
+        ``units`` output units (rows).
 
         Raises:
             InvalidActionError: naming ``layer``, the field and the allowed range.
         """
         self._check_fields(layer)
-        for field_name in ("prune", "regrow"):
-            idx = _flat(getattr(self, field_name))
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= numel):
+        for field_name, bound in (("prune", numel), ("regrow", numel), ("reset_units", units)):
+            value = getattr(self, field_name)
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
                 raise InvalidActionError(
-                    f"{self._where(layer)}{field_name} indices must lie in [0, {numel}), got "
+                    f"{self._where(layer)}{field_name} must hold integer indices, got {value.dtype}"
+                )
+            idx = _flat(value)
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= bound):
+                raise InvalidActionError(
+                    f"{self._where(layer)}{field_name} indices must lie in [0, {bound}), got "
                     f"min {int(idx.min())}, max {int(idx.max())}"
                 )
-        units = _flat(self.reset_units)
-        if units.numel() and int(units.min()) < 0:
-            raise InvalidActionError(f"{self._where(layer)}reset_units must be ≥ 0")
 
     @staticmethod
     def _where(layer: str) -> str:

@@ -46,12 +46,15 @@ class Sedation:
         return {g["layer"]: g for g in self.optimizer.param_groups if "layer" in g}
 
     def sedate(self, layer: str, multiplier: float, steps: int) -> None:
-        """Damp ``layer``'s learning rate by ``multiplier`` for the next ``steps`` SGD steps
-        (replacing any sedation in progress on it)."""
+        """Damp ``layer``'s learning rate by ``multiplier`` for the next ``steps`` SGD steps,
+        replacing any sedation in progress on it (``steps`` 0 or ``multiplier`` 1 wakes the
+        layer: its learning rate is restored at once)."""
         if layer not in self._base_lr:
             raise KeyError(f"cannot sedate {layer!r}: layers are {sorted(self._base_lr)}")
         if steps > 0 and multiplier != 1.0:
             self._active[layer] = (float(multiplier), int(steps))
+        elif self._active.pop(layer, None) is not None:
+            self._groups()[layer]["lr"] = self._base_lr[layer]
 
     def before_step(self) -> None:
         """Set this SGD step's learning rates; sedations that ran out are lifted."""

@@ -239,7 +239,8 @@ class Organism:
         if unknown:
             raise KeyError(f"actions for unknown layers {unknown}; layers: {self.scalpel.names}")
         for name, act in actions.items():
-            act.validate(name, self.scalpel.numel(name))
+            mask = self.scalpel.mask(name)
+            act.validate(name, mask.numel(), mask.shape[0])
 
     def _operate(
         self, actions: Mapping[str, LayerAction]

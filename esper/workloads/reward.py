@@ -18,8 +18,9 @@ from esper.workloads.sensors import Reading
 __all__ = ["DIVERGED_REWARD", "RewardComponents", "score_surgery"]
 
 DIVERGED_REWARD = -1.0
-"""Team reward of a surgery after which the host diverged (NaN/Inf loss): below any reward a
-live organism can earn with the default weights (accuracy and squashed GSNR lie in [0, 1])."""
+"""Team reward of a surgery after which the host diverged (NaN/Inf loss), used by the trainer
+in place of the (undefined) weighted sum. With the default weights it lies below what a live
+organism earns unless its loss spikes by more than about 8× (the spike term is unbounded)."""
 
 
 @dataclass(frozen=True)
@@ -79,5 +80,13 @@ def score_surgery(
         flops=flops_ratio,
         oscillation=float(oscillation),
         gsnr=float(g / (1.0 + g)) if math.isfinite(g) else 0.0,
-        spike=max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12)),
+        spike=_spike(loss_before, loss_after),
     )
+
+
+def _spike(loss_before: float, loss_after: float) -> float:
+    """``max(0, (after − before) / before)``, ``nan`` when either loss is not finite (a
+    diverged host has no spike to speak of, and ``max(0, nan)`` would hide it as 0)."""
+    if not (math.isfinite(loss_before) and math.isfinite(loss_after)):
+        return math.nan
+    return max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12))

@@ -96,7 +96,7 @@ class EventBuilder:
             value: Action-specific number (sedation multiplier, target density, ...).
         """
         density = self.scalpel.density(layer) if layer else self.scalpel.global_density()
-        idx = [] if indices is None else indices.to(torch.int64).view(-1).tolist()
+        idx = [] if indices is None else indices.to(torch.int64).reshape(-1).tolist()
         sensed = sensor_fields(ctx.reading, layer)
         return SurgicalEvent(
             run_id=self.run_id,

@@ -67,7 +67,7 @@ def test_an_unknown_regrow_init_lists_the_valid_ones() -> None:
     ],
 )
 def test_values_at_the_edges_of_each_range_are_accepted(kwargs: dict[str, Any]) -> None:
-    LayerAction(**kwargs).validate("layers.0.weight", 10)
+    LayerAction(**kwargs).validate("layers.0.weight", 10, 5)
 
 
 @pytest.mark.parametrize(("field", "value"), BAD_FIELDS)
@@ -77,7 +77,7 @@ def test_mutation_after_construction_is_caught_by_validate_naming_layer_and_fiel
     action = LayerAction()
     setattr(action, field, value)
     with pytest.raises(InvalidActionError, match=rf"^LayerAction for 'layers.1.weight': {field}="):
-        action.validate("layers.1.weight", 10)
+        action.validate("layers.1.weight", 10, 5)
 
 
 @pytest.mark.parametrize("field", ["prune", "regrow"])
@@ -87,17 +87,19 @@ def test_indices_outside_the_tensor_are_refused(field: str, indices: Any) -> Non
     with pytest.raises(
         InvalidActionError, match=rf"'layers.0.weight': {field} indices .*\[0, 10\)"
     ):
-        action.validate("layers.0.weight", 10)
+        action.validate("layers.0.weight", 10, 5)
 
 
 @pytest.mark.parametrize("field", ["prune", "regrow"])
 def test_indices_on_the_first_and_last_weight_are_accepted(field: str) -> None:
-    LayerAction(**{field: torch.tensor([0, 9])}).validate("layers.0.weight", 10)
+    LayerAction(**{field: torch.tensor([0, 9])}).validate("layers.0.weight", 10, 5)
 
 
 def test_negative_units_are_refused() -> None:
-    with pytest.raises(InvalidActionError, match=r"'layers.0.weight': reset_units must be ≥ 0"):
-        LayerAction(reset_units=[2, -1]).validate("layers.0.weight", 10)
+    with pytest.raises(
+        InvalidActionError, match=r"'layers.0.weight': reset_units indices must lie in \[0, 5\)"
+    ):
+        LayerAction(reset_units=[2, -1]).validate("layers.0.weight", 10, 5)
 
 
 def _assert_same(a: Any, b: Any, path: str = "state") -> None:
@@ -155,12 +157,6 @@ def test_one_invalid_action_makes_the_organism_change_nothing(bad: LayerAction) 
     assert {e.action for e in out.events if e.layer == first} >= {"prune", "regrow", "sedate"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="LayerAction.validate does not know the layer's unit count, so a unit index past "
-    "the last row is only caught by reset_units, after earlier layers were operated on",
-)
 def test_units_past_the_last_row_make_the_organism_change_nothing() -> None:
     org = _organism(*_SMALL)
     org.reset()
@@ -169,3 +165,10 @@ def test_units_past_the_last_row_make_the_organism_change_nothing() -> None:
     with pytest.raises(InvalidActionError, match=re.escape(repr(second))):
         org.step({first: _valid_surgery(org, first), second: LayerAction(reset_units=[10**6])})
     _assert_same(org.state_dict(), before)
+
+
+def test_units_past_the_last_row_and_float_indices_are_refused() -> None:
+    with pytest.raises(InvalidActionError, match=r"reset_units indices must lie in \[0, 5\)"):
+        LayerAction(reset_units=[4, 5]).validate("layers.0.weight", 10, 5)
+    with pytest.raises(InvalidActionError, match="prune must hold integer indices"):
+        LayerAction(prune=torch.tensor([2.7])).validate("layers.0.weight", 10, 5)

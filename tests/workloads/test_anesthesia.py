@@ -102,3 +102,14 @@ def test_sedating_an_unknown_layer_names_the_known_ones() -> None:
     sedation = Sedation(_optimizer(), LAYERS)
     with pytest.raises(KeyError, match=r"'2.weight'.*'0.weight', '1.weight'"):
         sedation.sedate("2.weight", 0.5, 2)
+
+
+@pytest.mark.parametrize(("multiplier", "steps"), [(1.0, 3), (0.5, 0)])
+def test_a_neutral_sedation_wakes_the_layer_at_once(multiplier: float, steps: int) -> None:
+    optimizer = _optimizer()
+    sedation = Sedation(optimizer, LAYERS)
+    sedation.sedate("0.weight", 0.5, 4)
+    _run(sedation, 2)
+    sedation.sedate("0.weight", multiplier, steps)
+    assert _lrs(optimizer) == [0.1, 0.3, REST_LR]
+    assert _run(sedation, 3) == [[0.1, 0.3, REST_LR]] * 3

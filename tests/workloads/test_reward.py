@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import cast
 
@@ -84,3 +85,9 @@ def test_the_divergence_reward_is_below_a_live_organisms_worst_bounded_terms() -
     assert worst.weighted(RewardConfig()) > DIVERGED_REWARD
     best = RewardComponents(accuracy=1.0, flops=0.0, oscillation=0.0, gsnr=1.0, spike=0.0)
     assert DIVERGED_REWARD < 0.0 < best.weighted(RewardConfig())
+
+
+@pytest.mark.parametrize(("before", "after"), [(1.0, math.nan), (1.0, math.inf), (math.nan, 1.0)])
+def test_a_non_finite_loss_has_no_spike_rather_than_a_zero_one(before: float, after: float) -> None:
+    got = score_surgery(_reading({}, 1.0), 0.5, 0.5, {"a": 1}, before, after)
+    assert math.isnan(got.spike)

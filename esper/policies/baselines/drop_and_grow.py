@@ -7,7 +7,7 @@ layer's density is held exactly. ``f`` is a
 :class:`~esper.policies.baselines.schedules.DropFraction`; the scores are
 :mod:`~esper.policies.baselines.hooks`. Regrowth draws only among weights inactive *before* the
 drop, so a weight pruned at an update is never regrown by the same update (``rigl-torch`` and
-``google-research/rigl`` may regrow it: see ``tests/policies/test_rigl_peer.py``).
+``google-research/rigl`` may regrow it: see ``tests/policies/baselines/test_rigl_peer.py``).
 """
 
 from __future__ import annotations
