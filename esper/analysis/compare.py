@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from esper import measures
 from esper.analysis.runs import Run, RunLike, load_runs
 
 __all__ = [
@@ -96,9 +97,10 @@ def recovery_steps(metrics: pd.DataFrame) -> pd.DataFrame:
 
     A drift is a change of ``task_index`` between consecutive surgery steps. The pre-drift
     level is the online accuracy at the last surgery before the change; the recovery is the
-    number of surgeries from the change (the first step of the new task counts 0) until online
-    accuracy is back at or above that level. It is NaN if that never happens before the next
-    drift or the end of the series.
+    number of surgeries of the new task until online accuracy is back at or above that level
+    (:func:`esper.measures.recovery_steps` with a window of one surgery, the rule the demo uses
+    over SGD steps: a task whose first surgery is already back counts 1). It is NaN if that
+    never happens before the next drift or the end of the series.
 
     Args:
         metrics: One replica's ``metrics`` rows (``surgery_step``, ``task_index``,
@@ -120,14 +122,14 @@ def recovery_steps(metrics: pd.DataFrame) -> pd.DataFrame:
     for k, i in enumerate(changes):
         end = changes[k + 1] if k + 1 < len(changes) else len(tasks)
         pre = acc[i - 1]
-        recovered = np.flatnonzero(acc[i:end] >= pre)
+        recovered = measures.recovery_steps(acc[i:end], pre, window=1)
         rows.append(
             {
                 "surgery_step": int(steps[i]),
                 "task_from": int(tasks[i - 1]),
                 "task_to": int(tasks[i]),
                 "pre_accuracy": float(pre),
-                "recovery_steps": float(recovered[0]) if recovered.size else math.nan,
+                "recovery_steps": math.nan if recovered is None else float(recovered),
             }
         )
     return pd.DataFrame(rows, columns=columns)
