@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from esper.events.paths import PART_GLOB
 from esper.events.schema import TABLES, schema_for
 
 __all__ = ["PARTITIONS", "EventLog", "Filters"]
@@ -36,7 +37,7 @@ PARTITIONS = pa.schema([pa.field("trial", pa.string()), pa.field("replica", pa.i
 Filters = Mapping[str, Any]
 """``{column: value or list of values}``; values of one column are OR-ed, columns AND-ed."""
 
-_PART_GLOB = "trial=*/replica=*/part-*.parquet"
+_PART_GLOB = f"trial=*/replica=*/{PART_GLOB}"
 _DUCKDB_HIVE_TYPES = "{'trial': VARCHAR, 'replica': INTEGER}"
 
 

@@ -6,6 +6,7 @@ Workloads build :class:`SurgicalEvent` records, platform actors write them with
 which imports neither torch nor Hydra.
 """
 
+from esper.events.paths import PART_GLOB, next_part_number, part_dir
 from esper.events.record import ACTIONS, EVENT_FIELDS, Action, SurgicalEvent
 from esper.events.schema import EVENTS, METRIC_FIELDS, METRICS, SCHEMA_VERSION, TABLES, schema_for
 from esper.events.writer import (
@@ -13,7 +14,6 @@ from esper.events.writer import (
     EventWriter,
     EventWriterConfig,
     SchemaMismatchError,
-    part_dir,
 )
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "EVENT_FIELDS",
     "METRICS",
     "METRIC_FIELDS",
+    "PART_GLOB",
     "SCHEMA_VERSION",
     "TABLES",
     "Action",
@@ -30,6 +31,7 @@ __all__ = [
     "EventWriterConfig",
     "SchemaMismatchError",
     "SurgicalEvent",
+    "next_part_number",
     "part_dir",
     "schema_for",
 ]

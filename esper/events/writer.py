@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from esper.events.paths import next_part_number, part_dir
 from esper.events.record import SurgicalEvent
 from esper.events.schema import TABLES, schema_for
 from esper.files import atomic_write, atomic_write_text
@@ -44,13 +45,11 @@ __all__ = [
     "EventWriter",
     "EventWriterConfig",
     "SchemaMismatchError",
-    "part_dir",
 ]
 
 BOOKKEEPING_COLUMNS: tuple[str, ...] = ("writer_id", "seq")
 """Columns the writer fills in itself; callers must not supply them."""
 
-_PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _ROW_GROUP_ROWS = 1 << 17
 _MIN_ROW_GROUP_ROWS = 16384
@@ -113,22 +112,6 @@ class EventWriterConfig:
             raise ValueError(
                 f"flush_seconds must be a finite number > 0, got {self.flush_seconds!r}"
             )
-
-
-def part_dir(run_dir: str | os.PathLike[str], table: str, trial_id: str, replica_id: int) -> Path:
-    """The directory holding the parts of one (table, trial, replica)."""
-    return Path(run_dir) / table / f"trial={trial_id}" / f"replica={replica_id}"
-
-
-def _next_part_number(directory: Path) -> int:
-    """One past the highest ``part-NNNNNN.parquet`` number in ``directory`` (0 if none)."""
-    highest = -1
-    if directory.is_dir():
-        for entry in os.scandir(directory):
-            match = _PART_RE.match(entry.name)
-            if match:
-                highest = max(highest, int(match.group(1)))
-    return highest + 1
 
 
 class EventWriter:
@@ -370,7 +353,7 @@ class EventWriter:
     def _write_part(self, table: pa.Table) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._next_part is None:
-            self._next_part = _next_part_number(self.directory)
+            self._next_part = next_part_number(self.directory)
         number = self._next_part
         final = self.directory / f"part-{number:06d}.parquet"
         while final.exists():  # a part appeared since the scan: never overwrite one

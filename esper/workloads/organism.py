@@ -17,8 +17,8 @@ Its parts live in modules of their own: the actions (:mod:`esper.workloads.actio
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from esper.seeding import derive_seed
 from esper.workloads.actions import LayerAction
 from esper.workloads.anesthesia import Sedation
 from esper.workloads.hosts import Host
-from esper.workloads.prequential import prequential_step
+from esper.workloads.prequential import OnlineWindow, prequential_step
 from esper.workloads.reward import RewardComponents, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
@@ -64,23 +64,6 @@ class OrganismStep:
     events: list[SurgicalEvent]
     reading: Reading
     info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Window:
-    """Online metrics of the SGD steps since the last surgery."""
-
-    accuracy: list[float] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    novelty: list[float] = field(default_factory=list)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(sum(values) / len(values)) if values else float("nan")
-
-
-def _batch_state(batch: Batch) -> dict[str, Any]:
-    return {f.name: getattr(batch, f.name) for f in fields(batch)}
 
 
 class Organism:
@@ -152,7 +135,7 @@ class Organism:
             for n in scalpel.names
         }
         self._recent: list[Batch] = []
-        self._window = _Window()
+        self._window = OnlineWindow()
         self._last: Reading | None = None
         self._input_shape = tuple(stream.source.input_shape)
         example = stream.source.sample(torch.Generator().manual_seed(0), 2, 0)[0]
@@ -166,7 +149,7 @@ class Organism:
         Raises:
             FloatingPointError: the host diverged before the first reading.
         """
-        self._window = _Window()
+        self._window = OnlineWindow()
         events, diverged = self._train()
         if diverged:
             raise FloatingPointError(
@@ -194,11 +177,11 @@ class Organism:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
         before = self._last
-        loss_before = _mean(self._window.loss[-self.spike_window :])
+        loss_before = self._window.mean("loss", last=self.spike_window)
         events, touched = self._operate(actions)
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
-        self._window = _Window()
+        self._window = OnlineWindow()
         trained, diverged = self._train()
         events += trained
         window = self._window
@@ -207,14 +190,14 @@ class Organism:
         reading = before if diverged else self._sense()
         components = score_surgery(
             reading,
-            accuracy=_mean(window.accuracy),
+            accuracy=window.mean("accuracy"),
             flops_ratio=self.scalpel.flops(self._input_shape).ratio,
             sizes={n: self.scalpel.numel(n) for n in self.scalpel.names},
             loss_before=loss_before,
-            loss_after=_mean(window.loss[: self.spike_window]),
+            loss_after=window.mean("loss", first=self.spike_window),
         )
         reward = components.weighted(self.reward_weights)
-        loss_after = _mean(window.loss)
+        loss_after = window.mean("loss")
         for name, features in touched.items():
             if any(features.values()):
                 self.nervous.record_surgery(before, name, features, loss_after - loss_before)
@@ -313,9 +296,7 @@ class Organism:
             record = prequential_step(self.host, self.optimizer, batch, self.kind, penalty)
             changes = self.scalpel.after_step()
             self.sgd_step += 1
-            self._window.accuracy.append(record.accuracy)
-            self._window.loss.append(record.loss)
-            self._window.novelty.append(record.novelty)
+            self._window.add(record)
             self._recent.append(batch)
             del self._recent[: -self.sense_batches]
             if changes:  # mechanisms that change masks between surgeries (ATM)
@@ -342,8 +323,8 @@ class Organism:
             task_index=self._recent[-1].task_index if self._recent else 0,
             sgd_step=self.sgd_step,
             surgery_step=self.surgery_step,
-            acc_before=_mean(self._window.accuracy[-self.spike_window :]),
-            loss_before=_mean(self._window.loss[-self.spike_window :]),
+            acc_before=self._window.mean("accuracy", last=self.spike_window),
+            loss_before=self._window.mean("loss", last=self.spike_window),
             reading=self._last,
         )
 
@@ -354,17 +335,17 @@ class Organism:
         components: RewardComponents | None,
         events: list[SurgicalEvent],
         diverged: bool,
-        window: _Window,
+        window: OnlineWindow,
     ) -> OrganismStep:
         info = {
             "sgd_step": self.sgd_step,
             "surgery_step": self.surgery_step,
             "task_index": self._recent[-1].task_index if self._recent else 0,
-            "online_accuracy": _mean(window.accuracy),
-            "online_loss": _mean(window.loss),
+            "online_accuracy": window.mean("accuracy"),
+            "online_loss": window.mean("loss"),
             "density": self.scalpel.global_density(),
             "densities": self.scalpel.densities(),
-            "novelty": _mean(window.novelty),
+            "novelty": window.mean("novelty"),
             "fgsf": sorted(reading.fgsf.layers),
             "diverged": diverged,
         }
@@ -388,12 +369,8 @@ class Organism:
             "surgery_step": self.surgery_step,
             "sedation": self.sedation.state_dict(),
             "changed_at": {n: t.clone() for n, t in self._changed_at.items()},
-            "recent": [_batch_state(b) for b in self._recent],
-            "window": {
-                "accuracy": list(self._window.accuracy),
-                "loss": list(self._window.loss),
-                "novelty": list(self._window.novelty),
-            },
+            "recent": [b.state_dict() for b in self._recent],
+            "window": self._window.state_dict(),
             "last": None if self._last is None else self._last.state_dict(),
             "generator": self._generator.get_state(),
         }
@@ -410,10 +387,7 @@ class Organism:
         self.sedation.load_state_dict(state["sedation"])
         self._changed_at = {n: t.clone().to(self.device) for n, t in state["changed_at"].items()}
         self._recent = [Batch(**b).to(self.device) for b in state["recent"]]
-        window = state["window"]
-        self._window = _Window(
-            list(window["accuracy"]), list(window["loss"]), list(window["novelty"])
-        )
+        self._window = OnlineWindow.from_state_dict(state["window"])
         self._generator.set_state(state["generator"])
         last = state["last"]
         self._last = None if last is None else Reading.from_state_dict(last)

@@ -8,7 +8,7 @@ algorithms"). One forward pass serves both: the predictions are recorded before 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from esper.measures import recovery_steps
 from esper.workloads.stream import Batch
 
 __all__ = [
+    "OnlineWindow",
     "StepRecord",
     "TaskSummary",
     "batch_loss",
@@ -92,6 +93,51 @@ def prequential_step(
     total.backward()
     optimizer.step()
     return StepRecord(batch.step, batch.task_index, float(loss.detach()), accuracy, batch.novelty)
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+@dataclass
+class OnlineWindow:
+    """The online (prequential) metrics of the steps since the last surgery.
+
+    Attributes:
+        accuracy: Online accuracy of each step, in order.
+        loss: Online loss of each step.
+        novelty: Ground-truth novelty of each step's batch (analysis only).
+    """
+
+    accuracy: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    novelty: list[float] = field(default_factory=list)
+
+    def add(self, record: StepRecord) -> None:
+        """Append one step's measurements."""
+        self.accuracy.append(record.accuracy)
+        self.loss.append(record.loss)
+        self.novelty.append(record.novelty)
+
+    def mean(self, name: str, first: int | None = None, last: int | None = None) -> float:
+        """Mean of series ``name`` over all steps, the ``first`` few or the ``last`` few
+        (``nan`` when empty)."""
+        values: list[float] = getattr(self, name)
+        if first is not None:
+            values = values[:first]
+        if last is not None:
+            values = values[-last:]
+        return _mean(values)
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """The three series (plain lists)."""
+        return {"accuracy": list(self.accuracy), "loss": list(self.loss),
+                "novelty": list(self.novelty)}  # fmt: skip
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, list[float]]) -> OnlineWindow:
+        """Rebuild a window from :meth:`state_dict` output."""
+        return cls(list(state["accuracy"]), list(state["loss"]), list(state["novelty"]))
 
 
 @dataclass(frozen=True)

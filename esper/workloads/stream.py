@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -57,6 +57,10 @@ class Batch:
     drift: str
     novelty: float
     incoming_fraction: float
+
+    def state_dict(self) -> dict[str, Any]:
+        """The batch as plain data (tensors, numbers, the drift name)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with ``x`` and ``y`` on ``device`` (the batch itself if already there)."""

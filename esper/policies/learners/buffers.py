@@ -1,4 +1,5 @@
-"""On-policy storage for MAPPO: trajectories of agent groups, GAE and value normalisation.
+"""Experience storage: MAPPO's on-policy trajectories (GAE, value normalisation) and QMIX's
+replay ring buffer.
 
 Generalised advantage estimation (Schulman et al. 2016, arXiv 1506.02438):
 ``δ_t = r_t + γ (1 − d_t) V(s_{t+1}) − V(s_t)`` and ``A_t = Σ_l (γλ)^l δ_{t+l}``, cut at episode
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from torch import Tensor
 
-__all__ = ["RolloutBuffer", "RunningMeanStd", "gae"]
+__all__ = ["REPLAY_FIELDS", "ReplayBuffer", "RolloutBuffer", "RunningMeanStd", "gae"]
 
 
 class RunningMeanStd:
@@ -201,3 +203,50 @@ class RolloutBuffer:
         """Restore :meth:`state_dict` output."""
         self._path = [_Step(**step) for step in state["path"]]
         self._rows = {k: list(v) for k, v in state["rows"].items()}
+
+
+REPLAY_FIELDS: tuple[str, ...] = (
+    "obs",
+    "actions",
+    "mask",
+    "state",
+    "reward",
+    "next_obs",
+    "next_state",
+    "done",
+)
+
+
+class ReplayBuffer:
+    """A ring buffer of single transitions, agents padded to ``max_agents`` slots.
+
+    Agent ``i`` of a transition sits in slot ``agent_ids[i]``, so a layer keeps its slot (and
+    its row of mixing weights) across environments with different layer counts.
+    """
+
+    def __init__(self, capacity: int, max_agents: int, obs_dim: int, state_dim: int) -> None:
+        self.capacity = capacity
+        self.pos = 0
+        self.size = 0
+        self.data: dict[str, Tensor] = {
+            "obs": torch.zeros(capacity, max_agents, obs_dim),
+            "actions": torch.zeros(capacity, max_agents, dtype=torch.long),
+            "mask": torch.zeros(capacity, max_agents, dtype=torch.bool),
+            "state": torch.zeros(capacity, state_dim),
+            "reward": torch.zeros(capacity),
+            "next_obs": torch.zeros(capacity, max_agents, obs_dim),
+            "next_state": torch.zeros(capacity, state_dim),
+            "done": torch.zeros(capacity),
+        }
+
+    def add(self, row: dict[str, Tensor]) -> None:
+        """Write one transition (already padded) over the oldest one when full."""
+        for name in REPLAY_FIELDS:
+            self.data[name][self.pos] = row[name]
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
+        """A uniform minibatch, drawn with replacement."""
+        idx = torch.randint(self.size, (batch_size,), generator=gen)
+        return {name: self.data[name][idx] for name in REPLAY_FIELDS}

@@ -27,47 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from esper.policies.learners.buffers import REPLAY_FIELDS, ReplayBuffer
 from esper.policies.learners.qmix_networks import AgentQNetwork, MonotonicMixer
 from esper.seeding import derive_seed, generator
 
 __all__ = ["QMIXLearner"]
-
-_BUFFER_FIELDS = ("obs", "actions", "mask", "state", "reward", "next_obs", "next_state", "done")
-
-
-class _ReplayBuffer:
-    """A ring buffer of single transitions, agents padded to ``max_agents`` slots.
-
-    Agent ``i`` of a transition sits in slot ``agent_ids[i]``, so a layer keeps its slot (and
-    its row of mixing weights) across environments with different layer counts.
-    """
-
-    def __init__(self, capacity: int, max_agents: int, obs_dim: int, state_dim: int) -> None:
-        self.capacity = capacity
-        self.pos = 0
-        self.size = 0
-        self.data: dict[str, Tensor] = {
-            "obs": torch.zeros(capacity, max_agents, obs_dim),
-            "actions": torch.zeros(capacity, max_agents, dtype=torch.long),
-            "mask": torch.zeros(capacity, max_agents, dtype=torch.bool),
-            "state": torch.zeros(capacity, state_dim),
-            "reward": torch.zeros(capacity),
-            "next_obs": torch.zeros(capacity, max_agents, obs_dim),
-            "next_state": torch.zeros(capacity, state_dim),
-            "done": torch.zeros(capacity),
-        }
-
-    def add(self, row: dict[str, Tensor]) -> None:
-        """Write one transition (already padded) over the oldest one when full."""
-        for name in _BUFFER_FIELDS:
-            self.data[name][self.pos] = row[name]
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def sample(self, batch_size: int, gen: torch.Generator) -> dict[str, Tensor]:
-        """A uniform minibatch, drawn with replacement."""
-        idx = torch.randint(self.size, (batch_size,), generator=gen)
-        return {name: self.data[name][idx] for name in _BUFFER_FIELDS}
 
 
 class QMIXLearner:
@@ -177,7 +141,7 @@ class QMIXLearner:
         self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
         self._params = [*self.agent.parameters(), *self.mixer.parameters()]
         self.optimizer = torch.optim.Adam(self._params, lr=lr)
-        self.buffer = _ReplayBuffer(buffer_size, max_agents, obs_dim, state_dim)
+        self.buffer = ReplayBuffer(buffer_size, max_agents, obs_dim, state_dim)
         self._explore_gen = generator(seed, "qmix", "explore")
         self._sample_gen = generator(seed, "qmix", "sample")
         self.env_steps = 0
@@ -371,7 +335,7 @@ class QMIXLearner:
         self.target_mixer.load_state_dict(state["target_mixer"])
         self.optimizer.load_state_dict(state["optimizer"])
         buffer = state["buffer"]
-        for name in _BUFFER_FIELDS:
+        for name in REPLAY_FIELDS:
             self.buffer.data[name].copy_(buffer[name])
         self.buffer.pos, self.buffer.size = int(buffer["pos"]), int(buffer["size"])
         self._explore_gen.set_state(state["explore_rng"])

@@ -78,7 +78,7 @@ def test_checkpoint_continues_exactly() -> None:
     buffer.seek(0)
     b = NervousSystem(config)
     b.prepare(model, x)
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(torch.load(buffer, weights_only=True))
     for step in range(4, 7):
         for system in (a, b):
             system.record_masks(_masks(model, step))
