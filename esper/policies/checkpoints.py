@@ -37,10 +37,10 @@ def policy_checkpoint(result: TrainResult) -> dict[str, Any]:
         },
         "learner": {
             "name": result.learner.name,
-            "params": dict(result.learner.params),
-            "state": result.learner.state_dict(),
+            "params": dict(result.learner.specialists.params),
+            "state": result.learner.specialists.state_dict(),
         },
-        "general": result.general.state_dict(),
+        "general": result.learner.general.state_dict(),
         "config": [to_plain(c) for c in result.configs],
         "surgeries": sum(int(h.get("surgeries", 0)) for h in result.history),
         "history": [to_plain(h) for h in result.history],

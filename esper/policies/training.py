@@ -20,23 +20,21 @@ as a new replica. Checkpoints: :mod:`esper.policies.checkpoints`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from esper.config import EsperConfig, TrainingConfig
 from esper.policies.base import make_policy
-from esper.policies.emrakul.policy import Decision, EmrakulPolicy
+from esper.policies.central import CentralLearner
+from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.imitation import behaviour_clone, collect_rigl_demonstrations
-from esper.policies.learners import LEARNERS, MAPPOLearner, Transition, make_learner
+from esper.policies.learners import LEARNERS
+from esper.policies.rollout import rollout
 from esper.seeding import derive_seed, small_seed
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
-from esper.workloads.reward import DIVERGED_REWARD
 
 __all__ = ["StepObserver", "TrainResult", "train_policy"]
 
@@ -55,8 +53,7 @@ class TrainResult:
 
     Attributes:
         policy: The trained policy (greedy off; set ``policy.greedy = True`` to evaluate).
-        learner: The Specialists' learner (bound to ``policy``).
-        general: The Surgeon General's MAPPO learner.
+        learner: The central learner (Specialists' learner and the General's MAPPO).
         configs: The organisms' configs.
         history: One metrics dict per episode: ``episode``, ``surgery`` (total so far),
             ``workload``, ``surgeries`` (this episode's; fewer if it diverged),
@@ -67,8 +64,7 @@ class TrainResult:
     """
 
     policy: EmrakulPolicy
-    learner: Any
-    general: MAPPOLearner
+    learner: CentralLearner
     configs: list[EsperConfig]
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,16 +77,6 @@ def _workload_name(cfg: EsperConfig) -> str:
 
 StepObserver = Callable[[int, Organism, OrganismStep], None]
 """``(organism index, organism, step)``: sees every step of every training organism."""
-
-
-@dataclass
-class _GeneralStep:
-    """The Surgeon General's open decision: what it saw and did, and the reward so far."""
-
-    state: torch.Tensor
-    action: torch.Tensor
-    log_prob: torch.Tensor
-    reward: float = 0.0
 
 
 class _Trainer:
@@ -114,16 +100,7 @@ class _Trainer:
             self._observe(i, o, s)
         self.rebuilds = [0] * len(configs)
         policy.reset(self.organisms[0], self.steps[0])
-        assert policy.general is not None
-        learner_seed = small_seed(seed, training.learner, "specialists")
-        self.learner = make_learner(
-            training.learner, policy, {"seed": learner_seed, **training.learner_params}
-        )
-        self.general = MAPPOLearner(
-            policy.general, policy.general.state_dim, 1,
-            **{"seed": derive_seed(seed, "mappo", "general"), **training.general_params},
-        )  # fmt: skip
-        self._general_step: _GeneralStep | None = None
+        self.learner = CentralLearner(policy, training, seed)
 
     def _observe(self, i: int, organism: Organism, step: OrganismStep) -> None:
         if self.on_step is not None:
@@ -139,75 +116,18 @@ class _Trainer:
 
     def episode(self, i: int, length: int) -> dict[str, Any]:
         """Roll out ``length`` surgeries on organism ``i``, then update; returns metrics."""
-        org, step, policy = self.organisms[i], self.steps[i], self.policy
-        policy.reset(org, step)
-        rewards: list[float] = []
-        components: list[dict[str, float]] = []
-        diverged = False
-        for _ in range(length):
-            actions = policy.decide(org, step, explore=True)
-            decision = policy.last
-            assert decision is not None
-            if decision.general_raw is not None:
-                self._close_general(done=False)
-                assert decision.general_log_prob is not None
-                self._general_step = _GeneralStep(
-                    decision.state, decision.general_raw, decision.general_log_prob
-                )
-            nxt = org.step(actions)
-            self._observe(i, org, nxt)
-            diverged = bool(nxt.info["diverged"])
-            reward = DIVERGED_REWARD if diverged else nxt.reward
-            rewards.append(reward)
-            if nxt.components is not None:
-                components.append(dataclasses.asdict(nxt.components))
-            if self._general_step is not None:
-                self._general_step.reward += reward
-            self.learner.store(self._transition(decision, reward, nxt, diverged))
-            step = nxt
-            if diverged:
-                break
-        last_state = None if diverged else step.global_state.to_tensor().float()
-        self._close_general(done=diverged)
-        self.general.finish_path(last_state, torch.zeros(1, dtype=torch.long))
-        metrics = {f"specialists/{k}": v for k, v in self.learner.update(last_state).items()}
-        metrics.update({f"general/{k}": v for k, v in self.general.update().items()})
-        policy.bump_version()
-        if diverged:
+        organism = self.organisms[i]
+        episode, last = rollout(
+            organism, self.steps[i], self.policy, length,
+            on_step=lambda step: self._observe(i, organism, step),
+        )  # fmt: skip
+        metrics = {**episode.metrics, **self.learner.learn([episode])}
+        metrics["policy_version"] = self.policy.policy_version
+        if episode.metrics["diverged"]:
             self._rebuild(i)
         else:
-            self.steps[i] = step
-        out: dict[str, Any] = {
-            "surgeries": len(rewards),
-            "mean_reward": sum(rewards) / max(len(rewards), 1),
-            "online_accuracy": float(step.info["online_accuracy"]),
-            "density": float(step.info["density"]),
-            "diverged": diverged,
-            "policy_version": policy.policy_version,
-        }
-        for key in ("accuracy", "flops", "oscillation", "gsnr", "spike"):
-            values = [c[key] for c in components]
-            out[f"r_{key}"] = sum(values) / len(values) if values else float("nan")
-        out.update(metrics)
-        return out
-
-    @staticmethod
-    def _transition(d: Decision, reward: float, nxt: OrganismStep, done: bool) -> Transition:
-        next_obs = torch.stack([nxt.observations[n].to_tensor() for n in d.layers]).float()
-        return Transition(
-            d.obs, d.ids, d.state, d.raw, d.log_prob, reward,
-            next_obs, nxt.global_state.to_tensor().float(), done,
-        )  # fmt: skip
-
-    def _close_general(self, done: bool) -> None:
-        g = self._general_step
-        if g is None:
-            return
-        self.general.store(
-            g.state.unsqueeze(0), torch.zeros(1, dtype=torch.long), g.state,
-            g.action.unsqueeze(0), g.log_prob.reshape(1), g.reward, done,
-        )  # fmt: skip
-        self._general_step = None
+            self.steps[i] = last
+        return metrics
 
 
 def train_policy(
@@ -274,7 +194,7 @@ def train_policy(
             if progress is not None:
                 progress(metrics)
             episode += 1
-    return TrainResult(policy, trainer.learner, trainer.general, configs, history)
+    return TrainResult(policy, trainer.learner, configs, history)
 
 
 def _warm_start(trainer: _Trainer, training: TrainingConfig, seed: int) -> dict[str, Any]:

@@ -55,10 +55,15 @@ class Transition:
 class SpecialistLearner(ABC):
     """Centralized training of the Specialists of one :class:`EmrakulPolicy`.
 
-    Lifecycle: built bound to a policy whose networks exist; :meth:`store` after every surgery;
-    :meth:`update` at the end of every episode; :meth:`state_dict`/:meth:`load_state_dict` for
+    Lifecycle: built bound to a policy whose networks exist; :meth:`store` every surgery of an
+    episode, :meth:`finish_path` at its end (several episodes, from several organisms, may be
+    stored before one :meth:`update`); :meth:`state_dict`/:meth:`load_state_dict` for
     checkpoints (tensors and plain data only). :attr:`params` are the constructor's keyword
     arguments, saved with the checkpoint so the learner can be rebuilt.
+
+    Replicas act with a copy of the policy: :meth:`acting_state` is what such a copy needs
+    beyond the policy's own networks (QMIX: its Q network and ε), and :meth:`attach` installs
+    it into a copy.
     """
 
     name: ClassVar[str]
@@ -72,10 +77,14 @@ class SpecialistLearner(ABC):
     def store(self, transition: Transition) -> None:
         """Keep one surgery's experience."""
 
+    def finish_path(self, bootstrap: torch.Tensor | None) -> None:
+        """Close the episode stored since the last call; it ended in global state ``bootstrap``
+        (``None``: it ended for good, as after divergence). Default: nothing to close."""
+        return None
+
     @abstractmethod
-    def update(self, bootstrap: torch.Tensor | None) -> dict[str, float]:
-        """Learn from what was stored since the last update; the episode ended in global state
-        ``bootstrap`` (``None``: it ended for good, as after divergence). Returns losses."""
+    def update(self) -> dict[str, float]:
+        """Learn from the finished episodes stored since the last update; returns losses."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -84,6 +93,17 @@ class SpecialistLearner(ABC):
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output into a learner built with the same params."""
+
+    def acting_state(self) -> dict[str, Any]:
+        """What a replica's copy of the policy needs to act like this learner's policy, beyond
+        the policy's networks (default: nothing)."""
+        return {}
+
+    @classmethod
+    def attach(cls, policy: EmrakulPolicy, state: Mapping[str, Any], seed: int) -> None:
+        """Install :meth:`acting_state` output into a replica's ``policy`` (default: nothing);
+        ``seed`` seeds the copy's own exploration stream."""
+        return None
 
 
 LEARNERS: Registry[type[SpecialistLearner]] = Registry("learner")

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from esper.policies.learners.buffers import REPLAY_FIELDS, ReplayBuffer
-from esper.policies.learners.qmix_networks import AgentQNetwork, MonotonicMixer
+from esper.policies.learners.qmix_networks import AgentQNetwork, MonotonicMixer, epsilon_greedy
 from esper.seeding import derive_seed, generator
 
 __all__ = ["QMIXLearner"]
@@ -184,14 +184,8 @@ class QMIXLearner:
         Returns:
             ``LongTensor[n_agents]`` actions, in the order of ``agent_ids``.
         """
-        greedy = self.q_values(obs, agent_ids).argmax(dim=-1)
-        if not explore:
-            return greedy
-        n = greedy.shape[0]
-        # Draw both streams every call so the RNG advances the same way whatever ε is.
-        explore_mask = torch.rand(n, generator=self._explore_gen) < self.epsilon
-        random = torch.randint(self.n_actions, (n,), generator=self._explore_gen)
-        return torch.where(explore_mask, random, greedy)
+        q = self.q_values(obs, agent_ids)
+        return epsilon_greedy(q, self.epsilon, self._explore_gen, explore)
 
     def store(
         self,

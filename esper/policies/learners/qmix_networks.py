@@ -18,7 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AgentQNetwork", "MonotonicMixer"]
+__all__ = [
+    "AgentQNetwork",
+    "MonotonicMixer",
+    "epsilon_greedy",
+]
 
 
 class AgentQNetwork(nn.Module):
@@ -116,3 +120,18 @@ class MonotonicMixer(nn.Module):
         hidden = F.elu(torch.bmm(qs.unsqueeze(1), w1) + b1)
         w2 = self.hyper_w2(state).abs().unsqueeze(-1)
         return (torch.bmm(hidden, w2) + self.value(state).unsqueeze(-1)).view(batch)
+
+
+def epsilon_greedy(
+    q: torch.Tensor, epsilon: float, generator: torch.Generator, explore: bool = True
+) -> torch.Tensor:
+    """Per-agent argmax of ``q`` ``[n, actions]``; when ``explore``, each agent's action is
+    replaced by a uniform one with probability ``epsilon``. Both random streams are drawn on
+    every exploring call, so the generator advances the same way whatever ``epsilon`` is."""
+    greedy = q.argmax(dim=-1)
+    if not explore:
+        return greedy
+    n = greedy.shape[0]
+    explore_mask = torch.rand(n, generator=generator) < epsilon
+    random = torch.randint(q.shape[-1], (n,), generator=generator)
+    return torch.where(explore_mask, random, greedy)

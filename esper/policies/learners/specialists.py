@@ -21,12 +21,14 @@ from esper.policies.emrakul.actions import N_DISCRETE_ACTIONS
 from esper.policies.learners.mappo import MAPPOLearner
 from esper.policies.learners.protocol import LEARNERS, SpecialistLearner, Transition
 from esper.policies.learners.qmix import QMIXLearner
+from esper.policies.learners.qmix_networks import AgentQNetwork, epsilon_greedy
 from esper.registry import build
+from esper.seeding import generator
 
 if TYPE_CHECKING:
     from esper.policies.emrakul.policy import EmrakulPolicy
 
-__all__ = ["MAPPOSpecialists", "QMIXSpecialists"]
+__all__ = ["EpsilonGreedyHead", "MAPPOSpecialists", "QMIXSpecialists"]
 
 
 def _networks(policy: EmrakulPolicy) -> tuple[int, int]:
@@ -66,12 +68,14 @@ class MAPPOSpecialists(SpecialistLearner):
         self.mappo.store(t.obs, t.ids, t.state, t.action, t.log_prob, t.reward, t.done)
         self._ids = t.ids
 
-    def update(self, bootstrap: torch.Tensor | None) -> dict[str, float]:
-        """Close the path (bootstrapping from ``V(bootstrap)``) and run the PPO epochs."""
-        if self._ids is None:
-            return {}
-        self.mappo.finish_path(bootstrap, self._ids)
-        self._ids = None
+    def finish_path(self, bootstrap: torch.Tensor | None) -> None:
+        """Close the path, bootstrapping from the critic's ``V(bootstrap)``."""
+        if self._ids is not None:
+            self.mappo.finish_path(bootstrap, self._ids)
+            self._ids = None
+
+    def update(self) -> dict[str, float]:
+        """The PPO epochs over the finished paths."""
         return self.mappo.update()
 
     def state_dict(self) -> dict[str, Any]:
@@ -106,6 +110,7 @@ class QMIXSpecialists(SpecialistLearner):
                    "max_agents": policy.max_layers},
         )  # fmt: skip
         self._pending = 0
+        self.qmix_hidden = int(self.qmix._config["hidden"])
         policy.discrete = True
         policy.q_agent = self.qmix
 
@@ -115,12 +120,32 @@ class QMIXSpecialists(SpecialistLearner):
         self.qmix.store(t.obs, t.ids, t.state, t.action, t.reward, t.next_obs, t.next_state, t.done)
         self._pending += 1
 
-    def update(self, bootstrap: torch.Tensor | None) -> dict[str, float]:
+    def update(self) -> dict[str, float]:
         """One gradient step per transition stored since the last update; mean loss."""
         losses = [self.qmix.update().get("loss", float("nan")) for _ in range(self._pending)]
         self._pending = 0
         finite = [x for x in losses if x == x]
         return {"loss": sum(finite) / len(finite)} if finite else {}
+
+    def acting_state(self) -> dict[str, Any]:
+        """The Q network (weights and sizes) and the current ε."""
+        q = self.qmix
+        return {
+            "agent": {k: v.detach().clone() for k, v in q.agent.state_dict().items()},
+            "sizes": {"obs_dim": q.obs_dim, "max_agents": q.max_agents,
+                      "n_actions": q.n_actions, "hidden": self.qmix_hidden},
+            "epsilon": q.epsilon,
+        }  # fmt: skip
+
+    @classmethod
+    def attach(cls, policy: EmrakulPolicy, state: Mapping[str, Any], seed: int) -> None:
+        """Give a replica's policy an ε-greedy head over a copy of the Q network."""
+        head = policy.q_agent
+        if not isinstance(head, EpsilonGreedyHead):
+            head = EpsilonGreedyHead(AgentQNetwork(**state["sizes"]), seed)
+        head.load(state)
+        policy.discrete = True
+        policy.q_agent = head
 
     def state_dict(self) -> dict[str, Any]:
         """The QMIX learner's state (networks, targets, optimizer, replay, generators)."""
@@ -130,3 +155,28 @@ class QMIXSpecialists(SpecialistLearner):
         """Restore :meth:`state_dict` output."""
         self.qmix.load_state_dict(state["qmix"])
         self._pending = int(state["pending"])
+
+
+class EpsilonGreedyHead:
+    """A replica's discrete Specialist head: a copy of QMIX's Q network acting ε-greedily.
+
+    Args:
+        agent: The Q network (weights loaded by :meth:`load`).
+        seed: Seed of this replica's exploration stream.
+    """
+
+    def __init__(self, agent: AgentQNetwork, seed: int) -> None:
+        self.agent = agent.requires_grad_(False)
+        self.epsilon = 0.0
+        self.generator = generator(seed, "qmix", "replica-explore")
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Take the learner's current weights and ε."""
+        self.agent.load_state_dict(state["agent"])
+        self.epsilon = float(state["epsilon"])
+
+    def act(self, obs: torch.Tensor, agent_ids: torch.Tensor, explore: bool) -> torch.Tensor:
+        """ε-greedy actions ``[n]`` of agents ``agent_ids`` on observations ``obs``."""
+        with torch.no_grad():
+            q = self.agent(obs.float(), agent_ids.long())
+        return epsilon_greedy(q, self.epsilon, self.generator, explore)
