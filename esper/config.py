@@ -134,6 +134,17 @@ class TrainingConfig:
     imitation: int = 0
     """Surgeries of RigL demonstrations per organism, behaviour-cloned into the continuous
     Specialist actor before RL (learners that train that actor: ``mappo``)."""
+    replicas: int = 2
+    """Replica organisms per population member (``esper run`` / ``esper sweep``), each under
+    the next workload of ``workloads`` (cycled) and its own seed."""
+    iterations: int = 8
+    """Learner updates per member on the platform; each update takes one episode of
+    ``rollout`` surgeries from every replica (``surgeries`` budgets the in-process trainer)."""
+    asynchronous: bool = False
+    """Learn from whichever episodes arrive first (``ray.wait``) instead of waiting for every
+    replica; episodes acted on weights older than ``max_staleness`` updates are dropped."""
+    max_staleness: int = 1
+    """Asynchronous mode: oldest policy version (updates behind the learner) still learned from."""
     learner_params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the Specialists' learner (e.g. ``lr``, ``batch_size``)."""
     general_params: dict[str, Any] = field(default_factory=dict)
@@ -176,6 +187,8 @@ class SearchAlgorithm(str, Enum):
     """How Ray Tune explores reward weights and temperatures."""
 
     none = "none"
+    random = "random"
+    grid = "grid"
     pbt = "pbt"
     pb2 = "pb2"
     optuna = "optuna"
@@ -186,19 +199,30 @@ class SearchConfig:
     """The population search run by Ray Tune."""
 
     algorithm: SearchAlgorithm = SearchAlgorithm.none
-    """``none`` (one trial), ``pbt``, ``pb2`` or ``optuna``."""
+    """``none`` (the config as composed, ``num_samples`` copies), ``random`` (uniform draws in
+    ``bounds``), ``grid`` (``grid_points`` per bound), ``pbt`` (Jaderberg et al. 2017),
+    ``pb2`` (Parker-Holder et al. 2020) or ``optuna`` (TPE)."""
     num_samples: int = 1
-    """Trials (population members)."""
+    """Trials (population members); with ``grid``, repetitions of the whole grid."""
     perturbation_interval: int = 4
-    """Training iterations between PBT/PB2 exploit-and-explore steps."""
+    """Training iterations between PBT/PB2 exploit-and-explore steps (checkpoints are taken at
+    the same interval, so an exploit copies a member's state of that iteration)."""
     quantile_fraction: float = 0.25
     """Fraction of the population that is replaced by (and copies from) the top fraction."""
+    resample_probability: float = 0.25
+    """PBT: chance that an explored value is drawn anew from its bound instead of perturbed."""
+    grid_points: int = 3
+    """``grid``: evenly spaced values per bound (both ends included)."""
     metric: str = "online_accuracy"
     """Fitness; never the shaped reward, whose scale differs between members."""
     mode: str = "max"
     """``max`` or ``min``."""
     bounds: dict[str, list[float]] = field(default_factory=dict)
-    """Search range ``[low, high]`` per hyperparameter, e.g. ``reward.beta: [0.0, 0.5]``."""
+    """Search range ``[low, high]`` per hyperparameter, addressed by its config key: reward
+    weights (``reward.beta``), Emrakul parameters (``policy.params.heat_tau``), learner
+    settings (``policy.training.learner_params.lr``)."""
+    seed: int | None = None
+    """Seed of the searcher and scheduler (``null``: ``experiment.seed``)."""
 
 
 @dataclass
@@ -208,11 +232,21 @@ class ClusterConfig:
     address: str | None = None
     """Ray address; ``null`` starts an embedded local Ray, ``auto`` joins a running cluster."""
     num_cpus: int | None = None
-    """CPUs for the embedded Ray (``null``: all of this machine's)."""
+    """Logical CPUs of the embedded Ray (``null``: all of this machine's). Tiny organisms
+    leave a core idle between steps, so declaring more than the cores can pay."""
     storage_path: str = "runs"
     """Root of run directories, checkpoints and event logs (shared storage on a cluster)."""
-    mlflow_uri: str = "sqlite:///runs/mlflow.db"
-    """MLflow tracking URI: a local SQLite store or a tracking server."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI: a tracking server (``http://...``) or a SQLite file; ``null`` puts
+    ``sqlite:///<storage_path>/mlflow.db`` beside the runs."""
+    replica_cpus: float = 0.5
+    """Logical CPUs reserved per replica actor (fractions allowed)."""
+    replica_gpus: float = 0.0
+    """GPUs per replica actor (with ``experiment.device=cuda``; fractions share a GPU)."""
+    learner_cpus: float = 0.5
+    """Logical CPUs reserved for a trial's learner (the trial's own process)."""
+    max_restarts: int = 2
+    """Times Ray restarts a crashed replica actor; it resumes from its last checkpoint."""
 
 
 @dataclass

@@ -157,6 +157,9 @@ def _check_component(
             )
 
 
+_REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")
+
+
 def validate(cfg: EsperConfig) -> None:
     """Check registry names and parameters and value ranges of a composed config.
 
@@ -233,3 +236,51 @@ def validate(cfg: EsperConfig) -> None:
         raise ConfigError(f"policy.density must be in (0, 1], got {cfg.policy.density}")
     if cfg.search.mode not in ("max", "min"):
         raise ConfigError(f"search.mode must be 'max' or 'min', got {cfg.search.mode!r}")
+    _validate_platform(cfg)
+
+
+def _validate_platform(cfg: EsperConfig) -> None:
+    """The ``search`` and ``cluster`` groups and the platform's training settings."""
+    t, search, cluster = cfg.policy.training, cfg.search, cfg.cluster
+    at_least = {
+        "policy.training.replicas": (t.replicas, 1),
+        "policy.training.iterations": (t.iterations, 1),
+        "policy.training.max_staleness": (t.max_staleness, 0),
+        "search.num_samples": (search.num_samples, 1),
+        "search.perturbation_interval": (search.perturbation_interval, 1),
+        "search.grid_points": (search.grid_points, 2),
+        "cluster.max_restarts": (cluster.max_restarts, 0),
+    }
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise ConfigError(f"{key} must be ≥ {low}, got {value}")
+    if not 0.0 < search.quantile_fraction <= 0.5:
+        raise ConfigError(
+            f"search.quantile_fraction must lie in (0, 0.5], got {search.quantile_fraction}"
+        )
+    if not 0.0 <= search.resample_probability <= 1.0:
+        raise ConfigError(
+            f"search.resample_probability must lie in [0, 1], got {search.resample_probability}"
+        )
+    for key in ("replica_cpus", "learner_cpus"):
+        if not getattr(cluster, key) > 0:
+            raise ConfigError(f"cluster.{key} must be > 0, got {getattr(cluster, key)}")
+    if cluster.replica_gpus < 0 or (cluster.num_cpus is not None and cluster.num_cpus < 1):
+        raise ConfigError(
+            f"cluster.replica_gpus must be ≥ 0 ({cluster.replica_gpus}) and cluster.num_cpus "
+            f"≥ 1 or null ({cluster.num_cpus})"
+        )
+    searchable = ("reward.", "policy.params.", "policy.training.learner_params.",
+                  "policy.training.general_params.")  # fmt: skip
+    for key, bound in search.bounds.items():
+        if not key.startswith(searchable) or (
+            key.startswith("reward.") and key[len("reward.") :] not in _REWARD_KEYS
+        ):
+            raise ConfigError(
+                f"search.bounds.{key}: only reward weights ({', '.join(_REWARD_KEYS)}) and keys "
+                f"under {', '.join(searchable[1:])} can be searched"
+            )
+        if len(bound) != 2 or not float(bound[0]) < float(bound[1]):
+            raise ConfigError(
+                f"search.bounds.{key} must be [low, high] with low < high, got {bound}"
+            )

@@ -116,6 +116,10 @@ def _searches() -> dict[str, SearchConfig]:
     }
     return {
         "none": SearchConfig(),
+        "random": SearchConfig(
+            algorithm=SearchAlgorithm.random, num_samples=4, bounds=reward_bounds
+        ),
+        "grid": SearchConfig(algorithm=SearchAlgorithm.grid, grid_points=2, bounds=reward_bounds),
         "pbt": SearchConfig(algorithm=SearchAlgorithm.pbt, num_samples=4, bounds=reward_bounds),
         "pb2": SearchConfig(algorithm=SearchAlgorithm.pb2, num_samples=4, bounds=reward_bounds),
         "optuna": SearchConfig(
@@ -127,6 +131,7 @@ def _searches() -> dict[str, SearchConfig]:
 def _clusters() -> dict[str, ClusterConfig]:
     return {
         "local": ClusterConfig(),
+        "laptop": ClusterConfig(num_cpus=4, replica_cpus=0.25, learner_cpus=0.25),
         "ray_cluster": ClusterConfig(
             address="auto", storage_path="/mnt/shared/esper/runs", mlflow_uri="http://mlflow:5000"
         ),
