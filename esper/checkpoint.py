@@ -44,7 +44,7 @@ def save_checkpoint(path: str | os.PathLike[str], kind: str, payload: Mapping[st
     torch.save(dict(payload), buffer)
     blob = buffer.getvalue()
     try:  # refuse at save time what could not be loaded safely later
-        torch.load(io.BytesIO(blob), weights_only=True)
+        torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
             f"a {kind} checkpoint must hold only tensors and plain data: {err}"

@@ -5,6 +5,12 @@ global state, sensor reading) and returns one :class:`LayerAction` per layer it 
 Heuristic baselines differ only in how they score weights for dropping and for growing (as in
 rigl's ``MaskUpdater``, where SET and RigL differ only in ``get_grow_scores``); Emrakul's
 Specialists choose the mix of those scores, the turnover and the temperature per layer.
+
+Policies decide on the CPU whatever the organism's device (``experiment.device``): their
+networks and learners are small (a GPU round trip per surgery would cost more than their forward
+pass), per-weight scores and masks are read to the CPU once
+(:func:`~esper.policies.scores.weight_scores`), and the :class:`LayerAction` index tensors they
+return are CPU tensors, which the organism moves to its device.
 """
 
 from __future__ import annotations

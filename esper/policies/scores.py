@@ -5,6 +5,9 @@ criterion, Evci et al. 2020) come from the Scalpel; ``fisher`` (empirical Fisher
 ``gsnr`` (per-weight gradient signal-to-noise ratio, Liu et al. 2020) from the last sensor
 reading; ``age`` is surgeries since the weight's mask state last changed; ``random`` is a
 seeded uniform draw (SET's grow criterion, Mocanu et al. 2018).
+
+Policies decide on the CPU: every score is returned as a CPU tensor, whatever the organism's
+device (one copy per criterion and layer), and ``random`` draws from the policy's CPU generator.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def weight_scores(
     generator: torch.Generator,
     which: tuple[str, ...] = SCORE_NAMES,
 ) -> dict[str, torch.Tensor]:
-    """Flat per-weight scores of layer ``name``, one tensor per requested criterion.
+    """Flat per-weight scores of layer ``name``, one CPU tensor per requested criterion.
 
     Raises:
         KeyError: an unknown criterion (the message lists the valid ones).
@@ -38,15 +41,16 @@ def weight_scores(
     stats = step.reading.gradients.layers[name]
     for key in which:
         if key == "magnitude":
-            out[key] = weight.abs()
+            score = weight.abs()
         elif key == "gradient":
-            out[key] = organism.scalpel.dense_grad(name).detach().reshape(-1).abs()
+            score = organism.scalpel.dense_grad(name).detach().reshape(-1).abs()
         elif key == "fisher":
-            out[key] = stats.fisher.reshape(-1)
+            score = stats.fisher.reshape(-1)
         elif key == "gsnr":
-            out[key] = stats.gsnr.reshape(-1)
+            score = stats.gsnr.reshape(-1)
         elif key == "age":
-            out[key] = organism.age(name).to(weight.dtype)
+            score = organism.age(name).to(weight.dtype)
         else:
-            out[key] = torch.rand(weight.numel(), generator=generator)
+            score = torch.rand(weight.numel(), generator=generator)
+        out[key] = score.cpu()
     return out

@@ -12,6 +12,16 @@ Its parts live in modules of their own: the actions (:mod:`esper.workloads.actio
 (:mod:`esper.workloads.surgical_events`), the prequential step
 (:mod:`esper.workloads.prequential`) and building an organism from a config
 (:func:`esper.workloads.factory.build_organism`).
+
+Devices (``experiment.device``): the heavy tensors live on the host's device — weights, masks
+and gates, dense gradients, optimizer state, the stream's batches (streams sample on the CPU with
+CPU generators; each batch is moved), mask ages and the sensors' per-weight measurements. Every
+random stream is a CPU ``torch.Generator`` whose draws are moved to the device, so CPU and CUDA
+runs draw the same numbers. The Nervous System's summaries (observations, global state, topology
+GNN, impact predictor, flip-flop history, FGSF series) stay on the CPU, and so do the policies:
+they read per-weight scores once to the CPU and hand CPU index tensors to :meth:`Organism.step`,
+which moves them to the device. Checkpoints load on the CPU (``map_location="cpu"``);
+:meth:`Organism.load_state_dict` moves every restored tensor back to the device.
 """
 
 from __future__ import annotations
@@ -390,4 +400,4 @@ class Organism:
         self._window = OnlineWindow.from_state_dict(state["window"])
         self._generator.set_state(state["generator"])
         last = state["last"]
-        self._last = None if last is None else Reading.from_state_dict(last)
+        self._last = None if last is None else Reading.from_state_dict(last).to(self.device)

@@ -139,8 +139,9 @@ def reset_units(
         scalpel: Its masks (incoming weights are drawn only where ``scalpel.mask(layer)``).
         optimizer: The host's optimizer.
         layer: Full weight name of the layer whose units are reset.
-        units: Output-unit indices (rows of the weight); duplicates count once.
-        generator: Random stream of the fresh weights.
+        units: Output-unit indices (rows of the weight), on any device; duplicates count once.
+        generator: Random stream of the fresh weights, a CPU generator: the weights are drawn on
+            the CPU and moved to the host's device (the same numbers on every device).
 
     Returns:
         How many distinct units were reset.
@@ -152,7 +153,8 @@ def reset_units(
     wiring = unit_wiring(host, layer)
     params = dict(host.named_parameters())
     weight = params[layer]
-    idx = torch.unique(torch.as_tensor(units, dtype=torch.int64).view(-1))
+    device = weight.device
+    idx = torch.unique(torch.as_tensor(units, dtype=torch.int64, device=device).view(-1))
     if idx.numel() == 0:
         return 0
     n_units = weight.shape[0]
@@ -163,20 +165,20 @@ def reset_units(
     rows = weight.view(n_units, fan_in)
     mask = scalpel.mask(layer).view(n_units, fan_in)[idx] if layer in scalpel.names else None
     fresh = (2.0 * torch.rand(idx.numel(), fan_in, generator=generator) - 1.0) * bound
-    fresh = fresh.to(dtype=weight.dtype, device=weight.device)
+    fresh = fresh.to(dtype=weight.dtype, device=device)
     if mask is not None:
         fresh = torch.where(mask, fresh, rows[idx])
     rows[idx] = fresh
-    flat_rows = (idx.view(-1, 1) * fan_in + torch.arange(fan_in)).view(-1)
+    flat_rows = (idx.view(-1, 1) * fan_in + torch.arange(fan_in, device=device)).view(-1)
     reset_optimizer_state(optimizer, weight, flat_rows)
     if wiring.bias is not None:
         bias = params[wiring.bias]
         bias[idx] = 0.0
         reset_optimizer_state(optimizer, bias, idx)
     consumer = params[wiring.consumer]
-    columns = (idx.view(-1, 1) * wiring.width + torch.arange(wiring.width)).view(-1)
+    columns = (idx.view(-1, 1) * wiring.width + torch.arange(wiring.width, device=device)).view(-1)
     consumer[:, columns] = 0.0
-    touched = torch.zeros(consumer.shape, dtype=torch.bool)
+    touched = torch.zeros(consumer.shape, dtype=torch.bool, device=device)
     touched[:, columns] = True
     reset_optimizer_state(optimizer, consumer, touched.view(-1).nonzero().view(-1))
     return int(idx.numel())

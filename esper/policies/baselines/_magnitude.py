@@ -17,9 +17,9 @@ def prune_to_counts(organism: Organism, counts: Mapping[str, int]) -> dict[str, 
     weights = dict(organism.host.named_parameters())
     actions: dict[str, LayerAction] = {}
     for name, count in counts.items():
-        mask = organism.scalpel.mask(name).reshape(-1)
+        mask = organism.scalpel.mask(name).reshape(-1).cpu()  # decide on the CPU
         excess = int(mask.count_nonzero()) - count
         if excess > 0:
-            scores = weights[name].detach().reshape(-1).abs()
+            scores = weights[name].detach().reshape(-1).abs().cpu()
             actions[name] = LayerAction(prune=topk_among(scores, mask, excess, largest=False))
     return actions

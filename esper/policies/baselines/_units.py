@@ -25,10 +25,11 @@ def _resettable_layers(organism: Organism) -> list[str]:
 
 
 def _mean_abs_activation(organism: Organism, step: OrganismStep, name: str) -> torch.Tensor:
-    """``mean |h|`` per output unit of ``name`` on the sensing batch, after its activation."""
+    """``mean |h|`` per output unit of ``name`` on the sensing batch, after its activation
+    (computed where the reading is, returned on the CPU)."""
     graph = organism.nervous.graph
     i = graph.names.index(name)
     activation = ACTIVATIONS[graph.activations[i]]
     pre = step.reading.gradients.outputs[name]
     matrix = unit_matrix(activation(pre), channels_first=graph.kinds[i].startswith("conv"))
-    return matrix.abs().mean(dim=0)
+    return matrix.abs().mean(dim=0).cpu()

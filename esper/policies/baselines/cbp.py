@@ -115,7 +115,7 @@ class CBP(Policy):
         for name, units in self.units.items():
             wiring = unit_wiring(organism.host, name)
             h = _mean_abs_activation(organism, step, name).to(torch.float64)
-            w_out = wiring.outgoing(weights[wiring.consumer], h.numel()).to(torch.float64)
+            w_out = wiring.outgoing(weights[wiring.consumer], h.numel()).cpu().to(torch.float64)
             units.utility = self.decay_rate * units.utility + (1.0 - self.decay_rate) * h * w_out
             units.updates += 1
             units.age += elapsed

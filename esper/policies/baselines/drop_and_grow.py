@@ -81,7 +81,7 @@ class DropAndGrow(Policy):
         fraction = self.drop_fraction(t)
         actions: dict[str, LayerAction] = {}
         for name in organism.scalpel.names:
-            mask = organism.scalpel.mask(name)
+            mask = organism.scalpel.mask(name).cpu()  # scores and indices live on the CPU
             k = int(int(mask.count_nonzero()) * fraction)
             if k == 0:
                 continue

@@ -52,7 +52,8 @@ class ReDo(Policy):
             return {}
         actions: dict[str, LayerAction] = {}
         for name in self.layers:
-            dormant = (step.reading.activity[name].scores <= self.threshold).nonzero().view(-1)
+            scores = step.reading.activity[name].scores.cpu()
+            dormant = (scores <= self.threshold).nonzero().view(-1)
             if dormant.numel():
                 actions[name] = LayerAction(reset_units=dormant)
         return actions

@@ -167,7 +167,7 @@ def _regrow_sources(
     base = weight_scores(organism, step, name, generator, ("gradient", "random"))
     if organism.scalpel.mechanism.hidden_weights:
         weight = dict(organism.host.named_parameters())[name].detach().reshape(-1)
-        base["accumulated"] = weight.abs()
+        base["accumulated"] = weight.abs().cpu()
     else:
         base["accumulated"] = base["gradient"]
     return base
@@ -196,7 +196,7 @@ def layer_action(
         mechanism_tau: Also pin the mask mechanism's temperature to ``τ`` (only for mechanisms
             that have one).
     """
-    mask = organism.scalpel.mask(name).reshape(-1)
+    mask = organism.scalpel.mask(name).reshape(-1).cpu()  # the decision is made on the CPU
     active = int(mask.count_nonzero())
     drop_k, grow_k = swap_counts(active, mask.numel(), action.turnover, target)
     prune = torch.empty(0, dtype=torch.long)

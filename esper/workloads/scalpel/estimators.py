@@ -30,7 +30,10 @@ def _uniform(
     device: torch.device | None,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    """``U(0, 1)`` drawn on the generator's device (a CPU generator cannot drive a CUDA
+    draw), clamped away from 0 and 1."""
+    where = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=where, dtype=dtype)
     return u.clamp_(_TINY, 1.0 - 1e-7)
 
 
@@ -44,12 +47,14 @@ def gumbel_noise(
 
     Args:
         shape: Shape of the sample.
-        generator: Random stream; its device must be ``device``.
+        generator: Random stream. The sample is computed on its device (the CPU for the
+            Scalpel's and the policies' generators) and then moved to ``device``, so CPU and
+            CUDA runs draw the same noise.
         device: Device of the sample (default: the generator's, or CPU).
         dtype: Floating dtype of the sample.
     """
-    device = device if device is not None else (generator.device if generator else None)
-    return -torch.log(-torch.log(_uniform(shape, generator, device, dtype)))
+    noise = -torch.log(-torch.log(_uniform(shape, generator, device, dtype)))
+    return noise.to(device) if device is not None else noise
 
 
 def logistic_noise(
@@ -61,11 +66,12 @@ def logistic_noise(
     """Standard logistic samples ``log u − log(1 − u)``: the difference of two Gumbel samples.
 
     A binary Gumbel-softmax (the binary Concrete of Maddison, Mnih & Teh 2017, arXiv 1611.00712)
-    needs only this one number per weight: ``keep ⇔ logit + L > 0``.
+    needs only this one number per weight: ``keep ⇔ logit + L > 0``. Arguments as
+    :func:`gumbel_noise` (computed on the generator's device, then moved to ``device``).
     """
-    device = device if device is not None else (generator.device if generator else None)
     u = _uniform(shape, generator, device, dtype)
-    return torch.log(u) - torch.log1p(-u)
+    noise = torch.log(u) - torch.log1p(-u)
+    return noise.to(device) if device is not None else noise
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -17,6 +17,12 @@ Lifecycle, as torch's sparsifier (``prepare → step → squash``)::
 The Scalpel owns one boolean *support* per prunable tensor; how the support enters the forward
 and backward passes is the mechanism's business (:data:`MECHANISMS`). Every surgery returns how
 many weights actually changed state and resets the bound optimizer's per-weight state there.
+
+Devices: masks, gates and every other per-weight tensor live on the model's device. The random
+stream (:attr:`Scalpel.generator`, shared with the mechanism) is a CPU ``torch.Generator``:
+random draws (initial supports, gate noise, regrowth values) are made on the CPU and moved to the
+device, so a CPU run and a CUDA run from the same seed draw identical numbers. Index tensors
+given to :meth:`Scalpel.prune` and :meth:`Scalpel.regrow` may live on any device.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ class Scalpel:
             Only weights of Linear, Conv1d and Conv2d modules.
         keep_dense: Names among ``params`` kept fully dense (counted in the global density).
         selection: Initial supports drawn ``random`` (RigL, SET) or by ``magnitude``.
-        seed: Root seed of the Scalpel's random stream (initial masks, noise, regrowth init).
+        seed: Root seed of the Scalpel's random stream (initial masks, noise, regrowth init), a
+            CPU generator whatever the model's device.
         reset_optimizer_state: Zero the bound optimizer's per-weight state at touched weights.
 
     Raises:
@@ -97,8 +104,7 @@ class Scalpel:
         self.reset_state = reset_optimizer_state
         self.optimizer: torch.optim.Optimizer | None = None
         params, modules = resolve_targets(model, params)
-        first = next(iter(params.values()))
-        self.generator = torch.Generator(device=first.device)
+        self.generator = torch.Generator()  # on the CPU, whatever the model's device
         self.generator.manual_seed(derive_seed(seed, "scalpel", mechanism))
         shapes = {n: tuple(p.shape) for n, p in params.items()}
         density_for_counts = self.target_density if natural is None else 1.0
@@ -358,7 +364,7 @@ class Scalpel:
                 raise ValueError(f"{name}: mask shape {tuple(mask.shape)} != {layer.mask.shape}")
             layer.assign(mask.to(layer.mask.device))
             grad = state["dense_grads"].get(name)
-            layer.dense_grad = grad.clone() if grad is not None else None
+            layer.dense_grad = grad.to(layer.weight.device, copy=True) if grad is not None else None
         self.generator.set_state(state["generator"])
         self.capture_dense_grad = bool(state["capture_dense_grad"])
         self.mechanism.load_state_dict(state["mechanism_state"])

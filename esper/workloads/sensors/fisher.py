@@ -199,11 +199,15 @@ class FGSFTrigger:
 
 def rigid_weights(fisher: Tensor, fraction: float, mask: Tensor | None = None) -> Tensor:
     """Flat indices of the ``fraction`` of active weights with the highest Fisher diagonal:
-    the "high-rigidity" weights that FGSF perturbs or prunes, ascending."""
+    the "high-rigidity" weights that FGSF perturbs or prunes, ascending, on ``fisher``'s
+    device."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
     flat = fisher.reshape(-1)
-    candidates = torch.arange(flat.numel()) if mask is None else mask.reshape(-1).nonzero().view(-1)
+    if mask is None:
+        candidates = torch.arange(flat.numel(), device=flat.device)
+    else:
+        candidates = mask.reshape(-1).to(flat.device).nonzero().view(-1)
     k = round(fraction * candidates.numel())
     top = torch.topk(flat[candidates], k).indices
     return candidates[top].sort().values

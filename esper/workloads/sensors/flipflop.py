@@ -9,6 +9,9 @@ arXiv 2102.02887). The detector keeps the last ``window`` masks of every layer a
 per weight, how often its state changed between consecutive masks in the window; per layer,
 the flip rate (flips per weight per update); and the flat indices of weights that oscillate,
 i.e. whose states within the window contain inactive → active → inactive.
+
+The history is a small summary kept on the CPU: masks recorded from a CUDA organism are copied
+to the CPU once per update, and every statistic is a CPU tensor.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class FlipFlopDetector:
                 )
             self._shapes[name] = mask.shape
             history = self._history.setdefault(name, [])
-            history.append(mask.detach().reshape(-1).clone())
+            history.append(mask.detach().reshape(-1).to("cpu", copy=True))
             del history[: -self.window]
 
     def layer(self, name: str) -> FlipFlopStats:
@@ -129,5 +132,7 @@ class FlipFlopDetector:
                 f"state has flip-flop window {state['window']}, this detector {self.window}"
             )
         self._cache.clear()
-        self._history = {n: [m.reshape(-1).clone() for m in h] for n, h in state["history"].items()}
+        self._history = {
+            n: [m.reshape(-1).to("cpu", copy=True) for m in h] for n, h in state["history"].items()
+        }
         self._shapes = {n: h.shape[1:] for n, h in state["history"].items()}

@@ -55,7 +55,9 @@ def rademacher(
     """``numel`` independent ±1 entries, from 32 random bits per word.
 
     Each bit is shifted into the sign position of float32 ``1.0``'s bit pattern: several
-    times faster than ``randint(0, 2)`` for large layers.
+    times faster than ``randint(0, 2)`` for large layers. The bits are drawn on the CPU (from
+    ``generator``, a CPU generator) and the probe is then moved to ``device``, so a CUDA run
+    probes with the same signs as a CPU run.
     """
     words = torch.randint(
         -(1 << 31), (1 << 31) - 1, ((numel + 31) // 32, 1), generator=generator, dtype=torch.int32

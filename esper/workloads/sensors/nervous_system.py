@@ -9,6 +9,13 @@ and the defaults, single-threaded. Hooks live only for the duration of a call. B
 readings the organism tells it about mask updates (:meth:`NervousSystem.record_masks`, for
 the flip-flop detector) and surgery outcomes (:meth:`NervousSystem.record_surgery`, for the
 impact predictor).
+
+Devices: the per-weight work (per-sample gradients, Fisher, GSNR, Hessian-vector products,
+activations) runs on the host's device, and its per-weight results stay there in the
+:class:`Reading`. Hutchinson probes come from a CPU generator and are moved to the device, so CPU
+and CUDA runs probe alike. Everything else — observations, global state, the topology GNN, the
+impact predictor, flip-flop history, Fisher/GSNR series — is small and stays on the CPU; what
+crosses into it is a Python float or an explicit CPU copy.
 """
 
 from __future__ import annotations

@@ -4,12 +4,17 @@ A reading is checkpointed as plain data (:meth:`Reading.state_dict`: nested dict
 numbers and strings, each dataclass tagged by its class name) so that organism checkpoints load
 with ``torch.load(weights_only=True)``; :meth:`Reading.from_state_dict` rebuilds it, accepting
 only the sensor dataclasses listed here (a file cannot name a class to instantiate).
+
+Devices: the per-weight measurements (``gradients``, ``hessian``, ``activity``) are on the host's
+device; the summaries (observations, global state, flip-flop statistics, GNN inputs and
+embeddings, impact inputs) on the CPU. A checkpoint loads on the CPU; :meth:`Reading.to` puts
+the measurements back on the host's device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import torch
@@ -63,6 +68,16 @@ class Reading:
         """All layers' observations stacked, ``(layers, observation width)``."""
         return torch.stack([o.to_tensor() for o in self.observations.values()])
 
+    def to(self, device: torch.device | str) -> Reading:
+        """The reading with its per-weight measurements (``gradients``, ``hessian``,
+        ``activity``) on ``device``; the summaries stay on the CPU."""
+        return replace(
+            self,
+            gradients=_move(self.gradients, device),
+            hessian=_move(self.hessian, device),
+            activity=_move(self.activity, device),
+        )
+
     def state_dict(self) -> dict[str, Any]:
         """The reading as plain data (tensors cloned), loadable with ``weights_only=True``."""
         state = _encode(self)
@@ -92,6 +107,19 @@ def _encode(value: Any) -> Any:
         return type(value)(_encode(v) for v in value)
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
+    return value
+
+
+def _move(value: Any, device: torch.device | str) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        moved = {f.name: _move(getattr(value, f.name), device) for f in fields(value)}
+        return replace(value, **moved)
+    if isinstance(value, Mapping):
+        return {k: _move(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_move(v, device) for v in value)
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
     return value
 
 
