@@ -59,7 +59,7 @@ def test_host_initialisation_is_seeded() -> None:
     ("overrides", "message"),
     [
         (["workload=__nope__"], "unknown workload '__nope__'; valid workloads: digits_affine_cnn"),
-        (["search=grid"], "valid searchs: grid, none, optuna, pb2, pbt, random"),
+        (["search=hyperband"], "valid searchs: grid, none, optuna, pb2, pbt, random"),
         (
             ["workload.foo=1"],
             "unknown key 'workload.foo'; valid keys under 'workload': dataset, drifts",
