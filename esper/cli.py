@@ -34,7 +34,7 @@ def _config_groups(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _prequential(args: argparse.Namespace) -> int:
     from esper.commands.demo import run_demo
     from esper.commands.naming import chosen_workload
     from esper.conf import compose, compose_dictconfig, to_yaml
@@ -42,6 +42,33 @@ def _demo(args: argparse.Namespace) -> int:
     cfg = compose(args.overrides)
     yaml = to_yaml(compose_dictconfig(args.overrides))
     run_demo(cfg, chosen_workload(cfg, args.overrides), yaml, Console())
+    return 0
+
+
+def _wide_console() -> Console:
+    """A console for tables with many columns: wide enough when writing to a file or pipe."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from esper.commands.sweep import demo_command
+
+    demo_command(args.overrides, args.address, _wide_console())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from esper.commands.sweep import run_command
+
+    run_command(_with_policy(args.overrides, "emrakul"), args.address, _wide_console())
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from esper.commands.sweep import sweep_command
+
+    overrides = [] if args.resume else _with_policy(args.overrides, "emrakul")
+    sweep_command(overrides, args.address, args.resume, _wide_console())
     return 0
 
 
@@ -141,11 +168,41 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="train a dense network prequentially on a drifting stream and report each drift",
+        help="a small PBT sweep of Emrakul over reward weights on this machine (the main job)",
         epilog=_EPILOG,
     )
     demo.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     demo.set_defaults(func=_demo)
+
+    run = sub.add_parser(
+        "run", help="train one population member on Ray actors (no Tune)", epilog=_EPILOG
+    )
+    run.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    run.set_defaults(func=_run)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="search a population with Ray Tune (search=pbt|pb2|optuna|random|grid)",
+        epilog=_EPILOG,
+    )
+    sweep.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    sweep.add_argument(
+        "--resume", type=Path, default=None, metavar="RUN", help="continue an interrupted sweep"
+    )
+    sweep.set_defaults(func=_sweep)
+    for command in (demo, run, sweep):
+        command.add_argument(
+            "--address", default=None, metavar="ADDRESS",
+            help="join this Ray cluster (auto, or HOST:PORT) instead of starting one here",
+        )  # fmt: skip
+
+    prequential = sub.add_parser(
+        "prequential",
+        help="train a dense network prequentially on a drifting stream and report each drift",
+        epilog=_EPILOG,
+    )
+    prequential.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    prequential.set_defaults(func=_prequential)
 
     train = sub.add_parser(
         "train-policy",

@@ -1,6 +1,13 @@
 """Hydra structured configs: schema, registered options, composition."""
 
-from esper.conf.compose import ConfigError, chosen_option, compose, compose_dictconfig, to_yaml
+from esper.conf.compose import (
+    ConfigError,
+    chosen_option,
+    compose,
+    compose_dictconfig,
+    from_plain,
+    to_yaml,
+)
 from esper.conf.store import GROUPS, options
 from esper.config import (
     ClusterConfig,
@@ -27,6 +34,7 @@ __all__ = [
     "chosen_option",
     "compose",
     "compose_dictconfig",
+    "from_plain",
     "options",
     "to_yaml",
 ]

@@ -9,7 +9,7 @@ parameter in the workload exists before anything runs.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hydra import compose as hydra_compose
@@ -110,6 +110,25 @@ def compose(overrides: Sequence[str] = ()) -> EsperConfig:
     """
     cfg = compose_dictconfig(overrides)
     obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, EsperConfig)
+    validate(obj)
+    return obj
+
+
+def from_plain(plain: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> EsperConfig:
+    """Rebuild a composed config from :func:`esper.config.to_plain` output (what Ray actors and
+    Tune trials receive), with dotted-key ``overrides`` (a trial's sampled values), validated.
+
+    Raises:
+        ConfigError: naming the bad key or value.
+    """
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(EsperConfig), dict(plain))
+        for key, value in (overrides or {}).items():
+            OmegaConf.update(node, key, value, force_add=True)
+        obj = OmegaConf.to_object(node)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad config: {err}".splitlines()[0]) from err
     assert isinstance(obj, EsperConfig)
     validate(obj)
     return obj

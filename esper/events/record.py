@@ -14,8 +14,9 @@ from typing import Any, Literal
 __all__ = ["ACTIONS", "EVENT_FIELDS", "Action", "SurgicalEvent"]
 
 Action = Literal[
-    "prune", "regrow", "sedate", "wake", "budget", "temperature", "reset", "quarantine"
-]
+    "prune", "regrow", "sedate", "wake", "budget", "temperature", "reset", "quarantine",
+    "exploit",
+]  # fmt: skip
 ACTIONS: tuple[str, ...] = (
     "prune",
     "regrow",
@@ -25,7 +26,10 @@ ACTIONS: tuple[str, ...] = (
     "temperature",
     "reset",
     "quarantine",
+    "exploit",
 )
+"""Every action an event can record; ``quarantine`` and ``exploit`` are the platform's (a
+replica set aside after divergence; a population member that copied another's state)."""
 
 
 @dataclass
@@ -64,6 +68,8 @@ class SurgicalEvent:
         flipflop_rate: Mask flip-flop rate of the layer at the surgery.
         policy_version: Version of the policy weights that decided.
         wall_time: Unix time of the decision.
+        detail: Structured context as JSON text (``exploit``: the source trial and the values
+            that changed), ``""`` otherwise.
     """
 
     run_id: str
@@ -96,6 +102,7 @@ class SurgicalEvent:
     flipflop_rate: float = float("nan")
     policy_version: int = 0
     wall_time: float = 0.0
+    detail: str = ""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:

@@ -4,7 +4,8 @@
 :class:`esper.events.record.SurgicalEvent` plus the writer's bookkeeping (``writer_id`` and a
 per-writer ``seq`` number that starts at 0 and has no gaps, so any lost row is detectable).
 ``metrics``: one row per surgery step of a replica (online accuracy and loss, density, active
-parameters, ground-truth novelty, reward and its components), the time series behind accuracy
+parameters, ground-truth novelty, reward and its components, the policy version that acted and
+the Ray node the replica ran on), the time series behind accuracy
 curves, breathing and recovery analyses.
 
 Files live at ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet`` (hive partitions), so
@@ -26,8 +27,9 @@ __all__ = [
     "schema_for",
 ]
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a column is added, removed or changes type."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a column is added, removed or changes type (2: ``events.detail``,
+``metrics.policy_version`` and ``metrics.node_id``)."""
 
 _F64 = pa.float64()
 _EVENT_TYPES: dict[str, pa.DataType] = {
@@ -44,6 +46,7 @@ _EVENT_TYPES: dict[str, pa.DataType] = {
     "indices": pa.list_(pa.uint32()),
     "policy_version": pa.int64(),
     "wall_time": _F64,
+    "detail": pa.string(),
 }
 _BOOKKEEPING = [pa.field("writer_id", pa.string()), pa.field("seq", pa.int64())]
 
@@ -78,12 +81,15 @@ METRIC_FIELDS: tuple[str, ...] = (
     "r_oscillation",
     "r_gsnr",
     "r_spike",
+    "policy_version",
+    "node_id",
     "wall_time",
 )
 _METRIC_TYPES: dict[str, pa.DataType] = {
     **{k: v for k, v in _EVENT_TYPES.items() if k in METRIC_FIELDS},
     "policy": pa.string(),
     "active_params": pa.int64(),
+    "node_id": pa.string(),
 }
 METRICS = pa.schema(
     [pa.field(name, _METRIC_TYPES.get(name, _F64)) for name in METRIC_FIELDS] + _BOOKKEEPING,

@@ -274,6 +274,15 @@ class EventWriter:
         self._check_open()
         return self._flush()
 
+    def mark(self) -> int:
+        """Flush, then return the number the next part will get: the partition's first
+        ``mark()`` parts hold every row written so far (what a checkpoint records, so that a
+        restore can drop later parts with :func:`esper.events.paths.truncate_partition`)."""
+        self.flush()
+        if self._next_part is None:
+            self._next_part = next_part_number(self.directory)
+        return self._next_part
+
     def close(self) -> None:
         """Flush, then record the writer's row count; idempotent."""
         if self._closed:

@@ -20,21 +20,22 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, is_dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from esper.config import EsperConfig, WorkloadConfig
+from esper.config import EsperConfig, WorkloadConfig, to_plain
 from esper.events.record import SurgicalEvent
 from esper.events.writer import EventWriter, EventWriterConfig
 from esper.files import atomic_write_text
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = [
+    "ReplicaRecorder",
     "RunRecorder",
     "config_digest",
+    "create_run",
     "new_run_dir",
     "run_name",
     "runs_root",
@@ -43,17 +44,6 @@ __all__ = [
 
 _DIGEST_BYTES = 3
 """Bytes of a config digest in a run name: six hex digits."""
-
-
-def _canonical(value: Any) -> Any:
-    """``value`` with enums as their values, for JSON."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return value
 
 
 def config_digest(config: Any) -> str:
@@ -67,7 +57,7 @@ def config_digest(config: Any) -> str:
     """
     if not is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"config_digest takes a dataclass instance, got {type(config).__name__}")
-    text = json.dumps(_canonical(asdict(config)), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(to_plain(config), sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=_DIGEST_BYTES).hexdigest()
 
 
@@ -113,71 +103,73 @@ def new_run_dir(cfg: EsperConfig, kind: str, workload: str) -> Path:
     return runs_root(cfg) / run_name(cfg, kind, workload, cfg.policy.name)
 
 
-class RunRecorder:
-    """Creates a run directory and records a replica's events and per-surgery metrics.
+def create_run(
+    run_dir: Path, cfg: EsperConfig, command: str, workload: str, policy: str, **extra: Any
+) -> None:
+    """Create ``run_dir`` with ``run.json`` (identity, command, workload, policy, seed, reward
+    weights, density, the composed config and ``extra``) and ``config.yaml``.
+
+    Raises:
+        FileExistsError: the directory exists already.
+    """
+    run_dir.mkdir(parents=True, exist_ok=False)
+    meta: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "command": command,
+        "workload": workload,
+        "policy": policy,
+        "seed": cfg.experiment.seed,
+        "reward": asdict(cfg.reward),
+        "density": cfg.policy.density,
+        "config": to_plain(cfg),
+        **extra,
+    }
+    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+class ReplicaRecorder:
+    """Records one replica's surgical events and per-surgery metrics in an existing run.
 
     Args:
-        run_dir: The run directory (created; must not exist yet).
-        cfg: The composed config (saved as ``config.yaml`` and in ``run.json``).
-        command: The command that made the run (``evaluate``, ``train-policy``).
-        workload: The workload label (:func:`workload_label`).
-        policy: Name of the policy acting.
+        run_dir: The run directory (with its ``run.json``).
+        policy: Name of the acting policy.
         trial_id: Population member (``t0`` outside sweeps).
         replica_id: Replica within the trial.
-        create: Create the directory and write ``run.json``/``config.yaml`` (the first
-            replica's recorder); other replicas of the same run pass ``False``.
+        node_id: The Ray node the replica runs on (``""`` outside Ray).
     """
 
     def __init__(
         self,
         run_dir: Path,
-        cfg: EsperConfig,
-        command: str,
-        workload: str,
         policy: str,
         trial_id: str = "t0",
         replica_id: int = 0,
-        create: bool = True,
+        node_id: str = "",
     ) -> None:
-        if create:
-            run_dir.mkdir(parents=True, exist_ok=False)
-        elif not (run_dir / "run.json").exists():
+        if not (run_dir / "run.json").exists():
             raise FileNotFoundError(f"{run_dir} has no run.json: create the run first")
         self.run_dir = run_dir
         self.run_id = run_dir.name
         self.trial_id = trial_id
         self.replica_id = replica_id
         self.policy = policy
-        container = OmegaConf.to_container(
-            OmegaConf.structured(cfg), resolve=True, enum_to_str=True
-        )
-        meta: dict[str, Any] = {
-            "run_id": self.run_id,
-            "command": command,
-            "workload": workload,
-            "policy": policy,
-            "seed": cfg.experiment.seed,
-            "reward": asdict(cfg.reward),
-            "density": cfg.policy.density,
-            "config": container,
+        self.node_id = node_id
+        self.writers = {
+            table: EventWriter(EventWriterConfig(str(run_dir), trial_id, replica_id, table))
+            for table in ("events", "metrics")
         }
-        if create:
-            atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        self._events = EventWriter(EventWriterConfig(str(run_dir), trial_id, replica_id, "events"))
-        self._metrics = EventWriter(
-            EventWriterConfig(str(run_dir), trial_id, replica_id, "metrics")
-        )
 
-    def events(self, events: list[SurgicalEvent]) -> None:
-        """Record surgical events (their run and trial identity is set here)."""
+    def events(self, events: list[SurgicalEvent], policy_version: int = 0) -> None:
+        """Record surgical events (their run, trial and policy version are set here)."""
         for event in events:
             event.run_id = self.run_id
             event.trial_id = self.trial_id
             event.replica_id = self.replica_id
-        self._events.write(events)
+            event.policy_version = policy_version
+        self.writers["events"].write(events)
 
-    def step(self, organism: Organism, step: OrganismStep) -> None:
+    def step(self, organism: Organism, step: OrganismStep, policy_version: int = 0) -> None:
         """Record one surgery step's metrics row."""
         comps = (
             asdict(step.components)
@@ -185,7 +177,7 @@ class RunRecorder:
             else dict.fromkeys(("accuracy", "flops", "oscillation", "gsnr", "spike"), float("nan"))
         )
         active = sum(int(organism.scalpel.mask(n).sum()) for n in organism.scalpel.names)
-        self._metrics.write(
+        self.writers["metrics"].write(
             [
                 {
                     "run_id": self.run_id,
@@ -203,18 +195,61 @@ class RunRecorder:
                     "novelty": float(step.info["novelty"]),
                     "reward": float(step.reward),
                     **{f"r_{k}": float(v) for k, v in comps.items()},
+                    "policy_version": policy_version,
+                    "node_id": self.node_id,
                     "wall_time": time.time(),
                 }
             ]
         )
 
+    def record(self, organism: Organism, step: OrganismStep, policy_version: int = 0) -> None:
+        """Record a step's events and its metrics row."""
+        self.events(step.events, policy_version)
+        self.step(organism, step, policy_version)
+
+    def mark(self) -> dict[str, int]:
+        """Flush both tables; the part numbers a restore from this moment keeps (see
+        :func:`esper.events.paths.truncate_partition`)."""
+        return {table: writer.mark() for table, writer in self.writers.items()}
+
     def close(self) -> None:
         """Flush and close both writers."""
-        self._events.close()
-        self._metrics.close()
+        for writer in self.writers.values():
+            writer.close()
 
-    def __enter__(self) -> RunRecorder:
+    def __enter__(self) -> ReplicaRecorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RunRecorder(ReplicaRecorder):
+    """A :class:`ReplicaRecorder` that can also create its run (the first replica's).
+
+    Args:
+        run_dir: The run directory.
+        cfg: The composed config (saved as ``config.yaml`` and in ``run.json``).
+        command: The command that made the run (``evaluate``, ``train-policy``).
+        workload: The workload label (:func:`workload_label`).
+        policy: Name of the policy acting.
+        trial_id: Population member (``t0`` outside sweeps).
+        replica_id: Replica within the trial.
+        create: Create the directory with :func:`create_run` (the first replica's recorder);
+            other replicas of the same run pass ``False``.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: EsperConfig,
+        command: str,
+        workload: str,
+        policy: str,
+        trial_id: str = "t0",
+        replica_id: int = 0,
+        create: bool = True,
+    ) -> None:
+        if create:
+            create_run(run_dir, cfg, command, workload, policy)
+        super().__init__(run_dir, policy, trial_id, replica_id)

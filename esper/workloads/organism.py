@@ -221,6 +221,18 @@ class Organism:
             event.loss_after = loss_after
         return self._result(reading, reward, components, events, diverged, window)
 
+    def current(self) -> OrganismStep:
+        """The latest step as a policy sees it (observations of the last reading, the online
+        metrics of the steps since the last surgery), without training or sensing: what to act
+        on after a restore.
+
+        Raises:
+            RuntimeError: before :meth:`reset`.
+        """
+        if self._last is None:
+            raise RuntimeError("call reset() before current()")
+        return self._result(self._last, 0.0, None, [], False, self._window)
+
     def age(self, name: str) -> torch.Tensor:
         """Per weight of ``name`` (flat), surgeries since its mask state last changed."""
         return self.surgery_step - self._changed_at[name]

@@ -1,0 +1,194 @@
+"""One population member: ``R`` replica actors and the central learner that trains them.
+
+Every iteration the learner's weights are broadcast with one ``ray.put``; the replicas roll one
+episode each (in parallel, on whatever nodes Ray placed them), and the learner updates from the
+episodes (:class:`esper.policies.central.CentralLearner`). In the synchronous mode it waits for
+every replica; in the asynchronous mode (``policy.training.asynchronous``) it learns from the
+episodes that are ready (``ray.wait``), drops those acted on weights more than
+``max_staleness`` updates old, and relaunches each finished replica at once, so it never waits
+for the slowest replica.
+
+The learner lives in the process that drives the member: the Tune trial's own actor under
+``esper sweep``, the command's process under ``esper run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from esper.conf import compose
+from esper.config import EsperConfig, to_plain
+from esper.events.record import SurgicalEvent
+from esper.platform.replica import ReplicaSpec, replica_actor
+from esper.policies.base import make_policy
+from esper.policies.central import CentralLearner
+from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.policies.rollout import COMPONENTS, Episode
+from esper.seeding import small_seed
+
+__all__ = ["Population", "replica_configs"]
+
+_SUMMED = ("surgeries",)
+_MEANS = ("online_accuracy", "density", "mean_reward", *(f"r_{c}" for c in COMPONENTS))
+
+
+def replica_configs(cfg: EsperConfig) -> list[EsperConfig]:
+    """Replica ``r``'s config: the ``r``-th workload of ``policy.training.workloads`` (cycled;
+    every other group as in ``cfg``), or ``cfg``'s own workload when that list is empty."""
+    t = cfg.policy.training
+    if not t.workloads:
+        return [cfg] * t.replicas
+    presets = {w: compose([f"workload={w}"]).workload for w in dict.fromkeys(t.workloads)}
+    return [
+        dataclasses.replace(cfg, workload=presets[t.workloads[r % len(t.workloads)]])
+        for r in range(t.replicas)
+    ]
+
+
+class Population:
+    """Replica actors and the central learner of one member.
+
+    Args:
+        cfg: The member's composed config.
+        run_dir: The run directory (its ``run.json`` exists).
+        trial_id: The member's id (its event-log partitions are ``trial=<trial_id>``).
+        state_dir: Where replicas keep their restart checkpoints.
+    """
+
+    def __init__(self, cfg: EsperConfig, run_dir: Path, trial_id: str, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.trial_id = trial_id
+        self.iteration = 0
+        self.dropped = 0
+        c, t = cfg.cluster, cfg.policy.training
+        state_dir.mkdir(parents=True, exist_ok=True)
+        actor = replica_actor(c.replica_cpus, c.replica_gpus, c.max_restarts)
+        self.replicas = []
+        for r, rcfg in enumerate(replica_configs(cfg)):
+            restart = state_dir / f"replica-{r}.pt"
+            restart.unlink(missing_ok=True)  # a new member starts fresh (restarts reuse it)
+            spec = ReplicaSpec(str(run_dir), trial_id, r, t.replicas, to_plain(rcfg), str(restart))
+            self.replicas.append(actor.remote(spec))
+        obs_dim, state_dim = ray.get(self.replicas[0].dims.remote())
+        params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
+        params["seed"] = small_seed(cfg.experiment.seed, "emrakul")
+        policy = make_policy("emrakul", **params)
+        assert isinstance(policy, EmrakulPolicy)
+        policy.build(obs_dim, state_dim)
+        self.learner = CentralLearner(policy, t, cfg.experiment.seed)
+        self._pending: dict[Any, tuple[int, int]] = {}  # async: future → (replica, version)
+
+    # -- iterations ------------------------------------------------------------------------
+
+    def step(self) -> dict[str, Any]:
+        """One learner update from the replicas' episodes; returns the iteration's metrics."""
+        if self.cfg.policy.training.asynchronous:
+            episodes = self._gather_async()
+        else:
+            acting = ray.put(self.learner.acting_state())
+            length = self.cfg.policy.training.rollout
+            episodes = ray.get([r.rollout.remote(acting, length) for r in self.replicas])
+        metrics = self._summary(episodes)
+        metrics.update(self.learner.learn(episodes))
+        self.iteration += 1
+        metrics.update(
+            iteration=self.iteration,
+            policy_version=self.learner.policy.policy_version,
+            episodes=len(episodes),
+            stale_dropped=self.dropped,
+        )
+        return metrics
+
+    def _launch(self, replica: int, acting: Any) -> None:
+        length = self.cfg.policy.training.rollout
+        future = self.replicas[replica].rollout.remote(acting, length)
+        self._pending[future] = (replica, self.learner.policy.policy_version)
+
+    def _gather_async(self) -> list[Episode]:
+        """The ready episodes not older than the staleness bound (at least one)."""
+        acting = ray.put(self.learner.acting_state())
+        busy = {r for r, _ in self._pending.values()}
+        for r in range(len(self.replicas)):
+            if r not in busy:
+                self._launch(r, acting)
+        fresh: list[Episode] = []
+        version = self.learner.policy.policy_version
+        bound = self.cfg.policy.training.max_staleness
+        while not fresh:
+            ready, _ = ray.wait(list(self._pending), num_returns=1)
+            more, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+            for future in dict.fromkeys([*ready, *more]):
+                replica, acted = self._pending.pop(future)
+                episode = ray.get(future)
+                if version - acted <= bound:
+                    fresh.append(episode)
+                else:
+                    self.dropped += 1
+                self._launch(replica, acting)
+        return fresh
+
+    @staticmethod
+    def _summary(episodes: Sequence[Episode]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in _SUMMED:
+            out[key] = sum(int(e.metrics[key]) for e in episodes)
+        for key in _MEANS:
+            values = [float(e.metrics[key]) for e in episodes if math.isfinite(e.metrics[key])]
+            out[key] = sum(values) / len(values) if values else float("nan")
+        out["diverged"] = sum(bool(e.metrics["diverged"]) for e in episodes)
+        out["nodes"] = len({e.metrics["node_id"] for e in episodes})
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Finish in-flight asynchronous rollouts (their episodes are dropped) so that the
+        replicas' state is consistent."""
+        if self._pending:
+            ray.get(list(self._pending))
+            self.dropped += len(self._pending)
+            self._pending.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The member's whole state: iteration, config, learner (policy, critic, optimizers)
+        and every replica (organism, masks, sensors, optimizer state, stream position,
+        generators, event-log marks). Tensors and plain data only."""
+        self._settle()
+        return {
+            "trial_id": self.trial_id,
+            "iteration": self.iteration,
+            "config": to_plain(self.cfg),
+            "learner": self.learner.state_dict(),
+            "replicas": ray.get([r.state_dict.remote() for r in self.replicas]),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state``: this member's own (its event log is rolled back to it) or,
+        after a PBT exploit, another member's (its history is kept)."""
+        self._settle()
+        same = state["trial_id"] == self.trial_id
+        self.iteration = int(state["iteration"])
+        self.learner.load_state_dict(state["learner"])
+        ray.get(
+            [
+                r.load_state_dict.remote(s, same)
+                for r, s in zip(self.replicas, state["replicas"], strict=True)
+            ]
+        )
+
+    def record(self, events: list[SurgicalEvent]) -> None:
+        """Record platform events in every replica's partition."""
+        ray.get([r.record_events.remote(events) for r in self.replicas])
+
+    def close(self) -> None:
+        """Flush the replicas' event logs and end their actors."""
+        self._settle()
+        ray.get([r.close.remote() for r in self.replicas])
+        for replica in self.replicas:
+            ray.kill(replica)

@@ -1,0 +1,92 @@
+"""The population member as a Ray Tune function trainable.
+
+One trial = one member (:class:`~esper.platform.population.Population`): reward weights,
+temperatures and learner settings from its config, its replicas, its learner. Every iteration
+it reports the fitness (online accuracy over its replicas at the density budget) with every
+reward component, density, FLOPs, oscillation and the policy version; every
+``search.perturbation_interval`` iterations (and at the end) the report carries a complete
+checkpoint of the member, so PBT's exploit copies a member's real state. A trial started from
+another member's checkpoint (an exploit) records an ``exploit`` event in each of its replicas'
+partitions, naming the source trial and the values that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from esper.checkpoint import load_checkpoint, save_checkpoint
+from esper.conf import from_plain
+from esper.events.record import SurgicalEvent
+from esper.platform.population import Population
+from esper.platform.search import CONFIG_KEY, RUN_DIR_KEY
+
+__all__ = ["CHECKPOINT_FILE", "KIND", "member_trainable", "sampled_values"]
+
+KIND = "member"
+"""Checkpoint kind of a population member."""
+
+CHECKPOINT_FILE = "member.pt"
+"""The file inside a Tune checkpoint directory."""
+
+
+def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a trial's search sampled (every key but the composed config and run dir)."""
+    return {k: v for k, v in config.items() if k not in (CONFIG_KEY, RUN_DIR_KEY)}
+
+
+def _lookup(plain: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = plain
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _exploit_event(source: Mapping[str, Any], config: Mapping[str, Any], iteration: int) -> Any:
+    changed = {}
+    for key, value in sampled_values(config).items():
+        before = _lookup(source["config"], key)
+        if before != value:
+            changed[key] = [before, value]
+    detail = json.dumps({"source_trial": source["trial_id"], "changed": changed}, default=str)
+    return SurgicalEvent(
+        run_id="", trial_id="", replica_id=0, drift="", task_index=0, sgd_step=0,
+        surgery_step=iteration, layer="", action="exploit", count=len(changed),
+        wall_time=time.time(), detail=detail,
+    )  # fmt: skip
+
+
+def member_trainable(config: dict[str, Any]) -> None:
+    """Run one member for ``policy.training.iterations`` iterations, reporting to Tune."""
+    cfg = from_plain(config[CONFIG_KEY], sampled_values(config))
+    run_dir = Path(config[RUN_DIR_KEY])
+    trial_id = tune.get_context().get_trial_id()
+    population = Population(cfg, run_dir, trial_id, run_dir / "state" / trial_id)
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                state = load_checkpoint(Path(directory) / CHECKPOINT_FILE, KIND)
+            population.load_state_dict(state)
+            if state["trial_id"] != trial_id:
+                population.record([_exploit_event(state, config, population.iteration)])
+        interval = cfg.search.perturbation_interval
+        total = cfg.policy.training.iterations
+        while population.iteration < total:
+            metrics = {**population.step(), "member": trial_id}
+            if population.iteration % interval and population.iteration < total:
+                tune.report(metrics)
+                continue
+            with tempfile.TemporaryDirectory() as directory:
+                save_checkpoint(Path(directory) / CHECKPOINT_FILE, KIND, population.state_dict())
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+    finally:
+        population.close()
