@@ -35,13 +35,13 @@ def _config_groups(args: argparse.Namespace) -> int:
 
 
 def _prequential(args: argparse.Namespace) -> int:
-    from esper.commands.demo import run_demo
     from esper.commands.naming import chosen_workload
+    from esper.commands.prequential import run_prequential
     from esper.conf import compose, compose_dictconfig, to_yaml
 
     cfg = compose(args.overrides)
     yaml = to_yaml(compose_dictconfig(args.overrides))
-    run_demo(cfg, chosen_workload(cfg, args.overrides), yaml, Console())
+    run_prequential(cfg, chosen_workload(cfg, args.overrides), yaml, Console())
     return 0
 
 

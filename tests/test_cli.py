@@ -85,9 +85,9 @@ def test_config_groups_lists_every_group() -> None:
     assert out.stdout.splitlines()[0].startswith("workload: digits_affine_cnn")
 
 
-def test_demo_smoke_writes_a_run(tmp_path: Path) -> None:
+def test_prequential_smoke_writes_a_run(tmp_path: Path) -> None:
     out = esper(
-        "demo",
+        "prequential",
         "experiment=smoke",
         "workload.schedule.params.task_length=20",
         f"cluster.storage_path={tmp_path}",
@@ -95,17 +95,28 @@ def test_demo_smoke_writes_a_run(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Online (prequential) performance per task" in out.stdout
     (run,) = tmp_path.iterdir()
-    assert run.name.startswith("smoke-demo-digits_permuted+")  # the task length is overridden
-    summary = json.loads((run / "demo.json").read_text())
-    assert run.name.startswith(f"smoke-demo-{summary['workload']}-s0-")
+    assert run.name.startswith("smoke-prequential-digits_permuted+")  # task length overridden
+    summary = json.loads((run / "prequential.json").read_text())
+    assert run.name.startswith(f"smoke-prequential-{summary['workload']}-s0-")
     assert summary["steps"] == 60 and [t["task_index"] for t in summary["tasks"]] == [0, 1, 2]
     assert yaml.safe_load((run / "config.yaml").read_text())["experiment"]["name"] == "smoke"
 
 
-def test_demo_with_bad_config_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    out = esper("demo", "workload.lr=fast", f"cluster.storage_path={tmp_path}")
+@pytest.mark.parametrize("command", ["prequential", "demo", "run", "sweep"])
+def test_bad_config_exits_2_and_writes_nothing(command: str, tmp_path: Path) -> None:
+    out = esper(command, "workload.lr=fast", f"cluster.storage_path={tmp_path}")
     assert out.returncode == 2
     assert "workload.lr" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_refuses_bad_search_settings_before_starting_ray(tmp_path: Path) -> None:
+    out = esper(
+        "sweep", "search=pbt", "search.quantile_fraction=0.9", f"cluster.storage_path={tmp_path}"
+    )
+    assert out.returncode == 2 and "search.quantile_fraction" in out.stderr
+    out = esper("sweep", "--resume", str(tmp_path / "nope"))
+    assert out.returncode == 2 and "not a sweep's run directory" in out.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -59,9 +59,13 @@ class Population:
         run_dir: The run directory (its ``run.json`` exists).
         trial_id: The member's id (its event-log partitions are ``trial=<trial_id>``).
         state_dir: Where replicas keep their restart checkpoints.
+        fresh: The member starts from nothing (no checkpoint will be loaded), so rows an
+            earlier run of the same member left in its partitions are removed.
     """
 
-    def __init__(self, cfg: EsperConfig, run_dir: Path, trial_id: str, state_dir: Path) -> None:
+    def __init__(
+        self, cfg: EsperConfig, run_dir: Path, trial_id: str, state_dir: Path, fresh: bool = True
+    ) -> None:
         self.cfg = cfg
         self.trial_id = trial_id
         self.iteration = 0
@@ -73,7 +77,9 @@ class Population:
         for r, rcfg in enumerate(replica_configs(cfg)):
             restart = state_dir / f"replica-{r}.pt"
             restart.unlink(missing_ok=True)  # a new member starts fresh (restarts reuse it)
-            spec = ReplicaSpec(str(run_dir), trial_id, r, t.replicas, to_plain(rcfg), str(restart))
+            spec = ReplicaSpec(
+                str(run_dir), trial_id, r, t.replicas, to_plain(rcfg), str(restart), fresh
+            )
             self.replicas.append(actor.remote(spec))
         obs_dim, state_dim = ray.get(self.replicas[0].dims.remote())
         params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}

@@ -54,6 +54,8 @@ class ReplicaSpec:
         config: The replica's composed config as plain data (:func:`esper.config.to_plain`),
             its workload already chosen.
         restart_path: Where the replica keeps its restart checkpoint.
+        fresh: The member starts from nothing (no checkpoint will be loaded): rows an earlier
+            run of the same member left in this replica's partition are removed.
     """
 
     run_dir: str
@@ -62,6 +64,7 @@ class ReplicaSpec:
     replicas: int
     config: dict[str, Any]
     restart_path: str
+    fresh: bool = True
 
 
 def _node_id() -> str:
@@ -91,11 +94,13 @@ class ReplicaWorker:
         with one_thread():
             self.organism = self._build(spec.replica_id)
             self.step = self.organism.reset()
+        restart = Path(spec.restart_path).exists()
+        if spec.fresh and not restart:
+            self._truncate({table: 0 for table in _TABLES})
         self.recorder = self._recorder()
-        if Path(spec.restart_path).exists():
+        self._unrecorded_first = True  # the first reading is recorded by the first rollout
+        if restart:
             self.load_state_dict(load_checkpoint(spec.restart_path, _KIND), same_trial=True)
-        else:
-            self.recorder.record(self.organism, self.step, self.policy.policy_version)
 
     def _build(self, replica_id: int) -> Organism:
         s = self.spec
@@ -117,6 +122,9 @@ class ReplicaWorker:
         replica then saves its restart checkpoint."""
         load_acting_state(self.policy, acting, self._acting_seed)
         version = self.policy.policy_version
+        if self._unrecorded_first:
+            self.recorder.record(self.organism, self.step, version)
+            self._unrecorded_first = False
 
         def record(step: OrganismStep) -> None:
             self.recorder.record(self.organism, step, version)
@@ -172,13 +180,16 @@ class ReplicaWorker:
         self.organism.load_state_dict(state["organism"])
         self.policy.load_state_dict(state["policy"])
         self.step = self.organism.current()
+        self._unrecorded_first = False  # the state's history holds it
         if same_trial:
             self.recorder.close()
-            s = self.spec
-            for table in _TABLES:
-                directory = part_dir(s.run_dir, table, s.trial_id, s.replica_id)
-                truncate_partition(directory, int(state["marks"][table]))
+            self._truncate(state["marks"])
             self.recorder = self._recorder()
+
+    def _truncate(self, marks: Mapping[str, int]) -> None:
+        s = self.spec
+        for table in _TABLES:
+            truncate_partition(part_dir(s.run_dir, table, s.trial_id, s.replica_id), marks[table])
 
     def close(self) -> None:
         """Flush and close the event writers."""

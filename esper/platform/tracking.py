@@ -90,7 +90,9 @@ class EsperMLflowCallback(MLflowLoggerCallback):
             for k, v in trial.config.items()
             if k not in (CONFIG_KEY, RUN_DIR_KEY) and isinstance(v, int | float)
         }
-        super().log_trial_result(iteration, trial, {**result, **sampled})
+        # Tune copies the trial config into each result ("config/..."): parameters, not metrics.
+        metrics = {k: v for k, v in result.items() if k != "config" and not k.startswith("config/")}
+        super().log_trial_result(iteration, trial, {**metrics, **sampled})
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         """Log the trial's composed config and where its events are, then end its run."""

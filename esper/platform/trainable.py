@@ -69,9 +69,10 @@ def member_trainable(config: dict[str, Any]) -> None:
     cfg = from_plain(config[CONFIG_KEY], sampled_values(config))
     run_dir = Path(config[RUN_DIR_KEY])
     trial_id = tune.get_context().get_trial_id()
-    population = Population(cfg, run_dir, trial_id, run_dir / "state" / trial_id)
+    checkpoint = tune.get_checkpoint()
+    state_dir = run_dir / "state" / trial_id
+    population = Population(cfg, run_dir, trial_id, state_dir, fresh=checkpoint is None)
     try:
-        checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 state = load_checkpoint(Path(directory) / CHECKPOINT_FILE, KIND)

@@ -1,4 +1,4 @@
-"""``esper demo``: a dense network learning prequentially on a drifting stream.
+"""``esper prequential``: a dense network learning prequentially on a drifting stream.
 
 Trains the workload's host network test-then-train on its stream, shows progress, and prints
 per-task online accuracy: the drop right after each drift and the steps it takes to recover.
@@ -26,7 +26,7 @@ from esper.platform.runs import run_name, runs_root
 from esper.workloads.factory import build_host, build_optimizer, build_stream
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
 
-__all__ = ["run_demo"]
+__all__ = ["run_prequential"]
 
 
 def _table(summaries: list[TaskSummary], regression: bool) -> Table:
@@ -63,7 +63,7 @@ def _table(summaries: list[TaskSummary], regression: bool) -> Table:
     return table
 
 
-def run_demo(
+def run_prequential(
     cfg: EsperConfig, workload: str, config_yaml: str, console: Console | None = None
 ) -> tuple[Path, list[TaskSummary]]:
     """Run the demo and return the run directory and the per-task summaries.
@@ -82,9 +82,9 @@ def run_demo(
     optimizer = build_optimizer(cfg.workload, model)
     total = cfg.experiment.steps or len(stream)
     kind = stream.source.kind
-    name = run_name(cfg, "demo", workload)
+    name = run_name(cfg, "prequential", workload)
     console.print(
-        f"[bold]esper demo[/bold] {name}: {type(model).__name__} on {stream.source.name} "
+        f"[bold]esper prequential[/bold] {name}: {type(model).__name__} on {stream.source.name} "
         f"({stream.drift_name}, {stream.num_tasks} tasks × {stream.schedule.task_length} steps), "
         f"{total} prequential steps"
     )
@@ -136,6 +136,6 @@ def run_demo(
     run_dir = runs_root(cfg) / name
     with atomic_directory(run_dir) as tmp:
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        (tmp / "demo.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (tmp / "prequential.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     console.print(f"{total} steps in {elapsed:.1f} s; run written to {run_dir}")
     return run_dir, summaries

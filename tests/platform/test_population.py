@@ -1,0 +1,112 @@
+"""A population member on real Ray actors: broadcast, rollouts, learning, checkpoints, a
+replica killed mid-rollout, and the asynchronous learner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from esper.analysis import EventLog
+from esper.conf import compose
+from esper.platform.population import Population
+from esper.platform.runs import create_run
+from tests.platform.conftest import TINY
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _member(tmp_path: Path, *overrides: str, trial: str = "t0") -> Population:
+    cfg = compose([*TINY, f"cluster.storage_path={tmp_path}", *overrides])
+    run = tmp_path / "run"
+    if not run.exists():
+        create_run(run, cfg, "run", "digits_permuted", "emrakul")
+    return Population(cfg, run, trial, run / "state" / trial)
+
+
+def _no_duplicate_or_missing_steps(run: Path) -> None:
+    log = EventLog.open(run)
+    steps = log.sql(
+        "SELECT trial, replica, surgery_step, count(*) AS n FROM metrics GROUP BY ALL ORDER BY ALL"
+    )
+    assert (steps["n"] == 1).all(), steps[steps["n"] > 1]
+    for (_, _), unit in steps.groupby(["trial", "replica"]):
+        assert unit["surgery_step"].tolist() == list(range(len(unit)))
+    events = log.sql(
+        "SELECT trial, replica, surgery_step, layer, action, count(*) AS n FROM events "
+        "WHERE action IN ('prune', 'regrow', 'budget') GROUP BY ALL HAVING n > 1"
+    )
+    assert events.empty, events
+
+
+def test_iterations_learn_from_every_replica_and_stamp_the_policy_version(tmp_path: Path) -> None:
+    member = _member(tmp_path)
+    try:
+        first = member.step()
+        second = member.step()
+    finally:
+        member.close()
+    assert (first["episodes"], first["surgeries"], first["policy_version"]) == (2, 6, 1)
+    assert second["policy_version"] == 2 and 0.0 < second["density"] <= 0.21
+    assert "specialists/policy_loss" in second and "general/value_loss" in second
+    log = EventLog.open(tmp_path / "run")
+    versions = log.sql("SELECT DISTINCT policy_version AS v FROM metrics ORDER BY v")["v"]
+    assert versions.tolist() == [0, 1]  # the first reading, then acting on the first update
+    assert log.sql("SELECT count(DISTINCT node_id) AS n FROM metrics")["n"][0] == 1
+    _no_duplicate_or_missing_steps(tmp_path / "run")
+
+
+def test_a_replica_killed_mid_rollout_restarts_from_its_checkpoint(tmp_path: Path) -> None:
+    member = _member(tmp_path, "policy.surgery_interval=30", "cluster.max_restarts=1")
+    try:
+        member.step()
+        replica = member.replicas[1]
+        pid = ray.get(replica.pid.remote())
+        acting = ray.put(member.learner.acting_state())
+        future = replica.rollout.remote(acting, 40)  # long enough to be killed in the middle
+        time.sleep(2.0)
+        os.kill(pid, signal.SIGKILL)
+        episode = ray.get(future, timeout=300)  # retried on the restarted actor
+        assert episode.metrics["surgeries"] == 40
+        assert ray.get(replica.pid.remote()) != pid
+        member.step()  # the member goes on
+    finally:
+        member.close()
+    _no_duplicate_or_missing_steps(tmp_path / "run")
+
+
+def test_member_state_round_trip_and_exploit(tmp_path: Path) -> None:
+    member = _member(tmp_path)
+    try:
+        member.step()
+        state = member.state_dict()
+        after = member.step()
+        member.load_state_dict(state)  # its own checkpoint: the event log rolls back to it
+        again = member.step()
+        assert again["iteration"] == after["iteration"] == 2
+        assert again["policy_version"] == after["policy_version"]
+    finally:
+        member.close()
+    _no_duplicate_or_missing_steps(tmp_path / "run")
+    other = _member(tmp_path, trial="t1")
+    try:
+        other.load_state_dict(state)  # another member's state: t1's history is kept
+        assert other.iteration == 1 and other.step()["policy_version"] == 2
+    finally:
+        other.close()
+
+
+def test_asynchronous_learner_never_waits_for_every_replica(tmp_path: Path) -> None:
+    member = _member(tmp_path, "policy.training.asynchronous=true")
+    try:
+        results = [member.step() for _ in range(4)]
+        state = member.state_dict()  # settles the rollouts still in flight
+    finally:
+        member.close()
+    assert [r["policy_version"] for r in results] == [1, 2, 3, 4]
+    assert all(1 <= r["episodes"] <= 2 for r in results)
+    assert state["iteration"] == 4

@@ -1,0 +1,110 @@
+"""End to end on real Ray and Tune: a PBT sweep through the CLI (MLflow runs, exploits in the
+event log), ``esper run``, and a sweep whose driver is SIGKILLed and then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from esper.analysis import EventLog
+from tests.platform.conftest import TINY
+from tests.platform.test_population import _no_duplicate_or_missing_steps
+
+_SWEEP = [
+    *TINY,
+    "search=pbt",
+    "search.num_samples=2",
+    "search.perturbation_interval=2",
+    "search.quantile_fraction=0.5",
+    "policy.training.iterations=4",
+    "policy.training.replicas=1",
+    "cluster.num_cpus=2",
+    "cluster.replica_cpus=0.25",
+    "cluster.learner_cpus=0.25",
+]
+
+
+def _esper(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "esper", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _run_dir(storage: Path, kind: str) -> Path:
+    (run,) = [p for p in storage.iterdir() if p.is_dir() and f"-{kind}-" in p.name]
+    return run
+
+
+def test_pbt_sweep_tracks_every_member_and_logs_its_exploits(tmp_path: Path) -> None:
+    out = _esper("sweep", *_SWEEP, f"cluster.storage_path={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "leaderboard" in out.stdout and "mlflow ui --backend-store-uri" in out.stdout
+    run = _run_dir(tmp_path, "sweep")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    for r in runs:
+        assert "reward.beta" in r.data.params and "esper/policy/density" in r.data.params
+        assert {"online_accuracy", "density", "r_flops", "param/reward.beta"} <= set(r.data.metrics)
+        assert not any(k.startswith("config/") for k in r.data.metrics)
+        assert r.data.tags["esper.config_digest"] and r.data.tags["esper.run_dir"] == str(run)
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"config.json", "event_log.json"} <= artifacts
+    log = EventLog.open(run)
+    exploits = log.sql("SELECT trial, detail FROM events WHERE action = 'exploit'")
+    assert len(exploits) >= 1  # synchronous PBT with 2 members: the worse copies the better
+    detail = json.loads(exploits["detail"][0])
+    assert detail["source_trial"] != exploits["trial"][0] and detail["changed"]
+    assert (run / "tune").is_dir() and log.sql("SELECT count(*) AS n FROM metrics")["n"][0] > 0
+
+
+def test_run_trains_one_member_and_saves_it(tmp_path: Path) -> None:
+    out = _esper("run", *TINY, "policy.training.iterations=2", f"cluster.storage_path={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = _run_dir(tmp_path, "run")
+    assert (run / "member.pt").is_file() and "iteration 2/2" in out.stdout
+    _no_duplicate_or_missing_steps(run)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_is_resumed_without_lost_or_duplicated_rows(tmp_path: Path) -> None:
+    args = [
+        *_SWEEP,
+        "search=none",
+        "policy.training.iterations=8",
+        f"cluster.storage_path={tmp_path}",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "esper", "sweep", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: Ray's processes die with it
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if list(tmp_path.glob("*-sweep-*/tune/*/checkpoint_*")):
+                break
+            time.sleep(1.0)
+        else:
+            pytest.fail("no checkpoint appeared")
+        time.sleep(3.0)  # past the checkpoint, into the next iterations
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(timeout=60)
+    run = _run_dir(tmp_path, "sweep")
+    out = _esper("sweep", "--resume", str(run))
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = EventLog.open(run)
+    counts = log.sql("SELECT trial, replica, max(surgery_step) AS last FROM metrics GROUP BY ALL")
+    assert (counts["last"] == 8 * 3).all()  # every iteration's surgeries, once
+    _no_duplicate_or_missing_steps(run)
