@@ -83,6 +83,8 @@ def write_run(
             "r_oscillation": np.full(n, 0.02),
             "r_gsnr": np.full(n, 0.3),
             "r_spike": np.full(n, 0.05),
+            "policy_version": step,
+            "node_id": ["node-a"] * n,
             "wall_time": 1.7e9 + step.astype(float),
             "writer_id": [f"w{replica}"] * n,
             "seq": step,
@@ -115,6 +117,7 @@ def write_run(
                         "acc_before": float(acc[s]),
                         "policy_version": 1,
                         "wall_time": 1.7e9 + s,
+                        "detail": "",
                         "writer_id": f"w{replica}",
                         "seq": len(rows["seq"]),
                     }

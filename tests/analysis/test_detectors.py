@@ -61,6 +61,7 @@ def _metrics(n: int, **columns: Any) -> pd.DataFrame:
     df["sgd_step"] = 10 * np.arange(n)
     df["task_index"] = 0
     df["active_params"] = 1000
+    df["policy_version"], df["node_id"] = 0, "node-a"
     for name, values in columns.items():
         df[name] = values
     df["writer_id"], df["seq"] = "w1", np.arange(n)

@@ -37,6 +37,7 @@ def metric_row(i: int) -> dict[str, Any]:
     row: dict[str, Any] = {name: float(i) for name in METRIC_FIELDS}
     row.update(run_id="r", trial_id="t0", replica_id=0, policy="rigl", drift="permute")
     row.update(task_index=0, sgd_step=i, surgery_step=i, active_params=100 + i)
+    row.update(policy_version=i, node_id="node-a")
     return row
 
 
