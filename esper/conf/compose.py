@@ -12,10 +12,11 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from esper.conf.store import GROUPS, PRIMARY, options, register
@@ -91,12 +92,30 @@ def compose_dictconfig(overrides: Sequence[str] = ()) -> DictConfig:
         ConfigError: an unknown group option, an unknown key or a value of the wrong type.
     """
     _check_groups(overrides)
+    hydra_overrides = [o for o in overrides if not o.startswith(_BOUNDS)]
     try:
-        cfg = _raw_compose(overrides)
+        cfg = _raw_compose(hydra_overrides)
+        for override in overrides:
+            if override.startswith(_BOUNDS):
+                _set_bound(cfg, override)
         OmegaConf.to_object(cfg)  # type conversion of every field, e.g. enums
     except (HydraException, OmegaConfBaseException) as err:
         raise _explain(err, overrides) from err
     return cfg
+
+
+_BOUNDS = "search.bounds."
+
+
+def _set_bound(cfg: DictConfig, override: str) -> None:
+    """``search.bounds.KEY=[LOW,HIGH]``: a search bound whose ``KEY`` holds dots
+    (``reward.beta``), which Hydra's override grammar cannot address inside a dict."""
+    key, value = _split(override)
+    bound = yaml.safe_load(value)
+    if not (isinstance(bound, list) and all(isinstance(v, int | float) for v in bound)):
+        raise ConfigError(f"{key} must be [low, high], got {value!r}")
+    with open_dict(cfg.search.bounds):
+        cfg.search.bounds[key[len(_BOUNDS) :]] = [float(v) for v in bound]
 
 
 def compose(overrides: Sequence[str] = ()) -> EsperConfig:
@@ -299,6 +318,11 @@ def _validate_platform(cfg: EsperConfig) -> None:
                 f"search.bounds.{key}: only reward weights ({', '.join(_REWARD_KEYS)}) and keys "
                 f"under {', '.join(searchable[1:])} can be searched"
             )
+        if key.startswith("policy.params."):
+            from esper.policies import POLICIES
+
+            name = key[len("policy.params.") :]
+            _check_component("policy", ComponentConfig(cfg.policy.name, {name: 0}), POLICIES)
         if len(bound) != 2 or not float(bound[0]) < float(bound[1]):
             raise ConfigError(
                 f"search.bounds.{key} must be [low, high] with low < high, got {bound}"

@@ -77,3 +77,16 @@ def test_a_trial_config_round_trips_with_its_sampled_values() -> None:
 def test_bad_platform_settings_name_the_key(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         compose(overrides)
+
+
+def test_bounds_with_dotted_keys_are_set_from_the_command_line() -> None:
+    cfg = compose(
+        ["policy=emrakul", "search=pbt", "search.bounds.policy.params.heat_tau=[1,20]",
+         "search.bounds.reward.beta=[0,0.3]"]
+    )  # fmt: skip
+    assert cfg.search.bounds["policy.params.heat_tau"] == [1.0, 20.0]
+    assert cfg.search.bounds["reward.beta"] == [0.0, 0.3]
+    with pytest.raises(ConfigError, match=r"unknown parameter policy.params.heat_tau"):
+        compose(["policy=rigl", "search.bounds.policy.params.heat_tau=[1,20]"])
+    with pytest.raises(ConfigError, match="must be \\[low, high\\]"):
+        compose(["search.bounds.reward.beta=fast"])
