@@ -4,9 +4,8 @@ A writer buffers rows in Arrow and flushes a *part* when ``flush_rows`` rows are
 ``flush_seconds`` have passed since the last flush. Each part is written to a temporary name in
 its final directory, closed, then renamed into place (:func:`esper.files.atomic_write`), so
 readers (which only glob ``part-*.parquet``) never see a half-written file: after a SIGKILL
-every part present is readable and only the unflushed buffer is lost. Files land at
-``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet``; a restarted replica appends parts
-numbered after those already present.
+every part present is readable and only the unflushed buffer is lost. Parts land in
+:func:`esper.events.paths.part_dir`, numbered after those already present.
 
 Every row gets the writer's ``writer_id`` (unique per writer instance) and a ``seq`` number
 (0, 1, 2, … per writer, no gaps), so a reader can detect lost rows. On :meth:`EventWriter.close`

@@ -1,6 +1,18 @@
-"""The living network's world: data sources, drifting streams and host networks.
+"""The living network's world: data sources, drifting streams, host networks, the Scalpel, the
+Nervous System and the organism.
 
-Plain PyTorch; nothing here imports Ray.
+Plain PyTorch; nothing here imports Ray, Hydra or :mod:`esper.conf` (builders take the plain
+dataclasses of :mod:`esper.config`).
+
+Devices (``experiment.device``): the heavy tensors live on the host's device — weights, masks
+and gates, dense gradients, optimizer state, the stream's batches (streams sample on the CPU with
+CPU generators; each batch is moved), mask ages and the sensors' per-weight measurements. Every
+random stream is a CPU ``torch.Generator`` whose draws are moved to the device, so CPU and CUDA
+runs draw the same numbers. The Nervous System's summaries (observations, global state, topology
+GNN, impact predictor, flip-flop history, FGSF series) stay on the CPU, and so do the policies:
+they read per-weight scores once to the CPU and hand CPU index tensors to the organism's
+``step``, which moves them to the device. Checkpoints load on the CPU (``map_location="cpu"``);
+the organism's ``load_state_dict`` moves every restored tensor back to the device.
 """
 
 from esper.workloads.datasets import (

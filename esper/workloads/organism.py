@@ -13,15 +13,7 @@ Its parts live in modules of their own: the actions (:mod:`esper.workloads.actio
 (:mod:`esper.workloads.prequential`) and building an organism from a config
 (:func:`esper.workloads.factory.build_organism`).
 
-Devices (``experiment.device``): the heavy tensors live on the host's device — weights, masks
-and gates, dense gradients, optimizer state, the stream's batches (streams sample on the CPU with
-CPU generators; each batch is moved), mask ages and the sensors' per-weight measurements. Every
-random stream is a CPU ``torch.Generator`` whose draws are moved to the device, so CPU and CUDA
-runs draw the same numbers. The Nervous System's summaries (observations, global state, topology
-GNN, impact predictor, flip-flop history, FGSF series) stay on the CPU, and so do the policies:
-they read per-weight scores once to the CPU and hand CPU index tensors to :meth:`Organism.step`,
-which moves them to the device. Checkpoints load on the CPU (``map_location="cpu"``);
-:meth:`Organism.load_state_dict` moves every restored tensor back to the device.
+Devices (``experiment.device``): the device rules of :mod:`esper.workloads` apply.
 """
 
 from __future__ import annotations
@@ -39,6 +31,7 @@ from esper.seeding import derive_seed
 from esper.workloads.actions import LayerAction
 from esper.workloads.anesthesia import Sedation
 from esper.workloads.hosts import Host
+from esper.workloads.mask_age import MaskAge
 from esper.workloads.prequential import OnlineWindow, prequential_step
 from esper.workloads.reward import RewardComponents, score_surgery
 from esper.workloads.scalpel import Scalpel
@@ -140,10 +133,7 @@ class Organism:
         self.surgery_step = 0
         self._generator = torch.Generator()
         self._generator.manual_seed(derive_seed(seed, "organism", replica_id))
-        self._changed_at = {
-            n: torch.zeros(scalpel.numel(n), dtype=torch.int64, device=self.device)
-            for n in scalpel.names
-        }
+        self.mask_age = MaskAge({n: scalpel.numel(n) for n in scalpel.names}, self.device)
         self._recent: list[Batch] = []
         self._window = OnlineWindow()
         self._last: Reading | None = None
@@ -222,20 +212,15 @@ class Organism:
         return self._result(reading, reward, components, events, diverged, window)
 
     def current(self) -> OrganismStep:
-        """The latest step as a policy sees it (observations of the last reading, the online
-        metrics of the steps since the last surgery), without training or sensing: what to act
-        on after a restore.
-
-        Raises:
-            RuntimeError: before :meth:`reset`.
-        """
+        """The latest step as a policy sees it, without training or sensing (what to act on
+        after a restore). Raises ``RuntimeError`` before :meth:`reset`."""
         if self._last is None:
             raise RuntimeError("call reset() before current()")
         return self._result(self._last, 0.0, None, [], False, self._window)
 
     def age(self, name: str) -> torch.Tensor:
         """Per weight of ``name`` (flat), surgeries since its mask state last changed."""
-        return self.surgery_step - self._changed_at[name]
+        return self.mask_age.age(name, self.surgery_step)
 
     # -- surgery -----------------------------------------------------------------------------
 
@@ -262,12 +247,8 @@ class Organism:
                 events.append(self.events.event(ctx, name, "prune", pruned, density_before))
             if regrown.numel():
                 events.append(self.events.event(ctx, name, "regrow", regrown, density_before))
-            if act.target_density is not None:
-                events.append(
-                    self.events.event(
-                        ctx, name, "budget", None, density_before, value=act.target_density
-                    )
-                )
+            if (target := act.target_density) is not None:
+                events.append(self.events.event(ctx, name, "budget", None, density_before, target))
             units = torch.as_tensor(act.reset_units, dtype=torch.int64).view(-1)
             if units.numel():
                 count = reset_units(
@@ -299,8 +280,8 @@ class Organism:
         after = self.scalpel.mask(name).view(-1)
         pruned = (before & ~middle).nonzero().view(-1)
         regrown = (~middle & after).nonzero().view(-1)
-        self._changed_at[name][pruned] = self.surgery_step
-        self._changed_at[name][regrown] = self.surgery_step
+        self.mask_age.touch(name, pruned, self.surgery_step)
+        self.mask_age.touch(name, regrown, self.surgery_step)
         return pruned, regrown
 
     # -- training and sensing ------------------------------------------------------------------
@@ -326,7 +307,7 @@ class Organism:
                 for change in changes:
                     for action, idx in (("prune", change.pruned), ("regrow", change.regrown)):
                         if idx.numel():
-                            self._changed_at[change.name][idx.view(-1)] = self.surgery_step
+                            self.mask_age.touch(change.name, idx, self.surgery_step)
                             events.append(self.events.event(ctx, change.name, action, idx))
             if not math.isfinite(record.loss):
                 return events, True
@@ -390,7 +371,7 @@ class Organism:
             "sgd_step": self.sgd_step,
             "surgery_step": self.surgery_step,
             "sedation": self.sedation.state_dict(),
-            "changed_at": {n: t.clone() for n, t in self._changed_at.items()},
+            "changed_at": self.mask_age.state_dict(),
             "recent": [b.state_dict() for b in self._recent],
             "window": self._window.state_dict(),
             "last": None if self._last is None else self._last.state_dict(),
@@ -407,7 +388,7 @@ class Organism:
         self.sgd_step = int(state["sgd_step"])
         self.surgery_step = int(state["surgery_step"])
         self.sedation.load_state_dict(state["sedation"])
-        self._changed_at = {n: t.clone().to(self.device) for n, t in state["changed_at"].items()}
+        self.mask_age.load_state_dict(state["changed_at"])
         self._recent = [Batch(**b).to(self.device) for b in state["recent"]]
         self._window = OnlineWindow.from_state_dict(state["window"])
         self._generator.set_state(state["generator"])
