@@ -130,10 +130,42 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_results(path: Path, results: dict[str, BenchResult], skipped: dict[str, str]) -> None:
-    """Write ``{"machine": ..., "results": ..., "skipped": ...}`` to ``path`` atomically."""
+    """Record ``results`` and ``skipped`` in ``path`` atomically, keeping the other benchmarks'.
+
+    The file is ``{"machine": ..., "results": ..., "skipped": ...}``. ``machine`` is this run's;
+    every result carries the machine it was measured on (an entry of an earlier file without
+    one gets that file's ``machine``), so results of runs on different days or machines can
+    share a file. A benchmark measured now replaces its entry and leaves ``skipped``; one
+    skipped now keeps an earlier result (measured where it could run) and is listed as skipped.
+
+    Raises:
+        ValueError: ``path`` exists but is not a results file (fix or remove it).
+    """
+    machine = machine_info()
+    earlier = _read_results(path)
+    recorded: dict[str, Any] = {
+        name: {**entry, "machine": entry.get("machine", earlier.get("machine", {}))}
+        for name, entry in earlier.get("results", {}).items()
+    }
+    recorded.update({name: {**r.to_json(), "machine": machine} for name, r in results.items()})
+    still_skipped = {k: v for k, v in earlier.get("skipped", {}).items() if k not in results}
     payload = {
-        "machine": machine_info(),
-        "results": {name: r.to_json() for name, r in results.items()},
-        "skipped": skipped,
+        "machine": machine,
+        "results": dict(sorted(recorded.items())),
+        "skipped": dict(sorted({**still_skipped, **skipped}.items())),
     }
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a benchmark results file ({err}); fix or remove it"
+        ) from err
+    if not isinstance(data, dict) or not isinstance(data.get("results", {}), dict):
+        raise ValueError(f"{path} is not a benchmark results file (no results object)")
+    return data

@@ -31,6 +31,7 @@ from esper.policies.central import CentralLearner
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.rollout import COMPONENTS, Episode
 from esper.seeding import small_seed
+from esper.threads import one_thread
 
 __all__ = ["Population", "replica_configs"]
 
@@ -101,7 +102,8 @@ class Population:
             length = self.cfg.policy.training.rollout
             episodes = ray.get([r.rollout.remote(acting, length) for r in self.replicas])
         metrics = self._summary(episodes)
-        metrics.update(self.learner.learn(episodes))
+        with one_thread():  # two threads on these small networks can be many times slower
+            metrics.update(self.learner.learn(episodes))
         self.iteration += 1
         metrics.update(
             iteration=self.iteration,

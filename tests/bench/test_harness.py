@@ -1,0 +1,51 @@
+"""The benchmark results file: a run records its benchmarks and keeps everyone else's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from esper.bench.harness import BenchResult, write_results
+
+
+def _result(ratio: float) -> BenchResult:
+    return BenchResult(1.0, "anchor", 1.0, ratio, 1.0, "<=")
+
+
+def test_a_run_keeps_the_results_of_benchmarks_it_did_not_run(tmp_path: Path) -> None:
+    path = tmp_path / "perf.json"
+    earlier_machine = {"hostname": "old", "time_utc": "2026-01-01T00:00:00Z"}
+    earlier = {
+        "machine": earlier_machine,
+        "results": {"a": {**_result(0.5).to_json()}, "b": {**_result(0.7).to_json()}},
+        "skipped": {"c": "needs CUDA", "b_gpu": "needs CUDA"},
+    }
+    path.write_text(json.dumps(earlier))
+    write_results(path, {"b": _result(0.9), "c": _result(0.8)}, {"d": "needs CUDA"})
+    data = json.loads(path.read_text())
+    assert data["machine"]["hostname"] != "old"
+    assert data["results"]["a"]["ratio"] == 0.5
+    assert data["results"]["a"]["machine"] == earlier_machine  # where it was measured
+    assert data["results"]["b"]["ratio"] == 0.9
+    assert data["results"]["b"]["machine"] == data["machine"]
+    assert data["results"]["c"]["met"] is True
+    assert data["skipped"] == {"b_gpu": "needs CUDA", "d": "needs CUDA"}  # c ran now
+
+
+def test_a_benchmark_skipped_now_keeps_its_earlier_result(tmp_path: Path) -> None:
+    path = tmp_path / "perf.json"
+    write_results(path, {"gpu": _result(0.8)}, {})
+    write_results(path, {}, {"gpu": "needs CUDA"})
+    data = json.loads(path.read_text())
+    assert data["results"]["gpu"]["ratio"] == 0.8
+    assert data["skipped"] == {"gpu": "needs CUDA"}
+
+
+def test_a_damaged_results_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "perf.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="fix or remove it"):
+        write_results(path, {"a": _result(0.5)}, {})
+    assert path.read_text() == "{not json"
