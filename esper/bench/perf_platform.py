@@ -24,6 +24,7 @@ medians. Importing this module registers the benchmarks in :data:`~esper.bench.h
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 import shutil
 import statistics
@@ -104,6 +105,11 @@ def _tempdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _load() -> str:
+    """The machine's 1-minute load average, for the notes (other processes share the cores)."""
+    return f"1-min load average {os.getloadavg()[0]:.2f} at the start"
+
+
 def _config(replicas: int) -> EsperConfig:
     return compose([*OVERRIDES, f"policy.training.replicas={replicas}"])
 
@@ -182,6 +188,7 @@ def _plain_episode_seconds(processes: int) -> float:
 @PERF.register("replica_scaling_2_vs_1")
 def replica_scaling_2_vs_1() -> BenchResult:
     """Surgeries/s with 2 replica actors ÷ with 1 (same episode per replica); goal ≥ 1.7."""
+    load = _load()
     per_surgery: dict[int, float] = {}
     rollouts: dict[int, float] = {}
     with _embedded_ray(), _tempdir() as root:
@@ -209,7 +216,7 @@ def replica_scaling_2_vs_1() -> BenchResult:
             f"(2); rollouts alone (no learner update) {rollouts[1]:.3f} s vs "
             f"{rollouts[2]:.3f} s: scaling {2 * rollouts[1] / rollouts[2]:.2f}; the machine's "
             f"own scaling (the same rollouts in 2 plain processes vs 1, no Ray, no recording) "
-            f"{machine:.2f}"
+            f"{machine:.2f}; {load}"
         ),
     )
 
@@ -276,6 +283,7 @@ def _parts(run_dir: Path) -> int:
 def ray_overhead() -> BenchResult:
     """Surgeries/s of 1 replica actor + learner ÷ the same loop in process; goal ≥ 0.85."""
     cfg = _config(1)
+    load = _load()
     with _embedded_ray(), _tempdir() as root:
         local = _InProcessMember(cfg, _new_run(cfg, root / "local"))
         plain = _ReplicaInProcess(cfg, _new_run(cfg, root / "plain"))
@@ -323,6 +331,6 @@ def ray_overhead() -> BenchResult:
             f"({parts[0]} parts in {_REPEATS} iterations on Ray vs {parts[1]} in process). "
             f"Ray: ray.put of the acting state ({acting_kb:.0f} KiB) {1000 * put:.1f} ms, an "
             f"actor call's round trip {1000 * call:.2f} ms, the episode back "
-            f"({episode_kb:.0f} KiB)"
+            f"({episode_kb:.0f} KiB); {load}"
         ),
     )
