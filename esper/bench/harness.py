@@ -13,7 +13,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ __all__ = [
     "PERF",
     "BenchResult",
     "SkipBenchmark",
+    "alternating_median_times",
     "machine_info",
     "median_time",
     "paired_median_times",
@@ -91,18 +92,25 @@ def paired_median_times(
     ours: Callable[[], object], anchor: Callable[[], object], repeats: int = 20, warmup: int = 3
 ) -> tuple[float, float]:
     """Median seconds of ``ours`` and ``anchor``, timed alternately in the same process."""
+    t_ours, t_anchor = alternating_median_times([ours, anchor], repeats, warmup)
+    return t_ours, t_anchor
+
+
+def alternating_median_times(
+    fns: Sequence[Callable[[], object]], repeats: int = 20, warmup: int = 3
+) -> list[float]:
+    """Median seconds of each of ``fns``, called in turn ``repeats`` times (after ``warmup``
+    rounds), so that machine noise affects them alike."""
     for _ in range(warmup):
-        ours()
-        anchor()
-    t_ours, t_anchor = [], []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        ours()
-        t_ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        anchor()
-        t_anchor.append(time.perf_counter() - start)
-    return statistics.median(t_ours), statistics.median(t_anchor)
+        for fn, seconds in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def machine_info() -> dict[str, Any]:

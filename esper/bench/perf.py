@@ -19,6 +19,7 @@ BENCHMARK_MODULES = (
     "esper.bench.perf_scalpel",
     "esper.bench.perf_sensors",
     "esper.bench.perf_events",
+    "esper.bench.perf_platform",
 )
 """Modules whose import registers benchmarks in :data:`~esper.bench.harness.PERF`."""
 
