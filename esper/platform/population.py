@@ -1,9 +1,10 @@
 """One population member: ``R`` replica actors and the central learner that trains them.
 
 Every iteration the learner's weights are broadcast with one ``ray.put``; the replicas roll one
-episode each (in parallel, on whatever nodes Ray placed them), and the learner updates from the
-episodes (:class:`esper.policies.central.CentralLearner`). In the synchronous mode it waits for
-every replica; in the asynchronous mode (``policy.training.asynchronous``) it learns from the
+episode each (in parallel, on whatever nodes Ray placed them) and then save their restart
+checkpoints while the learner updates from the episodes
+(:class:`esper.policies.central.CentralLearner`). In the synchronous mode it waits for every
+replica; in the asynchronous mode (``policy.training.asynchronous``) it learns from the
 episodes that are ready (``ray.wait``), drops those acted on weights more than
 ``max_staleness`` updates old, and relaunches each finished replica at once, so it never waits
 for the slowest replica.
@@ -90,6 +91,14 @@ class Population:
         policy.build(obs_dim, state_dim)
         self.learner = CentralLearner(policy, t, cfg.experiment.seed)
         self._pending: dict[Any, tuple[int, int]] = {}  # async: future → (replica, version)
+        self._saving: list[Any] = []  # restart checkpoints being written
+
+    def _checkpoint(self, replicas: Sequence[Any]) -> None:
+        """Ask ``replicas`` for their restart checkpoints after their queued rollouts (an
+        actor runs one caller's calls in order); the previous ones are checked first, so a
+        failed save is raised here rather than lost."""
+        ray.get(self._saving)
+        self._saving = [r.checkpoint.remote() for r in replicas]
 
     # -- iterations ------------------------------------------------------------------------
 
@@ -100,7 +109,9 @@ class Population:
         else:
             acting = ray.put(self.learner.acting_state())
             length = self.cfg.policy.training.rollout
-            episodes = ray.get([r.rollout.remote(acting, length) for r in self.replicas])
+            futures = [r.rollout.remote(acting, length) for r in self.replicas]
+            self._checkpoint(self.replicas)
+            episodes = ray.get(futures)
         metrics = self._summary(episodes)
         with one_thread():  # two threads on these small networks can be many times slower
             metrics.update(self.learner.learn(episodes))
@@ -117,6 +128,10 @@ class Population:
         length = self.cfg.policy.training.rollout
         future = self.replicas[replica].rollout.remote(acting, length)
         self._pending[future] = (replica, self.learner.policy.policy_version)
+        if self._saving:  # check the saves that are done without waiting for the others
+            done, self._saving = ray.wait(self._saving, num_returns=len(self._saving), timeout=0)
+            ray.get(done)
+        self._saving.append(self.replicas[replica].checkpoint.remote())
 
     def _gather_async(self) -> list[Episode]:
         """The ready episodes not older than the staleness bound (at least one)."""
@@ -162,6 +177,8 @@ class Population:
             ray.get(list(self._pending))
             self.dropped += len(self._pending)
             self._pending.clear()
+        ray.get(self._saving)
+        self._saving = []
 
     def state_dict(self) -> dict[str, Any]:
         """The member's whole state: iteration, config, learner (policy, critic, optimizers)

@@ -4,10 +4,12 @@
 :func:`replica_actor` makes it a Ray actor with the cluster's resources and restart budget.
 Each rollout starts from the learner's broadcast weights (one ``ray.put`` per update), acts on
 local observations only (decentralized execution), records its events and metrics in its own
-partition of the run (``trial=T/replica=R``), and ends with a restart checkpoint: when Ray
-restarts a crashed replica (which re-runs ``__init__`` but restores no state), the replica
-reloads that checkpoint and rolls its event-log partition back to it, so the retried rollout
-writes no row twice and loses none.
+partition of the run (``trial=T/replica=R``). After each rollout the caller asks for a restart
+checkpoint (:meth:`ReplicaWorker.checkpoint`, a separate actor call, so that it is written while
+the learner updates instead of before the episode comes back): when Ray restarts a crashed
+replica (which re-runs ``__init__`` but restores no state), the replica reloads that checkpoint
+and rolls its event-log partition back to it, so the retried calls write no row twice and lose
+none.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ class ReplicaWorker:
         return self.step.observations[names[0]].width, self.step.global_state.width
 
     def rollout(self, acting: Mapping[str, Any], length: int) -> Episode:
-        """One episode of ``length`` surgeries with the learner's weights ``acting``; the
-        replica then saves its restart checkpoint."""
+        """One episode of ``length`` surgeries with the learner's weights ``acting``.
+
+        Call :meth:`checkpoint` after it: until then a restart rolls the replica back to before
+        the episode (its rows are dropped with it)."""
         load_acting_state(self.policy, acting, self._acting_seed)
         version = self.policy.policy_version
         if self._unrecorded_first:
@@ -134,8 +138,12 @@ class ReplicaWorker:
             if episode.metrics["diverged"]:
                 self._rebuild()
         episode.metrics.update(replica_id=self.spec.replica_id, node_id=self.node_id)
-        save_checkpoint(self.spec.restart_path, _KIND, self.state_dict())
         return episode
+
+    def checkpoint(self) -> None:
+        """Save the restart checkpoint: the state a restarted replica continues from, with the
+        event-log marks it rolls its partition back to."""
+        save_checkpoint(self.spec.restart_path, _KIND, self.state_dict())
 
     def _rebuild(self) -> None:
         """A diverged organism is quarantined (an event says so) and replaced by a new one."""

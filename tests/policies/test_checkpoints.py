@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections import OrderedDict, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -25,6 +26,12 @@ from esper.policies.learners import SpecialistLearner, make_learner
 from esper.workloads.actions import LayerAction
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
 
 _BASE = [
     "policy.surgery_interval=4",
@@ -170,3 +177,35 @@ def test_qmix_refuses_state_saved_with_other_learning_settings(change: dict[str,
     other = QMIXLearner(2, 2, 2, 2, batch_size=2, buffer_size=8, **change)
     with pytest.raises(ValueError, match="does not match"):
         other.load_state_dict(saved)
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        (
+            {"a": {"b": [1, {"c": object()}]}},
+            r"payload\['a'\]\['b'\]\[1\]\['c'\] is a builtins.object",
+        ),
+        ({"d": defaultdict(int)}, r"payload\['d'\] is a collections.defaultdict"),
+        ({"n": Point(1, 2)}, r"payload\['n'\] is a .*Point"),
+        ({(1, 2): 3}, "has a key of type tuple"),
+    ],
+)
+def test_save_names_what_could_not_be_loaded_safely(
+    tmp_path: Path, payload: dict[str, Any], where: str
+) -> None:
+    # each of these would fail torch.load(weights_only=True) later; refused now, nothing written
+    with pytest.raises(CheckpointError, match=where):
+        save_checkpoint(tmp_path / "x.pt", "organism", payload)
+    assert not list(tmp_path.iterdir())
+
+
+def test_plain_payloads_round_trip(tmp_path: Path) -> None:
+    payload = {
+        "t": torch.arange(3), "p": torch.nn.Parameter(torch.ones(2)), "s": torch.Size([2, 3]),
+        "o": OrderedDict(w=torch.zeros(1)), "x": [1, 2.5, "s", None, True, (1, 2)],
+        "dtype": torch.float16, "k": {0: b"raw"},
+    }  # fmt: skip
+    state = load_checkpoint(save_checkpoint(tmp_path / "ok.pt", "organism", payload), "organism")
+    assert state["s"] == torch.Size([2, 3]) and state["dtype"] == torch.float16
+    assert torch.equal(state["o"]["w"], torch.zeros(1)) and state["k"] == {0: b"raw"}
