@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,41 +31,16 @@ from esper.workloads.actions import LayerAction
 from esper.workloads.anesthesia import Sedation
 from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
-from esper.workloads.prequential import OnlineWindow, prequential_step
+from esper.workloads.prequential import OnlineWindow, StepRecord, prequential_step
 from esper.workloads.reward import RewardComponents, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
-from esper.workloads.sensors.state import GlobalState, Observation
 from esper.workloads.stream import Batch, DriftStream
 from esper.workloads.surgical_events import EventBuilder, EventContext
+from esper.workloads.timestep import OrganismStep, Surgery
 from esper.workloads.units import reset_units
 
-__all__ = ["Organism", "OrganismStep"]
-
-
-@dataclass(frozen=True)
-class OrganismStep:
-    """What :meth:`Organism.reset` and :meth:`Organism.step` return.
-
-    Attributes:
-        observations: Local observation per layer (Specialists see only their layer's).
-        global_state: The centralized critic's state.
-        reward: Weighted reward of the step (0 after ``reset``).
-        components: The raw reward terms (``None`` after ``reset``).
-        events: Surgical events of the step, reward fields filled in.
-        reading: The full sensor reading behind the observations.
-        info: Diagnostics: ``sgd_step``, ``surgery_step``, ``task_index``, ``online_accuracy``,
-            ``online_loss``, ``density``, ``densities``, ``novelty`` (ground truth, for analysis
-            only — never an observation), ``fgsf``, ``diverged``.
-    """
-
-    observations: dict[str, Observation]
-    global_state: GlobalState
-    reward: float
-    components: RewardComponents | None
-    events: list[SurgicalEvent]
-    reading: Reading
-    info: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Organism", "OrganismStep", "Surgery"]
 
 
 class Organism:
@@ -173,17 +147,31 @@ class Organism:
             esper.workloads.actions.InvalidActionError: an action is out of range (nothing
                 is applied).
         """
+        surgery = self.begin(actions)
+        trained, diverged = self._train()
+        return self.finish(surgery, trained, diverged)
+
+    def begin(self, actions: Mapping[str, LayerAction]) -> Surgery:
+        """The first half of :meth:`step`: validate and apply the surgery, open a new online
+        window. Train ``K`` steps (:meth:`step` does; a :class:`~esper.workloads.cohort.Cohort`
+        trains its members together), then call :meth:`finish`."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
-        before = self._last
         loss_before = self._window.mean("loss", last=self.spike_window)
         events, touched = self._operate(actions)
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
         self._window = OnlineWindow()
-        trained, diverged = self._train()
-        events += trained
+        return Surgery(self._last, loss_before, events, touched)
+
+    def finish(
+        self, surgery: Surgery, trained: list[SurgicalEvent], diverged: bool
+    ) -> OrganismStep:
+        """The second half of :meth:`step`, after its ``K`` training steps: sense, score the
+        surgery and fill its events' reward fields."""
+        before, loss_before, touched = surgery.before, surgery.loss_before, surgery.touched
+        events = surgery.events + trained
         window = self._window
         # A diverged host (NaN/Inf loss) cannot be sensed: the last reading stands, and the
         # platform quarantines the replica and restores its last healthy checkpoint.
@@ -298,10 +286,7 @@ class Organism:
             self.scalpel.capture_dense_grad = k == self.K - 1
             record = prequential_step(self.host, self.optimizer, batch, self.kind, penalty)
             changes = self.scalpel.after_step()
-            self.sgd_step += 1
-            self._window.add(record)
-            self._recent.append(batch)
-            del self._recent[: -self.sense_batches]
+            self.note_step(record, batch)
             if changes:  # mechanisms that change masks between surgeries (ATM)
                 ctx = self._context()
                 for change in changes:
@@ -312,6 +297,14 @@ class Organism:
             if not math.isfinite(record.loss):
                 return events, True
         return events, False
+
+    def note_step(self, record: StepRecord, batch: Batch) -> None:
+        """Count one training step on ``batch`` that measured ``record`` (its online window,
+        the recent batches the sensors read)."""
+        self.sgd_step += 1
+        self._window.add(record)
+        self._recent.append(batch)
+        del self._recent[: -self.sense_batches]
 
     def _sense(self) -> Reading:
         x = torch.cat([b.x for b in self._recent])

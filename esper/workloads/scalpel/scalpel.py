@@ -282,6 +282,11 @@ class Scalpel:
         finally:
             self.capture_dense_grad = previous
 
+    def record_dense_grad(self, name: str, grad: torch.Tensor) -> None:
+        """Set the dense gradient of ``name`` as a backward with capture on would have (a
+        :class:`~esper.workloads.cohort.Cohort` computes its members' gradients together)."""
+        self._layer(name).dense_grad = grad.detach().clone()
+
     def dense_grad(self, name: str) -> torch.Tensor:
         """``∂L/∂(effective weight)`` of the last captured backward, pruned positions included.
 
