@@ -20,6 +20,7 @@ BENCHMARK_MODULES = (
     "esper.bench.perf_sensors",
     "esper.bench.perf_events",
     "esper.bench.perf_platform",
+    "esper.bench.perf_throughput",
 )
 """Modules whose import registers benchmarks in :data:`~esper.bench.harness.PERF`."""
 

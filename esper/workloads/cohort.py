@@ -142,7 +142,7 @@ class Cohort:
         if len(actions) != len(self.members):
             raise ValueError(f"{len(actions)} action maps for {len(self.members)} members")
         surgeries = [m.begin(a) for m, a in zip(self.members, actions, strict=True)]
-        trained = self.train()
+        trained = self.train_steps()
         return [
             m.finish(s, events, diverged)
             for m, s, (events, diverged) in zip(self.members, surgeries, trained, strict=True)
@@ -150,7 +150,7 @@ class Cohort:
 
     # -- the batched training steps ----------------------------------------------------------
 
-    def train(self) -> list[tuple[list[SurgicalEvent], bool]]:
+    def train_steps(self) -> list[tuple[list[SurgicalEvent], bool]]:
         """Every member's ``K`` prequential steps, batched; per member the events of mask
         changes during training (none with ``masked``) and whether it diverged."""
         members = self.members

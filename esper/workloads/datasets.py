@@ -100,6 +100,7 @@ class PoolSource(Source):
         self.kind = "classification"
         self.num_outputs = num_classes
         self._by_class = {c: torch.nonzero(self.y == c).flatten() for c in range(num_classes)}
+        self._pools: dict[tuple[int, ...], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -122,8 +123,12 @@ class PoolSource(Source):
         distribution: int,
         classes: tuple[int, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        pool = self.indices_for(classes)
-        idx = pool[torch.randint(len(pool), (n,), generator=gen)]
+        if classes is None:  # every example: the drawn positions are the indices
+            idx = torch.randint(len(self), (n,), generator=gen)
+        else:
+            if (pool := self._pools.get(classes)) is None:
+                pool = self._pools[classes] = self.indices_for(classes)
+            idx = pool[torch.randint(len(pool), (n,), generator=gen)]
         return self.x[idx], self.y[idx]
 
 

@@ -124,7 +124,7 @@ class Organism:
             FloatingPointError: the host diverged before the first reading.
         """
         self._window = OnlineWindow()
-        events, diverged = self._train()
+        events, diverged = self.train_steps()
         if diverged:
             raise FloatingPointError(
                 f"the host diverged during its first {self.K} steps (loss "
@@ -148,7 +148,7 @@ class Organism:
                 is applied).
         """
         surgery = self.begin(actions)
-        trained, diverged = self._train()
+        trained, diverged = self.train_steps()
         return self.finish(surgery, trained, diverged)
 
     def begin(self, actions: Mapping[str, LayerAction]) -> Surgery:
@@ -274,7 +274,7 @@ class Organism:
 
     # -- training and sensing ------------------------------------------------------------------
 
-    def _train(self) -> tuple[list[SurgicalEvent], bool]:
+    def train_steps(self) -> tuple[list[SurgicalEvent], bool]:
         """``K`` prequential steps; stops at the first non-finite loss (returns ``True``)."""
         events: list[SurgicalEvent] = []
         penalty = (
