@@ -137,6 +137,11 @@ class TrainingConfig:
     replicas: int = 2
     """Replica organisms per population member (``esper run`` / ``esper sweep``), each under
     the next workload of ``workloads`` (cycled) and its own seed."""
+    cohort: int = 1
+    """Organisms per replica actor, trained together as one batched network
+    (:class:`esper.workloads.cohort.Cohort`; SGD and the ``masked`` mechanism). Each has its own
+    seed, stream and event-log partition (replica id ``replica × cohort + index``), so a member
+    acts on ``replicas × cohort`` organisms. 1: one organism per actor."""
     iterations: int = 8
     """Learner updates per member on the platform; each update takes one episode of
     ``rollout`` surgeries from every replica (``surgeries`` budgets the in-process trainer)."""

@@ -271,9 +271,9 @@ class _ReplicaInProcess:
         self.learner = CentralLearner(policy, cfg.policy.training, cfg.experiment.seed)
 
     def iteration(self) -> None:
-        episode = self.worker.rollout(self.learner.acting_state(), self.length)
+        episodes = self.worker.rollout(self.learner.acting_state(), self.length)
         with one_thread():
-            self.learner.learn([episode])
+            self.learner.learn(episodes)
         self.worker.checkpoint()
 
 

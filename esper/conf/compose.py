@@ -282,6 +282,7 @@ def _validate_platform(cfg: EsperConfig) -> None:
     t, search, cluster = cfg.policy.training, cfg.search, cfg.cluster
     at_least = {
         "policy.training.replicas": (t.replicas, 1),
+        "policy.training.cohort": (t.cohort, 1),
         "policy.training.iterations": (t.iterations, 1),
         "policy.training.max_staleness": (t.max_staleness, 0),
         "search.num_samples": (search.num_samples, 1),

@@ -111,7 +111,7 @@ class Population:
             length = self.cfg.policy.training.rollout
             futures = [r.rollout.remote(acting, length) for r in self.replicas]
             self._checkpoint(self.replicas)
-            episodes = ray.get(futures)
+            episodes = [e for replica in ray.get(futures) for e in replica]
         metrics = self._summary(episodes)
         with one_thread():  # two threads on these small networks can be many times slower
             metrics.update(self.learner.learn(episodes))
@@ -148,11 +148,11 @@ class Population:
             more, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
             for future in dict.fromkeys([*ready, *more]):
                 replica, acted = self._pending.pop(future)
-                episode = ray.get(future)
+                episodes = ray.get(future)  # one per organism of the replica
                 if version - acted <= bound:
-                    fresh.append(episode)
+                    fresh.extend(episodes)
                 else:
-                    self.dropped += 1
+                    self.dropped += len(episodes)
                 self._launch(replica, acting)
         return fresh
 
@@ -174,8 +174,7 @@ class Population:
         """Finish in-flight asynchronous rollouts (their episodes are dropped) so that the
         replicas' state is consistent."""
         if self._pending:
-            ray.get(list(self._pending))
-            self.dropped += len(self._pending)
+            self.dropped += sum(len(episodes) for episodes in ray.get(list(self._pending)))
             self._pending.clear()
         ray.get(self._saving)
         self._saving = []

@@ -1,4 +1,8 @@
-"""A replica: one living network under its own drift, acting with a copy of the policy.
+"""A replica: living networks under their own drift, acting with copies of the policy.
+
+A replica hosts one organism, or a cohort of ``policy.training.cohort`` organisms trained as
+one batched network (:class:`esper.workloads.cohort.Cohort`); each organism ("member") has its
+own seed, stream, policy copy and event-log partition.
 
 :class:`ReplicaWorker` is plain Python (tests and ``esper run`` can use it in process);
 :func:`replica_actor` makes it a Ray actor with the cluster's resources and restart budget.
@@ -30,9 +34,10 @@ from esper.platform.runs import ReplicaRecorder
 from esper.policies.base import make_policy
 from esper.policies.central import load_acting_state
 from esper.policies.emrakul.policy import EmrakulPolicy
-from esper.policies.rollout import Episode, rollout
+from esper.policies.rollout import Episode, cohort_rollout, rollout
 from esper.seeding import derive_seed, small_seed
 from esper.threads import one_thread
+from esper.workloads.cohort import Cohort
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
 
@@ -41,7 +46,8 @@ __all__ = ["ReplicaSpec", "ReplicaWorker", "replica_actor"]
 _KIND = "replica"
 _TABLES = ("events", "metrics")
 _REBUILD_SPACE = 1 << 20
-"""Replica ids of organisms rebuilt after divergence: ``R + [0, 2²⁰)`` (``R`` replicas)."""
+"""Replica ids of organisms rebuilt after divergence: ``N + [0, 2²⁰)`` (``N`` organisms of the
+member: replicas × cohort)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,10 @@ class ReplicaSpec:
     Attributes:
         run_dir: The run directory (with its ``run.json``).
         trial_id: Population member.
-        replica_id: Replica within the member (its seed and its event-log partition).
-        replicas: Replicas of the member (rebuilt organisms get ids above them).
+        replica_id: Replica actor within the member; its organisms are replicas
+            ``replica_id × cohort + i`` (their seeds and event-log partitions).
+        replicas: Replica actors of the member (rebuilt organisms get ids above every
+            organism's).
         config: The replica's composed config as plain data (:func:`esper.config.to_plain`),
             its workload already chosen.
         restart_path: Where the replica keeps its restart checkpoint.
@@ -68,13 +76,23 @@ class ReplicaSpec:
     restart_path: str
     fresh: bool = True
 
+    @property
+    def cohort(self) -> int:
+        """Organisms hosted by the replica (``policy.training.cohort``)."""
+        return int(self.config["policy"]["training"]["cohort"])
+
+    @property
+    def member_ids(self) -> list[int]:
+        """Replica ids of the organisms hosted here."""
+        return [self.replica_id * self.cohort + i for i in range(self.cohort)]
+
 
 def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 class ReplicaWorker:
-    """One organism and its copy of the Emrakul policy.
+    """Organisms (one, or a cohort) and a copy of the Emrakul policy for each.
 
     Args:
         spec: What to build; if ``spec.restart_path`` exists, the replica resumes from it.
@@ -85,22 +103,27 @@ class ReplicaWorker:
         self.cfg = from_plain(spec.config)
         self.node_id = _node_id()
         self.rebuilds = 0
-        self.organism_id = spec.replica_id
+        self.ids = spec.member_ids  # current replica id of each organism (rebuilds change it)
         seed = self.cfg.experiment.seed
         params = dict(self.cfg.policy.params) if self.cfg.policy.name == "emrakul" else {}
-        params["seed"] = small_seed(seed, "replica-policy", spec.replica_id)
-        policy = make_policy("emrakul", **params)
-        assert isinstance(policy, EmrakulPolicy)
-        self.policy = policy
-        self._acting_seed = small_seed(seed, "replica-acting", spec.replica_id)
+        self.policies: list[EmrakulPolicy] = []
+        for rid in self.ids:
+            policy = make_policy(
+                "emrakul", **{**params, "seed": small_seed(seed, "replica-policy", rid)}
+            )
+            assert isinstance(policy, EmrakulPolicy)
+            self.policies.append(policy)
+        self._acting_seeds = [small_seed(seed, "replica-acting", rid) for rid in self.ids]
         with one_thread():
-            self.organism = self._build(spec.replica_id)
-            self.step = self.organism.reset()
+            self.organisms = [self._build(rid) for rid in self.ids]
+            self.steps = [o.reset() for o in self.organisms]
+        self.cohort = Cohort(self.organisms) if spec.cohort > 1 else None
         restart = Path(spec.restart_path).exists()
         if spec.fresh and not restart:
-            self._truncate({table: 0 for table in _TABLES})
-        self.recorder = self._recorder()
-        self._unrecorded_first = True  # the first reading is recorded by the first rollout
+            for rid in spec.member_ids:
+                self._truncate(rid, {table: 0 for table in _TABLES})
+        self.recorders = [self._recorder(rid) for rid in spec.member_ids]
+        self._unrecorded_first = True  # the first readings are recorded by the first rollout
         if restart:
             self.load_state_dict(load_checkpoint(spec.restart_path, _KIND), same_trial=True)
 
@@ -110,98 +133,129 @@ class ReplicaWorker:
             self.cfg, replica_id, run_id=Path(s.run_dir).name, trial_id=s.trial_id
         )
 
-    def _recorder(self) -> ReplicaRecorder:
+    def _recorder(self, partition: int) -> ReplicaRecorder:
         s = self.spec
-        return ReplicaRecorder(Path(s.run_dir), "emrakul", s.trial_id, s.replica_id, self.node_id)
+        return ReplicaRecorder(Path(s.run_dir), "emrakul", s.trial_id, partition, self.node_id)
 
     def dims(self) -> tuple[int, int]:
         """Widths of a Specialist's observation and of the global state."""
-        names = self.organism.scalpel.names
-        return self.step.observations[names[0]].width, self.step.global_state.width
+        step, names = self.steps[0], self.organisms[0].scalpel.names
+        return step.observations[names[0]].width, step.global_state.width
 
-    def rollout(self, acting: Mapping[str, Any], length: int) -> Episode:
-        """One episode of ``length`` surgeries with the learner's weights ``acting``.
+    def rollout(self, acting: Mapping[str, Any], length: int) -> list[Episode]:
+        """One episode of ``length`` surgeries per organism with the learner's weights
+        ``acting``.
 
         Call :meth:`checkpoint` after it: until then a restart rolls the replica back to before
         the episode (its rows are dropped with it)."""
-        load_acting_state(self.policy, acting, self._acting_seed)
-        version = self.policy.policy_version
+        for policy, seed in zip(self.policies, self._acting_seeds, strict=True):
+            load_acting_state(policy, acting, seed)
+        version = self.policies[0].policy_version
         if self._unrecorded_first:
-            self.recorder.record(self.organism, self.step, version)
+            for i, recorder in enumerate(self.recorders):
+                recorder.record(self.organisms[i], self.steps[i], version)
             self._unrecorded_first = False
 
-        def record(step: OrganismStep) -> None:
-            self.recorder.record(self.organism, step, version)
+        def record(i: int, step: OrganismStep) -> None:
+            self.recorders[i].record(self.organisms[i], step, version)
 
         with one_thread():
-            episode, self.step = rollout(self.organism, self.step, self.policy, length, record)
-            if episode.metrics["diverged"]:
-                self._rebuild()
-        episode.metrics.update(replica_id=self.spec.replica_id, node_id=self.node_id)
-        return episode
+            if self.cohort is None:
+                results = [rollout(self.organisms[0], self.steps[0], self.policies[0], length,
+                                   lambda step: record(0, step))]  # fmt: skip
+            else:
+                results = cohort_rollout(self.cohort, self.steps, self.policies, length, record)
+            episodes = []
+            for i, (episode, step) in enumerate(results):
+                self.steps[i] = step
+                episode.metrics.update(replica_id=self.ids[i], node_id=self.node_id)
+                episodes.append(episode)
+                if episode.metrics["diverged"]:
+                    self._rebuild(i)
+        return episodes
 
     def checkpoint(self) -> None:
         """Save the restart checkpoint: the state a restarted replica continues from, with the
-        event-log marks it rolls its partition back to."""
+        event-log marks it rolls its partitions back to."""
         save_checkpoint(self.spec.restart_path, _KIND, self.state_dict())
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, i: int) -> None:
         """A diverged organism is quarantined (an event says so) and replaced by a new one."""
         self.rebuilds += 1
-        offset = derive_seed(self.cfg.experiment.seed, "rebuild", self.spec.replica_id,
+        s = self.spec
+        offset = derive_seed(self.cfg.experiment.seed, "rebuild", s.replica_id,
                              self.rebuilds) % _REBUILD_SPACE  # fmt: skip
+        new_id = s.replicas * s.cohort + offset
+        organism, step = self.organisms[i], self.steps[i]
         event = SurgicalEvent(
-            run_id="", trial_id="", replica_id=0, drift=self.organism.stream.drift_name,
-            task_index=int(self.step.info["task_index"]), sgd_step=self.organism.sgd_step,
-            surgery_step=self.organism.surgery_step, layer="", action="quarantine", count=0,
-            value=float(self.spec.replicas + offset),
-            detail=f'{{"rebuilt_as": {self.spec.replicas + offset}}}',
+            run_id="", trial_id="", replica_id=0, drift=organism.stream.drift_name,
+            task_index=int(step.info["task_index"]), sgd_step=organism.sgd_step,
+            surgery_step=organism.surgery_step, layer="", action="quarantine", count=0,
+            value=float(new_id), detail=f'{{"rebuilt_as": {new_id}}}',
         )  # fmt: skip
-        self.recorder.events([event], self.policy.policy_version)
-        self.organism = self._build(self.spec.replicas + offset)
-        self.step = self.organism.reset()
-        self.recorder.record(self.organism, self.step, self.policy.policy_version)
+        version = self.policies[i].policy_version
+        self.recorders[i].events([event], version)
+        self.ids[i] = new_id
+        self.organisms[i] = self._build(new_id)
+        self.steps[i] = self.organisms[i].reset()
+        if self.cohort is not None:
+            self.cohort.replace(i, self.organisms[i])
+        self.recorders[i].record(self.organisms[i], self.steps[i], version)
 
     def record_events(self, events: list[SurgicalEvent]) -> None:
-        """Record platform events (an ``exploit``) in this replica's partition."""
-        self.recorder.events(events, self.policy.policy_version)
+        """Record platform events (an ``exploit``) in every organism's partition."""
+        for recorder, policy in zip(self.recorders, self.policies, strict=True):
+            recorder.events(events, policy.policy_version)
 
     def state_dict(self) -> dict[str, Any]:
-        """The organism, the policy copy (its episode state and sampling stream), the rebuild
-        count and the event-log marks (the parts that hold every row so far)."""
+        """Every organism and policy copy (its episode state and sampling stream), the
+        rebuild count and the event-log marks (the parts that hold every row so far)."""
         return {
-            "organism": self.organism.state_dict(),
-            "policy": self.policy.state_dict(),
+            "organisms": [o.state_dict() for o in self.organisms],
+            "policies": [p.state_dict() for p in self.policies],
             "rebuilds": self.rebuilds,
-            "organism_id": self.organism_id,
+            "organism_ids": list(self.ids),
             "trial_id": self.spec.trial_id,
-            "marks": self.recorder.mark(),
+            "marks": [r.mark() for r in self.recorders],
         }
 
     def load_state_dict(self, state: Mapping[str, Any], same_trial: bool) -> None:
         """Continue from ``state``. Restoring this member's own checkpoint (``same_trial``)
-        rolls the event-log partition back to the checkpoint's marks; adopting another
+        rolls the event-log partitions back to the checkpoint's marks; adopting another
         member's state (a PBT exploit) keeps this member's history."""
+        if len(state["organisms"]) != len(self.organisms):
+            raise ValueError(
+                f"the state holds {len(state['organisms'])} organisms, this replica "
+                f"{len(self.organisms)} (policy.training.cohort differs)"
+            )
         self.rebuilds = int(state["rebuilds"])
-        if int(state["organism_id"]) != self.organism_id:  # the state is a rebuilt organism's
-            self.organism = self._build(int(state["organism_id"]))
-        self.organism.load_state_dict(state["organism"])
-        self.policy.load_state_dict(state["policy"])
-        self.step = self.organism.current()
+        for i, (rid, organism_state, policy_state) in enumerate(
+            zip(state["organism_ids"], state["organisms"], state["policies"], strict=True)
+        ):
+            if int(rid) != self.ids[i]:  # the state is a rebuilt organism's
+                self.ids[i] = int(rid)
+                self.organisms[i] = self._build(int(rid))
+                if self.cohort is not None:
+                    self.cohort.replace(i, self.organisms[i])
+            self.organisms[i].load_state_dict(organism_state)
+            self.policies[i].load_state_dict(policy_state)
+            self.steps[i] = self.organisms[i].current()
         self._unrecorded_first = False  # the state's history holds it
         if same_trial:
-            self.recorder.close()
-            self._truncate(state["marks"])
-            self.recorder = self._recorder()
+            for i, partition in enumerate(self.spec.member_ids):
+                self.recorders[i].close()
+                self._truncate(partition, state["marks"][i])
+                self.recorders[i] = self._recorder(partition)
 
-    def _truncate(self, marks: Mapping[str, int]) -> None:
+    def _truncate(self, partition: int, marks: Mapping[str, int]) -> None:
         s = self.spec
         for table in _TABLES:
-            truncate_partition(part_dir(s.run_dir, table, s.trial_id, s.replica_id), marks[table])
+            truncate_partition(part_dir(s.run_dir, table, s.trial_id, partition), marks[table])
 
     def close(self) -> None:
         """Flush and close the event writers."""
-        self.recorder.close()
+        for recorder in self.recorders:
+            recorder.close()
 
     def pid(self) -> int:
         """The process id (tests kill it)."""

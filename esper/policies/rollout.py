@@ -10,7 +10,7 @@ cheaply through Ray's object store.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +18,12 @@ import torch
 
 from esper.policies.emrakul.policy import Decision, EmrakulPolicy
 from esper.policies.learners import Transition
+from esper.workloads.actions import LayerAction
+from esper.workloads.cohort import Cohort
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.reward import DIVERGED_REWARD
 
-__all__ = ["COMPONENTS", "Episode", "GeneralStep", "rollout"]
+__all__ = ["COMPONENTS", "Episode", "GeneralStep", "cohort_rollout", "rollout"]
 
 COMPONENTS = ("accuracy", "flops", "oscillation", "gsnr", "spike")
 """The reward terms, in the order of :class:`esper.workloads.reward.RewardComponents`."""
@@ -73,6 +75,77 @@ def _transition(d: Decision, reward: float, nxt: OrganismStep, done: bool) -> Tr
     )  # fmt: skip
 
 
+class _EpisodeBuilder:
+    """One organism's episode, built surgery by surgery (shared by :func:`rollout` and
+    :func:`cohort_rollout`)."""
+
+    def __init__(self, organism: Organism, step: OrganismStep, policy: EmrakulPolicy) -> None:
+        policy.reset(organism, step)
+        self.organism, self.step, self.policy = organism, step, policy
+        self.episode = Episode()
+        self.rewards: list[float] = []
+        self.components: list[dict[str, float]] = []
+        self.general: GeneralStep | None = None
+        self.decision: Decision | None = None
+        self.diverged = False
+
+    def decide(self) -> dict[str, LayerAction]:
+        """The policy's (exploring) actions on the latest step."""
+        actions = self.policy.decide(self.organism, self.step, explore=True)
+        decision = self.decision = self.policy.last
+        assert decision is not None
+        if decision.general_raw is not None:
+            if self.general is not None:
+                self.episode.general.append(self.general)
+            assert decision.general_log_prob is not None
+            self.general = GeneralStep(
+                decision.state, decision.general_raw, decision.general_log_prob
+            )
+        return actions
+
+    def observe(self, nxt: OrganismStep) -> bool:
+        """Take the organism's answer to the last decision; ``True`` when it diverged (the
+        episode is over)."""
+        assert self.decision is not None
+        self.diverged = bool(nxt.info["diverged"])
+        reward = DIVERGED_REWARD if self.diverged else nxt.reward
+        self.rewards.append(reward)
+        if nxt.components is not None:
+            self.components.append(dataclasses.asdict(nxt.components))
+        if self.general is not None:
+            self.general.reward += reward
+        self.episode.transitions.append(_transition(self.decision, reward, nxt, self.diverged))
+        self.step = nxt
+        return self.diverged
+
+    def finish(self) -> tuple[Episode, OrganismStep]:
+        episode, step, components = self.episode, self.step, self.components
+        if self.general is not None:
+            self.general.done = self.diverged
+            episode.general.append(self.general)
+        episode.bootstrap = None if self.diverged else step.global_state.to_tensor().float()
+        episode.metrics = {
+            "surgeries": len(self.rewards),
+            "mean_reward": sum(self.rewards) / len(self.rewards),
+            **{
+                f"r_{key}": (sum(c[key] for c in components) / len(components))
+                if components
+                else float("nan")
+                for key in COMPONENTS
+            },
+            "online_accuracy": float(step.info["online_accuracy"]),
+            "density": float(step.info["density"]),
+            "diverged": self.diverged,
+            "policy_version": self.policy.policy_version,
+        }
+        return episode, step
+
+
+def _check_length(length: int) -> None:
+    if length < 1:
+        raise ValueError(f"an episode needs ≥ 1 surgery, got {length}")
+
+
 def rollout(
     organism: Organism,
     step: OrganismStep,
@@ -95,53 +168,52 @@ def rollout(
     Returns:
         The episode and the organism's last step.
     """
-    if length < 1:
-        raise ValueError(f"an episode needs ≥ 1 surgery, got {length}")
-    policy.reset(organism, step)
-    episode = Episode()
-    rewards: list[float] = []
-    components: list[dict[str, float]] = []
-    general: GeneralStep | None = None
-    diverged = False
+    _check_length(length)
+    builder = _EpisodeBuilder(organism, step, policy)
     for _ in range(length):
-        actions = policy.decide(organism, step, explore=True)
-        decision = policy.last
-        assert decision is not None
-        if decision.general_raw is not None:
-            if general is not None:
-                episode.general.append(general)
-            assert decision.general_log_prob is not None
-            general = GeneralStep(decision.state, decision.general_raw, decision.general_log_prob)
-        nxt = organism.step(actions)
+        nxt = organism.step(builder.decide())
         if on_step is not None:
             on_step(nxt)
-        diverged = bool(nxt.info["diverged"])
-        reward = DIVERGED_REWARD if diverged else nxt.reward
-        rewards.append(reward)
-        if nxt.components is not None:
-            components.append(dataclasses.asdict(nxt.components))
-        if general is not None:
-            general.reward += reward
-        episode.transitions.append(_transition(decision, reward, nxt, diverged))
-        step = nxt
-        if diverged:
+        if builder.observe(nxt):
             break
-    if general is not None:
-        general.done = diverged
-        episode.general.append(general)
-    episode.bootstrap = None if diverged else step.global_state.to_tensor().float()
-    episode.metrics = {
-        "surgeries": len(rewards),
-        "mean_reward": sum(rewards) / len(rewards),
-        **{
-            f"r_{key}": (sum(c[key] for c in components) / len(components))
-            if components
-            else float("nan")
-            for key in COMPONENTS
-        },
-        "online_accuracy": float(step.info["online_accuracy"]),
-        "density": float(step.info["density"]),
-        "diverged": diverged,
-        "policy_version": policy.policy_version,
-    }
-    return episode, step
+    return builder.finish()
+
+
+def cohort_rollout(
+    cohort: Cohort,
+    steps: Sequence[OrganismStep],
+    policies: Sequence[EmrakulPolicy],
+    length: int,
+    on_step: Callable[[int, OrganismStep], None] | None = None,
+) -> list[tuple[Episode, OrganismStep]]:
+    """:func:`rollout` on every member of ``cohort`` at once: each member's policy copy decides
+    on its own member's step, then the cohort trains all members together.
+
+    A member that diverges ends its episode there (as alone); it is kept in the cohort without
+    surgery until the episode ends, its later steps unrecorded (the caller replaces it).
+
+    Args:
+        cohort: The members, already reset.
+        steps: Each member's latest step.
+        policies: One acting policy per member (each reset on its member).
+        length: Surgeries in the episode (``≥ 1``).
+        on_step: Called with ``(member index, step)`` for every recorded step.
+
+    Returns:
+        Per member, its episode and its last recorded step.
+    """
+    _check_length(length)
+    builders = [
+        _EpisodeBuilder(m, s, p) for m, s, p in zip(cohort.members, steps, policies, strict=True)
+    ]
+    for _ in range(length):
+        actions = [{} if b.diverged else b.decide() for b in builders]
+        for i, (builder, nxt) in enumerate(zip(builders, cohort.step(actions), strict=True)):
+            if builder.diverged:
+                continue
+            if on_step is not None:
+                on_step(i, nxt)
+            builder.observe(nxt)
+        if all(b.diverged for b in builders):
+            break
+    return [b.finish() for b in builders]

@@ -70,7 +70,7 @@ def test_a_replica_killed_mid_rollout_restarts_from_its_checkpoint(tmp_path: Pat
         future = replica.rollout.remote(acting, 40)  # long enough to be killed in the middle
         time.sleep(2.0)
         os.kill(pid, signal.SIGKILL)
-        episode = ray.get(future, timeout=300)  # retried on the restarted actor
+        (episode,) = ray.get(future, timeout=300)  # retried on the restarted actor
         assert episode.metrics["surgeries"] == 40
         assert ray.get(replica.pid.remote()) != pid
         member.step()  # the member goes on
@@ -110,3 +110,21 @@ def test_asynchronous_learner_never_waits_for_every_replica(tmp_path: Path) -> N
     assert [r["policy_version"] for r in results] == [1, 2, 3, 4]
     assert all(1 <= r["episodes"] <= 2 for r in results)
     assert state["iteration"] == 4
+
+
+def test_replicas_hosting_cohorts_learn_from_every_organism(tmp_path: Path) -> None:
+    member = _member(tmp_path, "policy.training.cohort=2")
+    try:
+        first = member.step()
+        state = member.state_dict()
+        member.step()
+        member.load_state_dict(state)  # rolls every organism's partition back
+        again = member.step()
+    finally:
+        member.close()
+    assert (first["episodes"], first["surgeries"]) == (4, 12)  # 2 replicas × 2 organisms
+    assert again["iteration"] == 2
+    log = EventLog.open(tmp_path / "run")
+    replicas = log.sql("SELECT DISTINCT replica FROM metrics ORDER BY replica")["replica"]
+    assert replicas.tolist() == [0, 1, 2, 3]  # each organism its own partition
+    _no_duplicate_or_missing_steps(tmp_path / "run")

@@ -67,11 +67,14 @@ def test_pbt_sweep_tracks_every_member_and_logs_its_exploits(tmp_path: Path) -> 
     assert (run / "tune").is_dir() and log.sql("SELECT count(*) AS n FROM metrics")["n"][0] > 0
 
 
-def test_run_trains_one_member_and_saves_it(tmp_path: Path) -> None:
-    out = _esper("run", *TINY, "policy.training.iterations=2", f"cluster.storage_path={tmp_path}")
+def test_run_trains_one_member_of_cohort_replicas_and_saves_it(tmp_path: Path) -> None:
+    overrides = ["policy.training.iterations=2", "policy.training.cohort=2"]
+    out = _esper("run", *TINY, *overrides, f"cluster.storage_path={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     run = _run_dir(tmp_path, "run")
     assert (run / "member.pt").is_file() and "iteration 2/2" in out.stdout
+    replicas = EventLog.open(run).sql("SELECT DISTINCT replica FROM metrics ORDER BY 1")
+    assert replicas["replica"].tolist() == [0, 1, 2, 3]  # 2 actors × a cohort of 2
     _no_duplicate_or_missing_steps(run)
 
 
