@@ -21,16 +21,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper.bench.anchors import import_backpack
-from esper.bench.harness import PERF, BenchResult, paired_median_times
+from esper.bench.harness import PERF, BenchResult, SkipBenchmark, paired_median_times
 from esper.seeding import generator
 from esper.threads import one_thread
 from esper.workloads.hosts import make_host
 from esper.workloads.sensors import NervousSystem, gradient_statistics, hutchinson
+from esper.workloads.sensors.fused import fused_training_step
 
 __all__ = [
     "fisher_gsnr_vs_step",
+    "fused_sensing_vs_step",
     "hutchinson_vs_step",
     "naive_vs_ours",
+    "sense_vs_step_cuda",
     "sensing_scaling_exponent",
     "variance_vs_backpack",
 ]
@@ -219,4 +222,89 @@ def sensing_scaling_exponent() -> BenchResult:
         notes="full NervousSystem.sense (1 Hutchinson probe), one thread, on MLPs 784-h1-h2-10 "
         f"with hidden widths x0.5..x4 of (300, 100): {sizes} parameters, "
         f"{[round(t * 1e3, 2) for t in times]} ms",
+    )
+
+
+@PERF.register("fused_sensing_vs_step")
+def fused_sensing_vs_step() -> BenchResult:
+    """A training step that also yields Fisher, GSNR and coherence ÷ a plain step; ≤ 1.35."""
+    x, y = _batch()
+    names = ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+    fused_model, plain_model = _lenet(), _lenet()
+    fused_opt = torch.optim.SGD(fused_model.parameters(), lr=0.01, momentum=0.9)
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.01, momentum=0.9)
+
+    def plain() -> None:
+        plain_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(plain_model(x), y).backward()
+        plain_opt.step()
+
+    with one_thread():
+        ours_s, step_s = paired_median_times(
+            lambda: fused_training_step(fused_model, fused_opt, x, y, names),
+            plain,
+            repeats=60,
+            warmup=5,
+        )
+    return BenchResult(
+        ours_s=ours_s,
+        anchor="one plain training step (zero_grad, forward, backward, SGD step)",
+        anchor_s=step_s,
+        ratio=ours_s / step_s,
+        goal=1.35,
+        direction="<=",
+        notes=(
+            "LeNet-300-100, batch 128, one thread; esper.workloads.sensors.fused: the step's "
+            "own backward, per-weight Fisher and GSNR and layer coherence of the three weights "
+            "(one extra product (δ²)ᵀ(a²) per layer). Floor: the 784×300 layer dominates and a "
+            "plain step does two products of its size (forward, weight gradient; no input "
+            "gradient), so the extra one costs about half of a step on it"
+        ),
+    )
+
+
+def _cuda_timed(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of ``fn`` on CUDA, synchronised around each call."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@PERF.register("sense_vs_step_cuda")
+def sense_vs_step_cuda() -> BenchResult:
+    """Full ``sense()`` (batch 128) ÷ one training step (batch 512) on CUDA, 784-4096-4096-10
+    MLP; goal ≤ 3. Skipped without a CUDA device."""
+    if not torch.cuda.is_available():
+        raise SkipBenchmark("needs a CUDA device")
+    device = torch.device("cuda")
+    model = _lenet((4096, 4096)).to(device)
+    g = generator(0, "bench", "sensors", "cuda")
+    x, y = torch.randn(512, 784, generator=g).to(device), torch.randint(0, 10, (512,), generator=g)
+    y = y.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    system = NervousSystem()
+    system.prepare(model, x[:128])
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    step_s = _cuda_timed(step)
+    sense_s = _cuda_timed(lambda: system.sense(model, x[:128], y[:128]), repeats=10)
+    return BenchResult(
+        ours_s=sense_s,
+        anchor="one training step at batch 512 (zero_grad, forward, backward, SGD step)",
+        anchor_s=step_s,
+        ratio=sense_s / step_s,
+        goal=3.0,
+        direction="<=",
+        notes=f"784-4096-4096-10 MLP on {torch.cuda.get_device_name()}; sense() at batch 128",
     )
