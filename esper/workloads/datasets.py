@@ -129,7 +129,7 @@ class PoolSource(Source):
             if (pool := self._pools.get(classes)) is None:
                 pool = self._pools[classes] = self.indices_for(classes)
             idx = pool[torch.randint(len(pool), (n,), generator=gen)]
-        return self.x[idx], self.y[idx]
+        return self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
 class SlowlyChangingRegression(Source):

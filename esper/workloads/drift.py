@@ -133,7 +133,7 @@ class PermuteInputs(Drift):
         self, x: torch.Tensor, y: torch.Tensor, distribution: int, step: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         perm = self.permutation(distribution)
-        return x.flatten(1)[:, perm].reshape(x.shape), y
+        return x.flatten(1).index_select(1, perm).reshape(x.shape), y
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ Devices (``experiment.device``): the device rules of :mod:`esper.workloads` appl
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -31,7 +31,7 @@ from esper.workloads.actions import LayerAction
 from esper.workloads.anesthesia import Sedation
 from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
-from esper.workloads.prequential import OnlineWindow, StepRecord, prequential_step
+from esper.workloads.prequential import OnlineWindow, PendingScores, StepRecord, train_step
 from esper.workloads.reward import RewardComponents, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
@@ -276,31 +276,41 @@ class Organism:
 
     def train_steps(self) -> tuple[list[SurgicalEvent], bool]:
         """``K`` prequential steps; stops at the first non-finite loss (returns ``True``)."""
+        with self.scalpel.explicit_grad_masking() as mask:  # one call per step, not a hook each
+            return self._train(mask)
+
+    def _train(self, mask: Callable[[], None] | None) -> tuple[list[SurgicalEvent], bool]:
         events: list[SurgicalEvent] = []
         penalty = (
             (lambda: self.penalty_weight * self.scalpel.penalty()) if self.penalty_weight else None
         )
+        pending = PendingScores(self.kind)  # accuracies are read together
         for k in range(self.K):
             batch = self.stream.next_batch().to(self.device)
             self.sedation.before_step()
-            self.scalpel.capture_dense_grad = k == self.K - 1
-            record = prequential_step(self.host, self.optimizer, batch, self.kind, penalty)
-            changes = self.scalpel.after_step()
-            self.note_step(record, batch)
-            if changes:  # mechanisms that change masks between surgeries (ATM)
+            self.scalpel.capture_dense_grad = k == self.K - 1  # regrowth reads the last one
+            loss, out = train_step(self.host, self.optimizer, batch, self.kind, penalty, mask)
+            pending.add(batch, value := float(loss), out)
+            if changes := self.scalpel.after_step():  # masks changed by the mechanism (ATM)
+                self._note(pending)
                 ctx = self._context()
                 for change in changes:
                     for action, idx in (("prune", change.pruned), ("regrow", change.regrown)):
                         if idx.numel():
                             self.mask_age.touch(change.name, idx, self.surgery_step)
                             events.append(self.events.event(ctx, change.name, action, idx))
-            if not math.isfinite(record.loss):
+            if not math.isfinite(value):
+                self._note(pending)
                 return events, True
+        self._note(pending)
         return events, False
 
+    def _note(self, pending: PendingScores) -> None:
+        for record, batch in pending.flush():
+            self.note_step(record, batch)
+
     def note_step(self, record: StepRecord, batch: Batch) -> None:
-        """Count one training step on ``batch`` that measured ``record`` (its online window,
-        the recent batches the sensors read)."""
+        """Count a training step on ``batch`` that measured ``record`` (window, recent batches)."""
         self.sgd_step += 1
         self._window.add(record)
         self._recent.append(batch)

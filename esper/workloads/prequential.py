@@ -16,16 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from esper.measures import recovery_steps
+from esper.workloads.sgd import sgd_step
 from esper.workloads.stream import Batch
 
 __all__ = [
     "OnlineWindow",
+    "PendingScores",
     "StepRecord",
     "TaskSummary",
     "batch_loss",
     "online_accuracy",
     "prequential_step",
     "summarize_tasks",
+    "train_step",
 ]
 
 
@@ -67,14 +70,16 @@ class StepRecord:
     novelty: float
 
 
-def prequential_step(
+def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: Batch,
     kind: str,
     penalty: Callable[[], torch.Tensor] | None = None,
-) -> StepRecord:
-    """Score ``batch`` with ``model``, then take one optimizer step on it.
+    after_backward: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Take one optimizer step on ``batch``; returns the loss and the outputs computed before
+    the update (the batch's prequential score), detached and not yet read.
 
     Args:
         model: The network (put in training mode).
@@ -82,7 +87,10 @@ def prequential_step(
         batch: The stream's next batch, on the model's device.
         kind: ``classification`` or ``regression``.
         penalty: Extra loss term added for the update only (a mask mechanism's penalty, such
-            as Hard Concrete's expected L0); the recorded loss is the plain loss.
+            as Hard Concrete's expected L0); the returned loss is the plain loss.
+        after_backward: Called between the backward pass and the update (the organism's
+            masks on the gradients, :meth:`HardMask.mask_grads
+            <esper.workloads.scalpel.mechanisms.hard.HardMask.mask_grads>`).
     """
     if not model.training:
         model.train()
@@ -91,12 +99,58 @@ def prequential_step(
     total = loss + penalty() if penalty is not None else loss
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    optimizer.step()
+    if after_backward is not None:
+        after_backward()
+    if not sgd_step(optimizer):  # the same update, without SGD.step's per-group bookkeeping
+        optimizer.step()
+    return loss.detach(), out.detach()
+
+
+class PendingScores:
+    """Steps taken with :func:`train_step` whose online accuracy is not computed yet: read
+    together when needed (:meth:`flush`), one reduction for many steps instead of one per
+    step. Each step's loss is read at once (the caller checks it for divergence)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._steps: list[tuple[Batch, float, torch.Tensor]] = []
+
+    def add(self, batch: Batch, loss: float, out: torch.Tensor) -> None:
+        """One step: its batch, its loss (read) and its outputs before the update."""
+        self._steps.append((batch, loss, out))
+
+    def flush(self) -> list[tuple[StepRecord, Batch]]:
+        """The pending steps' records (:func:`online_accuracy`'s definition), in order."""
+        steps, self._steps = self._steps, []
+        if not steps:
+            return []
+        if self.kind == "classification":
+            outs = torch.stack([out for _, _, out in steps])
+            labels = torch.stack([batch.y for batch, _, _ in steps])
+            accuracies = (outs.argmax(dim=-1) == labels).float().mean(dim=-1).tolist()
+        else:
+            accuracies = [1.0 / (1.0 + loss) for _, loss, _ in steps]
+        return [
+            (StepRecord(b.step, b.task_index, loss, acc, b.novelty), b)
+            for (b, loss, _), acc in zip(steps, accuracies, strict=True)
+        ]
+
+
+def prequential_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    kind: str,
+    penalty: Callable[[], torch.Tensor] | None = None,
+) -> StepRecord:
+    """Score ``batch`` with ``model``, then take one optimizer step on it (:func:`train_step`,
+    its record read at once)."""
+    loss, out = train_step(model, optimizer, batch, kind, penalty)
     if kind == "classification":  # one read of both numbers (one device sync on a GPU)
-        hits = (out.detach().argmax(dim=1) == batch.y).float().mean()
-        value, accuracy = torch.stack([loss.detach(), hits.to(loss.dtype)]).tolist()
+        hits = (out.argmax(dim=1) == batch.y).float().mean()
+        value, accuracy = torch.stack([loss, hits.to(loss.dtype)]).tolist()
     else:
-        value = float(loss.detach())
+        value = float(loss)
         accuracy = 1.0 / (1.0 + value)
     return StepRecord(batch.step, batch.task_index, value, accuracy, batch.novelty)
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from esper.conf import RewardConfig, compose
+from esper.workloads import prequential
 from esper.workloads.actions import LayerAction
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism
 from esper.workloads.reward import RewardComponents
+from esper.workloads.sgd import sgd_step
 
 _BASE = [
     "policy.density=0.2",
@@ -92,20 +94,21 @@ def test_density_is_held_by_equal_prune_and_regrow() -> None:
     assert 0.19 < before < 0.21
 
 
-def test_sedation_damps_the_layer_learning_rate_then_restores_it() -> None:
+def test_sedation_damps_the_layer_learning_rate_then_restores_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     org = _organism("policy.surgery_interval=4", "workload.organism.spike_window=2")
     org.reset()
     name = org.scalpel.names[1]
     group = next(g for g in org.optimizer.param_groups if g.get("layer") == name)
     base = group["lr"]
     seen: list[float] = []
-    original = org.optimizer.step
 
-    def spy(*args: object, **kwargs: object) -> None:
+    def spy(optimizer: torch.optim.Optimizer) -> bool:  # the update of every training step
         seen.append(group["lr"])
-        original()
+        return sgd_step(optimizer)
 
-    org.optimizer.step = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(prequential, "sgd_step", spy)
     org.step({name: LayerAction(sedation=0.25, sedation_steps=3)})
     assert seen == [base * 0.25] * 3 + [base]
 

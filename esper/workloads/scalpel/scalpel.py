@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -40,6 +40,7 @@ from esper.seeding import derive_seed
 from esper.workloads.scalpel.allocation import allocate
 from esper.workloads.scalpel.flops import FlopReport, flops
 from esper.workloads.scalpel.mechanisms import MECHANISMS, Layer, MaskChange, Mechanism
+from esper.workloads.scalpel.mechanisms.hard import HardMask
 from esper.workloads.scalpel.regrowth import REGROW_INITS, regrow_values, reset_optimizer_state
 from esper.workloads.scalpel.targets import resolve_targets
 
@@ -256,6 +257,17 @@ class Scalpel:
         updates, N:M re-picks), whose changes are returned for the event log.
         """
         return self.mechanism.after_step()
+
+    @contextlib.contextmanager
+    def explicit_grad_masking(self) -> Iterator[Callable[[], None] | None]:
+        """For hard in-place masks (``masked``): within the block, one masking call after each
+        backward replaces the per-layer gradient hooks; yields that call (run it between
+        backward and the optimizer step), or ``None`` for mechanisms that keep their hooks."""
+        if not isinstance(self.mechanism, HardMask):
+            yield None
+            return
+        with self.mechanism.explicit_grad_masking() as mask_grads:
+            yield mask_grads
 
     def apply_masks(self) -> None:
         """Zero pruned weights in place now (after editing weights by hand)."""

@@ -166,11 +166,15 @@ class Mechanism:
         self.generator = generator
         self._setup()
         self.apply_masks()
+        self._install_grad_hooks()
+        for layer in self.layers.values():
+            if self._overrides(layer):
+                self._install_forward(layer)
+
+    def _install_grad_hooks(self) -> None:
         for layer in self.layers.values():
             hook = partial(self._grad_hook, layer)
             self._handles.append(layer.weight.register_post_accumulate_grad_hook(hook))
-            if self._overrides(layer):
-                self._install_forward(layer)
 
     def detach(self) -> None:
         """Remove every hook and forward override; masks and state stay readable."""

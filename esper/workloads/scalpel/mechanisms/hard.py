@@ -13,7 +13,8 @@ records how much the loss wants them back. With ``regrow_threshold`` set, a prun
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -44,6 +45,35 @@ class HardMask(Mechanism):
 
     def _needs_reapply(self) -> bool:
         return self.reapply == "always" or super()._needs_reapply()
+
+    @contextlib.contextmanager
+    def explicit_grad_masking(self) -> Iterator[Callable[[], None]]:
+        """Within the block, gradients are not masked by per-layer hooks: the caller calls
+        the yielded :meth:`mask_grads` after each backward instead (one ``_foreach_mul_`` for
+        every layer, the same arithmetic as the hooks; the organism's training loop does
+        this). The hooks are back after the block."""
+        self.detach()  # masked installs gradient hooks only, no forward overrides
+        try:
+            yield self.mask_grads
+        finally:
+            self._install_grad_hooks()
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """What the gradient hooks do, for every layer at once: keep the dense gradient when
+        capture is on, then zero the gradient off the support."""
+        layers = [layer for layer in self.layers.values() if layer.weight.grad is not None]
+        if self.capture_dense_grad:
+            for layer in layers:
+                layer.dense_grad = layer.weight.grad.detach().clone()  # type: ignore[union-attr]
+        grads: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        for layer in layers:
+            if not layer.full and layer.weight.grad is not None:
+                grads.append(layer.weight.grad)
+                masks.append(layer.fmask)
+        if grads:
+            torch._foreach_mul_(grads, masks)
 
 
 @MECHANISMS.register("straight_through")
