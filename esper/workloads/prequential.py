@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esper.measures import recovery_steps
-from esper.workloads.sgd import sgd_step
+from esper.workloads.sgd import clear_grads, sgd_step
 from esper.workloads.stream import Batch
 
 __all__ = [
@@ -97,7 +97,7 @@ def train_step(
     out = model(batch.x)
     loss = batch_loss(out, batch.y, kind)
     total = loss + penalty() if penalty is not None else loss
-    optimizer.zero_grad(set_to_none=True)
+    clear_grads(optimizer)
     total.backward()
     if after_backward is not None:
         after_backward()

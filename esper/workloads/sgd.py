@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sgd_step"]
+__all__ = ["clear_grads", "sgd_step"]
 
 
 _PLAIN = (0, 0, False, False, None, False)
@@ -74,3 +74,14 @@ def sgd_step(optimizer: torch.optim.Optimizer) -> bool:
         for lr, params, buffers in updates:
             torch._foreach_add_(params, buffers, alpha=-lr)
     return True
+
+
+def clear_grads(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)`` without its profiling and hook machinery
+    for SGD: every parameter's ``.grad`` is dropped. Other optimizers zero their own."""
+    if type(optimizer) is not torch.optim.SGD:
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
