@@ -31,7 +31,11 @@ class RewardComponents:
         accuracy: Online accuracy over the ``K`` steps after the surgery
             (:func:`esper.measures.online_accuracy`: for regression ``1 / (1 + MSE)``).
         flops: Sparse ÷ dense forward FLOPs after the surgery.
-        oscillation: Parameter-weighted mask flip-flop rate.
+        oscillation: Parameter-weighted reversal rate: the fraction of weights whose mask
+            change at this surgery undid a change made within the flip-flop window
+            (:attr:`FlipFlopStats.reversal_rate
+            <esper.workloads.sensors.flipflop.FlipFlopStats.reversal_rate>`). Ordinary
+            turnover, pruning some weights and regrowing others, is not penalised.
         gsnr: Mean layer GSNR ``g``, squashed as ``g / (1 + g)``.
         spike: Relative rise of the online loss right after the surgery over the loss right
             before it, ``max(0, (after − before) / before)``.
@@ -73,7 +77,8 @@ def score_surgery(
         loss_after: Online loss over the first steps after it.
     """
     total = sum(sizes.values())
-    oscillation = sum(reading.flipflop[n].rate * sizes[n] for n in reading.flipflop) / total
+    flips = reading.flipflop
+    oscillation = sum(flips[n].reversal_rate * sizes[n] for n in flips) / total
     g = reading.gradients.gsnr_mean
     return RewardComponents(
         accuracy=accuracy,

@@ -37,9 +37,9 @@ def test_each_weight_scales_its_own_term_with_its_sign(weight: str, term: float)
 
 
 def _reading(rates: dict[str, float], gsnr_mean: float) -> Reading:
-    """Only what ``score_surgery`` reads: flip-flop rates and the mean GSNR."""
+    """Only what ``score_surgery`` reads: reversal rates and the mean GSNR."""
     fake = SimpleNamespace(
-        flipflop={n: SimpleNamespace(rate=r) for n, r in rates.items()},
+        flipflop={n: SimpleNamespace(reversal_rate=r, rate=1.0) for n, r in rates.items()},
         gradients=SimpleNamespace(gsnr_mean=gsnr_mean),
     )
     return cast(Reading, fake)

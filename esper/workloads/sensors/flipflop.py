@@ -7,8 +7,11 @@ arXiv 1911.11134, and measured as mask "flips" by Liu et al. 2021, "Do We Actual
 Over-Parameterization? In-Time Over-Parameterization in Sparse Training", ICML,
 arXiv 2102.02887). The detector keeps the last ``window`` masks of every layer and reports,
 per weight, how often its state changed between consecutive masks in the window; per layer,
-the flip rate (flips per weight per update); and the flat indices of weights that oscillate,
-i.e. whose states within the window contain inactive → active → inactive.
+the flip rate (flips per weight per update); the reversal rate (the fraction of weights whose
+change at the latest update undid a change made earlier in the window: turnover that moves on
+to new weights is not a reversal, a weight dropped and regrown, or regrown and dropped, is);
+and the flat indices of weights that oscillate, i.e. whose states within the window contain
+inactive → active → inactive.
 
 The history is a small summary kept on the CPU: masks recorded from a CUDA organism are copied
 to the CPU once per update, and every statistic is a CPU tensor.
@@ -39,6 +42,9 @@ class FlipFlopStats:
             within the window, ascending.
         oscillating_fraction: ``len(oscillating)`` over the layer's size.
         updates: Number of masks in the window.
+        reversal_rate: Fraction of the layer's weights whose state changed at the latest
+            update back to a state they had left earlier in the window (0 with fewer than
+            three masks).
     """
 
     flips: Tensor
@@ -46,6 +52,7 @@ class FlipFlopStats:
     oscillating: Tensor
     oscillating_fraction: float
     updates: int
+    reversal_rate: float = 0.0
 
 
 class FlipFlopDetector:
@@ -99,12 +106,17 @@ class FlipFlopDetector:
             seen_inactive |= ~mask
         indices = oscillating.nonzero().view(-1)
         rate = float(flips.sum()) / (numel * (updates - 1)) if updates > 1 else 0.0
+        reversal_rate = 0.0
+        if updates > 2:  # changed now, and changed earlier in the window: back where it was
+            changed_now = history[-2] != history[-1]
+            reversal_rate = float((changed_now & (flips > changed_now.long())).sum()) / numel
         stats = FlipFlopStats(
             flips=flips.view(shape),
             rate=rate,
             oscillating=indices,
             oscillating_fraction=len(indices) / max(numel, 1),
             updates=updates,
+            reversal_rate=reversal_rate,
         )
         self._cache[name] = stats
         return stats

@@ -74,3 +74,18 @@ def test_state_dict_round_trip_continues_exactly() -> None:
     sa, sb = a.layer("w"), b.layer("w")
     assert torch.equal(sa.flips, sb.flips) and torch.equal(sa.oscillating, sb.oscillating)
     assert sa.rate == sb.rate
+
+
+def test_reversals_count_changes_undone_within_the_window_not_turnover() -> None:
+    det = FlipFlopDetector(window=8)
+    seen = []
+    for m in _masks(SCRIPT):
+        det.update(m)
+        seen.append(det.layer("w").reversal_rate)
+    # update 3 re-prunes weight 0 (regrown at update 2); update 4 regrows weight 2 (pruned at 2)
+    assert seen == [0.0, 0.0, pytest.approx(2 / 6), pytest.approx(1 / 6), pytest.approx(1 / 6)]
+    turnover = FlipFlopDetector(window=8)  # each update prunes an old weight, grows a new one
+    for row in ([1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]):
+        turnover.update(_masks([row])[0])
+    stats = turnover.layer("w")
+    assert stats.rate > 0 and stats.reversal_rate == 0.0
