@@ -232,3 +232,14 @@ def test_train_and_evaluate_refuse_bad_input(tmp_path: Path) -> None:
     bad = esper("train-policy", "policy.training.learner=sarsa")
     assert bad.returncode == 2 and "valid learners: mappo, qmix" in bad.stderr
     assert esper("evaluate", "policy.name=oracle").returncode == 2
+
+
+def test_gmp_prunes_a_dense_organism_down_to_the_budget(tmp_path: Path) -> None:
+    path = tmp_path / "gmp.json"
+    store = f"cluster.storage_path={tmp_path / 'runs'}"
+    schedule = ["policy=gmp", "policy.density=0.05", "policy.params.frequency=10",
+                "policy.params.steps=2"]  # fmt: skip
+    out = esper("evaluate", *_TINY, *schedule, store, "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    (report,) = json.loads(path.read_text())["reports"]
+    assert report["density"] == pytest.approx(0.05, abs=0.002)  # from 1.0, not from 0.05

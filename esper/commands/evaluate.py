@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from esper.conf import ConfigError, compose
 from esper.config import EsperConfig
 from esper.files import atomic_write_text
 from esper.platform.runs import RunRecorder, new_run_dir
-from esper.policies.base import POLICIES, Policy, make_policy
+from esper.policies.base import POLICIES, Policy, dense_start, make_policy
 from esper.policies.baselines import BASELINES
 from esper.policies.evaluation import EvaluationReport, evaluate_policy
 from esper.workloads.factory import build_organism
@@ -105,6 +106,15 @@ def _policy_for(cfg: EsperConfig) -> Policy:
     return make_policy(cfg.policy.name, **cfg.policy.params)
 
 
+def _budgeted(cfg: EsperConfig) -> EsperConfig:
+    """``cfg`` with the organism's starting density for its policy: a policy that prunes
+    from dense (GMP) starts at 1 and reaches ``policy.density``."""
+    density, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
+    return dataclasses.replace(
+        cfg, policy=dataclasses.replace(cfg.policy, density=density, params=params)
+    )
+
+
 def evaluate_command(
     cfg: EsperConfig,
     overrides: Sequence[str],
@@ -124,7 +134,7 @@ def evaluate_command(
         for name in BASELINES:
             # Each baseline with its own config-group settings (e.g. dense keeps density 1.0
             # unless the overrides set it): the same stream, seed and budget otherwise.
-            sub = compose([f"policy={name}", *overrides])
+            sub = _budgeted(compose([f"policy={name}", *overrides]))
             reports.append(_run(sub, _policy_for(sub), surgeries, console, workload))
         title = "Baselines"
     elif checkpoint is not None:
@@ -133,6 +143,7 @@ def evaluate_command(
         reports.append(_run(cfg, load_policy(checkpoint), surgeries, console, workload))
         title = f"Policy from {checkpoint}"
     else:
+        cfg = _budgeted(cfg)
         reports.append(_run(cfg, _policy_for(cfg), surgeries, console, workload))
         title = f"Policy {cfg.policy.name}"
     console.print(report_table(reports, title))

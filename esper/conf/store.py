@@ -90,8 +90,8 @@ def _policies() -> dict[str, PolicyConfig]:
     options = {"dense": PolicyConfig(), **{n: PolicyConfig(name=n, density=budget) for n in sparse}}
     # Paper settings on the default stream (5 tasks × 300 steps, K = 100): GMP prunes a dense
     # network to the budget over the first two thirds; RigL stops updating at ~75% (T_end).
-    options["gmp"] = PolicyConfig(
-        name="gmp", density=1.0, params={"final_density": budget, "frequency": 100, "steps": 10}
+    options["gmp"] = PolicyConfig(  # built dense, pruned to the budget (dense_start)
+        name="gmp", density=budget, params={"frequency": 100, "steps": 10}
     )
     options["rigl"] = PolicyConfig(
         name="rigl", density=budget, params={"alpha": 0.3, "delta_t": 100, "t_end": 1100}

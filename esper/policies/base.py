@@ -26,7 +26,13 @@ from esper.workloads.actions import LayerAction
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel import topk_among
 
-__all__ = ["POLICIES", "Policy", "make_policy", "swap"]
+__all__ = [
+    "POLICIES",
+    "Policy",
+    "dense_start",
+    "make_policy",
+    "swap",
+]
 
 
 class Policy(ABC):
@@ -38,6 +44,9 @@ class Policy(ABC):
     """
 
     name: ClassVar[str]
+    prunes_from_dense: ClassVar[bool] = False
+    """The policy prunes a dense network down to the budget (GMP): the organism is built dense
+    and ``policy.density`` is the density the policy reaches (:func:`dense_start`)."""
 
     def reset(self, organism: Organism, first: OrganismStep) -> None:
         """Start an episode on ``organism`` (default: nothing to prepare)."""
@@ -66,6 +75,18 @@ POLICIES: Registry[type[Policy]] = Registry("policy")
 def make_policy(name: str, **params: Any) -> Policy:
     """Build a registered policy, rejecting unknown parameters by name."""
     return build(POLICIES[name], params, f"policy {name!r}")
+
+
+def dense_start(
+    density: float, name: str, params: Mapping[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """The organism's initial density and the policy's parameters for a budget ``density``:
+    a policy that prunes from dense (:attr:`Policy.prunes_from_dense`) starts at 1 and gets
+    the budget as ``final_density`` (unless its parameters set one); others start at the
+    budget with their parameters unchanged."""
+    if name in POLICIES and POLICIES[name].prunes_from_dense and density < 1.0:
+        return 1.0, {"final_density": density, **params}
+    return density, dict(params)
 
 
 def swap(

@@ -12,8 +12,9 @@ is ``1 − s_t``; the organism's allocation shape is thus preserved (Zhu & Gupta
 to the same sparsity, the special case of a uniformly allocated start). Layers a sparse organism
 keeps fully dense (``workload.scalpel.keep_dense``) are not pruned. By default
 ``final_density`` is half the organism's initial density: GMP starts at the budget and halves it
-over ``nΔt`` steps. For the paper's dense-to-sparse setting, build the organism at
-``policy.density=1`` and pass the budget as ``final_density``.
+over ``nΔt`` steps. The commands run the paper's dense-to-sparse setting: with ``policy=gmp``,
+``policy.density`` is the budget GMP reaches, the organism is built dense, and the budget is
+passed as ``final_density`` (:func:`esper.policies.base.dense_start`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class GMP(Policy):
     """
 
     name: ClassVar[str] = "gmp"
+    prunes_from_dense: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -100,3 +100,15 @@ def test_gmp_refuses_a_final_density_above_the_start() -> None:
     policy = make_policy("gmp", final_density=0.5)
     with pytest.raises(ValueError, match=r"below 0\.2"):
         policy.reset(org, org.reset())
+
+
+def test_dense_start_gives_gmp_a_dense_organism_and_the_budget() -> None:
+    from esper.policies.base import dense_start
+
+    assert dense_start(0.05, "gmp", {"frequency": 4}) == (
+        1.0,
+        {"final_density": 0.05, "frequency": 4},
+    )
+    assert dense_start(0.05, "gmp", {"final_density": 0.2}) == (1.0, {"final_density": 0.2})
+    assert dense_start(0.1, "rigl", {"alpha": 0.3}) == (0.1, {"alpha": 0.3})
+    assert dense_start(1.0, "gmp", {}) == (1.0, {})
