@@ -39,6 +39,7 @@ from esper.workloads.stream import Batch, DriftStream
 from esper.workloads.surgical_events import EventBuilder, EventContext
 from esper.workloads.timestep import OrganismStep, Surgery
 from esper.workloads.units import reset_units
+from esper.workloads.vital_signs import vital_signs
 
 __all__ = ["Organism", "OrganismStep", "Surgery"]
 
@@ -355,11 +356,10 @@ class Organism:
             "fgsf": sorted(reading.fgsf.layers),
             "diverged": diverged,
         }
-        return OrganismStep(
-            reading.observations, reading.global_state, reward, components, events, reading, info
-        )
-
-    # -- checkpoints -----------------------------------------------------------------------
+        flops = self.scalpel.flops(self._input_shape).ratio  # the General sees what it is paid
+        signs = vital_signs(window, self.spike_window, flops, reading.observations)
+        state = reading.global_state.extended(signs)
+        return OrganismStep(reading.observations, state, reward, components, events, reading, info)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-exactly, as tensors and plain data (it loads

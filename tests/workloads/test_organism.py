@@ -129,7 +129,8 @@ def test_divergence_is_reported_and_training_stops() -> None:
         group["lr"] = 1e12
     out = org.step({})
     assert out.info["diverged"] and out.info["sgd_step"] < 12
-    assert torch.equal(out.global_state.to_tensor(), first.global_state.to_tensor())
+    # the sensors are not read again: the last reading stands (vital signs are the window's)
+    assert torch.equal(out.reading.global_state.to_tensor(), first.reading.global_state.to_tensor())
     with pytest.raises(FloatingPointError, match=r"lower workload\.lr"):
         _organism("workload.lr=1e12").reset()
 
