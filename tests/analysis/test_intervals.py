@@ -28,7 +28,7 @@ def test_a_known_paired_difference_is_detected() -> None:
     assert abs(interval.mean - 0.02) < 0.01  # near the true difference
     # unpaired, the shared stream variance (0.05) hides the same difference
     unpaired = bootstrap_interval(better, resamples=_RESAMPLES)
-    assert unpaired.high - unpaired.low > 5 * (interval.high - interval.low)
+    assert unpaired.high - unpaired.low > 2 * (interval.high - interval.low)
 
 
 def test_an_absent_difference_is_rarely_declared() -> None:
