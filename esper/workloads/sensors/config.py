@@ -17,6 +17,9 @@ class SensorConfig:
     """Share of the batch, lowest margins first, over which the contact-aware Fisher is taken."""
     hutchinson_probes: int = 1
     """Rademacher probes per reading; 0 skips Hessian sensing and holds the last estimate."""
+    hutchinson_per_layer: bool = False
+    """Probe each layer on its own (one HVP per layer and probe, ``L`` times the cost): no
+    cross-layer terms in the per-layer traces (:func:`~esper.workloads.sensors.hutchinson`)."""
     hessian_decay: float = 0.5
     """Weight of the previous smoothed Hutchinson trace in each reading's (0: latest only)."""
     flipflop_window: int = 8

@@ -157,8 +157,14 @@ def hutchinson(
     loss_fn: LossFn | None = None,
     masks: Mapping[str, Tensor] | None = None,
     method: Literal["forward_ad", "func"] = "forward_ad",
+    per_layer: bool = False,
 ) -> dict[str, HessianStats]:
     """Hutchinson trace and diagonal estimates per prunable tensor, one HVP per probe.
+
+    With ``per_layer``, every probe is applied to one layer at a time (the others get a zero
+    tangent): one HVP per layer and probe, ``L`` times the cost, but each layer's estimate
+    ``v_lᵀ H_ll v_l`` is free of the cross-layer terms ``v_lᵀ H_lm v_m`` that a shared probe
+    adds. They vanish in expectation but can dominate the variance of a per-layer trace.
 
     With the default method each probe costs about two plain training steps; ``"func"``
     batches many probes into one ``vmap``-ed call (faster for many probes on small models).
@@ -185,7 +191,15 @@ def hutchinson(
     diagonal = {
         n: d.view(named[n].shape) for n, d in zip(names, flat_diagonal.split(sizes), strict=True)
     }
-    if method == "func":  # batches of probes through vmap
+    if per_layer:  # one block probe per layer: no cross-layer terms
+        for _ in range(probes):
+            flat = rademacher(sum(sizes), generator, first.dtype, first.device)
+            for n, v in zip(names, flat.split(sizes), strict=True):
+                block = {m: torch.zeros_like(named[m]) for m in names}
+                block[n] = v.view(named[n].shape)
+                hv = hessian_vector_product(model, x, y, block, loss_fn=loss_fn, method=method)
+                diagonal[n].addcmul_(block[n], hv[n])
+    elif method == "func":  # batches of probes through vmap
         per_call = max(1, _PROBE_ELEMENTS // sum(sizes))
         for start in range(0, probes, per_call):
             count = min(per_call, probes - start)

@@ -265,6 +265,7 @@ class NervousSystem:
             generator=self._generator,
             loss_fn=self.loss_fn,
             masks=masks,
+            per_layer=c.hutchinson_per_layer,
         )
         for n, h in hessian.items():
             old = self._hessian_trace.get(n, h.trace)

@@ -109,3 +109,21 @@ def test_hutchinson_trace_and_diagonal() -> None:
         model, x, y, params=["layers.0.weight"], masks={"layers.0.weight": masks["layers.0.weight"]}
     )
     assert masked["layers.0.weight"].trace == 0.0
+
+
+def test_per_layer_probes_remove_the_cross_layer_variance() -> None:
+    model, x, y = _small()
+    exact = {n: float(b.trace()) for n, b in _exact_blocks(model, x, y).items()}
+    shared: dict[str, list[float]] = {n: [] for n in exact}
+    own: dict[str, list[float]] = {n: [] for n in exact}
+    g_shared, g_own = generator(0, "shared"), generator(0, "own")
+    for _ in range(150):
+        for n, h in hutchinson(model, x, y, generator=g_shared).items():
+            shared[n].append(h.trace)
+        for n, h in hutchinson(model, x, y, generator=g_own, per_layer=True).items():
+            own[n].append(h.trace)
+    for n, true in exact.items():
+        a, b = torch.tensor(shared[n]), torch.tensor(own[n])
+        se = float(b.std()) / len(b) ** 0.5
+        assert abs(float(b.mean()) - true) < 4 * se  # still unbiased
+        assert float(b.var()) < float(a.var())  # the cross-layer terms are gone
