@@ -6,7 +6,13 @@ For every prunable tensor, from the per-sample loss gradients ``g_b`` of a batch
 - the **gradient signal-to-noise ratio** per weight, ``GSNR = ḡ² / max(Var_b[g], eps)`` with
   ``ḡ = (1/B) Σ_b g_b`` and the population variance ``Var_b[g] = F − ḡ²`` (Liu et al. 2020,
   "Understanding Why Neural Networks Generalize Well Through GSNR of Parameters", ICLR,
-  arXiv 2001.07384), and per layer the mean of the per-weight GSNR, as that paper averages it;
+  arXiv 2001.07384), and per layer the mean of the per-weight GSNR, as that paper averages it.
+  This is the batch's plug-in estimate, and it is biased upwards at small ``B``: with no
+  signal at all (``E[g] = 0``) the sample mean still has ``E[ḡ²] = σ²/B``, so the estimate
+  sits near ``1/(B − 1)`` (``1/(B − 3)`` in expectation for Gaussian gradients, where the
+  ratio follows a scaled F distribution) instead of 0. ``log_gsnr`` features therefore depend
+  on the sensing batch size: compare readings taken with the same ``B`` only (the organism's
+  is fixed: ``sense_batches × batch_size``), or read ``GSNR − 1/B`` as the excess over noise;
 - the **gradient coherence** ``α = ‖Σ_b g_b‖² / (B · Σ_b ‖g_b‖²) = ‖ḡ‖² / Σ F`` (Chatterjee
   2020, "Coherent Gradients", ICLR, arXiv 2002.10657; Chatterjee & Zielinski 2020 call
   ``B·α`` the m-coherence): 1 when all samples pull the same way, about ``1/B`` when their
