@@ -1,0 +1,64 @@
+"""Emrakul (MAPPO's continuous Specialists and QMIX's discrete table) operates on every Scalpel
+mechanism for a few surgeries with the budget held as the mechanism defines it."""
+
+from __future__ import annotations
+
+import pytest
+
+from esper.conf import compose
+from esper.policies.base import make_policy
+from esper.policies.emrakul import EmrakulPolicy
+from esper.policies.learners import make_learner
+from esper.workloads.factory import build_organism
+
+_BASE = [
+    "policy.density=0.2",
+    "policy.surgery_interval=4",
+    "workload.batch_size=16",
+    "workload.host.params.hidden=[32,16]",
+    "workload.organism.sense_batches=2",
+    "workload.organism.spike_window=2",
+]
+_QMIX = {"batch_size": 2, "buffer_size": 16, "epsilon_anneal": 4}
+_ATM_DRIFT = pytest.mark.xfail(
+    strict=True,
+    reason="known bug (issue 11): ATM's hysteresis lets the density sink below the budget even "
+    "without surgery (0.20 -> 0.16 in 12 surgeries of K=4, measured); its docstring promises "
+    "the budget in expectation",
+)
+_MECHANISMS = [
+    "masked", "straight_through", "gumbel_softmax", "hard_concrete",
+    pytest.param("atm", marks=_ATM_DRIFT),
+    pytest.param("nm", marks=pytest.mark.xfail(
+        strict=True, raises=ValueError,
+        reason="known bug (issue 11): Emrakul's regrowth ignores the 2:4 blocks",
+    )),
+]  # fmt: skip
+_TOLERANCE = {"atm": 0.03}
+"""ATM samples its masks with hysteresis: its density matches the budget in expectation only."""
+
+
+@pytest.mark.parametrize("learner", ["mappo", "qmix"])
+@pytest.mark.parametrize("mechanism", _MECHANISMS)
+def test_emrakul_operates_on_every_mechanism_within_its_budget(
+    mechanism: str, learner: str
+) -> None:
+    cfg = compose([*_BASE, f"workload.scalpel.mechanism.name={mechanism}"])
+    organism = build_organism(cfg)
+    policy = make_policy("emrakul", general_interval=2, seed=1)
+    assert isinstance(policy, EmrakulPolicy)
+    step = organism.reset()
+    policy.reset(organism, step)
+    if learner == "qmix":
+        make_learner("qmix", policy, _QMIX)
+    budget = organism.scalpel.global_density()
+    touched = 0
+    for _ in range(4):
+        actions = policy.act(organism, step)
+        touched += sum(a.prune.numel() + a.regrow.numel() for a in actions.values())  # type: ignore[union-attr]
+        step = organism.step(actions)
+        assert not step.info["diverged"]
+        # the support's size is the budget: surgery swaps, it does not grow or shrink it
+        tolerance = _TOLERANCE.get(mechanism, 0.01)
+        assert organism.scalpel.global_density() == pytest.approx(budget, abs=tolerance)
+    assert touched > 0  # the policy really operated
