@@ -1,0 +1,27 @@
+"""ATM holds its layer budget exactly while it breathes (the hysteresis band alone let the
+density sink about 20% below it)."""
+
+from __future__ import annotations
+
+from esper.conf import compose
+from esper.workloads.factory import build_organism
+
+
+def test_atm_keeps_every_layer_at_its_budget_over_many_updates() -> None:
+    cfg = compose(
+        ["policy.density=0.2", "policy.surgery_interval=4", "workload.batch_size=16",
+         "workload.host.params.hidden=[32,16]", "workload.organism.sense_batches=2",
+         "workload.scalpel.mechanism.name=atm", "workload.organism.spike_window=2"]
+    )  # fmt: skip
+    organism = build_organism(cfg)
+    organism.reset()
+    mechanism = organism.scalpel.mechanism
+    budgets = {n: organism.scalpel.mask(n).sum().item() for n in organism.scalpel.names}
+    changes = 0
+    for _ in range(12):
+        step = organism.step({})
+        changes += len(step.events)
+        for name, budget in budgets.items():
+            assert organism.scalpel.mask(name).sum().item() == budget
+            assert mechanism.targets[name] == budget
+    assert changes > 0  # the masks did move
