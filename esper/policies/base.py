@@ -24,7 +24,7 @@ import torch
 from esper.registry import Registry, build
 from esper.workloads.actions import LayerAction
 from esper.workloads.organism import Organism, OrganismStep
-from esper.workloads.scalpel import topk_among
+from esper.workloads.scalpel import gumbel_topk_blocks, topk_among
 
 __all__ = [
     "POLICIES",
@@ -94,16 +94,26 @@ def swap(
     grow_scores: torch.Tensor,
     mask: torch.Tensor,
     k: int,
+    pattern: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The drop-and-grow step shared by SET, RigL and Emrakul's Specialists.
+    """The drop-and-grow step shared by SET, RigL and the random baseline.
 
     Returns the flat indices of the ``k`` active weights with the lowest ``drop_scores`` and of
     the ``k`` inactive weights with the highest ``grow_scores``; ``k`` is clipped to what is
-    available, so the layer's density is unchanged.
+    available, so the layer's density is unchanged. With an N:M ``pattern`` (``(N, M)``, from
+    :meth:`Scalpel.block_pattern <esper.workloads.scalpel.Scalpel.block_pattern>`), a block of
+    ``M`` takes at most ``N`` kept weights after the swap: regrowth goes where the drop made
+    room (each dropped weight frees its block a place, which its block's inactive weights fill).
     """
     flat = mask.reshape(-1)
     n_active = int(flat.count_nonzero())
     k = max(0, min(k, n_active, flat.numel() - n_active))
     drop = topk_among(drop_scores, flat, k, largest=False)
-    grow = topk_among(grow_scores, ~flat, k, largest=True)
-    return drop, grow
+    if pattern is None:
+        return drop, topk_among(grow_scores, ~flat, k, largest=True)
+    n, m = pattern
+    after = flat.clone()
+    after[drop] = False
+    room = (n - after.view(-1, m).sum(dim=1)).clamp_min(0)
+    scores = torch.where(~flat, grow_scores.reshape(-1).float(), torch.tensor(-float("inf")))
+    return drop, gumbel_topk_blocks(scores, k, m, room, tau=0.0)

@@ -87,7 +87,8 @@ class DropAndGrow(Policy):
                 continue
             drop_scores = self.drop(organism, step, name, self.generator)
             grow_scores = self.grow(organism, step, name, self.generator)
-            prune, regrow = swap(drop_scores, grow_scores, mask, k)
+            pattern = organism.scalpel.block_pattern(name)
+            prune, regrow = swap(drop_scores, grow_scores, mask, k, pattern)
             if prune.numel():
                 actions[name] = LayerAction(
                     prune=prune, regrow=regrow, regrow_init=self.regrow_init

@@ -32,7 +32,7 @@ import torch
 from esper.policies.scores import weight_scores
 from esper.workloads.actions import LayerAction
 from esper.workloads.organism import Organism, OrganismStep
-from esper.workloads.scalpel.selection import gumbel_topk
+from esper.workloads.scalpel.selection import gumbel_topk, gumbel_topk_blocks
 
 __all__ = [
     "DISCRETE_ACTIONS",
@@ -216,7 +216,14 @@ def layer_action(
             empty = ~mask
             empty[prune] = True
         s = torch.where(empty, grow, torch.full_like(grow, -float("inf")))
-        regrow = gumbel_topk(s, min(grow_k, int(empty.count_nonzero())), action.tau, generator)
+        if (pattern := organism.scalpel.block_pattern(name)) is not None:  # N:M: room per block
+            n, m = pattern
+            after = mask.clone()
+            after[prune] = False
+            room = (n - after.view(-1, m).sum(dim=1)).clamp_min(0)
+            regrow = gumbel_topk_blocks(s, grow_k, m, room, action.tau, generator)
+        else:
+            regrow = gumbel_topk(s, min(grow_k, int(empty.count_nonzero())), action.tau, generator)
     return LayerAction(
         prune=prune,
         regrow=regrow,

@@ -37,7 +37,12 @@ from esper.workloads.scalpel.nm import (
 )
 from esper.workloads.scalpel.regrowth import REGROW_INITS, regrow_values, reset_optimizer_state
 from esper.workloads.scalpel.scalpel import Scalpel
-from esper.workloads.scalpel.selection import gumbel_topk, relaxed_topk, topk_among
+from esper.workloads.scalpel.selection import (
+    gumbel_topk,
+    gumbel_topk_blocks,
+    relaxed_topk,
+    topk_among,
+)
 from esper.workloads.scalpel.temperature import TEMPERATURE_SCHEDULES, make_temperature_schedule
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "flops",
     "gumbel_noise",
     "gumbel_topk",
+    "gumbel_topk_blocks",
     "logistic_noise",
     "make_temperature_schedule",
     "masked_straight_through",

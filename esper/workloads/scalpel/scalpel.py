@@ -41,6 +41,7 @@ from esper.workloads.scalpel.allocation import allocate
 from esper.workloads.scalpel.flops import FlopReport, flops
 from esper.workloads.scalpel.mechanisms import MECHANISMS, Layer, MaskChange, Mechanism
 from esper.workloads.scalpel.mechanisms.hard import HardMask
+from esper.workloads.scalpel.mechanisms.nm_mask import NMMask
 from esper.workloads.scalpel.regrowth import REGROW_INITS, regrow_values, reset_optimizer_state
 from esper.workloads.scalpel.targets import resolve_targets
 
@@ -257,6 +258,14 @@ class Scalpel:
         updates, N:M re-picks), whose changes are returned for the event log.
         """
         return self.mechanism.after_step()
+
+    def block_pattern(self, name: str) -> tuple[int, int] | None:
+        """``(N, M)`` if regrowth in ``name`` must keep at most ``N`` of every ``M``
+        consecutive weights (the ``nm`` mechanism), else ``None``."""
+        mechanism = self.mechanism
+        if isinstance(mechanism, NMMask) and name not in mechanism.dense_layers:
+            return mechanism.n, mechanism.m
+        return None
 
     @contextlib.contextmanager
     def explicit_grad_masking(self) -> Iterator[Callable[[], None] | None]:

@@ -19,7 +19,7 @@ import torch
 
 from esper.workloads.scalpel.estimators import gumbel_noise
 
-__all__ = ["gumbel_topk", "relaxed_topk", "topk_among"]
+__all__ = ["gumbel_topk", "gumbel_topk_blocks", "relaxed_topk", "topk_among"]
 
 
 _SMALL = 1 << 17
@@ -88,6 +88,44 @@ def gumbel_topk(
     chosen = _topk_indices(perturbed, k)
     order = torch.argsort(perturbed[chosen], descending=True, stable=True)
     return chosen[order]
+
+
+def gumbel_topk_blocks(
+    scores: torch.Tensor,
+    k: int,
+    block: int,
+    capacity: torch.Tensor,
+    tau: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`gumbel_topk` with at most ``capacity[b]`` items from each block ``b`` of
+    ``block`` consecutive entries (N:M regrowth: a block of ``M`` takes at most ``N`` kept).
+
+    The same as drawing items one by one from the Gumbel-perturbed order and skipping those
+    whose block is full: within a block only its ``capacity`` best perturbed items can be
+    reached, and among those the best ``k`` overall are taken. ``k`` is clipped to what the
+    capacities and finite scores allow.
+
+    Raises:
+        ValueError: ``scores`` does not split into blocks, or ``tau`` is negative.
+    """
+    flat = scores.detach().reshape(-1).float()
+    if flat.numel() % block or capacity.numel() != flat.numel() // block:
+        raise ValueError(
+            f"{flat.numel()} scores do not split into {capacity.numel()} blocks of {block}"
+        )
+    if tau < 0:
+        raise ValueError(f"tau={tau} must be ≥ 0")
+    if tau > 0:
+        flat = flat / tau + gumbel_noise(flat.shape, generator, flat.device, flat.dtype)
+    rows = flat.view(-1, block)
+    order = rows.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(block, device=rank.device).expand_as(order))
+    reachable = (rank < capacity.view(-1, 1).to(rank)) & torch.isfinite(rows)
+    masked = torch.where(reachable, rows, torch.full_like(rows, -float("inf"))).view(-1)
+    k = min(k, int(reachable.count_nonzero()))
+    return torch.topk(masked, k, sorted=True).indices
 
 
 def relaxed_topk(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from esper.workloads.scalpel import gumbel_topk, relaxed_topk, topk_among
+from esper.workloads.scalpel import gumbel_topk, gumbel_topk_blocks, relaxed_topk, topk_among
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -104,3 +104,17 @@ def test_topk_among_falls_back_when_the_sampled_bound_is_too_tight() -> None:
     k = 40_000
     idx = topk_among(scores, torch.ones(n, dtype=torch.bool), k)
     assert torch.equal(scores[idx].sort().values, torch.topk(scores, k).values.sort().values)
+
+
+def test_gumbel_topk_blocks_respects_each_blocks_room() -> None:
+    scores = torch.tensor([9.0, 8.0, 7.0, 6.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.5, -float("inf"), 0.0])
+    room = torch.tensor([1, 2, 0])  # blocks of 4: the first takes 1, the second 2, the last 0
+    picked = gumbel_topk_blocks(scores, 5, 4, room, tau=0.0)
+    assert sorted(picked.tolist()) == [0, 6, 7]  # k clipped to the total room (3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # sampled: never more than the room in any block
+        picked = gumbel_topk_blocks(scores, 3, 4, room, tau=1.0, generator=gen)
+        counts = torch.bincount(picked // 4, minlength=3)
+        assert (counts <= room).all() and picked.numel() == 3
+    with pytest.raises(ValueError, match="blocks of 4"):
+        gumbel_topk_blocks(scores[:10], 1, 4, room)
