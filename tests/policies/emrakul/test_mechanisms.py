@@ -23,7 +23,7 @@ _BASE = [
 ]
 _QMIX = {"batch_size": 2, "buffer_size": 16, "epsilon_anneal": 4}
 _MECHANISMS = [
-    "masked", "straight_through", "gumbel_softmax", "hard_concrete",
+    "masked", "straight_through", "gumbel_softmax", "hard_concrete", "gumbel_topk",
     "atm",
     "nm",
 ]  # fmt: skip
