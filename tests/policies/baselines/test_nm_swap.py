@@ -10,15 +10,12 @@ from esper.conf import compose
 from esper.policies.base import make_policy, swap
 from esper.workloads.factory import build_organism
 from esper.workloads.scalpel.nm import nm_violations
+from tests.organisms import TINY_ORGANISM
 
 
 @pytest.mark.parametrize("name", ["rigl", "set", "random"])
 def test_swapping_surgeons_keep_two_four_patterns(name: str) -> None:
-    cfg = compose(
-        ["policy.surgery_interval=4", "workload.batch_size=16",
-         "workload.host.params.hidden=[32,16]", "workload.organism.sense_batches=2",
-         "workload.organism.spike_window=2", "workload.scalpel.mechanism.name=nm"]
-    )  # fmt: skip
+    cfg = compose([*TINY_ORGANISM, "workload.scalpel.mechanism.name=nm"])
     organism = build_organism(cfg)
     step = organism.reset()
     policy = make_policy(name, delta_t=4)

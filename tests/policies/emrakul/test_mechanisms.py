@@ -12,15 +12,9 @@ from esper.policies.emrakul import EmrakulPolicy
 from esper.policies.learners import make_learner
 from esper.workloads.factory import build_organism
 from esper.workloads.scalpel.nm import nm_violations
+from tests.organisms import TINY_ORGANISM
 
-_BASE = [
-    "policy.density=0.2",
-    "policy.surgery_interval=4",
-    "workload.batch_size=16",
-    "workload.host.params.hidden=[32,16]",
-    "workload.organism.sense_batches=2",
-    "workload.organism.spike_window=2",
-]
+_BASE = TINY_ORGANISM
 _QMIX = {"batch_size": 2, "buffer_size": 16, "epsilon_anneal": 4}
 _MECHANISMS = [
     "masked", "straight_through", "gumbel_softmax", "hard_concrete", "gumbel_topk",

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from esper.conf import compose
 from esper.workloads.factory import build_organism
+from tests.organisms import TINY_ORGANISM
 
 
 def test_atm_keeps_every_layer_at_its_budget_over_many_updates() -> None:
-    cfg = compose(
-        ["policy.density=0.2", "policy.surgery_interval=4", "workload.batch_size=16",
-         "workload.host.params.hidden=[32,16]", "workload.organism.sense_batches=2",
-         "workload.scalpel.mechanism.name=atm", "workload.organism.spike_window=2"]
-    )  # fmt: skip
+    cfg = compose([*TINY_ORGANISM, "workload.scalpel.mechanism.name=atm"])
     organism = build_organism(cfg)
     organism.reset()
     mechanism = organism.scalpel.mechanism
