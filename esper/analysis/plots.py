@@ -26,6 +26,7 @@ __all__ = [
     "accuracy_over_time",
     "density_per_layer",
     "drift_steps",
+    "learning_curves",
     "pareto_front",
     "surgery_raster",
 ]
@@ -78,6 +79,30 @@ def accuracy_over_time(metrics: pd.DataFrame, title: str = "Online accuracy") ->
     for i, step in enumerate(drift_steps(metrics)):
         ax.axvline(step, color=_DRIFT_COLOR, ls="--", lw=0.9, label="drift" if i == 0 else None)
     ax.set(xlabel="surgery step", ylabel="online accuracy", title=title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0] and len(ax.lines) <= 12:
+        ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def learning_curves(
+    curve: pd.DataFrame, metric: str = "online_accuracy", title: str = "Learning curves"
+) -> Figure:
+    """A member's fitness (``metric``) by learner iteration, one line per trial.
+
+    Args:
+        curve: :attr:`Run.learning_curve <esper.analysis.runs.Run.learning_curve>` rows
+            (``trial``, ``iteration``, ``metric``).
+        metric: The column to plot.
+        title: Axes title.
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    if not curve.empty and metric in curve.columns:
+        for trial, rows in curve.groupby("trial", sort=True):
+            rows = rows.sort_values("iteration")
+            ax.plot(rows["iteration"], rows[metric], lw=1.2, marker=".", label=str(trial))
+    ax.set(xlabel="learner iteration", ylabel=metric.replace("_", " "), title=title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0] and len(ax.lines) <= 12:
         ax.legend(fontsize=7, loc="lower right")

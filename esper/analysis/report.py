@@ -26,6 +26,7 @@ from esper.analysis.plots import (
     accuracy_flops_pareto,
     accuracy_over_time,
     density_per_layer,
+    learning_curves,
     surgery_raster,
 )
 from esper.analysis.runs import Run, RunLike, load_runs
@@ -163,6 +164,9 @@ def render_report(
         body.append(_png(density_per_layer(run.events, title=f"{run.run_id}: density")))
         body.append("</div>")
         body.append(_png(surgery_raster(run.events, title=f"{run.run_id}: surgery raster")))
+        if not run.learning_curve.empty:  # a run with a learner: how the policy learned
+            title = f"{run.run_id}: learning curves (fitness per iteration)"
+            body.append(_png(learning_curves(run.learning_curve, title=title)))
     body.append("<h2>Strategy detectors</h2>")
     body.append(_detectors_section(runs))
     return (

@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 
 from esper.analysis.event_log import EventLog
+from esper.events.learning import read_learning_curves
 from esper.events.schema import TABLES
 
 __all__ = ["RUN_JSON", "Run", "RunError", "RunLike", "load_run", "load_runs"]
@@ -89,6 +90,12 @@ class Run:
         if metrics.empty and not self.events.empty:
             return _metrics_from_events(self.events)
         return metrics
+
+    @cached_property
+    def learning_curve(self) -> pd.DataFrame:
+        """Learner iterations of the run's population members (:mod:`esper.events.learning`):
+        one row per trial and iteration; empty for runs without a learner."""
+        return pd.DataFrame(read_learning_curves(self.path))
 
     def _read(self, table: str) -> pd.DataFrame:
         with self.open_log() as log:

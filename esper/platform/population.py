@@ -25,6 +25,7 @@ import ray
 
 from esper.conf import compose
 from esper.config import EsperConfig, to_plain
+from esper.events.learning import record_iteration
 from esper.events.record import SurgicalEvent
 from esper.platform.replica import ReplicaSpec, replica_actor
 from esper.policies.base import make_policy
@@ -69,6 +70,7 @@ class Population:
         self, cfg: EsperConfig, run_dir: Path, trial_id: str, state_dir: Path, fresh: bool = True
     ) -> None:
         self.cfg = cfg
+        self.run_dir = run_dir
         self.trial_id = trial_id
         self.iteration = 0
         self.dropped = 0
@@ -103,7 +105,8 @@ class Population:
     # -- iterations ------------------------------------------------------------------------
 
     def step(self) -> dict[str, Any]:
-        """One learner update from the replicas' episodes; returns the iteration's metrics."""
+        """One learner update from the replicas' episodes; returns the iteration's metrics
+        (also added to the run's learning curve, :mod:`esper.events.learning`)."""
         if self.cfg.policy.training.asynchronous:
             episodes = self._gather_async()
         else:
@@ -122,6 +125,7 @@ class Population:
             episodes=len(episodes),
             stale_dropped=self.dropped,
         )
+        record_iteration(self.run_dir, self.trial_id, metrics)  # the run's learning curve
         return metrics
 
     def _launch(self, replica: int, acting: Any) -> None:

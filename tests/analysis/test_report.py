@@ -9,6 +9,7 @@ import pytest
 
 from esper.analysis.compare import CompareError
 from esper.analysis.report import write_report
+from esper.events.learning import record_iteration
 from tests.analysis._synthetic_runs import REWARD, write_run
 
 
@@ -57,3 +58,13 @@ def test_report_bad_key_writes_nothing(report: tuple[Path, str], tmp_path: Path)
     with pytest.raises(CompareError, match="no key"):
         write_report(runs, tmp_path / "bad.html", by="nonsense")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_with_a_learner_shows_its_learning_curves(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", seed=0, steps=12, drift_every=6, reward=REWARD, flops=0.4)
+    for trial in ("t0", "t1"):
+        for iteration in (1, 2, 3):
+            record_iteration(run, trial, {"iteration": iteration, "online_accuracy": 0.5})
+    text = write_report([run], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert text.count('src="data:image/png;base64,') == 2 + 3 + 1
+    assert "learning curves (fitness per iteration)" in text

@@ -13,6 +13,7 @@ import ray
 
 from esper.analysis import EventLog
 from esper.conf import compose
+from esper.events.learning import read_learning_curves
 from esper.platform.population import Population
 from esper.platform.runs import create_run
 from tests.platform.conftest import TINY
@@ -92,6 +93,9 @@ def test_member_state_round_trip_and_exploit(tmp_path: Path) -> None:
     finally:
         member.close()
     _no_duplicate_or_missing_steps(tmp_path / "run")
+    curve = read_learning_curves(tmp_path / "run")  # iteration 2 once: the replay replaced it
+    assert [(r["trial"], r["iteration"]) for r in curve] == [("t0", 1), ("t0", 2)]
+    assert curve[1]["online_accuracy"] == again["online_accuracy"]
     other = _member(tmp_path, trial="t1")
     try:
         other.load_state_dict(state)  # another member's state: t1's history is kept
