@@ -356,7 +356,7 @@ class Organism:
             "fgsf": sorted(reading.fgsf.layers),
             "diverged": diverged,
         }
-        flops = self.scalpel.flops(self._input_shape).ratio  # the General sees what it is paid
+        flops = components.flops if components else self.scalpel.flops(self._input_shape).ratio
         signs = vital_signs(window, self.spike_window, flops, reading.observations)
         state = reading.global_state.extended(signs)
         return OrganismStep(reading.observations, state, reward, components, events, reading, info)

@@ -3,10 +3,11 @@
 ``torch.optim.SGD.step`` walks its parameter groups in Python (the organism has one group per
 prunable tensor, so sedation can damp single layers) and, on the CPU, updates tensor by tensor.
 On a 26k-parameter host that bookkeeping costs as much as a fifth of a training step.
-:func:`sgd_step` applies the same update with three ``torch._foreach`` calls per distinct
-learning rate, reading and writing the optimizer's own state (``momentum_buffer``), so the
-optimizer, its ``state_dict`` and checkpoints are unchanged. The arithmetic is PyTorch's
-(momentum ``buf ← μ·buf + g``, the first buffer a copy of ``g``; ``p ← p − lr·buf``), in the same
+:func:`sgd_step` applies the same update with two ``torch._foreach`` calls for the momentum
+buffers and one per distinct learning rate for the weights, reading and writing the
+optimizer's own state (``momentum_buffer``), so the optimizer, its ``state_dict`` and
+checkpoints are unchanged. The arithmetic is PyTorch's (momentum ``buf ← μ·buf + g``, the
+first buffer a copy of ``g``; ``p ← p − lr·buf``), in the same
 order, so results are bit-identical (tests pin a trajectory recorded with ``SGD.step``).
 
 Only plain SGD is handled (one momentum > 0 for every group; no weight decay, dampening,
