@@ -1,0 +1,312 @@
+"""Quality metrics of a surgeon on a drifting stream, and the suite table with intervals.
+
+One run (a policy at a density on one stream and seed) is scored from its per-step online
+accuracies, as a prequential evaluation scores it (Gama et al. 2013): every batch is predicted
+before it is trained on.
+
+* ``online_accuracy``: mean over every step of the stream.
+* ``task_end_accuracy``: accuracy over the last 10% of each task, averaged over tasks (what
+  the network reached before the next drift).
+* ``recovery_steps``: steps after each drift until the running accuracy is back to 90% of the
+  previous task's end level (:func:`esper.measures.recovery_steps`); a task that never gets
+  there counts its whole length (censored), so a surgeon cannot look fast by never recovering.
+* ``plasticity``: end-of-task accuracy over the last fifth of the tasks minus the first fifth.
+  Loss of plasticity (Dohare et al., Nature 2024) makes it negative on a long permuted stream.
+* ``final_density``, ``flops`` (sparse ÷ dense forward FLOPs) and ``reversal_rate`` (the fraction of
+  mask changes undone within the flip-flop window) at or over the run.
+
+:func:`summarize` turns many runs into the table of ``esper bench quality``: per condition the
+mean over seeds with a BCa bootstrap interval (:mod:`esper.analysis.intervals`), the
+suite-average over streams, and paired differences (same stream, same seed) of one policy
+against every other. Torch-free, like the rest of :mod:`esper.analysis`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from esper.analysis.intervals import Interval, bootstrap_interval, paired_interval
+from esper.measures import recovery_steps
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "METRICS",
+    "SUITE",
+    "RunScore",
+    "markdown_tables",
+    "paired_differences",
+    "run_metrics",
+    "summarize",
+    "task_end_accuracies",
+]
+
+METRICS = (
+    "online_accuracy",
+    "task_end_accuracy",
+    "recovery_steps",
+    "plasticity",
+    "final_density",
+    "flops",
+    "reversal_rate",
+)
+"""Every metric of a run, in table order."""
+
+HIGHER_IS_BETTER = {
+    "online_accuracy": True,
+    "task_end_accuracy": True,
+    "recovery_steps": False,
+    "plasticity": True,
+    "final_density": False,
+    "flops": False,
+    "reversal_rate": False,
+}
+"""Direction of each metric (how a paired difference reads)."""
+
+RECOVERY_FRACTION = 0.9
+"""A task has recovered when its running accuracy reaches this fraction of the previous task's
+end level."""
+
+TASK_END_FRACTION = 0.1
+"""The end of a task: its last 10% of steps."""
+
+
+def _tasks(accuracy: np.ndarray, task_length: int) -> list[np.ndarray]:
+    return [accuracy[i : i + task_length] for i in range(0, accuracy.size, task_length)]
+
+
+def task_end_accuracies(accuracy: Sequence[float] | np.ndarray, task_length: int) -> np.ndarray:
+    """Mean accuracy over the last :data:`TASK_END_FRACTION` of each task, in task order."""
+    if task_length < 1:
+        raise ValueError(f"task_length must be ≥ 1, got {task_length}")
+    acc = np.asarray(accuracy, dtype=float)
+    ends = []
+    for task in _tasks(acc, task_length):
+        tail = max(1, math.ceil(TASK_END_FRACTION * task.size))
+        ends.append(float(task[-tail:].mean()))
+    return np.asarray(ends)
+
+
+def run_metrics(
+    accuracy: Sequence[float] | np.ndarray,
+    task_length: int,
+    density: float,
+    flops: float,
+    reversal_rate: float,
+    recovery_window: int = 10,
+) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for one run.
+
+    Args:
+        accuracy: Online accuracy of each SGD step of the stream, in order.
+        task_length: Steps per task (tasks start at multiples of it).
+        density: Final global density.
+        flops: Final sparse ÷ dense forward FLOPs.
+        reversal_rate: Mean mask reversal rate over surgeries (0 for policies that never
+            change a mask).
+        recovery_window: Steps averaged by the recovery rule.
+
+    Raises:
+        ValueError: no steps, or ``task_length < 1``.
+    """
+    acc = np.asarray(accuracy, dtype=float)
+    if acc.size == 0:
+        raise ValueError("a run needs at least one step of accuracy")
+    ends = task_end_accuracies(acc, task_length)
+    tasks = _tasks(acc, task_length)
+    recoveries = []
+    for previous_end, task in zip(ends[:-1], tasks[1:], strict=True):
+        steps = recovery_steps(task, RECOVERY_FRACTION * previous_end, recovery_window)
+        recoveries.append(task.size if steps is None else steps)
+    fifth = max(1, len(ends) // 5)
+    plasticity = float(ends[-fifth:].mean() - ends[:fifth].mean()) if len(ends) > 1 else math.nan
+    return {
+        "online_accuracy": float(acc.mean()),
+        "task_end_accuracy": float(ends.mean()),
+        "recovery_steps": float(np.mean(recoveries)) if recoveries else math.nan,
+        "plasticity": plasticity,
+        "final_density": float(density),
+        "flops": float(flops),
+        "reversal_rate": float(reversal_rate),
+    }
+
+
+@dataclass(frozen=True)
+class RunScore:
+    """The metrics of one run and the condition it belongs to.
+
+    Attributes:
+        policy: Policy (or ablation) name.
+        density: Density budget of the condition (1.0 for dense).
+        stream: Stream name of the suite.
+        seed: Evaluation seed.
+        metrics: :func:`run_metrics` output.
+    """
+
+    policy: str
+    density: float
+    stream: str
+    seed: int
+    metrics: Mapping[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """The score as JSON-ready data (NaN as ``None``)."""
+        clean = {k: (None if math.isnan(v) else v) for k, v in self.metrics.items()}
+        return {"policy": self.policy, "density": self.density, "stream": self.stream,
+                "seed": self.seed, "metrics": clean}  # fmt: skip
+
+
+SUITE = "suite"
+"""Stream name of the suite average."""
+
+
+def _interval_json(interval: Interval) -> dict[str, object]:
+    data = interval.to_json()
+    return {"mean": data["mean"], "ci": data["ci"], "n": data["n"]}
+
+
+def _conditions(scores: Iterable[RunScore]) -> dict[tuple[str, float], list[RunScore]]:
+    groups: dict[tuple[str, float], list[RunScore]] = {}
+    for s in scores:
+        groups.setdefault((s.policy, s.density), []).append(s)
+    return groups
+
+
+def _suite_means(runs: list[RunScore], metric: str) -> list[float]:
+    """Per seed, the metric averaged over the streams that seed ran."""
+    by_seed: dict[int, list[float]] = {}
+    for r in runs:
+        by_seed.setdefault(r.seed, []).append(r.metrics[metric])
+    return [float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+            for _, v in sorted(by_seed.items())]  # fmt: skip
+
+
+def paired_differences(
+    scores: Sequence[RunScore],
+    policy: str,
+    baseline: str,
+    density: float,
+    baseline_density: float,
+    metric: str,
+    stream: str = SUITE,
+) -> Interval:
+    """Interval of the mean difference ``policy − baseline`` over shared (stream, seed) units.
+
+    ``stream`` restricts the units to one stream; :data:`SUITE` pools every stream (each
+    (stream, seed) pair is one unit). Units that only one side ran are dropped.
+    """
+    def units(name: str, d: float) -> dict[tuple[str, int], float]:
+        return {(s.stream, s.seed): s.metrics[metric] for s in scores
+                if s.policy == name and s.density == d and stream in (SUITE, s.stream)}  # fmt: skip
+
+    a, b = units(policy, density), units(baseline, baseline_density)
+    shared = sorted(set(a) & set(b))
+    return paired_interval([a[k] for k in shared], [b[k] for k in shared])
+
+
+def summarize(
+    scores: Sequence[RunScore],
+    focus: str,
+    paired_metrics: Sequence[str] = ("online_accuracy", "task_end_accuracy", "recovery_steps",
+                                     "plasticity"),  # fmt: skip
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``results`` and ``paired`` lists of a quality report.
+
+    Args:
+        scores: Every run.
+        focus: The policy compared against the others (``emrakul``): at each of its densities
+            against every other policy at the same density and against every dense (density
+            1) condition.
+        paired_metrics: Metrics of the paired differences.
+
+    Returns:
+        ``results``: one entry per (policy, density, stream), plus ``stream = "suite"`` (per
+        seed the mean over streams, interval over seeds), each metric as ``{"mean", "ci",
+        "n"}``. ``paired``: one entry per (vs, density, metric, stream), ``mean_diff`` and
+        ``ci`` of ``focus − vs``; ``stream = "suite"`` pools every (stream, seed) unit.
+    """
+    groups = _conditions(scores)
+    results: list[dict[str, Any]] = []
+    for (policy, density), runs in sorted(groups.items()):
+        streams = sorted({r.stream for r in runs})
+        for stream in [*streams, SUITE]:
+            entry: dict[str, Any] = {"policy": policy, "density": density, "stream": stream}
+            for metric in METRICS:
+                if stream == SUITE:
+                    values = _suite_means(runs, metric)
+                else:
+                    values = [r.metrics[metric] for r in runs if r.stream == stream]
+                entry[metric] = _interval_json(bootstrap_interval(values))
+            results.append(entry)
+    paired: list[dict[str, Any]] = []
+    for density in sorted({d for p, d in groups if p == focus}, reverse=True):
+        for (other, other_density) in sorted(groups):
+            if other == focus or other_density not in (density, 1.0):
+                continue
+            streams = sorted({s.stream for s in groups[(other, other_density)]})
+            for metric in paired_metrics:
+                for stream in [SUITE, *streams]:
+                    diff = paired_differences(
+                        scores, focus, other, density, other_density, metric, stream
+                    )
+                    data = diff.to_json()
+                    paired.append({
+                        "policy": focus, "vs": other, "density": density,
+                        "vs_density": other_density, "stream": stream, "metric": metric,
+                        "mean_diff": data["mean"], "ci": data["ci"], "n": data["n"],
+                        "better": _verdict(diff, HIGHER_IS_BETTER[metric]),
+                    })  # fmt: skip
+    return results, paired
+
+
+def _verdict(diff: Interval, higher_is_better: bool) -> str:
+    """``better``/``worse`` when the interval excludes zero, else ``unresolved``."""
+    if not diff.excludes(0.0):
+        return "unresolved"
+    return "better" if (diff.mean > 0) == higher_is_better else "worse"
+
+
+def _cell(entry: Mapping[str, Any], digits: int = 3) -> str:
+    mean, (low, high) = entry["mean"], entry["ci"]
+    if mean is None:
+        return "—"
+    if low is None or high is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def markdown_tables(
+    results: Sequence[Mapping[str, Any]], paired: Sequence[Mapping[str, Any]]
+) -> str:
+    """The suite averages (one row per policy and density) and the suite-level paired
+    differences of the focus policy, as two markdown tables (mean [95% CI])."""
+    suite = [r for r in results if r["stream"] == SUITE]
+    suite.sort(key=lambda r: (-r["density"], -(r["online_accuracy"]["mean"] or 0.0)))
+    lines = [
+        "| policy | density | online accuracy | task-end accuracy | recovery (steps) "
+        "| plasticity | FLOPs | reversal rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in suite:
+        lines.append(
+            f"| {r['policy']} | {r['density']:g} | {_cell(r['online_accuracy'])} "
+            f"| {_cell(r['task_end_accuracy'])} | {_cell(r['recovery_steps'], 0)} "
+            f"| {_cell(r['plasticity'])} | {_cell(r['flops'])} | {_cell(r['reversal_rate'])} |"
+        )
+    rows = [p for p in paired if p["stream"] == SUITE and p["metric"] == "online_accuracy"]
+    if rows:
+        lines += [
+            "",
+            f"| {rows[0]['policy']} − vs | density | Δ online accuracy [95% CI] | n | reads |",
+            "|---|---|---|---|---|",
+        ]
+        for p in rows:
+            lines.append(
+                f"| {p['vs']} | {p['density']:g} | "
+                f"{_cell({'mean': p['mean_diff'], 'ci': p['ci']})} | {p['n']} | {p['better']} |"
+            )
+    return "\n".join(lines) + "\n"
