@@ -125,6 +125,18 @@ def _train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_quality(args: argparse.Namespace) -> int:
+    from esper.bench.quality import run_quality
+
+    try:
+        run_quality(args.preset, args.json, args.readme, args.address, args.num_cpus,
+                    args.storage)  # fmt: skip
+    except (KeyError, ValueError) as err:
+        print(f"esper: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench_perf(args: argparse.Namespace) -> int:
     from esper.bench.perf import run_perf
     from esper.registry import UnknownNameError
@@ -240,6 +252,33 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     perf.add_argument("--only", default="", metavar="NAME,...", help="run only these benchmarks")
     perf.set_defaults(func=_bench_perf)
+    quality = bench_sub.add_parser(
+        "quality", help="train Emrakul, score every surgeon on the drift suite with intervals"
+    )
+    quality.add_argument(
+        "--preset",
+        default="small",
+        choices=["small", "full"],
+        help="small: ≤ 60 min on 2 cores; full: a cluster or GPU machine",
+    )
+    quality.add_argument(
+        "--json",
+        type=Path,
+        default=Path("benchmarks/results/quality.json"),
+        metavar="PATH",
+        help="write the results here (and PATH-plasticity.png)",
+    )
+    quality.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="replace the table between the quality markers of this file",
+    )
+    quality.add_argument("--address", default=None, help="join this Ray cluster")
+    quality.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
+    quality.set_defaults(func=_bench_quality)
     return parser
 
 

@@ -3,6 +3,7 @@
 * :func:`accuracy_over_time`: online accuracy per replica by surgery step, drift markers.
 * :func:`density_per_layer`: each layer's density by surgery step (the breathing plot).
 * :func:`surgery_raster`: layer × surgery step, prune and regrow counts in two colours.
+* :func:`plasticity_curves`: end-of-task accuracy by task per condition (loss of plasticity).
 * :func:`accuracy_flops_pareto`: accuracy against FLOPs, one point per run or group, with the
   Pareto frontier (higher accuracy, fewer FLOPs).
 
@@ -28,6 +29,7 @@ __all__ = [
     "drift_steps",
     "learning_curves",
     "pareto_front",
+    "plasticity_curves",
     "surgery_raster",
 ]
 
@@ -266,4 +268,32 @@ def accuracy_flops_pareto(
     ax.set(xlabel="FLOPs (fraction of dense)", ylabel="online accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def plasticity_curves(rows: list[dict], stream: str) -> Figure:
+    """End-of-task accuracy by task on ``stream``, one line per condition (mean over seeds,
+    shaded min–max): the loss-of-plasticity plot of Dohare et al. (Nature 2024).
+
+    Args:
+        rows: ``{"policy", "density", "stream", "seed", "task_end_accuracy": [per task]}``
+            (the ``task_end`` list of a quality report).
+        stream: The stream to plot.
+    """
+    fig = _figure(8.0, 4.0)
+    ax = fig.add_subplot()
+    groups: dict[tuple[str, float], list[list[float]]] = {}
+    for r in rows:
+        if r["stream"] == stream:
+            groups.setdefault((r["policy"], r["density"]), []).append(r["task_end_accuracy"])
+    for (policy, density), curves in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        arr = np.asarray(curves, dtype=float)
+        tasks = np.arange(arr.shape[1])
+        line = "-" if density == 1.0 else "--"
+        ax.plot(tasks, arr.mean(axis=0), line, label=f"{policy} @ {density:g}", linewidth=1.4)
+        ax.fill_between(tasks, arr.min(axis=0), arr.max(axis=0), alpha=0.12)
+    ax.set_xlabel("task")
+    ax.set_ylabel("accuracy over the last 10% of the task")
+    ax.set_title(f"Plasticity on {stream}")
+    ax.legend(fontsize=7, ncol=2)
     return fig

@@ -199,6 +199,7 @@ def paired_differences(
     ``stream`` restricts the units to one stream; :data:`SUITE` pools every stream (each
     (stream, seed) pair is one unit). Units that only one side ran are dropped.
     """
+
     def units(name: str, d: float) -> dict[tuple[str, int], float]:
         return {(s.stream, s.seed): s.metrics[metric] for s in scores
                 if s.policy == name and s.density == d and stream in (SUITE, s.stream)}  # fmt: skip
@@ -211,8 +212,12 @@ def paired_differences(
 def summarize(
     scores: Sequence[RunScore],
     focus: str,
-    paired_metrics: Sequence[str] = ("online_accuracy", "task_end_accuracy", "recovery_steps",
-                                     "plasticity"),  # fmt: skip
+    paired_metrics: Sequence[str] = (
+        "online_accuracy",
+        "task_end_accuracy",
+        "recovery_steps",
+        "plasticity",
+    ),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The ``results`` and ``paired`` lists of a quality report.
 
@@ -244,7 +249,7 @@ def summarize(
             results.append(entry)
     paired: list[dict[str, Any]] = []
     for density in sorted({d for p, d in groups if p == focus}, reverse=True):
-        for (other, other_density) in sorted(groups):
+        for other, other_density in sorted(groups):
             if other == focus or other_density not in (density, 1.0):
                 continue
             streams = sorted({s.stream for s in groups[(other, other_density)]})

@@ -52,6 +52,9 @@ def _workloads() -> dict[str, WorkloadConfig]:
         "mnist1d_permuted": WorkloadConfig(
             dataset=_c("mnist1d"), drifts=[_c("permute_inputs")], schedule=abrupt
         ),
+        "mnist1d_covariate": WorkloadConfig(
+            dataset=_c("mnist1d"), drifts=[_c("covariate_shift", shift=1.0)], schedule=abrupt
+        ),
         "mnist1d_shifted_cnn": WorkloadConfig(
             dataset=_c("mnist1d"),
             drifts=[_c("covariate_shift", shift=0.5), _c("noise_burst", sigma=0.5)],

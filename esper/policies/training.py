@@ -135,6 +135,7 @@ def train_policy(
     organisms: Sequence[EsperConfig] = (),
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_step: StepObserver | None = None,
+    on_episode: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
     """Train the ``emrakul`` policy on organisms for ``policy.training.surgeries`` surgeries.
 
@@ -147,6 +148,8 @@ def train_policy(
         progress: Called after every episode with its metrics dict.
         on_step: Called as ``on_step(i, organism, step)`` with every step of organism ``i``
             (its first reading and each surgery): where a run recorder writes events.
+        on_episode: Called after behaviour cloning and after every learner update with the
+            result so far (the live policy and learners): where snapshots are saved.
 
     Raises:
         ValueError: an unknown learner, a non-positive budget, or imitation with a learner that
@@ -178,10 +181,13 @@ def train_policy(
     history: list[dict[str, Any]] = []
     with one_thread():
         trainer = _Trainer(configs, policy, training, seed, on_step)
+        result = TrainResult(policy, trainer.learner, configs, history)
         if training.imitation:
             history.append(_warm_start(trainer, training, seed))
             if progress is not None:
                 progress(history[-1])
+            if on_episode is not None:
+                on_episode(result)
         done, episode = 0, 0
         while done < training.surgeries:
             i = episode % len(configs)
@@ -193,8 +199,10 @@ def train_policy(
             history.append(metrics)
             if progress is not None:
                 progress(metrics)
+            if on_episode is not None:
+                on_episode(result)
             episode += 1
-    return TrainResult(policy, trainer.learner, configs, history)
+    return result
 
 
 def _warm_start(trainer: _Trainer, training: TrainingConfig, seed: int) -> dict[str, Any]:

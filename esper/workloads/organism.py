@@ -349,6 +349,7 @@ class Organism:
             "surgery_step": self.surgery_step,
             "task_index": self._recent[-1].task_index if self._recent else 0,
             "online_accuracy": window.mean("accuracy"),
+            "accuracies": tuple(window.accuracy),
             "online_loss": window.mean("loss"),
             "density": self.scalpel.global_density(),
             "densities": self.scalpel.densities(),

@@ -47,7 +47,8 @@ class OrganismStep:
         components: The raw reward terms (``None`` after ``reset``).
         events: Surgical events of the step, reward fields filled in.
         reading: The full sensor reading behind the observations.
-        info: Diagnostics: ``sgd_step``, ``surgery_step``, ``task_index``, ``online_accuracy``,
+        info: Diagnostics: ``sgd_step``, ``surgery_step``, ``task_index``, ``online_accuracy``
+            (mean over the steps since the last surgery), ``accuracies`` (each of those steps'),
             ``online_loss``, ``density``, ``densities``, ``novelty`` (ground truth, for analysis
             only — never an observation), ``fgsf``, ``diverged``.
     """

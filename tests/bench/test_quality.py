@@ -1,0 +1,91 @@
+"""``esper bench quality`` end to end on a tiny preset (real Ray tasks, real training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from esper.bench.quality import README_BEGIN, README_END, run_quality
+from esper.bench.quality_suite import PRESETS, QualityPreset, Stream, conditions
+from esper.cli import main
+
+TINY = QualityPreset(
+    "tiny",
+    (
+        Stream(
+            "permuted",
+            (
+                "workload=digits_permuted",
+                "workload.num_tasks=3",
+                "workload.schedule.params.task_length=100",
+                "workload.host.params.hidden=[16]",
+                "policy.surgery_interval=50",
+            ),
+            300,
+        ),
+    ),
+    densities=(0.2,),
+    baselines=("static", "rigl"),
+    seeds=(1000, 1001),
+    validation_seeds=(500,),
+    train_surgeries=8,
+    rollout=4,
+    imitation=2,
+    snapshot_every=4,
+    ablations=("imitation_only",),
+    plasticity_stream="permuted",
+)
+
+
+def test_conditions_cover_every_surgeon_once_per_density() -> None:
+    labels = [(c.label, c.density) for c in conditions(PRESETS["small"])]
+    assert len(labels) == len(set(labels))
+    assert ("dense", 1.0) in labels and ("cbp", 1.0) in labels
+    for density in (0.1, 0.05):
+        for name in ("emrakul", "rigl", "set", "gmp", "cbp", "redo", "static", "random"):
+            assert (name, density) in labels
+    with pytest.raises(KeyError, match="unknown ablation 'bogus'"):
+        conditions(QualityPreset("x", TINY.streams, ablations=("bogus",)))
+
+
+def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")
+    out = tmp_path / "quality.json"
+    report = run_quality(TINY, out, readme, num_cpus=2, storage=str(tmp_path / "runs"))
+    data = json.loads(out.read_text())
+    assert data["preset"] == "tiny" and data["seeds"] == [1000, 1001]
+    assert data == json.loads(json.dumps(report, default=str))
+    labels = {(r["policy"], r["density"]) for r in data["results"] if r["stream"] == "suite"}
+    assert labels == {
+        ("dense", 1.0),
+        ("static", 0.2),
+        ("rigl", 0.2),
+        ("emrakul", 0.2),
+        ("emrakul_imitation_only", 0.2),
+        ("cbp", 1.0),
+    }
+    for r in data["results"]:
+        lo, hi = r["online_accuracy"]["ci"]
+        assert lo is None or lo <= r["online_accuracy"]["mean"] <= hi
+    vs = {(p["vs"], p["density"]) for p in data["paired"] if p["stream"] == "suite"}
+    assert {("rigl", 0.2), ("static", 0.2), ("dense", 0.2), ("cbp", 0.2)} <= vs
+    # the checkpoint chosen on the validation seed is one RL snapshot, never the BC one
+    chosen = Path(data["chosen"]["emrakul"])
+    assert chosen.exists() and not chosen.name.endswith("000000.pt")
+    assert (tmp_path / "quality-plasticity.png").stat().st_size > 1000
+    text = readme.read_text()
+    assert "old" not in text and "| emrakul | 0.2 |" in text and text.endswith("after\n")
+    assert len(data["runs"]) == 2 * (4 + 2)  # seeds × (4 conditions + 2 emrakul) on 1 stream
+
+
+def test_bad_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
+    assert main(["bench", "quality", "--json", str(tmp_path)]) == 2
+    assert main(["bench", "quality", "--json", str(tmp_path / "no" / "q.json")]) == 2
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    args = ["bench", "quality", "--json", str(tmp_path / "q.json"), "--readme", str(readme)]
+    assert main(args) == 2
+    assert not (tmp_path / "q.json").exists()
