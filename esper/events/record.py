@@ -14,8 +14,8 @@ from typing import Any, Literal
 __all__ = ["ACTIONS", "EVENT_FIELDS", "Action", "SurgicalEvent"]
 
 Action = Literal[
-    "prune", "regrow", "sedate", "wake", "budget", "temperature", "reset", "quarantine",
-    "exploit",
+    "prune", "regrow", "sedate", "wake", "budget", "temperature", "reset", "forget",
+    "quarantine", "exploit",
 ]  # fmt: skip
 ACTIONS: tuple[str, ...] = (
     "prune",
@@ -25,6 +25,7 @@ ACTIONS: tuple[str, ...] = (
     "budget",
     "temperature",
     "reset",
+    "forget",
     "quarantine",
     "exploit",
 )

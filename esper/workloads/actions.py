@@ -43,6 +43,9 @@ class LayerAction:
             as CBP and ReDo do: fresh incoming weights on the unit's support, zero outgoing
             weights in the consuming layer, optimizer state reset
             (:func:`esper.workloads.units.reset_units`).
+        forget: Flat indices of weights to shrink and perturb (Fisher-guided selective
+            forgetting, :func:`esper.workloads.forgetting.shrink_perturb`); their mask state
+            does not change.
         target_density: The layer density the surgeon now aims for (the Surgeon General's
             allocation, in ``[0, 1]``), recorded as a ``budget`` event; the prune/regrow
             indices enact it.
@@ -56,6 +59,7 @@ class LayerAction:
     sedation_steps: int = 0
     reset_units: torch.Tensor | Sequence[int] = ()
     target_density: float | None = None
+    forget: torch.Tensor | Sequence[int] = ()
 
     def __post_init__(self) -> None:
         self._check_fields("")
@@ -68,7 +72,8 @@ class LayerAction:
             InvalidActionError: naming ``layer``, the field and the allowed range.
         """
         self._check_fields(layer)
-        for field_name, bound in (("prune", numel), ("regrow", numel), ("reset_units", units)):
+        bounds = (("prune", numel), ("regrow", numel), ("reset_units", units), ("forget", numel))
+        for field_name, bound in bounds:
             value = getattr(self, field_name)
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 raise InvalidActionError(

@@ -7,13 +7,9 @@ applies one surgery and reads top to bottom as validate actions → apply surger
 steps → sense → score → emit events. Every policy (heuristic baselines and Emrakul) acts through
 this interface, so comparisons are like for like.
 
-Its parts live in modules of their own: the actions (:mod:`esper.workloads.actions`), sedation
-(:mod:`esper.workloads.anesthesia`), the reward (:mod:`esper.workloads.reward`), event records
-(:mod:`esper.workloads.surgical_events`), the prequential step
-(:mod:`esper.workloads.prequential`) and building an organism from a config
-(:func:`esper.workloads.factory.build_organism`).
-
-Devices (``experiment.device``): the device rules of :mod:`esper.workloads` apply.
+Its parts live in modules of their own: ``actions``, ``anesthesia`` (sedation), ``forgetting``
+(FGSF), ``reward``, ``surgical_events``, ``prequential`` and ``factory`` (building one from a
+config) of :mod:`esper.workloads`, whose device rules apply.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ from esper.events import SurgicalEvent
 from esper.seeding import derive_seed
 from esper.workloads.actions import LayerAction
 from esper.workloads.anesthesia import Sedation
+from esper.workloads.forgetting import shrink_perturb
 from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
 from esper.workloads.prequential import OnlineWindow, PendingScores, StepRecord, train_step
@@ -244,6 +241,9 @@ class Organism:
                     self.host, self.scalpel, self.optimizer, name, units, self._generator
                 )
                 events.append(self.events.event(ctx, name, "reset", units, value=float(count)))
+            if (forget := torch.as_tensor(act.forget, dtype=torch.int64).view(-1)).numel():
+                count = shrink_perturb(self.host, self.optimizer, name, forget, self._generator)
+                events.append(self.events.event(ctx, name, "forget", forget, value=float(count)))
             if act.tau is not None:
                 self.scalpel.set_temperature(name, act.tau)
                 events.append(self.events.event(ctx, name, "temperature", value=act.tau))

@@ -33,9 +33,11 @@ from esper.policies.scores import weight_scores
 from esper.workloads.actions import LayerAction
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel.selection import gumbel_topk, gumbel_topk_blocks
+from esper.workloads.sensors import rigid_weights
 
 __all__ = [
     "DISCRETE_ACTIONS",
+    "FORGET_FRACTION",
     "N_DISCRETE_ACTIONS",
     "PRUNE_CRITERIA",
     "REGROW_CRITERIA",
@@ -52,6 +54,9 @@ PRUNE_CRITERIA = ("magnitude", "gradient", "fisher", "gsnr", "age")
 
 REGROW_CRITERIA = ("gradient", "accumulated", "random")
 """Regrowth criteria a Specialist mixes (high score = grow)."""
+
+FORGET_FRACTION = 0.05
+"""Fraction of a layer's active weights (highest Fisher diagonal first) a ``forget`` loosens."""
 
 
 def _simplex(mix: tuple[float, ...], size: int, what: str) -> tuple[float, ...]:
@@ -77,6 +82,9 @@ class SpecialistAction:
         heat: Start a heat burst (raised ``τ`` and turnover for a few surgeries).
         sedation: Learning-rate multiplier of the layer after surgery, in ``(0, 1]``.
         sedation_steps: SGD steps the sedation lasts.
+        forget: Loosen the layer's most rigid weights if the FGSF trigger fired for it
+            (:data:`FORGET_FRACTION` of its active weights by Fisher diagonal, shrunk and
+            perturbed: :mod:`esper.workloads.forgetting`).
     """
 
     turnover: float = 0.0
@@ -86,6 +94,7 @@ class SpecialistAction:
     heat: bool = False
     sedation: float = 1.0
     sedation_steps: int = 0
+    forget: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.turnover <= 1.0:
@@ -224,9 +233,14 @@ def layer_action(
             regrow = gumbel_topk_blocks(s, grow_k, m, room, action.tau, generator)
         else:
             regrow = gumbel_topk(s, min(grow_k, int(empty.count_nonzero())), action.tau, generator)
+    forget = torch.empty(0, dtype=torch.long)
+    if action.forget and name in step.info.get("fgsf", ()):
+        fisher = weight_scores(organism, step, name, generator, ("fisher",))["fisher"]
+        forget = rigid_weights(fisher, FORGET_FRACTION, mask)
     return LayerAction(
         prune=prune,
         regrow=regrow,
+        forget=forget,
         regrow_init=regrow_init,
         tau=action.tau if mechanism_tau and _has_temperature(organism, name) else None,
         sedation=action.sedation,
@@ -249,6 +263,7 @@ _DISCRETE_PRUNE = ("magnitude", "fisher", "gsnr")
 _DISCRETE_REGROW = ("gradient", "random")
 _SEDATIONS = (1.0, 0.5)
 _DISCRETE_TAU = 0.01
+_HOT_TAU = 1.0
 _DISCRETE_SEDATION_STEPS = 10
 
 
@@ -271,15 +286,23 @@ def _table() -> tuple[SpecialistAction, ...]:
                 sedation_steps=_DISCRETE_SEDATION_STEPS if sedation < 1.0 else 0,
             )
         )
+    magnitude = _one_hot(PRUNE_CRITERIA, "magnitude")
+    gradient = _one_hot(REGROW_CRITERIA, "gradient")
+    rows += [
+        SpecialistAction(turnover=0.0, forget=True),  # loosen the rigid weights (if FGSF fired)
+        SpecialistAction(0.15, magnitude, gradient, tau=_DISCRETE_TAU, heat=True),  # heat burst
+        SpecialistAction(0.15, magnitude, gradient, tau=_HOT_TAU),  # a hot (exploring) swap
+    ]
     return tuple(rows)
 
 
 DISCRETE_ACTIONS: tuple[SpecialistAction, ...] = _table()
 """Index 0 is "no surgery"; then turnover {5, 15, 30 %} × dominant pruning criterion
-{magnitude, fisher, gsnr} × regrowth {gradient, random} × sedation {none, ×0.5 for 10 steps}."""
+{magnitude, fisher, gsnr} × regrowth {gradient, random} × sedation {none, ×0.5 for 10 steps}
+(τ = 0.01); then FGSF's forget, a heat burst, and a 15% swap at τ = 1 (near-random choice)."""
 
 N_DISCRETE_ACTIONS = len(DISCRETE_ACTIONS)
-"""Size of :data:`DISCRETE_ACTIONS` (37)."""
+"""Size of :data:`DISCRETE_ACTIONS` (40)."""
 
 
 def decode_discrete(index: int) -> SpecialistAction:

@@ -8,8 +8,8 @@ other layers' observations cannot change it (CTDE, as in MAPPO and QMIX: only th
 the mixer sees the global state during training).
 
 The raw action is ``[turnover logit, 5 pruning-criterion logits, 3 regrowth-criterion logits,
-log τ, sedation logit | heat]``: a diagonal Gaussian over the first eleven entries and a
-Bernoulli for the heat burst. :class:`ActionCodec` maps raw actions to
+log τ, sedation logit | heat, forget]``: a diagonal Gaussian over the first eleven entries and
+Bernoullis for the heat burst and FGSF's forget. :class:`ActionCodec` maps raw actions to
 :class:`~esper.policies.emrakul.actions.SpecialistAction` and back.
 """
 
@@ -47,8 +47,8 @@ class ActionCodec:
 
     CONTINUOUS = 1 + _P + _R + 2
     """Gaussian entries of a raw action."""
-    WIDTH = CONTINUOUS + 1
-    """Columns of a raw action (the heat bit last)."""
+    WIDTH = CONTINUOUS + 2
+    """Columns of a raw action (the heat and forget bits last)."""
 
     def __init__(
         self, max_turnover: float = 0.5, sedation_steps: int = 10, min_sedation: float = 0.05
@@ -79,9 +79,10 @@ class ActionCodec:
             prune_mix=tuple(prune),
             regrow_mix=tuple(regrow),
             tau=tau,
-            heat=bool(r[-1] > 0.5),
+            heat=bool(r[self.CONTINUOUS] > 0.5),
             sedation=sedation,
             sedation_steps=self.sedation_steps if sedation < 1.0 else 0,
+            forget=bool(r[self.CONTINUOUS + 1] > 0.5),
         )
 
     def encode(self, action: SpecialistAction, sharpness: float = 4.0) -> torch.Tensor:
@@ -98,7 +99,8 @@ class ActionCodec:
         out[1 + _P + _R] = math.log(min(max(action.tau, 1e-4), 10.0))
         fraction = (action.sedation - self.min_sedation) / (1 - self.min_sedation)
         out[2 + _P + _R] = _logit(fraction if action.sedation < 1.0 else 0.99)
-        out[-1] = float(action.heat)
+        out[self.CONTINUOUS] = float(action.heat)
+        out[self.CONTINUOUS + 1] = float(action.forget)
         return out
 
 
@@ -147,7 +149,7 @@ class SpecialistActor(nn.Module):
             self.head.bias[0] = _logit(init_turnover)
             self.head.bias[1 + _P + _R] = math.log(init_tau)
             self.head.bias[2 + _P + _R] = 3.0  # no sedation at first
-            self.head.bias[-1] = -3.0  # rare heat bursts at first
+            self.head.bias[ActionCodec.CONTINUOUS :] = -3.0  # rare heat bursts and forgetting
         self.log_std = nn.Parameter(torch.full((ActionCodec.CONTINUOUS,), init_log_std))
 
     def distribution(self, obs: torch.Tensor, ids: torch.Tensor) -> GaussianBernoulli:

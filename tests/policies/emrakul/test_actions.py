@@ -82,9 +82,12 @@ def test_action_validation_and_simplex() -> None:
 def test_discrete_table() -> None:
     assert 20 <= N_DISCRETE_ACTIONS <= 40
     assert decode_discrete(0).turnover == 0.0
-    seen = {(a.turnover, a.prune_mix, a.regrow_mix, a.sedation) for a in map(decode_discrete,
-            range(N_DISCRETE_ACTIONS))}  # fmt: skip
+    seen = {(a.turnover, a.prune_mix, a.regrow_mix, a.sedation, a.tau, a.heat, a.forget)
+            for a in map(decode_discrete, range(N_DISCRETE_ACTIONS))}  # fmt: skip
     assert len(seen) == N_DISCRETE_ACTIONS
+    table = [decode_discrete(i) for i in range(N_DISCRETE_ACTIONS)]
+    assert any(a.heat for a in table) and any(a.forget for a in table)  # QMIX can heat, forget
+    assert len({a.tau for a in table if a.turnover > 0}) == 2  # and choose its temperature
     with pytest.raises(IndexError):
         decode_discrete(N_DISCRETE_ACTIONS)
 
