@@ -157,11 +157,11 @@ class Organism:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
         loss_before = self._window.mean("loss", last=self.spike_window)
-        events, touched = self._operate(actions)
+        events, touched, changed = self._operate(actions)
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
         self._window = OnlineWindow()
-        return Surgery(self._last, loss_before, events, touched)
+        return Surgery(self._last, loss_before, events, touched, changed)
 
     def finish(
         self, surgery: Surgery, trained: list[SurgicalEvent], diverged: bool
@@ -184,9 +184,7 @@ class Organism:
         )
         reward = components.weighted(self.reward_weights)
         loss_after = window.mean("loss")
-        for name, features in touched.items():
-            if any(features.values()):
-                self.nervous.record_surgery(before, name, features, loss_after - loss_before)
+        self.nervous.record_surgeries(before, touched, surgery.changed, loss_after - loss_before)
         for event in events:
             event.reward = reward
             event.r_accuracy = components.accuracy
@@ -208,8 +206,6 @@ class Organism:
         """Per weight of ``name`` (flat), surgeries since its mask state last changed."""
         return self.mask_age.age(name, self.surgery_step)
 
-    # -- surgery -----------------------------------------------------------------------------
-
     def _validate(self, actions: Mapping[str, LayerAction]) -> None:
         unknown = [n for n in actions if n not in self.scalpel.names]
         if unknown:
@@ -220,11 +216,13 @@ class Organism:
 
     def _operate(
         self, actions: Mapping[str, LayerAction]
-    ) -> tuple[list[SurgicalEvent], dict[str, dict[str, float]]]:
-        """Apply the surgery; returns its events and each layer's prune/regrow fractions."""
+    ) -> tuple[list[SurgicalEvent], dict[str, dict[str, float]], dict[str, int]]:
+        """Apply the surgery; returns its events, each layer's prune/regrow fractions and how
+        many of its weights changed mask state."""
         ctx = self._context()
         events: list[SurgicalEvent] = []
         touched: dict[str, dict[str, float]] = {}
+        changed: dict[str, int] = {}
         for name, act in actions.items():
             density_before = self.scalpel.density(name)
             active = max(1, int(self.scalpel.mask(name).sum()))
@@ -254,7 +252,8 @@ class Organism:
                 "prune_fraction": pruned.numel() / active,
                 "regrow_fraction": regrown.numel() / active,
             }
-        return events, touched
+            changed[name] = pruned.numel() + regrown.numel()
+        return events, touched, changed
 
     def _cut(self, name: str, act: LayerAction) -> tuple[torch.Tensor, torch.Tensor]:
         """Prune, then regrow; returns the flat indices that actually changed state."""

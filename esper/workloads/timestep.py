@@ -28,12 +28,15 @@ class Surgery:
         loss_before: Online loss of the last ``spike_window`` steps before it.
         events: Its events (reward fields filled by :meth:`Organism.finish`).
         touched: Per layer acted on, the fractions pruned and regrown.
+        changed: Per layer acted on, how many weights changed mask state (the impact
+            predictor's credit shares).
     """
 
     before: Reading
     loss_before: float
     events: list[SurgicalEvent]
     touched: dict[str, dict[str, float]]
+    changed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

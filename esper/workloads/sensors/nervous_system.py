@@ -20,6 +20,7 @@ crosses into it is a Python float or an explicit CPU copy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +59,9 @@ __all__ = ["NervousSystem"]
 
 _STATE_VERSION = 1
 
+IMPACT_BASELINE_RATE = 0.1
+"""Rate of the running baseline of surgery-interval loss changes (about the last 10)."""
+
 
 class NervousSystem:
     """Owns the stateful sensors and turns one batch into a :class:`Reading`.
@@ -84,6 +88,7 @@ class NervousSystem:
         self._hessian_trace: dict[str, float] = {}
         self._losses: list[float] = []
         self._count = 0
+        self._impact_baseline = 0.0
         self._graph: LayerGraph | None = None
         self.encoder: TopologyEncoder | None = None
         self.impact: ImpactPredictor | None = None
@@ -312,9 +317,41 @@ class NervousSystem:
     def record_surgery(
         self, reading: Reading, layer: str, action: Mapping[str, float], observed_delta: float
     ) -> None:
-        """Teach the impact predictor the loss change a surgery caused."""
+        """Teach the impact predictor the loss change a surgery on ``layer`` caused."""
         assert self.impact is not None
         self.impact.update(self.impact_features(reading, layer, action), observed_delta)
+
+    def record_surgeries(
+        self,
+        reading: Reading,
+        actions: Mapping[str, Mapping[str, float]],
+        changed: Mapping[str, int],
+        observed_delta: float,
+    ) -> None:
+        """Teach the impact predictor one surgery's loss change, credited layer by layer.
+
+        The interval's loss change mixes the surgery with what the stream did meanwhile (a
+        drift, ordinary learning). Its *excess* over a running baseline (the exponential mean
+        of the loss changes of past surgery intervals, rate :data:`IMPACT_BASELINE_RATE`: the
+        variance-reducing baseline of REINFORCE, Williams 1992) is what the surgery is credited
+        with, and each touched layer receives the share of it that its changed weights are of
+        all weights changed (first order: every changed weight weighs alike), instead of every
+        layer receiving the whole change.
+
+        Args:
+            reading: The reading the surgery was decided on.
+            actions: Per layer acted on, its action features.
+            changed: Per layer, how many weights changed mask state.
+            observed_delta: Online loss after the surgery minus before it.
+        """
+        if not math.isfinite(observed_delta):
+            return
+        excess = observed_delta - self._impact_baseline
+        self._impact_baseline += IMPACT_BASELINE_RATE * excess
+        total = sum(changed.get(name, 0) for name in actions)
+        for name, action in actions.items():
+            if total and changed.get(name, 0):
+                self.record_surgery(reading, name, action, excess * changed[name] / total)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -332,6 +369,7 @@ class NervousSystem:
             "fgsf": self.trigger.state_dict(),
             "flipflop": self.flipflop.state_dict(),
             "impact": self.impact.state_dict(),
+            "impact_baseline": self._impact_baseline,
             "encoder": {k: v.clone() for k, v in self.encoder.state_dict().items()},
         }
 
@@ -350,4 +388,5 @@ class NervousSystem:
         self.trigger.load_state_dict(state["fgsf"])
         self.flipflop.load_state_dict(state["flipflop"])
         self.impact.load_state_dict(state["impact"])
+        self._impact_baseline = float(state.get("impact_baseline", 0.0))
         self.encoder.load_state_dict(state["encoder"])

@@ -111,6 +111,30 @@ def test_impact_prediction_enters_observations() -> None:
     assert reading.observations["layers.0.weight"]["predicted_impact"] > 0.1
 
 
+def test_a_surgery_is_credited_layer_by_layer_above_a_running_baseline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, x, y = _setup("mlp")
+    system = NervousSystem(SensorConfig(hutchinson_probes=0))
+    system.prepare(model, x)
+    reading = system.sense(model, x, y)
+    credited: list[tuple[str, float]] = []
+    monkeypatch.setattr(system, "record_surgery", lambda r, n, a, d: credited.append((n, d)))
+    a, b, c = (f"layers.{i}.weight" for i in range(3))
+    action = {"prune_fraction": 0.1, "regrow_fraction": 0.1}
+    # 30 weights changed in a, 10 in b, c untouched: a gets 3/4 of the change, b 1/4.
+    system.record_surgeries(reading, {a: action, b: action, c: action}, {a: 30, b: 10}, 0.4)
+    assert credited == [(a, pytest.approx(0.3)), (b, pytest.approx(0.1))]
+    # The baseline moved to 0.1 · 0.4: the same change again is credited with its excess only.
+    credited.clear()
+    system.record_surgeries(reading, {a: action}, {a: 5}, 0.4)
+    assert credited == [(a, pytest.approx(0.4 - 0.04))]
+    credited.clear()
+    system.record_surgeries(reading, {a: action}, {a: 5}, float("nan"))  # a diverged interval
+    assert credited == []
+    assert system.state_dict()["impact_baseline"] == pytest.approx(0.04 + 0.1 * 0.36)
+
+
 def test_errors_name_the_fix() -> None:
     model, x, y = _setup("mlp")
     system = NervousSystem()
