@@ -29,7 +29,7 @@ from esper.workloads.forgetting import shrink_perturb
 from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
 from esper.workloads.prequential import OnlineWindow, PendingScores, StepRecord, train_step
-from esper.workloads.reward import RewardComponents, score_surgery
+from esper.workloads.reward import RewardComponents, probe_loss, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
 from esper.workloads.stream import Batch, DriftStream
@@ -157,11 +157,14 @@ class Organism:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
         loss_before = self._window.mean("loss", last=self.spike_window)
+        probe = self.stream.peek(self.spike_window)  # the same batches with and without surgery
+        control = probe_loss(self.host, probe, self.kind, self.device)
         events, touched, changed = self._operate(actions)
+        operated = probe_loss(self.host, probe, self.kind, self.device)
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
         self._window = OnlineWindow()
-        return Surgery(self._last, loss_before, events, touched, changed)
+        return Surgery(self._last, loss_before, events, touched, changed, control, operated)
 
     def finish(
         self, surgery: Surgery, trained: list[SurgicalEvent], diverged: bool
@@ -179,8 +182,8 @@ class Organism:
             accuracy=window.mean("accuracy"),
             flops_ratio=self.scalpel.flops(self._input_shape).ratio,
             sizes={n: self.scalpel.numel(n) for n in self.scalpel.names},
-            loss_before=loss_before,
-            loss_after=window.mean("loss", first=self.spike_window),
+            loss_before=surgery.control_loss,
+            loss_after=surgery.operated_loss,
         )
         reward = components.weighted(self.reward_weights)
         loss_after = window.mean("loss")
@@ -207,12 +210,10 @@ class Organism:
         return self.mask_age.age(name, self.surgery_step)
 
     def _validate(self, actions: Mapping[str, LayerAction]) -> None:
-        unknown = [n for n in actions if n not in self.scalpel.names]
-        if unknown:
+        if unknown := [n for n in actions if n not in self.scalpel.names]:
             raise KeyError(f"actions for unknown layers {unknown}; layers: {self.scalpel.names}")
         for name, act in actions.items():
-            mask = self.scalpel.mask(name)
-            act.validate(name, mask.numel(), mask.shape[0])
+            act.validate(name, (mask := self.scalpel.mask(name)).numel(), mask.shape[0])
 
     def _operate(
         self, actions: Mapping[str, LayerAction]

@@ -10,12 +10,18 @@ scales).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from esper.config import RewardConfig
-from esper.workloads.sensors import Reading
+import torch
+from torch import nn
 
-__all__ = ["DIVERGED_REWARD", "RewardComponents", "score_surgery"]
+from esper.config import RewardConfig
+from esper.workloads.prequential import batch_loss
+from esper.workloads.sensors import Reading
+from esper.workloads.stream import Batch
+
+__all__ = ["DIVERGED_REWARD", "RewardComponents", "probe_loss", "score_surgery"]
 
 DIVERGED_REWARD = -1.0
 """Team reward of a surgery after which the host diverged (NaN/Inf loss), used by the trainer
@@ -37,8 +43,12 @@ class RewardComponents:
             <esper.workloads.sensors.flipflop.FlipFlopStats.reversal_rate>`). Ordinary
             turnover, pruning some weights and regrowing others, is not penalised.
         gsnr: Mean layer GSNR ``g``, squashed as ``g / (1 + g)``.
-        spike: Relative rise of the online loss right after the surgery over the loss right
-            before it, ``max(0, (after − before) / before)``.
+        spike: The damage the surgery itself does: the relative rise of the loss of the
+            operated network over the unoperated one on the same next ``spike_window``
+            batches, before any training, ``max(0, (operated − control) / control)``. Both
+            see the same data, so a drift arriving with the surgery is not charged to it
+            (a no-surgery control; measuring online losses before and after, as before,
+            charged every drift to the surgeon that happened to operate at it).
     """
 
     accuracy: float
@@ -73,8 +83,8 @@ def score_surgery(
         accuracy: Online accuracy over those steps.
         flops_ratio: Sparse ÷ dense forward FLOPs after the surgery.
         sizes: Weights per prunable tensor (weights of the oscillation average).
-        loss_before: Online loss over the last steps before the surgery.
-        loss_after: Online loss over the first steps after it.
+        loss_before: Loss of the unoperated network on the probe batches (the control).
+        loss_after: Loss of the operated network on the same batches.
     """
     total = sum(sizes.values())
     flips = reading.flipflop
@@ -95,3 +105,12 @@ def _spike(loss_before: float, loss_after: float) -> float:
     if not (math.isfinite(loss_before) and math.isfinite(loss_after)):
         return math.nan
     return max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12))
+
+
+def probe_loss(host: nn.Module, batches: Sequence[Batch], kind: str, device: torch.device) -> float:
+    """Mean loss of ``host`` on ``batches``, forward only (no gradient, nothing trained): the
+    spike term's losses, measured on the same upcoming batches right before and right after a
+    surgery (:meth:`DriftStream.peek <esper.workloads.stream.DriftStream.peek>`)."""
+    with torch.no_grad():
+        losses = [batch_loss(host(b.x.to(device)), b.y.to(device), kind) for b in batches]
+    return float(torch.stack(losses).mean()) if losses else math.nan

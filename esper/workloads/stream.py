@@ -184,6 +184,15 @@ class DriftStream:
         while self._step < len(self):
             yield self.next_batch()
 
+    def peek(self, n: int) -> list[Batch]:
+        """The next ``n`` batches, without consuming them (the stream continues as if never
+        read): what a surgery's no-surgery control is measured on."""
+        state = self.state_dict()
+        try:
+            return [self.next_batch() for _ in range(n)]
+        finally:
+            self.load_state_dict(state)
+
     def state_dict(self) -> dict[str, Any]:
         """Position, sampling generator and exposures: enough to continue bit-exactly."""
         return {

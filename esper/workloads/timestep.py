@@ -30,6 +30,9 @@ class Surgery:
         touched: Per layer acted on, the fractions pruned and regrown.
         changed: Per layer acted on, how many weights changed mask state (the impact
             predictor's credit shares).
+        control_loss: Loss of the network before the surgery on the next ``spike_window``
+            batches (the no-surgery control of the spike term).
+        operated_loss: Loss of the operated network on the same batches, before any training.
     """
 
     before: Reading
@@ -37,6 +40,8 @@ class Surgery:
     events: list[SurgicalEvent]
     touched: dict[str, dict[str, float]]
     changed: dict[str, int] = field(default_factory=dict)
+    control_loss: float = float("nan")
+    operated_loss: float = float("nan")
 
 
 @dataclass(frozen=True)

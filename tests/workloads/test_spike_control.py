@@ -1,0 +1,39 @@
+"""The spike term against a no-surgery control: the same upcoming batches, before and after."""
+
+from __future__ import annotations
+
+import torch
+
+from esper.conf import compose
+from esper.workloads.actions import LayerAction
+from esper.workloads.factory import build_organism
+from tests.organisms import TINY_ORGANISM
+
+# Every surgery lands on a drift: tasks are as long as the surgery interval (K = 4).
+AT_DRIFT = [*TINY_ORGANISM, "workload.schedule.params.task_length=4"]
+
+
+def test_peek_does_not_consume_the_stream() -> None:
+    organism = build_organism(compose(TINY_ORGANISM))
+    peeked = organism.stream.peek(3)
+    drawn = [organism.stream.next_batch() for _ in range(3)]
+    for a, b in zip(peeked, drawn, strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and a.step == b.step
+
+
+def test_a_drift_is_not_charged_to_a_surgery_that_changed_nothing() -> None:
+    organism = build_organism(compose(AT_DRIFT))
+    organism.reset()
+    for _ in range(3):
+        step = organism.step({})
+        assert step.info["task_index"] > 0
+        assert step.components is not None and step.components.spike == 0.0
+
+
+def test_a_damaging_surgery_spikes() -> None:
+    organism = build_organism(compose(AT_DRIFT))
+    organism.reset()
+    name = organism.scalpel.names[0]
+    active = organism.scalpel.mask(name).view(-1).nonzero().view(-1)
+    step = organism.step({name: LayerAction(prune=active[: int(0.9 * active.numel())])})
+    assert step.components is not None and step.components.spike > 0.0
