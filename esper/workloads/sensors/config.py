@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["SensorConfig"]
@@ -42,6 +43,9 @@ class SensorConfig:
     """Message width of the topology GNN."""
     gnn_rounds: int = 3
     """Message-passing rounds of the topology GNN."""
+    gnn_lr: float = 1e-3
+    """Step size of the topology GNN's training on observed surgery impacts (one clipped SGD
+    step per surgery; 0 keeps its seeded initial weights)."""
     max_layers: int = 16
     """Layer slots in the global state; a host with more prunable tensors is refused."""
     impact_forgetting: float = 0.99
@@ -67,6 +71,7 @@ class SensorConfig:
             (self.history > self.fisher_window + 1, "history must exceed fisher_window + 1"),
             (self.embedding >= 1 and self.gnn_hidden >= 1, "embedding and gnn_hidden must be >= 1"),
             (self.gnn_rounds >= 1, "gnn_rounds must be >= 1"),
+            (self.gnn_lr >= 0 and math.isfinite(self.gnn_lr), "gnn_lr must be finite and >= 0"),
             (self.max_layers >= 1, "max_layers must be >= 1"),
             (
                 len(self.reference_action) == len(self.action_features),

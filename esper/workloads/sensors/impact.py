@@ -13,13 +13,13 @@ precision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["ImpactPredictor"]
+__all__ = ["ImpactPredictor", "train_encoder_on_impact"]
 
 
 class ImpactPredictor:
@@ -98,3 +98,51 @@ class ImpactPredictor:
         self.p = state["p"].clone().to(torch.float64)
         self.updates = int(state["updates"])
         self.mean_abs_error = float(state["mean_abs_error"])
+
+
+def train_encoder_on_impact(
+    encoder: nn.Module,
+    embed: Callable[[], Tensor],
+    rows: Sequence[tuple[int, Tensor, float]],
+    theta: Tensor,
+    lr: float,
+    max_norm: float = 1.0,
+) -> float:
+    """One gradient step on the topology encoder toward predicting observed surgery impacts.
+
+    The embedding is the first block of the impact predictor's input, so the encoder is
+    trained, as arch2vec's idea has it, to make a layer's structural embedding predictive of
+    the functional effect of changing it: the squared error of the linear predictor's current
+    coefficients ``theta`` (held fixed; recursive least squares keeps refitting them) is
+    back-propagated into the encoder and one clipped SGD step taken.
+
+    Args:
+        encoder: The topology encoder (its parameters are updated in place).
+        embed: Recomputes the embeddings ``(nodes, e)`` with gradients.
+        rows: ``(node index, the rest of the predictor's input, credited loss change)``.
+        theta: The predictor's coefficients (embedding, rest, intercept).
+        lr: SGD step size.
+        max_norm: Gradient-norm clip.
+
+    Returns:
+        The mean squared error before the step.
+    """
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        embeddings = embed()
+        width = embeddings.shape[1]
+        coef = theta.to(embeddings)
+        errors = []
+        for index, rest, target in rows:
+            rest = rest.to(embeddings)
+            pred = embeddings[index] @ coef[:width] + rest @ coef[width:-1] + coef[-1]
+            errors.append((pred - target) ** 2)
+        loss = torch.stack(errors).mean()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+    norm = float(torch.stack([g.detach().norm() for _, g in pairs]).norm()) if pairs else 0.0
+    scale = min(1.0, max_norm / (norm + 1e-12))
+    with torch.no_grad():
+        for p, g in pairs:
+            p.sub_(lr * scale * g)
+    return float(loss.detach())

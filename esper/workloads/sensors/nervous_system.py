@@ -45,7 +45,7 @@ from esper.workloads.sensors.gradients import (
     gradient_statistics,
 )
 from esper.workloads.sensors.hessian import HessianStats, hutchinson
-from esper.workloads.sensors.impact import ImpactPredictor
+from esper.workloads.sensors.impact import ImpactPredictor, train_encoder_on_impact
 from esper.workloads.sensors.reading import Reading
 from esper.workloads.sensors.state import (
     LAYER_FEATURES,
@@ -328,30 +328,33 @@ class NervousSystem:
         changed: Mapping[str, int],
         observed_delta: float,
     ) -> None:
-        """Teach the impact predictor one surgery's loss change, credited layer by layer.
+        """Teach the impact predictor (and the topology encoder) one surgery's loss change.
 
-        The interval's loss change mixes the surgery with what the stream did meanwhile (a
-        drift, ordinary learning). Its *excess* over a running baseline (the exponential mean
-        of the loss changes of past surgery intervals, rate :data:`IMPACT_BASELINE_RATE`: the
-        variance-reducing baseline of REINFORCE, Williams 1992) is what the surgery is credited
-        with, and each touched layer receives the share of it that its changed weights are of
-        all weights changed (first order: every changed weight weighs alike), instead of every
-        layer receiving the whole change.
-
-        Args:
-            reading: The reading the surgery was decided on.
-            actions: Per layer acted on, its action features.
-            changed: Per layer, how many weights changed mask state.
-            observed_delta: Online loss after the surgery minus before it.
+        The surgery is credited with the change's excess over a running baseline of past
+        intervals' changes (rate :data:`IMPACT_BASELINE_RATE`, REINFORCE's variance-reducing
+        baseline, Williams 1992: drifts and ordinary learning are in both), and each touched
+        layer with the share of it that its changed weights (``changed``) are of all changed
+        weights, instead of every layer with the whole change. With ``gnn_lr > 0`` the
+        encoder takes one step toward predicting these credits first
+        (:func:`~esper.workloads.sensors.impact.train_encoder_on_impact`).
         """
         if not math.isfinite(observed_delta):
             return
         excess = observed_delta - self._impact_baseline
         self._impact_baseline += IMPACT_BASELINE_RATE * excess
         total = sum(changed.get(name, 0) for name in actions)
-        for name, action in actions.items():
-            if total and changed.get(name, 0):
-                self.record_surgery(reading, name, action, excess * changed[name] / total)
+        credited = {name: excess * changed[name] / total
+                    for name in actions if total and changed.get(name, 0)}  # fmt: skip
+        if credited and self.config.gnn_lr > 0:  # the encoder first, on the coefficients used
+            assert self.encoder is not None and self.impact is not None
+            encoder, names, width = self.encoder, list(self.graph.names), self.config.embedding
+            rows = [(names.index(n), self.impact_features(reading, n, actions[n])[width:], d)
+                    for n, d in credited.items()]  # fmt: skip
+            x = reading.node_features.to(next(encoder.parameters()))
+            embed = lambda: encoder(x, self.graph)  # noqa: E731
+            train_encoder_on_impact(encoder, embed, rows, self.impact.theta, self.config.gnn_lr)
+        for name, delta in credited.items():
+            self.record_surgery(reading, name, actions[name], delta)
 
     # -- checkpoints -------------------------------------------------------------------------
 

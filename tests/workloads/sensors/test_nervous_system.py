@@ -153,3 +153,39 @@ def test_errors_name_the_fix() -> None:
     other, _, _ = _setup("cnn2d")
     with pytest.raises(ValueError, match="differ from the prepared"):
         system.sense(other, torch.randn(2, 1, 8, 8), y[:2])
+
+
+@pytest.mark.parametrize("lr", [0.0, 1e-2])
+def test_the_topology_encoder_learns_from_surgery_impacts_unless_frozen(lr: float) -> None:
+    model, x, y = _setup("mlp")
+    system = NervousSystem(SensorConfig(hutchinson_probes=0, gnn_lr=lr))
+    system.prepare(model, x)
+    assert system.encoder is not None
+    before = {k: v.clone() for k, v in system.encoder.state_dict().items()}
+    reading = system.sense(model, x, y)
+    action = {"prune_fraction": 0.1, "regrow_fraction": 0.1}
+    for delta in (0.5, -0.2, 0.8):
+        system.record_surgeries(reading, {"layers.0.weight": action}, {"layers.0.weight": 3}, delta)
+    after = system.encoder.state_dict()
+    moved = any(not torch.equal(before[k], after[k]) for k in before)
+    assert moved == (lr > 0)
+
+
+def test_training_the_encoder_on_impacts_lowers_its_error() -> None:
+    from esper.workloads.sensors.impact import train_encoder_on_impact
+    from esper.workloads.sensors.topology import TopologyEncoder
+
+    model, x, _ = _setup("mlp")
+    system = NervousSystem(SensorConfig(hutchinson_probes=0))
+    system.prepare(model, x)
+    graph = system.graph
+    torch.manual_seed(0)
+    encoder = TopologyEncoder(graph.structural_features().shape[1], 8, 4, 2)
+    features = graph.structural_features()
+    theta = torch.randn(4 + 2 + 1, dtype=torch.float64)
+    rows = [(0, torch.tensor([0.1, 0.0]), 1.0), (2, torch.tensor([0.1, 0.0]), -1.0)]
+    errors = [
+        train_encoder_on_impact(encoder, lambda: encoder(features, graph), rows, theta, 0.1)
+        for _ in range(50)
+    ]
+    assert errors[-1] < 0.5 * errors[0]
