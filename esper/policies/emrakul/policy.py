@@ -16,7 +16,7 @@ after :meth:`EmrakulPolicy.act`; QMIX plugs in through :attr:`EmrakulPolicy.q_ag
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import torch
 
 from esper.policies.anesthesia import HarmonicAnnealing
 from esper.policies.base import POLICIES, Policy
+from esper.policies.emrakul.ablation import RIGL_RULE, blind_columns
 from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
@@ -92,6 +93,10 @@ class EmrakulPolicy(Policy):
         mechanism_tau: Also pin the mask mechanism's temperature to the Specialist's ``τ``.
         greedy: Act with the distributions' modes (evaluation) instead of sampling.
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
+        blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
+            in what the actors see (an ablation).
+        specialists: ``False`` replaces every Specialist's action by RigL's rule
+            (:data:`~esper.policies.emrakul.ablation.RIGL_RULE`; an ablation).
         max_layers: Layer slots of the networks (at most the global state's slots).
         hidden: Hidden width of the actors.
         embed_dim: Width of the Specialists' layer embedding.
@@ -117,6 +122,8 @@ class EmrakulPolicy(Policy):
         mechanism_tau: bool = False,
         greedy: bool = False,
         discrete: bool = False,
+        blind: Sequence[str] = (),
+        specialists: bool = True,
         max_layers: int = 16,
         hidden: int = 64,
         embed_dim: int = 8,
@@ -148,6 +155,9 @@ class EmrakulPolicy(Policy):
         self.mechanism_tau = mechanism_tau
         self.greedy = greedy
         self.discrete = discrete
+        self.blind = tuple(blind)
+        blind_columns([], self.blind)  # an unknown group is refused here
+        self.specialists = specialists
         self.max_layers = max_layers
         self.hidden = hidden
         self.embed_dim = embed_dim
@@ -223,6 +233,9 @@ class EmrakulPolicy(Policy):
         obs = torch.stack([step.observations[n].to_tensor() for n in names]).float()
         ids = torch.arange(len(names))
         state = step.global_state.to_tensor().float()
+        if self.blind:
+            obs[:, blind_columns(step.observations[names[0]].names, self.blind)] = 0.0
+            state[blind_columns(step.global_state.names, self.blind)] = 0.0
         if self.discrete:
             if self.q_agent is None:
                 raise RuntimeError("discrete=True needs a QMIX learner attached as q_agent")
@@ -247,7 +260,7 @@ class EmrakulPolicy(Policy):
         targets = self._targets(organism) if self.use_general else None
         actions = {}
         for name in names:
-            action = self._heated(name, chosen[name])
+            action = self._heated(name, chosen[name] if self.specialists else RIGL_RULE)
             chosen[name] = action
             target = None if targets is None else targets[name]
             actions[name] = layer_action(
