@@ -36,7 +36,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from esper.analysis.plots import plasticity_curves
 from esper.analysis.quality import RunScore, markdown_tables, run_metrics, summarize
 from esper.bench.harness import machine_info
-from esper.bench.quality_suite import PRESETS, Condition, QualityPreset, Stream, conditions
+from esper.bench.quality_suite import (
+    PRESETS,
+    TRAINED_ABLATIONS,
+    Condition,
+    QualityPreset,
+    Stream,
+    conditions,
+)
 from esper.files import atomic_write_text
 
 __all__ = ["README_BEGIN", "README_END", "run_quality"]
@@ -60,10 +67,16 @@ def _policy_overrides(stream: Stream, policy: str, density: float) -> list[str]:
 
 
 def evaluate_run(
-    stream: Stream, policy: str, density: float, seed: int, checkpoint: str | None = None
+    stream: Stream,
+    policy: str,
+    density: float,
+    seed: int,
+    checkpoint: str | None = None,
+    switches: tuple[tuple[str, Any], ...] = (),
 ) -> dict[str, Any]:
-    """One prequential run of ``policy`` (or the checkpoint) on ``stream``: its metrics and
-    its end-of-task accuracies. A host that diverges scores 0 on the steps it did not run."""
+    """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
+    set on it) on ``stream``: its metrics and its end-of-task accuracies. A host that diverges
+    scores 0 on the steps it did not run."""
     from esper.analysis.quality import task_end_accuracies
     from esper.policies.base import dense_start, make_policy
     from esper.policies.checkpoints import load_policy
@@ -78,6 +91,8 @@ def evaluate_run(
     with one_thread():
         organism = build_organism(cfg)
         surgeon = load_policy(checkpoint) if checkpoint else make_policy(policy, **params)
+        for attribute, value in switches:
+            setattr(surgeon, attribute, value)
         surgeries = stream.steps // cfg.policy.surgery_interval - 1
         report = evaluate_policy(
             organism,
@@ -156,8 +171,7 @@ def _gather(refs: list[Any], keys: list[Any], label: str, console: Console) -> d
 
 
 def _variants(preset: QualityPreset) -> list[str]:
-    trained = [a for a in preset.ablations if a in ("no_general", "no_imitation")]
-    return ["emrakul", *trained]
+    return ["emrakul", *(a for a in preset.ablations if a in TRAINED_ABLATIONS)]
 
 
 def _select(
@@ -278,7 +292,8 @@ def _run(
     for cond, seed in product(conditions(preset), preset.seeds):
         for name in cond.streams:
             path = chosen[cond.variant] if cond.variant else None
-            refs.append(evaluate.remote(streams[name], cond.policy, cond.density, seed, path))
+            args = (streams[name], cond.policy, cond.density, seed, path, cond.switches)
+            refs.append(evaluate.remote(*args))
             keys.append((cond, name, seed))
     runs = _gather(refs, keys, "evaluation", console)
     scores = [RunScore(c.label, c.density, name, seed, r["metrics"])

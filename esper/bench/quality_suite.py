@@ -11,8 +11,17 @@ class order and noise, so the three sets also differ in drift orderings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["ABLATIONS", "PRESETS", "Condition", "QualityPreset", "Stream", "conditions"]
+__all__ = [
+    "ABLATIONS",
+    "PRESETS",
+    "TRAINED_ABLATIONS",
+    "Condition",
+    "QualityPreset",
+    "Stream",
+    "conditions",
+]
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,10 @@ class QualityPreset:
     rollout: int = 16
     imitation: int = 24
     snapshot_every: int = 200
-    ablations: tuple[str, ...] = ("no_general", "no_imitation", "imitation_only")
+    ablations: tuple[str, ...] = (
+        "no_general", "no_imitation", "imitation_only", "general_rigl", "blind_gradient",
+        "blind_topology",
+    )  # fmt: skip
     plasticity_stream: str = "permuted50"
     learner_params: dict[str, float] = field(default_factory=lambda: {"lr": 1e-4})
 
@@ -100,8 +112,24 @@ ABLATIONS = {
     "no_general": "trained and evaluated without the Surgeon General (layer densities stay ERK)",
     "no_imitation": "trained by RL alone, without the RigL-imitation warm start",
     "imitation_only": "the behaviour-cloned RigL imitation before any RL update",
+    "general_rigl": "the trained policy with its Specialists replaced by RigL's rule (the "
+    "General still allocates)",
+    "blind_gradient": "the trained policy evaluated blind to the gradient sensors (Fisher, "
+    "GSNR, coherence, FGSF)",
+    "blind_topology": "the trained policy evaluated blind to the topology sensors (structure, "
+    "GNN embedding, predicted impact)",
 }
-"""Emrakul variants an ablation can name, and what each removes."""
+"""Emrakul variants an ablation can name, and what each removes. ``no_general`` and
+``no_imitation`` are trained on their own; the others use the full policy's checkpoint."""
+
+TRAINED_ABLATIONS = ("no_general", "no_imitation")
+"""Ablations that need a training run of their own."""
+
+_EVALUATION_SWITCHES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "general_rigl": (("specialists", False),),
+    "blind_gradient": (("blind", ("gradient",)),),
+    "blind_topology": (("blind", ("topology",)),),
+}
 
 
 PRESETS = {
@@ -133,6 +161,7 @@ class Condition:
         density: Density budget.
         streams: Stream names it runs on (every stream unless restricted).
         variant: The Emrakul training variant whose checkpoint it uses (``None`` otherwise).
+        switches: Policy attributes set after loading the checkpoint (ablation switches).
     """
 
     label: str
@@ -140,6 +169,7 @@ class Condition:
     density: float
     streams: tuple[str, ...]
     variant: str | None = None
+    switches: tuple[tuple[str, Any], ...] = ()
 
 
 def conditions(preset: QualityPreset) -> list[Condition]:
@@ -154,6 +184,8 @@ def conditions(preset: QualityPreset) -> list[Condition]:
     for ablation in preset.ablations:
         if ablation not in ABLATIONS:
             raise KeyError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
-        out.append(Condition(f"emrakul_{ablation}", "emrakul", first, every, variant=ablation))
+        switches = _EVALUATION_SWITCHES.get(ablation, ())
+        variant = "emrakul" if switches else ablation
+        out.append(Condition(f"emrakul_{ablation}", "emrakul", first, every, variant, switches))
     out.append(Condition("cbp", "cbp", 1.0, (preset.plasticity_stream,)))
     return out

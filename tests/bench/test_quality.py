@@ -34,7 +34,7 @@ TINY = QualityPreset(
     rollout=4,
     imitation=2,
     snapshot_every=4,
-    ablations=("imitation_only",),
+    ablations=("imitation_only", "general_rigl"),
     plasticity_stream="permuted",
 )
 
@@ -46,6 +46,8 @@ def test_conditions_cover_every_surgeon_once_per_density() -> None:
     for density in (0.1, 0.05):
         for name in ("emrakul", "rigl", "set", "gmp", "cbp", "redo", "static", "random"):
             assert (name, density) in labels
+    switched = {c.label: c for c in conditions(PRESETS["small"])}["emrakul_blind_gradient"]
+    assert switched.variant == "emrakul" and switched.switches == (("blind", ("gradient",)),)
     with pytest.raises(KeyError, match="unknown ablation 'bogus'"):
         conditions(QualityPreset("x", TINY.streams, ablations=("bogus",)))
 
@@ -65,6 +67,7 @@ def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
         ("rigl", 0.2),
         ("emrakul", 0.2),
         ("emrakul_imitation_only", 0.2),
+        ("emrakul_general_rigl", 0.2),
         ("cbp", 1.0),
     }
     for r in data["results"]:
@@ -78,7 +81,7 @@ def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
     assert (tmp_path / "quality-plasticity.png").stat().st_size > 1000
     text = readme.read_text()
     assert "old" not in text and "| emrakul | 0.2 |" in text and text.endswith("after\n")
-    assert len(data["runs"]) == 2 * (4 + 2)  # seeds × (4 conditions + 2 emrakul) on 1 stream
+    assert len(data["runs"]) == 2 * (4 + 3)  # seeds × (4 conditions + 3 emrakul) on 1 stream
 
 
 def test_bad_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
