@@ -40,6 +40,7 @@ __all__ = [
     "RunScore",
     "markdown_tables",
     "paired_differences",
+    "plasticity_summary",
     "run_metrics",
     "summarize",
     "task_end_accuracies",
@@ -315,3 +316,32 @@ def markdown_tables(
                 f"{_cell({'mean': p['mean_diff'], 'ci': p['ci']})} | {p['n']} | {p['better']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def plasticity_summary(rows: Sequence[Mapping[str, Any]], stream: str) -> list[dict[str, Any]]:
+    """Loss of plasticity per condition on ``stream``: end-of-task accuracy over the first and
+    the last fifth of the tasks and its least-squares slope per task, each with an interval
+    over seeds (Dohare et al. 2024 show dense backprop's slope turning negative on long
+    permuted streams while continual backprop's stays flat).
+
+    Args:
+        rows: ``{"policy", "density", "stream", "seed", "task_end_accuracy": [per task]}``.
+        stream: The stream summarized.
+    """
+    groups: dict[tuple[str, float], list[list[float]]] = {}
+    for r in rows:
+        if r["stream"] == stream:
+            groups.setdefault((r["policy"], r["density"]), []).append(r["task_end_accuracy"])
+    out = []
+    for (policy, density), curves in sorted(groups.items()):
+        arr = np.asarray(curves, dtype=float)
+        fifth = max(1, arr.shape[1] // 5)
+        tasks = np.arange(arr.shape[1], dtype=float)
+        slopes = [float(np.polyfit(tasks, c, 1)[0]) if c.size > 1 else math.nan for c in arr]
+        out.append({
+            "policy": policy, "density": density, "stream": stream, "tasks": int(arr.shape[1]),
+            "early": _interval_json(bootstrap_interval(arr[:, :fifth].mean(axis=1))),
+            "late": _interval_json(bootstrap_interval(arr[:, -fifth:].mean(axis=1))),
+            "slope_per_task": _interval_json(bootstrap_interval(slopes)),
+        })  # fmt: skip
+    return out

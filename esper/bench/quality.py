@@ -34,7 +34,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esper.analysis.plots import plasticity_curves
-from esper.analysis.quality import RunScore, markdown_tables, run_metrics, summarize
+from esper.analysis.quality import (
+    RunScore,
+    markdown_tables,
+    plasticity_summary,
+    run_metrics,
+    summarize,
+)
 from esper.bench.harness import machine_info
 from esper.bench.quality_suite import (
     PRESETS,
@@ -330,6 +336,7 @@ def _run(
         ],
         "results": results,
         "paired": paired,
+        "plasticity": plasticity_summary(task_end, preset.plasticity_stream),
         "task_end": task_end,
         "runs": [s.to_json() for s in scores],
     }

@@ -12,6 +12,7 @@ from esper.analysis.quality import (
     RunScore,
     markdown_tables,
     paired_differences,
+    plasticity_summary,
     run_metrics,
     summarize,
     task_end_accuracies,
@@ -99,3 +100,23 @@ def test_summarize_pairs_within_a_density_and_against_dense() -> None:
     assert recovery["better"] == "unresolved"  # identical everywhere: no difference
     table = markdown_tables(results, paired)
     assert "| emrakul | 0.1 |" in table and "| rigl | 0.1 |" in table
+
+
+def test_plasticity_summary_finds_a_declining_and_a_flat_learner() -> None:
+    rows = []
+    for seed in range(4):
+        decline = [0.9 - 0.01 * t + 0.001 * seed for t in range(20)]
+        flat = [0.9 + 0.001 * seed] * 20
+        rows += [
+            {"policy": "dense", "density": 1.0, "stream": "p", "seed": seed,
+             "task_end_accuracy": decline},
+            {"policy": "cbp", "density": 1.0, "stream": "p", "seed": seed,
+             "task_end_accuracy": flat},
+            {"policy": "cbp", "density": 1.0, "stream": "other", "seed": seed,
+             "task_end_accuracy": decline},
+        ]  # fmt: skip
+    summary = {r["policy"]: r for r in plasticity_summary(rows, "p")}
+    assert summary["dense"]["slope_per_task"]["mean"] == pytest.approx(-0.01)
+    assert summary["cbp"]["slope_per_task"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["dense"]["early"]["mean"] > summary["dense"]["late"]["mean"]
+    assert summary["dense"]["tasks"] == 20
