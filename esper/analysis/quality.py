@@ -241,6 +241,8 @@ def summarize(
         streams = sorted({r.stream for r in runs})
         for stream in [*streams, SUITE]:
             entry: dict[str, Any] = {"policy": policy, "density": density, "stream": stream}
+            if stream == SUITE:
+                entry["streams"] = streams
             for metric in METRICS:
                 if stream == SUITE:
                     values = _suite_means(runs, metric)
@@ -297,9 +299,13 @@ def markdown_tables(
         "| plasticity | FLOPs | reversal rate |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    every = max((len(r.get("streams", ())) for r in suite), default=0)
     for r in suite:
+        label = r["policy"]
+        if len(r.get("streams", ())) < every:  # a partial suite: say which streams
+            label += f" ({', '.join(r['streams'])} only)"
         lines.append(
-            f"| {r['policy']} | {r['density']:g} | {_cell(r['online_accuracy'])} "
+            f"| {label} | {r['density']:g} | {_cell(r['online_accuracy'])} "
             f"| {_cell(r['task_end_accuracy'])} | {_cell(r['recovery_steps'], 0)} "
             f"| {_cell(r['plasticity'])} | {_cell(r['flops'])} | {_cell(r['reversal_rate'])} |"
         )
@@ -311,8 +317,9 @@ def markdown_tables(
             "|---|---|---|---|---|",
         ]
         for p in rows:
+            vs = p["vs"] if p["vs_density"] == p["density"] else f"{p['vs']} @ {p['vs_density']:g}"
             lines.append(
-                f"| {p['vs']} | {p['density']:g} | "
+                f"| {vs} | {p['density']:g} | "
                 f"{_cell({'mean': p['mean_diff'], 'ci': p['ci']})} | {p['n']} | {p['better']} |"
             )
     return "\n".join(lines) + "\n"

@@ -44,6 +44,7 @@ from esper.analysis.quality import (
 from esper.bench.harness import machine_info
 from esper.bench.quality_suite import (
     PRESETS,
+    RIGL_HORIZON,
     TRAINED_ABLATIONS,
     Condition,
     QualityPreset,
@@ -65,10 +66,12 @@ def _compose(overrides: Sequence[str]) -> Any:
     return compose(list(overrides))
 
 
-def _policy_overrides(stream: Stream, policy: str, density: float) -> list[str]:
+def _policy_overrides(
+    stream: Stream, policy: str, density: float, horizon: float = RIGL_HORIZON
+) -> list[str]:
     extra = [f"policy={policy}", f"policy.density={density}"]
-    if policy == "rigl":  # Evci et al. 2020 stop updating the mask at 75% of training
-        extra.append(f"policy.params.t_end={int(0.75 * stream.steps)}")
+    if policy == "rigl":  # RigL stops updating the mask at T_end = horizon × the stream
+        extra.append(f"policy.params.t_end={max(1, int(horizon * stream.steps))}")
     return [*stream.overrides, *extra]
 
 
@@ -79,6 +82,7 @@ def evaluate_run(
     seed: int,
     checkpoint: str | None = None,
     switches: tuple[tuple[str, Any], ...] = (),
+    horizon: float = RIGL_HORIZON,
 ) -> dict[str, Any]:
     """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
     set on it) on ``stream``: its metrics and its end-of-task accuracies. A host that diverges
@@ -90,7 +94,8 @@ def evaluate_run(
     from esper.threads import one_thread
     from esper.workloads.factory import build_organism
 
-    cfg = _compose([*_policy_overrides(stream, policy, density), f"experiment.seed={seed}"])
+    overrides = _policy_overrides(stream, policy, density, horizon)
+    cfg = _compose([*overrides, f"experiment.seed={seed}"])
     start, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, density=start))
     accuracies: list[float] = []
@@ -298,7 +303,8 @@ def _run(
     for cond, seed in product(conditions(preset), preset.seeds):
         for name in cond.streams:
             path = chosen[cond.variant] if cond.variant else None
-            args = (streams[name], cond.policy, cond.density, seed, path, cond.switches)
+            args = (streams[name], cond.policy, cond.density, seed, path, cond.switches,
+                    cond.horizon)  # fmt: skip
             refs.append(evaluate.remote(*args))
             keys.append((cond, name, seed))
     runs = _gather(refs, keys, "evaluation", console)

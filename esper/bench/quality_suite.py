@@ -16,12 +16,23 @@ from typing import Any
 __all__ = [
     "ABLATIONS",
     "PRESETS",
+    "RIGL_HORIZON",
     "TRAINED_ABLATIONS",
     "Condition",
     "QualityPreset",
     "Stream",
     "conditions",
 ]
+
+
+RIGL_HORIZON = 0.75
+"""RigL's ``T_end`` as a fraction of the stream: Evci et al. 2020 stop updating the mask at 75%
+of training. On a drifting stream that freezes the mask for the last quarter, so the suite also
+runs ``rigl_continual`` (``T_end`` = 10 × the stream: a near-constant drop fraction ``α``
+throughout), the stronger baseline for continual learning."""
+
+CONTINUAL_HORIZON = 10.0
+"""``T_end`` of ``rigl_continual``, as a fraction of the stream."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +107,10 @@ class QualityPreset:
     seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
     validation_seeds: tuple[int, ...] = (500,)
     train_seed: int = 0
-    train_surgeries: int = 1200
+    train_surgeries: int = 1800
     rollout: int = 16
     imitation: int = 24
-    snapshot_every: int = 200
+    snapshot_every: int = 300
     ablations: tuple[str, ...] = (
         "no_general", "no_imitation", "imitation_only", "general_rigl", "blind_gradient",
         "blind_topology",
@@ -162,6 +173,7 @@ class Condition:
         streams: Stream names it runs on (every stream unless restricted).
         variant: The Emrakul training variant whose checkpoint it uses (``None`` otherwise).
         switches: Policy attributes set after loading the checkpoint (ablation switches).
+        horizon: RigL's ``T_end`` as a fraction of the stream (RigL conditions only).
     """
 
     label: str
@@ -170,6 +182,7 @@ class Condition:
     streams: tuple[str, ...]
     variant: str | None = None
     switches: tuple[tuple[str, Any], ...] = ()
+    horizon: float = RIGL_HORIZON
 
 
 def conditions(preset: QualityPreset) -> list[Condition]:
@@ -179,6 +192,9 @@ def conditions(preset: QualityPreset) -> list[Condition]:
     out = [Condition("dense", "dense", 1.0, every)]
     for density in preset.densities:
         out += [Condition(b, b, density, every) for b in preset.baselines]
+        if "rigl" in preset.baselines:
+            out.append(Condition("rigl_continual", "rigl", density, every,
+                                 horizon=CONTINUAL_HORIZON))  # fmt: skip
         out.append(Condition("emrakul", "emrakul", density, every, variant="emrakul"))
     first = preset.densities[0]
     for ablation in preset.ablations:

@@ -100,6 +100,9 @@ def test_summarize_pairs_within_a_density_and_against_dense() -> None:
     assert recovery["better"] == "unresolved"  # identical everywhere: no difference
     table = markdown_tables(results, paired)
     assert "| emrakul | 0.1 |" in table and "| rigl | 0.1 |" in table
+    assert "| dense @ 1 | 0.05 |" in table  # the paired row names the other density
+    partial = [s for s in _scores(0.0) if s.policy != "set" or s.stream == "a"]
+    assert "| set (a only) | 0.1 |" in markdown_tables(*summarize(partial, "emrakul"))
 
 
 def test_plasticity_summary_finds_a_declining_and_a_flat_learner() -> None:

@@ -44,7 +44,8 @@ def test_conditions_cover_every_surgeon_once_per_density() -> None:
     assert len(labels) == len(set(labels))
     assert ("dense", 1.0) in labels and ("cbp", 1.0) in labels
     for density in (0.1, 0.05):
-        for name in ("emrakul", "rigl", "set", "gmp", "cbp", "redo", "static", "random"):
+        for name in ("emrakul", "rigl", "rigl_continual", "set", "gmp", "cbp", "redo", "static",
+                     "random"):  # fmt: skip
             assert (name, density) in labels
     switched = {c.label: c for c in conditions(PRESETS["small"])}["emrakul_blind_gradient"]
     assert switched.variant == "emrakul" and switched.switches == (("blind", ("gradient",)),)
@@ -65,6 +66,7 @@ def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
         ("dense", 1.0),
         ("static", 0.2),
         ("rigl", 0.2),
+        ("rigl_continual", 0.2),
         ("emrakul", 0.2),
         ("emrakul_imitation_only", 0.2),
         ("emrakul_general_rigl", 0.2),
@@ -81,7 +83,9 @@ def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
     assert (tmp_path / "quality-plasticity.png").stat().st_size > 1000
     text = readme.read_text()
     assert "old" not in text and "| emrakul | 0.2 |" in text and text.endswith("after\n")
-    assert len(data["runs"]) == 2 * (4 + 3)  # seeds × (4 conditions + 3 emrakul) on 1 stream
+    assert len(data["runs"]) == 2 * (5 + 3)  # seeds × (5 conditions + 3 emrakul) on 1 stream
+    assert "| cbp (permuted only) | 1 |" not in text  # one stream: every suite is complete
+    assert data["plasticity"] and {"early", "late", "slope_per_task"} <= set(data["plasticity"][0])
 
 
 def test_bad_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
