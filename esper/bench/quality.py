@@ -53,7 +53,7 @@ from esper.bench.quality_suite import (
 )
 from esper.files import atomic_write_text
 
-__all__ = ["README_BEGIN", "README_END", "run_quality"]
+__all__ = ["README_BEGIN", "README_END", "plot_plasticity", "run_quality"]
 
 README_BEGIN = "<!-- quality:begin -->"
 README_END = "<!-- quality:end -->"
@@ -347,12 +347,26 @@ def _run(
         "runs": [s.to_json() for s in scores],
     }
     atomic_write_text(json_path, json.dumps(report, indent=1, default=_plain) + "\n")
-    plasticity_curves(task_end, preset.plasticity_stream).savefig(plot_path, dpi=120)
+    plot_plasticity(report, plot_path)
     if readme is not None:
         _update_readme(readme, table, command)
     console.print(table)
     console.print(f"results written to {json_path} and {plot_path} in {report['wall_s']:.0f} s")
     return report
+
+
+PLOTTED = ("dense", "cbp", "static", "rigl", "rigl_continual", "emrakul")
+"""Conditions drawn in the plasticity plot (dense and CBP at density 1, the others at the
+preset's first density); the JSON holds every condition's curves."""
+
+
+def plot_plasticity(report: dict[str, Any], path: Path) -> None:
+    """Draw the loss-of-plasticity plot of a quality report (its ``task_end`` curves)."""
+    first = max((r["density"] for r in report["task_end"] if r["density"] < 1.0), default=1.0)
+    rows = [r for r in report["task_end"] if r["policy"] in PLOTTED
+            and (r["density"] == 1.0 or r["density"] == first)]  # fmt: skip
+    stream = report["plasticity"][0]["stream"] if report["plasticity"] else ""
+    plasticity_curves(rows, stream).savefig(path, dpi=120)
 
 
 def _plain(value: Any) -> Any:
