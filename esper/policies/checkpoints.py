@@ -76,4 +76,9 @@ def load_policy(path: str | os.PathLike[str], greedy: bool = True) -> Policy:
                 restored.load_state_dict(learner["state"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is not a complete policy checkpoint: missing {err}") from err
+    except RuntimeError as err:  # tensor shapes of another action or observation layout
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointError(
+            f"{path} was saved by a policy with other network shapes (an older Esper?): {first}"
+        ) from err
     return policy

@@ -209,3 +209,20 @@ def test_plain_payloads_round_trip(tmp_path: Path) -> None:
     state = load_checkpoint(save_checkpoint(tmp_path / "ok.pt", "organism", payload), "organism")
     assert state["s"] == torch.Size([2, 3]) and state["dtype"] == torch.float16
     assert torch.equal(state["o"]["w"], torch.zeros(1)) and state["k"] == {0: b"raw"}
+
+
+def test_a_policy_saved_with_other_network_shapes_is_refused_by_name(tmp_path: Path) -> None:
+    from esper.policies.checkpoints import KIND, load_policy
+
+    organism = build_organism(compose(_BASE))
+    step = organism.reset()
+    policy = EmrakulPolicy(seed=0)
+    policy.reset(organism, step)
+    state = policy.state_dict()
+    assert state["specialist"] is not None
+    head = state["specialist"]["head.bias"]
+    state["specialist"]["head.bias"] = head[:-1]  # an older action layout: one bit fewer
+    payload = {"policy": {"name": "emrakul", "params": policy.params, "state": state}}
+    save_checkpoint(tmp_path / "old.pt", KIND, payload)
+    with pytest.raises(CheckpointError, match="other network shapes"):
+        load_policy(tmp_path / "old.pt")
