@@ -170,14 +170,17 @@ def _gather(refs: list[Any], keys: list[Any], label: str, console: Console) -> d
     index = {ref: key for ref, key in zip(refs, keys, strict=True)}
     out: dict[Any, Any] = {}
     pending = list(refs)
-    with Progress(*columns, console=console) as progress:
+    step = max(1, len(refs) // 10)  # without a terminal (a log file), a line per tenth
+    started = time.perf_counter()
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         bar = progress.add_task(label, total=len(refs))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             out[index[done[0]]] = ray.get(done[0])
             progress.update(bar, advance=1)
-    if not console.is_terminal:
-        console.print(f"{label}: {len(out)} done")
+            if not console.is_terminal and (len(out) % step == 0 or not pending):
+                elapsed = time.perf_counter() - started
+                console.print(f"{label}: {len(out)}/{len(refs)} done ({elapsed:.0f} s)")
     return out
 
 
