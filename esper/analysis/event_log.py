@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 from esper.events.paths import PART_GLOB
 from esper.events.schema import TABLES, schema_for
 
-__all__ = ["PARTITIONS", "EventLog", "Filters"]
+__all__ = ["PARTITIONS", "EventLog", "Filters", "QueryError"]
 
 PARTITIONS = pa.schema([pa.field("trial", pa.string()), pa.field("replica", pa.int32())])
 """Hive partition columns of every table, from the directory names."""
@@ -148,33 +148,42 @@ class EventLog:
     # -- DuckDB ----------------------------------------------------------------------------
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per table (``events``, ``metrics``).
+        """A sandboxed DuckDB connection with one view per table (``events``, ``metrics``).
 
         The views read ``part-*.parquet`` with hive partitioning at query time, so parts
         written after the call are seen by later queries. A table without parts is an empty
-        view with the right columns.
+        view with the right columns. A run directory may come from someone else, so the
+        connection can read this run's files and nothing else: external access is off except
+        for the run directory (``allowed_directories``), extensions are neither installed nor
+        auto-loaded, and the configuration is locked before any query.
         """
         if self._con is None:
-            self._con = duckdb.connect()
+            con = duckdb.connect(
+                config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+            )
+            root = _sql_string(str(self.run_dir.resolve()) + os.sep)
+            con.execute(f"SET allowed_directories = [{root}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            self._con = con
         for name in TABLES:  # cheap; a table that got its first part since is then seen
             self._con.execute(self._view_sql(name))
         return self._con
 
     def sql(self, query: str) -> pd.DataFrame:
-        """Run ``query`` on :meth:`duckdb` and return a pandas DataFrame.
+        """Run one ``SELECT`` query on :meth:`duckdb` and return a pandas DataFrame.
 
         Raises:
-            duckdb.Error: the query is invalid (DuckDB's message names the problem).
+            QueryError: not exactly one ``SELECT`` statement (``COPY``, ``ATTACH``, ``SET``,
+                ``INSTALL``, several statements, ... are refused before anything runs).
+            duckdb.Error: the query is invalid or reads outside the run (DuckDB's message
+                names the problem).
         """
-        return self.duckdb().execute(query).df()
+        return self.duckdb().execute(_one_select(query)).df()
 
     def sql_arrow(self, query: str) -> pa.Table:
-        """Run ``query`` on :meth:`duckdb` and return an Arrow table (empty for statements).
-
-        Raises:
-            duckdb.Error: the query is invalid.
-        """
-        relation = self.duckdb().sql(query)
+        """:meth:`sql` as an Arrow table."""
+        relation = self.duckdb().sql(_one_select(query))
         return relation.to_arrow_table() if relation is not None else pa.table({})
 
     def close(self) -> None:
@@ -316,6 +325,29 @@ class EventLog:
             if isinstance(data, dict) and "writer_id" in data and "rows" in data:
                 found[str(data["writer_id"])] = data
         return found
+
+
+class QueryError(ValueError):
+    """A query the event log's sandbox refuses to run (it is not one ``SELECT``)."""
+
+
+_READING = ("SELECT", "EXPLAIN")
+
+
+def _one_select(query: str) -> str:
+    """``query`` if it is exactly one ``SELECT`` (or ``EXPLAIN``) statement.
+
+    Raises:
+        QueryError: naming what was found instead.
+        duckdb.Error: the query does not parse.
+    """
+    statements = duckdb.extract_statements(query)
+    if len(statements) != 1:
+        raise QueryError(f"one statement per query, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in _READING:
+        raise QueryError(f"only SELECT queries are run on an event log, not {kind}")
+    return query
 
 
 def _check_table(name: str) -> pa.Schema:

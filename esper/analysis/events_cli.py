@@ -62,6 +62,7 @@ def events_command(args: argparse.Namespace) -> int:
     """Handler of ``esper events``; returns the exit status (2 on bad input)."""
     import duckdb
 
+    from esper.analysis.event_log import QueryError
     from esper.analysis.runs import RunError, load_run
 
     if args.fmt == "parquet" and args.out is None:
@@ -78,6 +79,8 @@ def events_command(args: argparse.Namespace) -> int:
     try:
         try:
             result = log.sql_arrow(query)
+        except QueryError as err:
+            return _fail(f"refused query {query!r}: {err}")
         except duckdb.Error as err:
             return _fail(f"bad query {query!r}: {err}")
         if args.fmt == "table":
