@@ -13,6 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from esper.files import output_problem
+
 __all__ = ["main"]
 
 _EPILOG = "Overrides are Hydra syntax, e.g. workload=mnist1d_permuted experiment.seed=3."
@@ -282,6 +284,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OUTPUT_FLAGS = ("json", "out")
+"""Flags naming a file a command writes; each is checked by :func:`main` before it runs."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``esper`` command; returns the exit status."""
     from esper.conf import ConfigError
@@ -295,6 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    for flag in _OUTPUT_FLAGS:  # before any work: a run must not fail at its last step
+        path = getattr(args, flag, None)
+        if isinstance(path, Path) and (problem := output_problem(path)) is not None:
+            print(f"esper: cannot write --{flag} {path}: {problem}", file=sys.stderr)
+            return 2
     try:
         status: int = args.func(args)
     except ConfigError as err:

@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fsync_directory",
+    "output_problem",
 ]
 
 FILE_MODE = 0o644
@@ -46,6 +47,25 @@ _TMP_SUFFIX = ".tmp"
 def _refuse_directory(target: Path) -> None:
     if target.is_dir():
         raise IsADirectoryError(f"cannot write {target}: it is a directory; give a file path")
+
+
+def output_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a file could not be written at ``path`` (``None`` if it could): checked before a
+    command works for minutes and then fails to save. Missing parent folders are fine (writers
+    create them); the nearest existing ancestor must be a writable folder."""
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory; give a file path"
+    if target.exists() and not os.access(target, os.W_OK):
+        return "the file exists and is not writable"
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"the folder {ancestor} is not writable"
+    return None
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

@@ -243,3 +243,27 @@ def test_gmp_prunes_a_dense_organism_down_to_the_budget(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     (report,) = json.loads(path.read_text())["reports"]
     assert report["density"] == pytest.approx(0.05, abs=0.002)  # from 1.0, not from 0.05
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--json", "{dir}"],
+        ["evaluate", "--baselines", "--json", "{file}/r.json"],
+        ["train-policy", "--out", "{dir}"],
+        ["bench", "perf", "--json", "{dir}"],
+        ["events", "{dir}", "--format", "csv", "--out", "{dir}"],
+    ],
+)
+def test_an_unwritable_output_is_refused_before_any_work(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = [a.format(dir=tmp_path, file=blocker) for a in argv]
+    if argv[0] in ("evaluate", "train-policy"):
+        args.append(f"cluster.storage_path={tmp_path / 'runs'}")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(args) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before

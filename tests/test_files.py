@@ -127,3 +127,21 @@ def test_existing_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match=str(target)), atomic_directory(target):
         pytest.fail("the block must not run")
     assert os.listdir(target) == ["keep"] and os.listdir(tmp_path) == ["r1"]
+
+
+def test_output_problem_names_what_would_fail(tmp_path: Path) -> None:
+    from esper.files import output_problem
+
+    assert output_problem(tmp_path / "new" / "deep" / "r.json") is None  # folders are created
+    assert output_problem(tmp_path) == "it is a directory; give a file path"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert output_problem(blocker / "r.json") == f"{blocker} is a file, not a folder"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to check then
+            assert output_problem(locked / "r.json") == f"the folder {locked} is not writable"
+    finally:
+        locked.chmod(0o700)
