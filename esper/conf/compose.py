@@ -9,6 +9,7 @@ parameter in the workload exists before anything runs.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -268,13 +269,49 @@ def validate(cfg: EsperConfig) -> None:
             raise ConfigError(f"{key} must be ≥ 1, got {value}")
     if cfg.experiment.steps is not None and cfg.experiment.steps < 1:
         raise ConfigError(f"experiment.steps must be ≥ 1 or null, got {cfg.experiment.steps}")
-    if not w.lr > 0:
-        raise ConfigError(f"workload.lr must be > 0, got {w.lr}")
+    if not (math.isfinite(w.lr) and w.lr > 0):
+        raise ConfigError(f"workload.lr must be a finite number > 0, got {w.lr}")
+    if not 0.0 <= w.momentum < 1.0:
+        raise ConfigError(f"workload.momentum must lie in [0, 1), got {w.momentum}")
+    for key in _REWARD_KEYS:
+        value = getattr(cfg.reward, key)
+        if not (math.isfinite(value) and 0.0 <= value <= _MAX_WEIGHT):
+            raise ConfigError(f"reward.{key} must lie in [0, {_MAX_WEIGHT:g}], got {value}")
+    _build_components(cfg)
     if not 0.0 < cfg.policy.density <= 1.0:
         raise ConfigError(f"policy.density must be in (0, 1], got {cfg.policy.density}")
     if cfg.search.mode not in ("max", "min"):
         raise ConfigError(f"search.mode must be 'max' or 'min', got {cfg.search.mode!r}")
     _validate_platform(cfg)
+
+
+_MAX_WEIGHT = 1e3
+"""Largest reward weight accepted (a weight of 1e300 is a typo, not a shaping)."""
+
+
+def _build_components(cfg: EsperConfig) -> None:
+    """Build the cheap components (drifts, schedule, mask mechanism, policy) once, so that a
+    parameter out of its range (``n > m``, a negative temperature, a zero task length) is
+    reported now, naming its key, instead of crashing the run later."""
+    from esper.policies import POLICIES
+    from esper.policies.base import dense_start
+    from esper.workloads.drift import DRIFTS
+    from esper.workloads.scalpel import MECHANISMS
+    from esper.workloads.schedules import SCHEDULES
+
+    w = cfg.workload
+    _, policy_params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
+    built: list[tuple[str, Any, ComponentConfig]] = [
+        *((f"workload.drifts[{i}]", DRIFTS, d) for i, d in enumerate(w.drifts)),
+        ("workload.schedule", SCHEDULES, w.schedule),
+        ("workload.scalpel.mechanism", MECHANISMS, w.scalpel.mechanism),
+        ("policy", POLICIES, ComponentConfig(cfg.policy.name, policy_params)),
+    ]
+    for key, registry, component in built:
+        try:
+            registry[component.name](**component.params)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{key} ({component.name!r}): {err}") from err
 
 
 def _validate_platform(cfg: EsperConfig) -> None:
