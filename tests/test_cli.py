@@ -267,3 +267,12 @@ def test_an_unwritable_output_is_refused_before_any_work(
     assert main(args) == 2
     assert "cannot write" in capsys.readouterr().err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_dense_with_a_sparse_budget_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = f"cluster.storage_path={tmp_path / 'runs'}"
+    assert main(["evaluate", "policy=dense", "policy.density=0.1", storage]) == 2
+    assert "use policy=static" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

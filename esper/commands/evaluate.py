@@ -108,7 +108,17 @@ def _policy_for(cfg: EsperConfig) -> Policy:
 
 def _budgeted(cfg: EsperConfig) -> EsperConfig:
     """``cfg`` with the organism's starting density for its policy: a policy that prunes
-    from dense (GMP) starts at 1 and reaches ``policy.density``."""
+    from dense (GMP) starts at 1 and reaches ``policy.density``.
+
+    Raises:
+        ConfigError: ``policy=dense`` with a density below 1 (it would run a static sparse
+            mask under the name "dense"; that surgeon is ``policy=static``).
+    """
+    if cfg.policy.name == "dense" and cfg.policy.density < 1.0:
+        raise ConfigError(
+            f"policy=dense keeps every weight, but policy.density={cfg.policy.density}: use "
+            "policy=static for a fixed sparse mask, or drop policy.density"
+        )
     density, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
     return dataclasses.replace(
         cfg, policy=dataclasses.replace(cfg.policy, density=density, params=params)
@@ -134,7 +144,10 @@ def evaluate_command(
         for name in BASELINES:
             # Each baseline with its own config-group settings (e.g. dense keeps density 1.0
             # unless the overrides set it): the same stream, seed and budget otherwise.
-            sub = _budgeted(compose([f"policy={name}", *overrides]))
+            sub = compose([f"policy={name}", *overrides])
+            if name == "dense":  # the reference keeps every weight whatever the budget asked
+                sub = dataclasses.replace(sub, policy=dataclasses.replace(sub.policy, density=1.0))
+            sub = _budgeted(sub)
             reports.append(_run(sub, _policy_for(sub), surgeries, console, workload))
         title = "Baselines"
     elif checkpoint is not None:
