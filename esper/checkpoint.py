@@ -24,16 +24,13 @@ from typing import Any
 
 import torch
 
+from esper.errors import CheckpointError
 from esper.files import atomic_write
 
 __all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "esper.checkpoint/1"
 """Format tag of the wrapper (bumped when the wrapper itself changes)."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is not an Esper checkpoint of the expected kind, or is damaged."""
 
 
 def _digest(data: bytes) -> str:
@@ -108,9 +105,12 @@ def load_checkpoint(
     try:
         wrapper = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:
+        # torch's first sentence only: the rest suggests weights_only=False, which would run
+        # whatever code the file carries.
+        first = str(err).split(". ", 1)[0].splitlines()[0] if str(err) else ""
         raise CheckpointError(
             f"{source} is not a safe Esper checkpoint (it cannot be loaded as tensors and plain "
-            f"data): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"data): {type(err).__name__}: {first}"
         ) from err
     if not isinstance(wrapper, dict) or wrapper.get("format") != FORMAT:
         raise CheckpointError(f"{source} is not an Esper checkpoint (format {FORMAT})")

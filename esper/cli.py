@@ -102,6 +102,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     checkpoint, overrides = _split_checkpoint(args.overrides)
     if checkpoint is not None and not checkpoint.exists():
         raise ConfigError(f"checkpoint={checkpoint} does not exist")
+    if checkpoint is not None:  # a damaged or foreign file is refused before any work
+        from esper.policies.checkpoints import load_policy
+
+        load_policy(checkpoint)
     if checkpoint is not None:
         overrides = _with_policy(overrides, "emrakul")  # the organism at Emrakul's budget
     cfg = compose(overrides)
@@ -291,6 +295,7 @@ _OUTPUT_FLAGS = ("json", "out")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``esper`` command; returns the exit status."""
     from esper.conf import ConfigError
+    from esper.errors import CheckpointError
 
     parser = _parser()
     # Overrides may stand between flags (``evaluate a=1 --json p b=2``): argparse leaves the
@@ -310,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
     except ConfigError as err:
         print(f"esper: config error: {err}", file=sys.stderr)
+        return 2
+    except CheckpointError as err:
+        print(f"esper: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("esper: interrupted", file=sys.stderr)

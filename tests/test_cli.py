@@ -276,3 +276,16 @@ def test_dense_with_a_sparse_budget_is_refused(
     assert main(["evaluate", "policy=dense", "policy.density=0.1", storage]) == 2
     assert "use policy=static" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", bytes(range(256)) * 4])
+def test_a_damaged_checkpoint_is_refused_before_any_work(
+    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    storage = f"cluster.storage_path={tmp_path / 'runs'}"
+    assert main(["evaluate", f"checkpoint={bad}", storage]) == 2
+    err = capsys.readouterr().err
+    assert "is not a safe Esper checkpoint" in err and "weights_only" not in err
+    assert not (tmp_path / "runs").exists()
