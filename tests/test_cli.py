@@ -175,6 +175,7 @@ def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
             p.name for p in run.iterdir()
         }
         assert list((run / "metrics" / "trial=t0" / "replica=0").glob("part-*.parquet"))
+        assert json.loads((run / "run.json").read_text())["state"] == "complete"
 
 
 def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:

@@ -87,6 +87,14 @@ def compare_main(args: argparse.Namespace) -> int:
     console = Console()
     try:
         runs = load_runs(args.runs)
+        unfinished = [f"{r.path} ({r.state})" for r in runs if not r.finished]
+        if unfinished and not args.allow_incomplete:
+            return _error(
+                f"not pooling runs that did not complete: {', '.join(unfinished)}; pass "
+                "--allow-incomplete to include them"
+            )
+        for name in unfinished:
+            console.print(f"[yellow]warning:[/yellow] including an incomplete run: {name}")
         table = compare_runs(runs, by=args.by)
     except (RunError, CompareError) as err:
         return _error(str(err))
@@ -134,6 +142,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--plots", type=Path, default=None, metavar="DIR", help="write PNG plots into DIR"
+    )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="pool runs that did not complete (killed, failed, still running), with a warning",
     )
     parser.set_defaults(func=compare_main)
     return parser

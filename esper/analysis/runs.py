@@ -60,6 +60,18 @@ class Run:
     meta: dict[str, Any] = field(repr=False)
 
     @property
+    def state(self) -> str:
+        """How the run ended, from ``run.json``: ``complete``, ``failed``, ``interrupted``, or
+        ``running`` (still going, or killed); ``unrecorded`` for runs written before Esper
+        recorded it."""
+        return str(self.meta.get("state", "unrecorded"))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run is known to have completed (or predates state records)."""
+        return self.state in ("complete", "unrecorded")
+
+    @property
     def run_id(self) -> str:
         """The run's id (``run.json``'s ``run_id``, else the directory name)."""
         return str(self.meta.get("run_id") or self.path.name)

@@ -15,7 +15,7 @@ from esper.commands.naming import chosen_workload
 from esper.conf import ConfigError, compose
 from esper.config import EsperConfig
 from esper.files import atomic_write_text
-from esper.platform.runs import RunRecorder, new_run_dir
+from esper.platform.runs import RunRecorder, new_run_dir, run_state
 from esper.policies.base import POLICIES, Policy, dense_start, make_policy
 from esper.policies.baselines import BASELINES
 from esper.policies.evaluation import EvaluationReport, evaluate_policy
@@ -51,6 +51,7 @@ def _run(
         TimeElapsedColumn(),
     )
     with (
+        run_state(run_dir),  # outermost: marked complete once the tables are flushed
         Progress(*columns, console=console, transient=True) as progress,
         RunRecorder(run_dir, cfg, "evaluate", workload, policy.name) as recorder,
     ):

@@ -20,7 +20,7 @@ from rich.table import Table
 from esper.commands.naming import chosen_workload
 from esper.conf import ConfigError, compose, from_plain
 from esper.config import EsperConfig
-from esper.platform.runs import create_run, new_run_dir
+from esper.platform.runs import create_run, mark_run, new_run_dir, run_state
 from esper.platform.sweep import TUNE_DIR, SweepResult, run_member, run_sweep, start_ray
 
 __all__ = ["DEMO_OVERRIDES", "demo_command", "run_command", "sweep_command"]
@@ -90,7 +90,8 @@ def run_command(overrides: Sequence[str], address: str | None, console: Console)
         f"[bold]esper run[/bold] {run_dir.name}: {cfg.policy.training.replicas} replicas × "
         f"{cfg.policy.training.iterations} iterations of {cfg.policy.training.rollout} surgeries"
     )
-    result = run_member(cfg, run_dir, console)
+    with run_state(run_dir):
+        result = run_member(cfg, run_dir, console)
     console.print(f"member checkpoint: {run_dir / 'member.pt'}; events and metrics in {run_dir}")
     return result
 
@@ -123,7 +124,10 @@ def sweep_command(
         f"{s.algorithm.value} over {', '.join(s.bounds) or 'nothing'}, {s.num_samples} members × "
         f"{t.replicas} replicas × {t.iterations} iterations; fitness {s.metric}"
     )
-    result = run_sweep(cfg, run_dir, console, resume=resume is not None)
+    if resume is not None:
+        mark_run(run_dir, "running")
+    with run_state(run_dir):
+        result = run_sweep(cfg, run_dir, console, resume=resume is not None)
     _leaderboard(result, cfg, console)
     return result
 

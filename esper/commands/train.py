@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from esper.conf import compose
 from esper.config import EsperConfig
 from esper.files import atomic_write_text
-from esper.platform.runs import RunRecorder, new_run_dir
+from esper.platform.runs import RunRecorder, new_run_dir, run_state
 from esper.policies.checkpoints import save_policy
 from esper.policies.training import TrainResult, train_policy
 from esper.workloads.organism import Organism, OrganismStep
@@ -58,28 +58,31 @@ def train_command(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("training", total=t.surgeries)
+    with run_state(run_dir):  # complete once the checkpoint is saved
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task("training", total=t.surgeries)
 
-        def report(metrics: dict[str, Any]) -> None:
-            if metrics.get("episode", 0) < 0:
-                console.print(f"behaviour cloning: {metrics}")
-                return
-            text = (
-                f"episode {metrics['episode']} · reward {metrics['mean_reward']:.3f} · "
-                f"acc {metrics['online_accuracy']:.3f}"
-            )
-            progress.update(bar, completed=min(t.surgeries, metrics["surgery"]), description=text)
-            if not console.is_terminal:
-                console.print(text)
+            def report(metrics: dict[str, Any]) -> None:
+                if metrics.get("episode", 0) < 0:
+                    console.print(f"behaviour cloning: {metrics}")
+                    return
+                text = (
+                    f"episode {metrics['episode']} · reward {metrics['mean_reward']:.3f} · "
+                    f"acc {metrics['online_accuracy']:.3f}"
+                )
+                progress.update(
+                    bar, completed=min(t.surgeries, metrics["surgery"]), description=text
+                )
+                if not console.is_terminal:
+                    console.print(text)
 
-        result = train_policy(cfg, organisms, progress=report, on_step=record)
-    for recorder in recorders:
-        recorder.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_policy(path, result)
-    atomic_write_text(
-        path.with_name("history.json"), json.dumps(result.history, indent=2, default=float)
-    )
+            result = train_policy(cfg, organisms, progress=report, on_step=record)
+        for recorder in recorders:
+            recorder.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_policy(path, result)
+        atomic_write_text(
+            path.with_name("history.json"), json.dumps(result.history, indent=2, default=float)
+        )
     console.print(f"checkpoint written to {path}; events and metrics in {run_dir}")
     return path, result

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,15 @@ from esper.files import atomic_write_text
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = [
+    "RUN_STATES",
     "ReplicaRecorder",
     "RunRecorder",
     "config_digest",
     "create_run",
+    "mark_run",
     "new_run_dir",
     "run_name",
+    "run_state",
     "runs_root",
     "workload_label",
 ]
@@ -115,6 +120,8 @@ def create_run(
     run_dir.mkdir(parents=True, exist_ok=False)
     meta: dict[str, Any] = {
         "run_id": run_dir.name,
+        "state": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command,
         "workload": workload,
         "policy": policy,
@@ -126,6 +133,45 @@ def create_run(
     }
     atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2, default=str))
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+RUN_STATES = ("running", "complete", "failed", "interrupted")
+"""What ``run.json``'s ``state`` says: ``running`` until the command ends (and for ever if the
+process was killed), then ``complete``, ``failed`` (an error; its message in ``error``) or
+``interrupted`` (Ctrl-C)."""
+
+
+def mark_run(run_dir: Path, state: str, error: str | None = None) -> None:
+    """Record how the run ended in its ``run.json`` (atomically; the rest is kept).
+
+    Raises:
+        ValueError: an unknown state.
+    """
+    if state not in RUN_STATES:
+        raise ValueError(f"unknown run state {state!r}; valid: {', '.join(RUN_STATES)}")
+    path = run_dir / "run.json"
+    meta = json.loads(path.read_text())
+    meta["state"] = state
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if error is not None:
+        meta["error"] = error
+    atomic_write_text(path, json.dumps(meta, indent=2, default=str))
+
+
+@contextmanager
+def run_state(run_dir: Path) -> Iterator[None]:
+    """Mark the run ``complete`` when the block ends normally, ``interrupted`` on Ctrl-C and
+    ``failed`` (with the error's message) on any other exception, which propagates."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mark_run(run_dir, "interrupted")
+        raise
+    except BaseException as err:
+        if (run_dir / "run.json").exists():
+            mark_run(run_dir, "failed", f"{type(err).__name__}: {err}")
+        raise
+    mark_run(run_dir, "complete")
 
 
 class ReplicaRecorder:

@@ -304,3 +304,27 @@ def test_pareto_limits_ignore_wide_error_bars() -> None:
     )
     low, high = accuracy_flops_pareto(table).axes[0].get_ylim()
     assert 0.3 < low < 0.5 and 0.8 < high < 1.0
+
+
+def test_compare_refuses_to_pool_incomplete_runs_unless_allowed(
+    runs: dict[str, list[Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import json
+
+    from esper.analysis.compare_cli import add_compare_parser
+
+    parser = argparse.ArgumentParser(prog="esper")
+    add_compare_parser(parser.add_subparsers(dest="command", required=True))
+    killed = runs["base"][0]
+    meta = json.loads((killed / "run.json").read_text())
+    (killed / "run.json").write_text(json.dumps({**meta, "state": "running"}))
+    paths = [str(p) for group in runs.values() for p in group]
+    args = parser.parse_args(["compare", *paths])
+    assert args.func(args) == 2
+    assert f"{killed} (running)" in capsys.readouterr().err
+    args = parser.parse_args(["compare", *paths, "--allow-incomplete"])
+    assert args.func(args) == 0
+    assert "including an incomplete run" in capsys.readouterr().out
+    assert load_run(killed).state == "running" and not load_run(killed).finished
+    assert load_run(runs["base"][1]).state == "unrecorded"  # written before states existed

@@ -104,3 +104,29 @@ def test_run_names_carry_experiment_command_workload_policy_seed_and_time(
     run_dir = new_run_dir(cfg, "train", "digits_permuted")
     assert run_dir.parent == tmp_path.resolve() and not run_dir.exists()
     assert run_dir.name.startswith("smoke-train-digits_permuted-dense-s7-")
+
+
+@pytest.mark.parametrize(
+    ("raised", "state"), [(None, "complete"), (RuntimeError("boom"), "failed"),
+                          (KeyboardInterrupt(), "interrupted")],
+)  # fmt: skip
+def test_run_json_records_how_the_run_ended(
+    tmp_path: Path, raised: BaseException | None, state: str
+) -> None:
+    import json
+
+    from esper.conf import compose
+    from esper.platform.runs import create_run, run_state
+
+    run = tmp_path / "r"
+    create_run(run, compose([]), "evaluate", "digits_permuted", "rigl")
+    assert json.loads((run / "run.json").read_text())["state"] == "running"
+    try:
+        with run_state(run):
+            if raised is not None:
+                raise raised
+    except BaseException as err:
+        assert err is raised
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["state"] == state and "finished" in meta
+    assert (meta.get("error") == "RuntimeError: boom") == (state == "failed")
