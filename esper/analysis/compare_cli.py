@@ -31,6 +31,9 @@ _BY_HELP = (
 )
 
 
+_INCOMPLETE_HELP = "pool runs that did not complete (killed, failed, still running), with a warning"
+
+
 def _error(message: str) -> int:
     print(f"esper: {message}", file=sys.stderr)
     return 2
@@ -78,6 +81,20 @@ def _write_plots(runs: list[Run], table: Any, by: str, directory: Path) -> list[
     return written
 
 
+def _incomplete(runs: list[Run], allowed: bool, console: Console) -> str | None:
+    """The refusal to pool runs that did not complete, or ``None`` (warning about each one
+    included when ``allowed``)."""
+    unfinished = [f"{r.path} ({r.state})" for r in runs if not r.finished]
+    if unfinished and not allowed:
+        return (
+            f"not pooling runs that did not complete: {', '.join(unfinished)}; pass "
+            "--allow-incomplete to include them"
+        )
+    for name in unfinished:
+        console.print(f"[yellow]warning:[/yellow] including an incomplete run: {name}")
+    return None
+
+
 def compare_main(args: argparse.Namespace) -> int:
     """Handler of ``esper compare``; returns the exit status."""
     from esper.analysis.compare import CompareError, compare_runs
@@ -87,14 +104,8 @@ def compare_main(args: argparse.Namespace) -> int:
     console = Console()
     try:
         runs = load_runs(args.runs)
-        unfinished = [f"{r.path} ({r.state})" for r in runs if not r.finished]
-        if unfinished and not args.allow_incomplete:
-            return _error(
-                f"not pooling runs that did not complete: {', '.join(unfinished)}; pass "
-                "--allow-incomplete to include them"
-            )
-        for name in unfinished:
-            console.print(f"[yellow]warning:[/yellow] including an incomplete run: {name}")
+        if (refusal := _incomplete(runs, args.allow_incomplete, console)) is not None:
+            return _error(refusal)
         table = compare_runs(runs, by=args.by)
     except (RunError, CompareError) as err:
         return _error(str(err))
@@ -119,13 +130,17 @@ def report_main(args: argparse.Namespace) -> int:
     """Handler of ``esper report``; returns the exit status."""
     from esper.analysis.compare import CompareError
     from esper.analysis.report import write_report
-    from esper.analysis.runs import RunError
+    from esper.analysis.runs import RunError, load_runs
 
+    console = Console()
     try:
-        out = write_report(args.runs, args.out, by=args.by)
+        runs = load_runs(args.runs)
+        if (refusal := _incomplete(runs, args.allow_incomplete, console)) is not None:
+            return _error(refusal)
+        out = write_report(runs, args.out, by=args.by)
     except (RunError, CompareError) as err:
         return _error(str(err))
-    Console().print(f"wrote {out}")
+    console.print(f"wrote {out}")
     return 0
 
 
@@ -143,11 +158,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--plots", type=Path, default=None, metavar="DIR", help="write PNG plots into DIR"
     )
-    parser.add_argument(
-        "--allow-incomplete",
-        action="store_true",
-        help="pool runs that did not complete (killed, failed, still running), with a warning",
-    )
+    parser.add_argument("--allow-incomplete", action="store_true", help=_INCOMPLETE_HELP)
     parser.set_defaults(func=compare_main)
     return parser
 
@@ -162,5 +173,6 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("report.html"), metavar="PATH", help="HTML file to write"
     )
     parser.add_argument("--by", default="reward", metavar="KEY", help=_BY_HELP)
+    parser.add_argument("--allow-incomplete", action="store_true", help=_INCOMPLETE_HELP)
     parser.set_defaults(func=report_main)
     return parser
