@@ -31,7 +31,10 @@ _BY_HELP = (
 )
 
 
-_INCOMPLETE_HELP = "pool runs that did not complete (killed, failed, still running), with a warning"
+_INCOMPLETE_HELP = (
+    "use runs that did not complete (killed, failed, running) or whose logs miss parts, with a "
+    "warning naming what is missing"
+)
 
 
 def _error(message: str) -> int:
@@ -82,16 +85,15 @@ def _write_plots(runs: list[Run], table: Any, by: str, directory: Path) -> list[
 
 
 def _incomplete(runs: list[Run], allowed: bool, console: Console) -> str | None:
-    """The refusal to pool runs that did not complete, or ``None`` (warning about each one
-    included when ``allowed``)."""
-    unfinished = [f"{r.path} ({r.state})" for r in runs if not r.finished]
-    if unfinished and not allowed:
-        return (
-            f"not pooling runs that did not complete: {', '.join(unfinished)}; pass "
-            "--allow-incomplete to include them"
-        )
-    for name in unfinished:
-        console.print(f"[yellow]warning:[/yellow] including an incomplete run: {name}")
+    """The refusal to read runs that did not complete or whose logs are damaged (missing,
+    truncated or duplicated parts), or ``None``: each such run is then named in a warning
+    (when ``allowed``), its unreadable parts left out."""
+    problems = [f"{r.path} did not complete ({r.state})" for r in runs if not r.finished]
+    problems += [f"{r.path}: {p}" for r in runs for p in r.damage()]
+    if problems and not allowed:
+        return "; ".join(problems) + "; pass --allow-incomplete to use what is there"
+    for problem in problems:
+        console.print(f"[yellow]warning:[/yellow] {problem}")
     return None
 
 

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +55,8 @@ class EventLog:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self.excluded: set[Path] = set()
+        """Parts left out of every read (unreadable ones, found by :meth:`damage`)."""
         self._con: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
@@ -88,7 +89,7 @@ class EventLog:
     def parts(self, name: str = "events") -> list[Path]:
         """The complete Parquet parts of table ``name``, sorted (temporary files excluded)."""
         _check_table(name)
-        return sorted((self.run_dir / name).glob(_PART_GLOB))
+        return sorted(p for p in (self.run_dir / name).glob(_PART_GLOB) if p not in self.excluded)
 
     # -- pyarrow / pandas ------------------------------------------------------------------
 
@@ -201,100 +202,18 @@ class EventLog:
     # -- integrity -------------------------------------------------------------------------
 
     def gaps(self, name: str = "events") -> pd.DataFrame:
-        """Per writer, the sequence numbers expected against those present: reveals loss.
+        """Per writer, the sequence numbers expected against those present: reveals loss
+        (:func:`esper.analysis.integrity.writer_gaps`)."""
+        from esper.analysis.integrity import writer_gaps
 
-        Each writer numbers its rows 0, 1, 2, … with no gaps. Rows are expected up to the
-        highest ``seq`` present, or up to the row count the writer recorded on ``close()``
-        (which also reveals a lost *last* part).
+        return writer_gaps(self, name)
 
-        Returns:
-            One row per ``writer_id``: ``trial``, ``replica``, ``rows`` (present),
-            ``first_seq``, ``last_seq``, ``expected`` (rows), ``missing`` (count),
-            ``missing_ranges`` (list of inclusive ``(start, end)``), ``duplicates``, ``closed``
-            (whether the writer recorded its count).
-        """
-        columns = [
-            "writer_id",
-            "trial",
-            "replica",
-            "rows",
-            "first_seq",
-            "last_seq",
-            "expected",
-            "missing",
-            "missing_ranges",
-            "duplicates",
-            "closed",
-        ]
-        con = self.duckdb()
-        present = con.execute(
-            f"""
-            SELECT writer_id, any_value(trial) AS trial, any_value(replica) AS replica,
-                   count(*) AS rows, count(DISTINCT seq) AS distinct_rows,
-                   min(seq) AS first_seq, max(seq) AS last_seq
-            FROM {name} GROUP BY writer_id ORDER BY trial, replica, writer_id
-            """
-        ).df()
-        holes = con.execute(
-            f"""
-            SELECT writer_id, prev + 1 AS start, seq - 1 AS stop FROM (
-                SELECT writer_id, seq, lag(seq, 1, -1) OVER (PARTITION BY writer_id ORDER BY seq)
-                    AS prev
-                FROM (SELECT DISTINCT writer_id, seq FROM {name})
-            ) WHERE seq - prev > 1 ORDER BY writer_id, start
-            """
-        ).df()
-        manifests = self._manifests(name)
-        ranges: dict[str, list[tuple[int, int]]] = {}
-        for row in holes.itertuples(index=False):
-            ranges.setdefault(str(row.writer_id), []).append((int(row.start), int(row.stop)))
-        records: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for row in present.itertuples(index=False):
-            wid = str(row.writer_id)
-            seen.add(wid)
-            manifest = manifests.get(wid)
-            last = int(row.last_seq)
-            expected = max(last + 1, int(manifest["rows"]) if manifest else 0)
-            missing = list(ranges.get(wid, []))
-            if expected > last + 1:
-                missing.append((last + 1, expected - 1))
-            distinct = int(row.distinct_rows)
-            records.append(
-                {
-                    "writer_id": wid,
-                    "trial": row.trial,
-                    "replica": int(row.replica),
-                    "rows": int(row.rows),
-                    "first_seq": int(row.first_seq),
-                    "last_seq": last,
-                    "expected": expected,
-                    "missing": expected - distinct,
-                    "missing_ranges": missing,
-                    "duplicates": int(row.rows) - distinct,
-                    "closed": manifest is not None,
-                }
-            )
-        for wid, manifest in manifests.items():  # writers whose every part is gone
-            if wid in seen or int(manifest.get("rows", 0)) == 0:
-                continue
-            rows = int(manifest["rows"])
-            records.append(
-                {
-                    "writer_id": wid,
-                    "trial": str(manifest.get("trial_id", "")),
-                    "replica": int(manifest.get("replica_id", -1)),
-                    "rows": 0,
-                    "first_seq": -1,
-                    "last_seq": -1,
-                    "expected": rows,
-                    "missing": rows,
-                    "missing_ranges": [(0, rows - 1)],
-                    "duplicates": 0,
-                    "closed": True,
-                }
-            )
-        return pd.DataFrame.from_records(records, columns=columns)
+    def damage(self) -> list[str]:
+        """What is wrong with this log, one sentence each (``[]``: intact); unreadable parts
+        are excluded from every later read (:func:`esper.analysis.integrity.damage`)."""
+        from esper.analysis.integrity import damage
+
+        return damage(self)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -310,21 +229,12 @@ class EventLog:
             )
             return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"
         glob = _sql_string(str(root / _PART_GLOB))
+        if self.excluded:  # name the readable parts one by one
+            glob = "[" + ", ".join(_sql_string(str(p.resolve())) for p in self.parts(name)) + "]"
         return (
             f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({glob}, "
             f"hive_partitioning = true, hive_types = {_DUCKDB_HIVE_TYPES}, union_by_name = true)"
         )
-
-    def _manifests(self, name: str) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for path in (self.run_dir / name).glob("trial=*/replica=*/_writer-*.json"):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(data, dict) and "writer_id" in data and "rows" in data:
-                found[str(data["writer_id"])] = data
-        return found
 
 
 class QueryError(ValueError):

@@ -55,6 +55,11 @@ def add_events_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, metavar="PATH", help="write the result here"
     )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="query a run whose log misses parts (a warning names what is missing)",
+    )
     parser.set_defaults(func=events_command)
 
 
@@ -73,9 +78,16 @@ def events_command(args: argparse.Namespace) -> int:
     if not query.strip():
         return _fail("--sql is empty")
     try:
-        log = load_run(args.run).open_log()
+        run = load_run(args.run)
     except RunError as err:
         return _fail(str(err))
+    problems = run.damage()
+    if problems and not args.allow_incomplete:
+        return _fail(f"run {args.run} is damaged: {'; '.join(problems)}; pass "
+                     "--allow-incomplete to query what is there")  # fmt: skip
+    for problem in problems:
+        print(f"esper events: warning: {problem}", file=sys.stderr)
+    log = run.open_log()
     try:
         try:
             result = log.sql_arrow(query)

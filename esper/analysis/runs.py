@@ -58,6 +58,8 @@ class Run:
 
     path: Path
     meta: dict[str, Any] = field(repr=False)
+    excluded: set[Path] = field(default_factory=set, repr=False, compare=False)
+    """Unreadable parts left out of the tables (filled by :meth:`damage`)."""
 
     @property
     def state(self) -> str:
@@ -84,7 +86,18 @@ class Run:
 
     def open_log(self) -> EventLog:
         """The run's :class:`EventLog` (SQL and filtered reads); close it, or use ``with``."""
-        return EventLog.open(self.path)
+        log = EventLog.open(self.path)
+        log.excluded |= self.excluded
+        return log
+
+    def damage(self) -> list[str]:
+        """What is missing or broken in the run's tables, one sentence each (``[]``: whole;
+        :func:`esper.analysis.integrity.damage`). Call it before reading the tables:
+        unreadable parts are then left out of them."""
+        with self.open_log() as log:
+            problems = log.damage()
+            self.excluded.update(log.excluded)
+        return problems
 
     @cached_property
     def events(self) -> pd.DataFrame:

@@ -117,6 +117,13 @@ def strategies_command(args: argparse.Namespace) -> int:
     except RunError as err:
         print(f"esper: {err}", file=sys.stderr)
         return 2
+    problems = run.damage()
+    if problems and not args.allow_incomplete:
+        print(f"esper: run {run_dir} is damaged: {'; '.join(problems)}; pass "
+              "--allow-incomplete to use what is there", file=sys.stderr)  # fmt: skip
+        return 2
+    for problem in problems:
+        print(f"esper: warning: {problem}", file=sys.stderr)
     events, metrics = run.events, run.metrics
     if events.empty and metrics.empty:
         print(f"esper: run {run_dir} has an empty event log", file=sys.stderr)
@@ -144,5 +151,10 @@ def add_strategies_parser(subparsers: Any) -> None:
     parser.add_argument("run", type=Path, metavar="RUN", help="run directory (runs/<name>)")
     parser.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="write every episode here"
+    )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="read a run whose log misses parts (a warning names what is missing)",
     )
     parser.set_defaults(func=strategies_command)
