@@ -105,8 +105,8 @@ def load_checkpoint(
     try:
         wrapper = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:
-        # torch's first sentence only: the rest suggests weights_only=False, which would run
-        # whatever code the file carries.
+        # torch's first sentence only: the rest advises loading without the weights-only
+        # guard, which would run whatever code the file carries.
         first = str(err).split(". ", 1)[0].splitlines()[0] if str(err) else ""
         raise CheckpointError(
             f"{source} is not a safe Esper checkpoint (it cannot be loaded as tensors and plain "

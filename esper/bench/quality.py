@@ -51,7 +51,7 @@ from esper.bench.quality_suite import (
     Stream,
     conditions,
 )
-from esper.files import atomic_write_text
+from esper.files import atomic_write_text, output_problem
 
 __all__ = ["README_BEGIN", "README_END", "plot_plasticity", "run_quality"]
 
@@ -224,12 +224,8 @@ def _select(
 
 def _check_writable(*paths: Path | None) -> None:
     for path in paths:
-        if path is None:
-            continue
-        if path.is_dir():
-            raise ValueError(f"{path} is a directory; give a file path")
-        if not path.parent.is_dir():
-            raise ValueError(f"{path.parent} does not exist")
+        if path is not None and (problem := output_problem(path)) is not None:
+            raise ValueError(f"cannot write {path}: {problem}")
 
 
 def _update_readme(readme: Path, table: str, command: str) -> None:
@@ -269,6 +265,8 @@ def run_quality(
     else:
         raise KeyError(f"unknown preset {preset_name!r}; valid: {', '.join(PRESETS)}")
     _check_writable(json_path, readme)
+    if readme is not None and not readme.is_file():
+        raise ValueError(f"--readme {readme} is not a file")
     if readme is not None and README_BEGIN not in readme.read_text():
         raise ValueError(f"{readme} has no {README_BEGIN} … {README_END} section")
     started = time.perf_counter()

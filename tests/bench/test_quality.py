@@ -84,13 +84,18 @@ def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
     text = readme.read_text()
     assert "old" not in text and "| emrakul | 0.2 |" in text and text.endswith("after\n")
     assert len(data["runs"]) == 2 * (5 + 3)  # seeds × (5 conditions + 3 emrakul) on 1 stream
-    assert "| cbp (permuted only) | 1 |" not in text  # one stream: every suite is complete
     assert data["plasticity"] and {"early", "late", "slope_per_task"} <= set(data["plasticity"][0])
 
 
 def test_bad_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
     assert main(["bench", "quality", "--json", str(tmp_path)]) == 2
-    assert main(["bench", "quality", "--json", str(tmp_path / "no" / "q.json")]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["bench", "quality", "--json", str(blocker / "q.json")]) == 2  # a file in the way
+    readme_in_the_way = ["--json", str(tmp_path / "q.json"), "--readme", str(blocker / "R.md")]
+    assert main(["bench", "quality", *readme_in_the_way]) == 2
+    missing = ["--json", str(tmp_path / "q.json"), "--readme", str(tmp_path / "none.md")]
+    assert main(["bench", "quality", *missing]) == 2
     readme = tmp_path / "README.md"
     readme.write_text("no markers\n")
     args = ["bench", "quality", "--json", str(tmp_path / "q.json"), "--readme", str(readme)]

@@ -14,15 +14,9 @@ from esper.policies.imitation import (
     rigl_drop_fraction,
 )
 from esper.workloads.factory import build_organism
+from tests.organisms import TINY_ORGANISM
 
-_BASE = [
-    "policy.density=0.2",
-    "policy.surgery_interval=4",
-    "workload.batch_size=16",
-    "workload.host.params.hidden=[32,16]",
-    "workload.organism.sense_batches=2",
-    "workload.organism.spike_window=2",
-]
+_BASE = TINY_ORGANISM
 
 
 def test_rigl_cosine_schedule() -> None:

@@ -22,6 +22,7 @@ from esper.policies.base import Policy, make_policy
 from esper.workloads.actions import LayerAction
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
+from tests.organisms import TINY_ORGANISM
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -34,14 +35,7 @@ MECHANISMS = (
     "nm",
     "atm",
 )
-_BASE = [
-    "policy.density=0.2",
-    "policy.surgery_interval=4",
-    "workload.batch_size=16",
-    "workload.host.params.hidden=[32,16]",
-    "workload.organism.sense_batches=2",
-    "workload.organism.spike_window=2",
-]
+_BASE = TINY_ORGANISM
 _POLICIES: dict[str, dict[str, Any]] = {  # settings under which each operates at once (K = 4)
     "rigl": {"delta_t": 4},
     "emrakul": {"general_interval": 2, "seed": 0},

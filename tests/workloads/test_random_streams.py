@@ -19,15 +19,9 @@ from esper.conf import compose
 from esper.policies.base import make_policy
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism
+from tests.organisms import TINY_ORGANISM
 
-_BASE = [
-    "policy.density=0.2",
-    "policy.surgery_interval=4",
-    "workload.batch_size=16",
-    "workload.host.params.hidden=[32,16]",
-    "workload.organism.sense_batches=2",
-    "workload.organism.spike_window=2",
-]
+_BASE = TINY_ORGANISM
 _MECHANISMS = (
     "masked",
     "straight_through",
