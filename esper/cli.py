@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from esper.files import output_problem
+from esper.files import add_force_flag, output_problem
 
 __all__ = ["main"]
 
@@ -115,6 +115,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         payload = {"reports": [r.to_json() for r in reports], "overrides": overrides}
         atomic_write_text(args.json, json.dumps(payload, indent=2))
+    diverged = [r.policy for r in reports if r.diverged]
+    if diverged:
+        print(f"esper: diverged (run marked failed): {', '.join(diverged)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -231,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", type=Path, default=None, metavar="PATH", help="checkpoint path (default: run dir)"
     )
+    add_force_flag(train)
     train.set_defaults(func=_train_policy)
 
     evaluate = sub.add_parser(
@@ -246,6 +251,7 @@ def _parser() -> argparse.ArgumentParser:
         "--surgeries", type=int, default=None, help="surgeries to run (default: whole stream)"
     )
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="write here")
+    add_force_flag(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     _add_analysis_parsers(sub)
@@ -257,6 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     perf.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     perf.add_argument("--only", default="", metavar="NAME,...", help="run only these benchmarks")
+    add_force_flag(perf)
     perf.set_defaults(func=_bench_perf)
     quality = bench_sub.add_parser(
         "quality", help="train Emrakul, score every surgeon on the drift suite with intervals"
@@ -284,18 +291,20 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--address", default=None, help="join this Ray cluster")
     quality.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
+    add_force_flag(quality)
     quality.set_defaults(func=_bench_quality)
     return parser
 
 
 _OUTPUT_FLAGS = ("json", "out")
-"""Flags naming a file a command writes; each is checked by :func:`main` before it runs."""
+"""Flags naming a file a command writes; each is checked by :func:`main` before it runs (an
+existing file is replaced only with ``--force``, :func:`esper.files.add_force_flag`)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``esper`` command; returns the exit status."""
     from esper.conf import ConfigError
-    from esper.errors import CheckpointError
+    from esper.errors import CheckpointError, RunError
 
     parser = _parser()
     # Overrides may stand between flags (``evaluate a=1 --json p b=2``): argparse leaves the
@@ -306,9 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    replace = bool(getattr(args, "force", False))
     for flag in _OUTPUT_FLAGS:  # before any work: a run must not fail at its last step
         path = getattr(args, flag, None)
-        if isinstance(path, Path) and (problem := output_problem(path)) is not None:
+        if isinstance(path, Path) and (problem := output_problem(path, replace)) is not None:
             print(f"esper: cannot write --{flag} {path}: {problem}", file=sys.stderr)
             return 2
     try:
@@ -319,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"esper: {err}", file=sys.stderr)
         return 2
+    except RunError as err:  # the run started and could not go on; run.json says failed
+        print(f"esper: run failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("esper: interrupted", file=sys.stderr)
         return 130

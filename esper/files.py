@@ -18,6 +18,7 @@ This module imports only the standard library: the torch-free and Hydra-free pac
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -28,10 +29,12 @@ from pathlib import Path
 __all__ = [
     "DIRECTORY_MODE",
     "FILE_MODE",
+    "add_force_flag",
     "atomic_directory",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "directory_problem",
     "fsync_directory",
     "output_problem",
 ]
@@ -49,13 +52,16 @@ def _refuse_directory(target: Path) -> None:
         raise IsADirectoryError(f"cannot write {target}: it is a directory; give a file path")
 
 
-def output_problem(path: str | os.PathLike[str]) -> str | None:
+def output_problem(path: str | os.PathLike[str], replace: bool = True) -> str | None:
     """Why a file could not be written at ``path`` (``None`` if it could): checked before a
     command works for minutes and then fails to save. Missing parent folders are fine (writers
-    create them); the nearest existing ancestor must be a writable folder."""
+    create them); the nearest existing ancestor must be a writable folder. With ``replace``
+    false, an existing file is a problem too (the command line's ``--force`` sets it)."""
     target = Path(path)
     if target.is_dir():
         return "it is a directory; give a file path"
+    if target.exists() and not replace:
+        return "it exists; pass --force to replace it"
     if target.exists() and not os.access(target, os.W_OK):
         return "the file exists and is not writable"
     ancestor = target.parent
@@ -66,6 +72,30 @@ def output_problem(path: str | os.PathLike[str]) -> str | None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"the folder {ancestor} is not writable"
     return None
+
+
+def directory_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a folder could not be made or written at ``path`` (``None`` if it could): the path
+    is a folder or can be created, and the folder that would hold it is writable."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        return "it is a file, not a folder"
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"the folder {ancestor} is not writable"
+    return None
+
+
+def add_force_flag(parser: argparse.ArgumentParser) -> None:
+    """Give a command that writes files a ``--force`` flag: without it an existing output file
+    is refused before any work (:func:`output_problem` with ``replace=False``)."""
+    parser.add_argument(
+        "--force", action="store_true", help="replace output files that exist already"
+    )
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from esper.files import atomic_write, atomic_write_text
+from esper.files import add_force_flag, atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from esper.analysis.runs import Run
@@ -161,6 +161,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--plots", type=Path, default=None, metavar="DIR", help="write PNG plots into DIR"
     )
     parser.add_argument("--allow-incomplete", action="store_true", help=_INCOMPLETE_HELP)
+    add_force_flag(parser)
     parser.set_defaults(func=compare_main)
     return parser
 
@@ -176,5 +177,6 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--by", default="reward", metavar="KEY", help=_BY_HELP)
     parser.add_argument("--allow-incomplete", action="store_true", help=_INCOMPLETE_HELP)
+    add_force_flag(parser)
     parser.set_defaults(func=report_main)
     return parser

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from esper.files import atomic_write
+from esper.files import add_force_flag, atomic_write
 
 __all__ = ["FORMATS", "add_events_parser", "events_command"]
 
@@ -60,6 +60,7 @@ def add_events_parser(subparsers: Any) -> None:
         action="store_true",
         help="query a run whose log misses parts (a warning names what is missing)",
     )
+    add_force_flag(parser)
     parser.set_defaults(func=events_command)
 
 

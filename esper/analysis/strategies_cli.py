@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from esper.files import atomic_write_text
+from esper.files import add_force_flag, atomic_write_text
 
 __all__ = ["add_strategies_parser", "strategies_command"]
 
@@ -157,4 +157,5 @@ def add_strategies_parser(subparsers: Any) -> None:
         action="store_true",
         help="read a run whose log misses parts (a warning names what is missing)",
     )
+    add_force_flag(parser)
     parser.set_defaults(func=strategies_command)

@@ -313,7 +313,7 @@ def _run(
               for (c, name, seed), r in runs.items()]  # fmt: skip
     results, paired = summarize(scores, FOCUS)
     table = markdown_tables(results, paired)
-    command = f"esper bench quality --preset {preset.name} --json {json_path}"
+    command = f"esper bench quality --preset {preset.name} --json {json_path} --force"
     task_end = [
         {
             "policy": c.label,

@@ -41,9 +41,9 @@ def _run(
     console: Console,
     workload: str,
 ) -> EvaluationReport:
+    run_dir = new_run_dir(cfg, "evaluate", workload)  # a bad storage path is refused first
     organism = build_organism(cfg)
     n = _surgeries(cfg, len(organism.stream), surgeries)
-    run_dir = new_run_dir(cfg, "evaluate", workload)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -51,7 +51,7 @@ def _run(
         TimeElapsedColumn(),
     )
     with (
-        run_state(run_dir),  # outermost: marked complete once the tables are flushed
+        run_state(run_dir) as outcome,  # outermost: marked once the tables are flushed
         Progress(*columns, console=console, transient=True) as progress,
         RunRecorder(run_dir, cfg, "evaluate", workload, policy.name) as recorder,
     ):
@@ -62,7 +62,15 @@ def _run(
             progress.update(bar, completed=i + 1)
 
         report = evaluate_policy(organism, policy, n, on_step=tick, on_events=recorder.events)
-    atomic_write_text(run_dir / "report.json", json.dumps(report.to_json(), indent=2))
+        if report.diverged:
+            outcome.fail(
+                f"the host diverged (non-finite loss) at surgery {report.surgeries} of {n}; "
+                f"lower workload.lr (now {cfg.workload.lr})"
+            )
+        atomic_write_text(run_dir / "report.json", json.dumps(report.to_json(), indent=2))
+    if report.diverged:
+        console.print(f"[red]{policy.name}: {outcome.error}; run marked failed → {run_dir}[/red]")
+        return report
     console.print(
         f"{policy.name}: online accuracy {report.online_accuracy:.3f}, density "
         f"{report.density:.3f}, {report.surgeries} surgeries → {run_dir}"

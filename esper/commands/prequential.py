@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from esper.config import EsperConfig
+from esper.errors import DivergedError
 from esper.files import atomic_directory
 from esper.platform.runs import run_name, runs_root
 from esper.workloads.factory import build_host, build_optimizer, build_stream
@@ -76,6 +77,7 @@ def run_prequential(
         console: Where to print (a default ``rich`` console when ``None``).
     """
     console = console or Console()
+    root = runs_root(cfg)  # a bad storage path is refused before training
     seed = cfg.experiment.seed
     stream = build_stream(cfg.workload, seed)
     model = build_host(cfg.workload, stream, seed)
@@ -102,7 +104,7 @@ def run_prequential(
             record = prequential_step(model, optimizer, stream.next_batch(), kind)
             records.append(record)
             if not math.isfinite(record.loss):
-                raise FloatingPointError(
+                raise DivergedError(
                     f"loss became {record.loss} at step {record.step}; "
                     f"lower workload.lr (now {cfg.workload.lr})"
                 )
@@ -133,7 +135,7 @@ def run_prequential(
         "seconds": round(elapsed, 3),
         "tasks": [asdict(s) for s in summaries],
     }
-    run_dir = runs_root(cfg) / name
+    run_dir = root / name
     with atomic_directory(run_dir) as tmp:
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         (tmp / "prequential.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

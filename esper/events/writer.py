@@ -19,13 +19,9 @@ picklable :class:`EventWriterConfig`. One writer per (table, trial, replica) at 
 from __future__ import annotations
 
 import json
-import math
-import os
-import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,9 +30,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from esper.errors import EventLogWriteError
 from esper.events.paths import next_part_number, part_dir
 from esper.events.record import SurgicalEvent
-from esper.events.schema import TABLES, schema_for
+from esper.events.schema import schema_for
+from esper.events.writer_config import EventWriterConfig
 from esper.files import atomic_write, atomic_write_text
 
 __all__ = [
@@ -49,68 +47,12 @@ __all__ = [
 BOOKKEEPING_COLUMNS: tuple[str, ...] = ("writer_id", "seq")
 """Columns the writer fills in itself; callers must not supply them."""
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _ROW_GROUP_ROWS = 1 << 17
 _MIN_ROW_GROUP_ROWS = 16384
 
 
 class SchemaMismatchError(ValueError):
     """Rows or a table given to the writer do not have the table's columns."""
-
-
-@dataclass(frozen=True)
-class EventWriterConfig:
-    """Picklable configuration of one :class:`EventWriter`.
-
-    Attributes:
-        run_dir: The run directory (``RUN``); created if missing.
-        trial_id: Trial (population member); letters, digits, ``_``, ``.``, ``-`` only.
-        replica_id: Replica within the trial (``>= 0``).
-        table: ``events`` or ``metrics``.
-        flush_rows: Flush a part once this many rows are buffered (``>= 1``).
-        flush_seconds: Flush a part once this many seconds passed since the last flush
-            (checked on each write; ``> 0``).
-        durable: ``fsync`` each part and manifest (and its directory) before and after the
-            rename, so they also survive a power loss, not only a process crash. Off by
-            default (slower).
-    """
-
-    run_dir: str
-    trial_id: str
-    replica_id: int
-    table: str = "events"
-    flush_rows: int = 16384
-    flush_seconds: float = 5.0
-    durable: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.run_dir, str | os.PathLike) or not str(self.run_dir):
-            raise ValueError(f"run_dir must be a non-empty path, got {self.run_dir!r}")
-        if (
-            not isinstance(self.trial_id, str)
-            or not _SAFE_ID.match(self.trial_id)
-            or self.trial_id in (".", "..")
-        ):
-            raise ValueError(
-                f"trial_id must be a non-empty string of letters, digits, '_', '.', '-' "
-                f"(it names a directory), got {self.trial_id!r}"
-            )
-        if isinstance(self.replica_id, bool) or not isinstance(self.replica_id, int):
-            raise ValueError(f"replica_id must be an int >= 0, got {self.replica_id!r}")
-        if self.replica_id < 0:
-            raise ValueError(f"replica_id must be an int >= 0, got {self.replica_id!r}")
-        if self.table not in TABLES:
-            raise ValueError(f"unknown table {self.table!r}; valid tables: {', '.join(TABLES)}")
-        if isinstance(self.flush_rows, bool) or not isinstance(self.flush_rows, int):
-            raise ValueError(f"flush_rows must be an int >= 1, got {self.flush_rows!r}")
-        if self.flush_rows < 1:
-            raise ValueError(f"flush_rows must be an int >= 1, got {self.flush_rows!r}")
-        if not isinstance(self.flush_seconds, int | float) or not (
-            math.isfinite(self.flush_seconds) and self.flush_seconds > 0
-        ):
-            raise ValueError(
-                f"flush_seconds must be a finite number > 0, got {self.flush_seconds!r}"
-            )
 
 
 class EventWriter:
@@ -289,7 +231,15 @@ class EventWriter:
         try:
             self._flush()
             if self._next_seq > 0:
-                self._write_manifest()
+                try:
+                    self._write_manifest()
+                except OSError as err:
+                    reason = err.strerror or err
+                    raise EventLogWriteError(
+                        f"could not write the manifest of {self.directory} ({reason}); its "
+                        f"{self._next_seq} rows are in its parts, but readers will call the "
+                        "writer unfinished"
+                    ) from err
         finally:
             self._closed = True
 
@@ -351,7 +301,15 @@ class EventWriter:
             [*data.columns, pa.repeat(pa.scalar(self.writer_id, pa.string()), n), seq],
             schema=self._schema,
         )
-        path = self._write_part(table)
+        try:
+            path = self._write_part(table)
+        except OSError as err:  # the rows stay buffered: a later flush may still write them
+            raise EventLogWriteError(
+                f"could not write {n} {self.config.table} rows of trial "
+                f"{self.config.trial_id} replica {self.config.replica_id} to {self.directory} "
+                f"({err.strerror or err}); {self._next_seq} rows were written before, "
+                f"these {n} were not"
+            ) from err
         self._chunks = []
         self._chunk_rows = 0
         self._next_seq += n

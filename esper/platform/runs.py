@@ -20,22 +20,24 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from esper.conf import ConfigError
 from esper.config import EsperConfig, WorkloadConfig, to_plain
 from esper.events.record import SurgicalEvent
 from esper.events.writer import EventWriter, EventWriterConfig
-from esper.files import atomic_write_text
+from esper.files import atomic_write_text, directory_problem
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = [
     "RUN_STATES",
     "ReplicaRecorder",
+    "RunOutcome",
     "RunRecorder",
     "config_digest",
     "create_run",
@@ -99,8 +101,15 @@ def run_name(
 
 
 def runs_root(cfg: EsperConfig) -> Path:
-    """Where run directories go: ``cluster.storage_path``, absolute."""
-    return Path(cfg.cluster.storage_path).expanduser().resolve()
+    """Where run directories go: ``cluster.storage_path``, absolute.
+
+    Raises:
+        ConfigError: no folder can be made or written there (checked before any work).
+    """
+    root = Path(cfg.cluster.storage_path).expanduser().resolve()
+    if (problem := directory_problem(root)) is not None:
+        raise ConfigError(f"cluster.storage_path={cfg.cluster.storage_path}: {problem}")
+    return root
 
 
 def new_run_dir(cfg: EsperConfig, kind: str, workload: str) -> Path:
@@ -158,20 +167,49 @@ def mark_run(run_dir: Path, state: str, error: str | None = None) -> None:
     atomic_write_text(path, json.dumps(meta, indent=2, default=str))
 
 
+class RunOutcome:
+    """How a run is ending; :func:`run_state` records it in ``run.json``.
+
+    A block that ends normally leaves the run ``complete`` unless it called :meth:`fail`:
+    a run that stopped for a reason it can state (the host diverged) keeps everything it wrote
+    and is marked ``failed`` with that reason, without an exception.
+    """
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Mark the run ``failed`` with ``reason`` when the block ends."""
+        self.error = reason
+
+
+def _mark_quietly(run_dir: Path, state: str, error: str | None = None) -> None:
+    """:func:`mark_run`, unless ``run.json`` is gone or cannot be written (a full disk): the
+    error that is ending the run is the one to report, not this one."""
+    if not (run_dir / "run.json").exists():
+        return
+    with suppress(OSError):
+        mark_run(run_dir, state, error)
+
+
 @contextmanager
-def run_state(run_dir: Path) -> Iterator[None]:
-    """Mark the run ``complete`` when the block ends normally, ``interrupted`` on Ctrl-C and
-    ``failed`` (with the error's message) on any other exception, which propagates."""
+def run_state(run_dir: Path) -> Iterator[RunOutcome]:
+    """Mark the run ``complete`` when the block ends normally (``failed`` if it called
+    :meth:`RunOutcome.fail`), ``interrupted`` on Ctrl-C and ``failed`` (with the error's
+    message) on any other exception, which propagates."""
+    outcome = RunOutcome()
     try:
-        yield
+        yield outcome
     except KeyboardInterrupt:
-        mark_run(run_dir, "interrupted")
+        _mark_quietly(run_dir, "interrupted")
         raise
     except BaseException as err:
-        if (run_dir / "run.json").exists():
-            mark_run(run_dir, "failed", f"{type(err).__name__}: {err}")
+        _mark_quietly(run_dir, "failed", f"{type(err).__name__}: {err}")
         raise
-    mark_run(run_dir, "complete")
+    if outcome.error is None:
+        mark_run(run_dir, "complete")
+    else:
+        mark_run(run_dir, "failed", outcome.error)
 
 
 class ReplicaRecorder:

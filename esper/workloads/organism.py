@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from esper.config import RewardConfig
+from esper.errors import DivergedError
 from esper.events import SurgicalEvent
 from esper.seeding import derive_seed
 from esper.workloads.actions import LayerAction
@@ -58,9 +59,7 @@ class Organism:
         spike_window: Steps before and after a surgery compared by the spike term.
         sense_batches: Most recent training batches (concatenated) the sensors read.
         seed: Seed of the organism's own random stream (unit re-initialisation).
-        run_id: Identity for events.
-        trial_id: Identity for events.
-        replica_id: Identity for events.
+        run_id, trial_id, replica_id: Identity for events.
     """
 
     def __init__(
@@ -119,12 +118,12 @@ class Organism:
         """Train the first ``K`` steps without surgery and sense.
 
         Raises:
-            FloatingPointError: the host diverged before the first reading.
+            DivergedError: the host diverged before the first reading.
         """
         self._window = OnlineWindow()
         events, diverged = self.train_steps()
         if diverged:
-            raise FloatingPointError(
+            raise DivergedError(
                 f"the host diverged during its first {self.K} steps (loss "
                 f"{self._window.loss[-1]}); lower workload.lr"
             )

@@ -203,3 +203,32 @@ def test_sequence_numbers_reveal_a_lost_part(tmp_path: Path) -> None:
     row = log.gaps().iloc[0]
     assert (row["rows"], row["expected"], row["missing"]) == (30, 50, 20)
     assert row["missing_ranges"] == [(10, 19), (40, 49)]
+
+
+def test_a_full_disk_is_an_error_naming_the_rows_and_nothing_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import esper.events.writer as writer_module
+    from esper.errors import EventLogWriteError
+
+    real = writer_module.atomic_write
+    full = {"on": True}
+
+    def atomic_write(*args: Any, **kwargs: Any) -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "atomic_write", atomic_write)
+    w = EventWriter(EventWriterConfig(str(tmp_path), "t0", 0, flush_rows=1000))
+    w.write([make_event(i) for i in range(3)])
+    with pytest.raises(EventLogWriteError, match=r"could not write 3 events rows.*No space left"):
+        w.flush()
+    assert w.buffered_rows == 3 and not parts_of(tmp_path)  # kept, not dropped
+    full["on"] = False  # space again: the same rows are written, once
+    w.write([make_event(3)])
+    w.close()
+    log = EventLog.open(tmp_path)
+    assert log.sql("SELECT list(seq ORDER BY seq) AS s FROM events")["s"][0].tolist() == [0, 1, 2, 3]
