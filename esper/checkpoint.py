@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ import torch
 from esper.errors import CheckpointError
 from esper.files import atomic_write
 
-__all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_first_sound",
+    "previous_path",
+    "save_checkpoint",
+]
 
 FORMAT = "esper.checkpoint/1"
 """Format tag of the wrapper (bumped when the wrapper itself changes)."""
@@ -67,8 +75,38 @@ def _refuse_objects(value: Any, where: str, kind: str) -> None:
         )
 
 
-def save_checkpoint(path: str | os.PathLike[str], kind: str, payload: Mapping[str, Any]) -> Path:
+def previous_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced (``keep_previous``):
+    ``replica-0.pt`` → ``replica-0.prev.pt``."""
+    target = Path(path)
+    return target.with_name(f"{target.stem}.prev{target.suffix}")
+
+
+def _keep_previous(target: Path) -> None:
+    """Hard-link ``target`` as its previous version (a copy where links are not possible),
+    atomically, so that the latest checkpoint exists at every moment."""
+    if not target.is_file():
+        return
+    keep = previous_path(target)
+    staging = keep.with_name(f".{keep.name}.{os.getpid()}.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(target, staging)
+    except OSError:
+        shutil.copyfile(target, staging)
+    os.replace(staging, keep)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    kind: str,
+    payload: Mapping[str, Any],
+    keep_previous: bool = False,
+) -> Path:
     """Write ``payload`` (tensors and plain data) as a checkpoint of ``kind``, atomically.
+
+    With ``keep_previous`` the checkpoint it replaces stays at :func:`previous_path`, for
+    :func:`load_first_sound` to fall back on if the new one is found damaged.
 
     Raises:
         CheckpointError: the payload holds something other than tensors and plain data (the
@@ -85,8 +123,35 @@ def save_checkpoint(path: str | os.PathLike[str], kind: str, payload: Mapping[st
         "payload": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
     }
     target = Path(path)
+    if keep_previous:
+        _keep_previous(target)
     atomic_write(target, lambda tmp: torch.save(wrapper, tmp))
     return target
+
+
+def load_first_sound(
+    paths: Sequence[str | os.PathLike[str]], kind: str, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], Path, list[str]]:
+    """The first checkpoint of ``paths`` (newest first) that loads and verifies.
+
+    Returns:
+        Its payload, its path, and why each newer one was refused (empty when the first was
+        sound): the caller says that it fell back, and on what.
+
+    Raises:
+        CheckpointError: none of them is sound (each reason named).
+        FileNotFoundError: none of them exists.
+    """
+    refused: list[str] = []
+    existing = [Path(p) for p in paths if Path(p).is_file()]
+    if not existing:
+        raise FileNotFoundError(f"no checkpoint at {', '.join(str(p) for p in paths)}")
+    for path in existing:
+        try:
+            return load_checkpoint(path, kind, map_location), path, refused
+        except CheckpointError as err:
+            refused.append(str(err))
+    raise CheckpointError("no sound checkpoint: " + "; ".join(refused))
 
 
 def load_checkpoint(

@@ -78,7 +78,8 @@ def test_an_existing_output_is_replaced_only_with_force(
     out, storage = tmp_path / "report.json", tmp_path / "runs"
     out.write_text("keep me")
     argv = ["evaluate", "policy=rigl", "policy.density=0.1", "--surgeries", "1",
-            "policy.surgery_interval=10", f"cluster.storage_path={storage}", "--json", str(out)]  # fmt: skip
+            "policy.surgery_interval=10", f"cluster.storage_path={storage}",
+            "--json", str(out)]  # fmt: skip
     assert main(argv) == 2
     assert "pass --force" in capsys.readouterr().err
     assert out.read_text() == "keep me" and not storage.exists()  # refused before any work

@@ -5,6 +5,6 @@ and pandas alone (``tests/analysis/test_imports.py`` checks it in a fresh interp
 """
 
 from esper.analysis.event_log import EventLog
-from esper.analysis.runs import Run, RunError, load_run, load_runs
+from esper.analysis.runs import IncompleteRunWarning, Run, RunError, load_run, load_runs
 
-__all__ = ["EventLog", "Run", "RunError", "load_run", "load_runs"]
+__all__ = ["EventLog", "IncompleteRunWarning", "Run", "RunError", "load_run", "load_runs"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,7 +32,15 @@ from esper.analysis.event_log import EventLog
 from esper.events.learning import read_learning_curves
 from esper.events.schema import TABLES
 
-__all__ = ["RUN_JSON", "Run", "RunError", "RunLike", "load_run", "load_runs"]
+__all__ = [
+    "RUN_JSON",
+    "IncompleteRunWarning",
+    "Run",
+    "RunError",
+    "RunLike",
+    "load_run",
+    "load_runs",
+]
 
 RUN_JSON = "run.json"
 """Name of a run's metadata file."""
@@ -41,6 +50,12 @@ _UNIT_KEYS = ["run_id", "trial_id", "replica_id"]
 
 class RunError(ValueError):
     """A path that is not a readable run directory; the message names it and what is wrong."""
+
+
+class IncompleteRunWarning(UserWarning):
+    """A run's tables were read although it did not complete or its log misses rows (the
+    message names what); the command-line readers refuse such a run unless told
+    ``--allow-incomplete``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class Run:
     meta: dict[str, Any] = field(repr=False)
     excluded: set[Path] = field(default_factory=set, repr=False, compare=False)
     """Unreadable parts left out of the tables (filled by :meth:`damage`)."""
+    _checked: list[list[str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def state(self) -> str:
@@ -97,6 +113,7 @@ class Run:
         with self.open_log() as log:
             problems = log.damage()
             self.excluded.update(log.excluded)
+        self._checked[:] = [problems]
         return problems
 
     @cached_property
@@ -123,6 +140,14 @@ class Run:
         return pd.DataFrame(read_learning_curves(self.path))
 
     def _read(self, table: str) -> pd.DataFrame:
+        if not self._checked:  # a notebook reading a run: say what is wrong with it, once
+            problems = self.damage()
+            if not self.finished:
+                problems.insert(0, f"run.json says the run is {self.state!r}, not complete")
+            if problems:
+                warnings.warn(
+                    IncompleteRunWarning(f"{self.path}: " + "; ".join(problems)), stacklevel=3
+                )
         with self.open_log() as log:
             frame = log.to_pandas(table)
         if "run_id" in frame.columns:  # rows written before their run id was known

@@ -20,6 +20,7 @@ from rich.table import Table
 from esper.commands.naming import chosen_workload
 from esper.conf import ConfigError, compose, from_plain
 from esper.config import EsperConfig
+from esper.errors import RunError
 from esper.platform.runs import create_run, mark_run, new_run_dir, run_state
 from esper.platform.sweep import TUNE_DIR, SweepResult, run_member, run_sweep, start_ray
 
@@ -126,9 +127,14 @@ def sweep_command(
     )
     if resume is not None:
         mark_run(run_dir, "running")
-    with run_state(run_dir):
+    with run_state(run_dir) as outcome:
         result = run_sweep(cfg, run_dir, console, resume=resume is not None)
+        if result.failed:
+            reasons = "; ".join(f"{trial}: {error}" for trial, error in result.failed)
+            outcome.fail(f"{len(result.failed)} of {s.num_samples} members failed: {reasons}")
     _leaderboard(result, cfg, console)
+    if outcome.error is not None:  # the others' results are above and in the run directory
+        raise RunError(outcome.error)
     return result
 
 

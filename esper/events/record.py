@@ -15,7 +15,7 @@ __all__ = ["ACTIONS", "EVENT_FIELDS", "Action", "SurgicalEvent"]
 
 Action = Literal[
     "prune", "regrow", "sedate", "wake", "budget", "temperature", "reset", "forget",
-    "quarantine", "exploit",
+    "quarantine", "exploit", "restore",
 ]  # fmt: skip
 ACTIONS: tuple[str, ...] = (
     "prune",
@@ -28,9 +28,11 @@ ACTIONS: tuple[str, ...] = (
     "forget",
     "quarantine",
     "exploit",
+    "restore",
 )
-"""Every action an event can record; ``quarantine`` and ``exploit`` are the platform's (a
-replica set aside after divergence; a population member that copied another's state)."""
+"""Every action an event can record; ``quarantine``, ``exploit`` and ``restore`` are the
+platform's (an organism set aside after divergence; a population member that copied another's
+state; a replica that resumed from an earlier checkpoint because the latest was damaged)."""
 
 
 @dataclass

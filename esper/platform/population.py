@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from esper.checkpoint import previous_path
 from esper.conf import compose
 from esper.config import EsperConfig, to_plain
 from esper.events.learning import record_iteration
@@ -80,7 +81,8 @@ class Population:
         self.replicas = []
         for r, rcfg in enumerate(replica_configs(cfg)):
             restart = state_dir / f"replica-{r}.pt"
-            restart.unlink(missing_ok=True)  # a new member starts fresh (restarts reuse it)
+            for stale in (restart, previous_path(restart)):  # a new member starts fresh
+                stale.unlink(missing_ok=True)
             spec = ReplicaSpec(
                 str(run_dir), trial_id, r, t.replicas, to_plain(rcfg), str(restart), fresh
             )

@@ -18,7 +18,9 @@ none.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 
 import ray
 
-from esper.checkpoint import load_checkpoint, save_checkpoint
+from esper.checkpoint import load_first_sound, previous_path, save_checkpoint
 from esper.conf import from_plain
 from esper.events.paths import part_dir, truncate_partition
 from esper.events.record import SurgicalEvent
@@ -118,14 +120,19 @@ class ReplicaWorker:
             self.organisms = [self._build(rid) for rid in self.ids]
             self.steps = [o.reset() for o in self.organisms]
         self.cohort = Cohort(self.organisms) if spec.cohort > 1 else None
-        restart = Path(spec.restart_path).exists()
-        if spec.fresh and not restart:
+        self._restored_to: list[int | None] = [None] * len(self.ids)  # see _quarantine
+        restart = [Path(spec.restart_path), previous_path(spec.restart_path)]
+        resume = any(Path(p).exists() for p in restart)
+        if spec.fresh and not resume:
             for rid in spec.member_ids:
                 self._truncate(rid, {table: 0 for table in _TABLES})
         self.recorders = [self._recorder(rid) for rid in spec.member_ids]
         self._unrecorded_first = True  # the first readings are recorded by the first rollout
-        if restart:
-            self.load_state_dict(load_checkpoint(spec.restart_path, _KIND), same_trial=True)
+        if resume:
+            state, used, refused = load_first_sound(restart, _KIND)
+            self.load_state_dict(state, same_trial=True)
+            if refused:  # the latest was damaged: say so in every member's log
+                self._record_restore(used, refused)
 
     def _build(self, replica_id: int) -> Organism:
         s = self.spec
@@ -171,13 +178,66 @@ class ReplicaWorker:
                 episode.metrics.update(replica_id=self.ids[i], node_id=self.node_id)
                 episodes.append(episode)
                 if episode.metrics["diverged"]:
-                    self._rebuild(i)
+                    self._quarantine(i)
+                else:
+                    self._restored_to[i] = None
         return episodes
 
     def checkpoint(self) -> None:
         """Save the restart checkpoint: the state a restarted replica continues from, with the
-        event-log marks it rolls its partitions back to."""
-        save_checkpoint(self.spec.restart_path, _KIND, self.state_dict())
+        event-log marks it rolls its partitions back to. The one it replaces is kept: a
+        restart falls back on it if the new one is found damaged."""
+        save_checkpoint(self.spec.restart_path, _KIND, self.state_dict(), keep_previous=True)
+
+    def _platform_event(
+        self, i: int, action: str, count: int, value: float, detail: dict[str, Any]
+    ) -> None:
+        organism, step = self.organisms[i], self.steps[i]
+        event = SurgicalEvent(
+            run_id="", trial_id="", replica_id=0, drift=organism.stream.drift_name,
+            task_index=int(step.info["task_index"]), sgd_step=organism.sgd_step,
+            surgery_step=organism.surgery_step, layer="", action=action, count=count,
+            value=value, wall_time=time.time(), detail=json.dumps(detail),
+        )  # fmt: skip
+        self.recorders[i].events([event], self.policies[i].policy_version)
+
+    def _record_restore(self, used: Path, refused: list[str]) -> None:
+        for i in range(len(self.organisms)):
+            self._platform_event(i, "restore", len(refused), float("nan"),
+                                 {"checkpoint": used.name, "refused": refused})  # fmt: skip
+
+    def _quarantine(self, i: int) -> None:
+        """A diverged organism is set aside. It continues from its last healthy state, the
+        restart checkpoint, with its partition rolled back to that checkpoint's marks (the
+        diverged stretch is dropped; the ``quarantine`` event names it). Without such a state
+        (it diverged in its first episode, or again from the same checkpoint) it is replaced
+        by a new organism instead (:meth:`_rebuild`)."""
+        diverged_at = self.organisms[i].surgery_step
+        paths = [Path(self.spec.restart_path), previous_path(self.spec.restart_path)]
+        try:
+            state, used, _ = load_first_sound(paths, _KIND)
+        except (FileNotFoundError, ValueError):
+            state = None
+        if (
+            state is None
+            or int(state["organism_ids"][i]) != self.ids[i]  # the state is an earlier organism's
+            or self._restored_to[i] == int(state["organisms"][i]["surgery_step"])  # again
+        ):
+            self._rebuild(i)
+            return
+        to = int(state["organisms"][i]["surgery_step"])
+        self.organisms[i].load_state_dict(state["organisms"][i])
+        self.policies[i].load_state_dict(state["policies"][i])
+        if self.cohort is not None:
+            self.cohort.replace(i, self.organisms[i])
+        self.steps[i] = self.organisms[i].current()
+        partition = self.spec.member_ids[i]
+        self.recorders[i].close()
+        self._truncate(partition, state["marks"][i])
+        self.recorders[i] = self._recorder(partition)
+        self._restored_to[i] = to
+        detail = {"diverged_at": diverged_at, "restored_to": to, "checkpoint": used.name}
+        self._platform_event(i, "quarantine", diverged_at - to, float(to), detail)
 
     def _rebuild(self, i: int) -> None:
         """A diverged organism is quarantined (an event says so) and replaced by a new one."""
@@ -186,15 +246,9 @@ class ReplicaWorker:
         offset = derive_seed(self.cfg.experiment.seed, "rebuild", s.replica_id,
                              self.rebuilds) % _REBUILD_SPACE  # fmt: skip
         new_id = s.replicas * s.cohort + offset
-        organism, step = self.organisms[i], self.steps[i]
-        event = SurgicalEvent(
-            run_id="", trial_id="", replica_id=0, drift=organism.stream.drift_name,
-            task_index=int(step.info["task_index"]), sgd_step=organism.sgd_step,
-            surgery_step=organism.surgery_step, layer="", action="quarantine", count=0,
-            value=float(new_id), detail=f'{{"rebuilt_as": {new_id}}}',
-        )  # fmt: skip
+        self._platform_event(i, "quarantine", 0, float(new_id), {"rebuilt_as": new_id})
+        self._restored_to[i] = None
         version = self.policies[i].policy_version
-        self.recorders[i].events([event], version)
         self.ids[i] = new_id
         self.organisms[i] = self._build(new_id)
         self.steps[i] = self.organisms[i].reset()

@@ -45,12 +45,15 @@ class SweepResult:
             sampled values.
         best: The best member's row (by ``search.metric`` and ``search.mode``).
         mlflow_uri: Where the runs are tracked (``None`` for ``esper run``).
+        failed: Members that ended with an error (after Tune's retries): their trial
+            directory's name and the error's last line.
     """
 
     run_dir: Path
     members: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     mlflow_uri: str | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def start_ray(cfg: EsperConfig, address: str | None) -> None:
@@ -146,8 +149,12 @@ def run_sweep(cfg: EsperConfig, run_dir: Path, console: Console, resume: bool) -
         )
     grid = tuner.fit()
     members = []
+    failed = []
     for i in range(len(grid)):
         result = grid[i]
+        if result.error is not None:
+            lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
+            failed.append((Path(result.path).name, lines[-1]))
         if result.metrics is None:
             continue
         members.append(
@@ -157,4 +164,5 @@ def run_sweep(cfg: EsperConfig, run_dir: Path, console: Console, resume: bool) -
                 **sampled_values(result.config or {}),
             }
         )
-    return SweepResult(run_dir, members, _best(members, cfg.search.metric, cfg.search.mode), uri)
+    best = _best(members, cfg.search.metric, cfg.search.mode)
+    return SweepResult(run_dir, members, best, uri, failed)

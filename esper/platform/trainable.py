@@ -21,13 +21,19 @@ from typing import Any
 
 from ray import tune
 
-from esper.checkpoint import load_checkpoint, save_checkpoint
+from esper.checkpoint import load_first_sound, save_checkpoint
 from esper.conf import from_plain
 from esper.events.record import SurgicalEvent
 from esper.platform.population import Population
 from esper.platform.search import CONFIG_KEY, RUN_DIR_KEY
 
-__all__ = ["CHECKPOINT_FILE", "KIND", "member_trainable", "sampled_values"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "KIND",
+    "load_member_checkpoint",
+    "member_trainable",
+    "sampled_values",
+]
 
 KIND = "member"
 """Checkpoint kind of a population member."""
@@ -64,6 +70,36 @@ def _exploit_event(source: Mapping[str, Any], config: Mapping[str, Any], iterati
     )  # fmt: skip
 
 
+def _restore_event(used: Path, refused: list[str], iteration: int) -> SurgicalEvent:
+    detail = json.dumps({"checkpoint": f"{used.parent.name}/{used.name}", "refused": refused})
+    return SurgicalEvent(
+        run_id="", trial_id="", replica_id=0, drift="", task_index=0, sgd_step=0,
+        surgery_step=iteration, layer="", action="restore", count=len(refused),
+        wall_time=time.time(), detail=detail,
+    )  # fmt: skip
+
+
+def load_member_checkpoint(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], Path, list[str]]:
+    """The member state of Tune's latest ``checkpoint`` or, if that file is damaged, of the
+    newest earlier checkpoint of the same trial that is sound (local storage keeps them all).
+
+    Returns:
+        The state, the file it came from, and why each newer file was refused.
+
+    Raises:
+        CheckpointError: no checkpoint of the trial is sound.
+    """
+    with checkpoint.as_directory() as directory:
+        latest = Path(directory)
+        trial_dir = Path(checkpoint.path).parent
+        older = sorted(
+            (d for d in trial_dir.glob("checkpoint_*") if d.name < Path(checkpoint.path).name),
+            reverse=True,
+        )
+        candidates = [latest / CHECKPOINT_FILE, *(d / CHECKPOINT_FILE for d in older)]
+        return load_first_sound(candidates, KIND)
+
+
 def member_trainable(config: dict[str, Any]) -> None:
     """Run one member for ``policy.training.iterations`` iterations, reporting to Tune."""
     cfg = from_plain(config[CONFIG_KEY], sampled_values(config))
@@ -74,11 +110,13 @@ def member_trainable(config: dict[str, Any]) -> None:
     population = Population(cfg, run_dir, trial_id, state_dir, fresh=checkpoint is None)
     try:
         if checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                state = load_checkpoint(Path(directory) / CHECKPOINT_FILE, KIND)
+            state, used, refused = load_member_checkpoint(checkpoint)
             population.load_state_dict(state)
             if state["trial_id"] != trial_id:
                 population.record([_exploit_event(state, config, population.iteration)])
+            if refused:  # said in the log of every replica, and in the trial's output
+                population.record([_restore_event(used, refused, population.iteration)])
+                print(f"esper: {trial_id} resumed from {used}: {'; '.join(refused)}")
         interval = cfg.search.perturbation_interval
         total = cfg.policy.training.iterations
         while population.iteration < total:

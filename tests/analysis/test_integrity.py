@@ -78,3 +78,24 @@ def test_every_reader_refuses_a_damaged_log_unless_allowed(
     assert "warning" in out.out + out.err  # ... but what is missing is always said
     if argv[0] != "compare":
         assert status == 0
+
+
+def test_a_notebook_reading_a_damaged_or_unfinished_run_is_warned_once(tmp_path: Path) -> None:
+    import json
+    import warnings
+
+    from esper.analysis import IncompleteRunWarning, load_run
+    from tests.events._event_log_data import parts_of, write_run
+
+    run = tmp_path / "run"
+    write_run(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a whole, finished run reads silently
+        assert len(load_run(run).events) > 0
+    parts_of(run)[0].unlink()
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "state": "running"}))
+    loaded = load_run(run)
+    with pytest.warns(IncompleteRunWarning, match=r"'running', not complete.*misses") as caught:
+        tables = (loaded.events, loaded.metrics)
+    assert len(caught) == 1 and len(tables[1]) > 0

@@ -362,3 +362,24 @@ def test_overrides_drop_the_commands_flags() -> None:
     line = "esper sweep --address auto search=pbt --resume /runs/x --fast cluster=ray_cluster"
     assert _overrides(line) == ["search=pbt", "cluster=ray_cluster"]
     assert _overrides("esper run --address=auto --dry-run reward=frugal") == ["reward=frugal"]
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=_ids(LAUNCHERS))
+def test_launcher_servers_listen_on_loopback_only(path: Path) -> None:
+    """The Ray dashboard and the MLflow server on the head bind 127.0.0.1: reach them through
+    ``ray attach -p`` or an SSH tunnel, never from the open network."""
+    (config,) = _documents(path)
+    head = " ; ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head
+    for server in re.findall(r"mlflow (?:server|ui)[^;|&]*", head):
+        assert "--host 127.0.0.1" in server, server
+    assert "0.0.0.0" not in head
+
+
+def test_kubernetes_services_stay_inside_the_cluster() -> None:
+    """KubeRay binds the head's dashboard inside its pod network; no Service of ours exposes it
+    or MLflow outside the cluster (reach them with ``kubectl port-forward``)."""
+    services = [d for _, d in K8S if d["kind"] == "Service"]
+    assert services, "the MLflow Service is expected"
+    for service in services:
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]

@@ -230,5 +230,5 @@ def test_a_full_disk_is_an_error_naming_the_rows_and_nothing_is_dropped(
     full["on"] = False  # space again: the same rows are written, once
     w.write([make_event(3)])
     w.close()
-    log = EventLog.open(tmp_path)
-    assert log.sql("SELECT list(seq ORDER BY seq) AS s FROM events")["s"][0].tolist() == [0, 1, 2, 3]
+    seqs = EventLog.open(tmp_path).sql("SELECT list(seq ORDER BY seq) AS s FROM events")["s"]
+    assert seqs[0].tolist() == [0, 1, 2, 3]

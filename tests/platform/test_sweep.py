@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 
 from esper.analysis import EventLog
@@ -80,10 +81,14 @@ def test_run_trains_one_member_of_cohort_replicas_and_saves_it(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_a_killed_driver_is_resumed_without_lost_or_duplicated_rows(tmp_path: Path) -> None:
+    """Also damaged checkpoints, spoiled before the resume: member A's every checkpoint but its
+    first (it falls back on that one, records a ``restore`` event and completes), member B's
+    every one (it fails by name: the sweep exits 1 and its run is marked failed)."""
+    iterations = 24  # neither member may finish before the kill
     args = [
         *_SWEEP,
         "search=none",
-        "policy.training.iterations=8",
+        f"policy.training.iterations={iterations}",
         f"cluster.storage_path={tmp_path}",
     ]
     driver = subprocess.Popen(
@@ -91,23 +96,83 @@ def test_a_killed_driver_is_resumed_without_lost_or_duplicated_rows(tmp_path: Pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: Ray's processes die with it
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},  # Tune's state follows closely
     )
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
-            if list(tmp_path.glob("*-sweep-*/tune/*/checkpoint_*")):
+            if len(list(tmp_path.glob("*-sweep-*/tune/*/checkpoint_000001"))) == 2:
                 break
             time.sleep(1.0)
         else:
-            pytest.fail("no checkpoint appeared")
+            pytest.fail("no checkpoints appeared")
         time.sleep(3.0)  # past the checkpoint, into the next iterations
         os.killpg(driver.pid, signal.SIGKILL)
     finally:
         driver.wait(timeout=60)
     run = _run_dir(tmp_path, "sweep")
+    trial_a, trial_b = sorted(p for p in (run / "tune").iterdir() if p.is_dir())
+    first, *later = sorted(trial_a.glob("checkpoint_*"))
+    for checkpoint in [*later, *trial_b.glob("checkpoint_*")]:
+        spoiled = checkpoint / "member.pt"
+        spoiled.write_bytes(spoiled.read_bytes()[:1000])  # truncated
     out = _esper("sweep", "--resume", str(run))
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]  # Tune logs the trial's traceback above it
+    assert last.startswith(f"esper: run failed: 1 of 2 members failed: {trial_b.name}")
+    assert "no sound checkpoint" in last
+    assert json.loads((run / "run.json").read_text())["state"] == "failed"
+    log = EventLog.open(run)
+    restore = log.sql("SELECT trial, detail FROM events WHERE action = 'restore'")
+    assert restore["trial"].nunique() == 1 and f"{first.name}/member.pt" in restore["detail"][0]
+    a = restore["trial"][0]
+    counts = log.sql("SELECT trial, max(surgery_step) AS last FROM metrics GROUP BY ALL")
+    assert counts.set_index("trial")["last"][a] == iterations * 3  # every surgery, once
+    _no_duplicate_or_missing_steps(run)
+
+
+def _processes_titled(needle: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if needle in cmdline:
+            found.append(process)
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_learner_restarts_its_trial_from_the_last_checkpoint(tmp_path: Path) -> None:
+    """The learner lives in the Tune trial's actor: SIGKILL it, and Tune restarts the trial
+    from its last checkpoint (``FailureConfig(max_failures=2)``); the member's replicas are
+    rebuilt from it and their logs rolled back, so no row is lost or duplicated."""
+    iterations = 8
+    args = [*_SWEEP, "search=none", f"policy.training.iterations={iterations}",
+            f"cluster.storage_path={tmp_path}"]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "esper", "sweep", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("*-sweep-*/tune/*/checkpoint_*")):
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.5)
+        time.sleep(2.0)  # into the next iterations
+        learners = _processes_titled("ray::ImplicitFunc")  # one per member
+        assert len(learners) == 2
+        learners[0].kill()
+        _, err = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 0, err[-3000:]
+    run = _run_dir(tmp_path, "sweep")
+    assert json.loads((run / "run.json").read_text())["state"] == "complete"
     log = EventLog.open(run)
     counts = log.sql("SELECT trial, replica, max(surgery_step) AS last FROM metrics GROUP BY ALL")
-    assert (counts["last"] == 8 * 3).all()  # every iteration's surgeries, once
+    assert (counts["last"] == iterations * 3).all()
     _no_duplicate_or_missing_steps(run)
+    assert not log.damage()  # every writer closed with a manifest, sequences without gaps

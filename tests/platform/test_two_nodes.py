@@ -165,3 +165,67 @@ def test_a_sweep_member_runs_one_replica_on_each_node(two_nodes: str, tmp_path: 
     assert list(rows["replica_id"]) == [0, 1]
     assert list(rows["nodes"]) == [1, 1]  # each replica stayed on its node
     assert len(nodes) == 2 and all(nodes["node_id"] != "")
+
+
+def test_a_worker_node_lost_mid_sweep_is_survived(tmp_path: Path) -> None:
+    """A cluster of its own: the member's two replicas take a node each; the second node is
+    SIGKILLed mid-sweep (its raylet and workers at once, as a machine lost) and a third joins
+    (as an autoscaler replaces it). Ray reschedules the lost bundle and restarts the replica
+    from its restart checkpoint (or Tune the trial from its checkpoint, if the learner was
+    there): the sweep completes with every surgery step once."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="esper-ray-", dir="/tmp"))
+    (port,) = _free_ports(1)
+    address = f"127.0.0.1:{port}"
+    head_args = ["--head", f"--port={port}", "--include-dashboard=false"]
+    nodes: list[subprocess.Popen[bytes]] = []
+    iterations = 10
+    try:
+        nodes.append(_start_node(head_args, temp_dir, temp_dir / "head.log"))
+        _wait_for(lambda: _gcs_listening(port), "head listening", nodes)
+        nodes.append(_start_node([f"--address={address}"], temp_dir, temp_dir / "second.log"))
+        _wait_for(lambda: _active_nodes(address) == 2, "second node joined", nodes)
+        overrides = [
+            "policy=emrakul", "policy.density=0.2", "policy.surgery_interval=10",
+            "workload.batch_size=16", "workload.host.params.hidden=[32,16]",
+            "workload.organism.sense_batches=2", "workload.organism.spike_window=2",
+            "policy.training.rollout=3", "policy.training.replicas=2",
+            f"policy.training.iterations={iterations}", "search=none", "search.num_samples=1",
+            "search.perturbation_interval=2", "cluster.max_restarts=3",
+            "cluster.replica_cpus=1.5", "cluster.learner_cpus=0.5",
+            f"cluster.storage_path={tmp_path}", "experiment.name=nodeloss",
+        ]  # fmt: skip
+        with (temp_dir / "sweep.log").open("wb") as log:
+            sweep = subprocess.Popen(
+                [sys.executable, "-m", "esper", "sweep", *overrides, "--address", address],
+                env=ENV, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not list(tmp_path.glob("*/tune/*/checkpoint_*")):
+            assert sweep.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.5)
+        os.killpg(nodes[1].pid, signal.SIGKILL)  # the second machine is gone
+        nodes[1].wait(timeout=30)
+        nodes.append(_start_node([f"--address={address}"], temp_dir, temp_dir / "third.log"))
+        assert sweep.wait(timeout=4 * RUN_TIMEOUT_S) == 0, (temp_dir / "sweep.log").read_text()
+        (run_dir,) = [p.parent for p in tmp_path.glob("*/run.json")]
+        with EventLog.open(run_dir) as events:
+            assert not events.damage()
+            steps = events.sql(
+                "SELECT replica, count(*) AS n, count(DISTINCT surgery_step) AS distinct_steps, "
+                "max(surgery_step) AS last, count(DISTINCT node_id) AS nodes "
+                "FROM metrics GROUP BY replica ORDER BY replica"
+            )
+            all_nodes = events.sql("SELECT count(DISTINCT node_id) AS n FROM metrics")["n"][0]
+        assert (steps["last"] == iterations * 3).all(), steps
+        assert (steps["n"] == steps["distinct_steps"]).all() and (
+            steps["n"] == steps["last"] + 1
+        ).all()
+        assert all_nodes == 3  # the lost node's work went on on the new one
+    except Exception:
+        for log_file in sorted(temp_dir.glob("*.log")):
+            print(f"--- {log_file.name}\n{log_file.read_text(errors='replace')[-3000:]}")
+        raise
+    finally:
+        for node in reversed(nodes):
+            _stop_node(node)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -226,3 +226,28 @@ def test_a_policy_saved_with_other_network_shapes_is_refused_by_name(tmp_path: P
     save_checkpoint(tmp_path / "old.pt", KIND, payload)
     with pytest.raises(CheckpointError, match="other network shapes"):
         load_policy(tmp_path / "old.pt")
+
+
+def test_the_previous_checkpoint_is_kept_and_used_when_the_latest_is_damaged(
+    tmp_path: Path,
+) -> None:
+    from esper.checkpoint import load_first_sound, previous_path
+
+    path = tmp_path / "replica-0.pt"
+    save_checkpoint(path, "replica", {"step": 1}, keep_previous=True)
+    assert not previous_path(path).exists()  # nothing to keep yet
+    save_checkpoint(path, "replica", {"step": 2}, keep_previous=True)
+    assert previous_path(path).name == "replica-0.prev.pt"
+    state, used, refused = load_first_sound([path, previous_path(path)], "replica")
+    assert (state["step"], used, refused) == (2, path, [])
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte
+    path.write_bytes(bytes(blob))
+    state, used, refused = load_first_sound([path, previous_path(path)], "replica")
+    assert (state["step"], used) == (1, previous_path(path))
+    assert len(refused) == 1 and str(path) in refused[0]
+    previous_path(path).write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no sound checkpoint"):
+        load_first_sound([path, previous_path(path)], "replica")
+    with pytest.raises(FileNotFoundError):
+        load_first_sound([tmp_path / "none.pt"], "replica")
