@@ -135,6 +135,17 @@ def _train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_primacy(args: argparse.Namespace) -> int:
+    from esper.bench.primacy import run_primacy
+
+    try:
+        run_primacy(args.preset, args.json, args.checkpoint, args.address, args.num_cpus)
+    except ValueError as err:
+        print(f"esper: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench_quality(args: argparse.Namespace) -> int:
     from esper.bench.quality import run_quality
 
@@ -293,6 +304,23 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
     add_force_flag(quality)
     quality.set_defaults(func=_bench_quality)
+    primacy = bench_sub.add_parser(
+        "primacy", help="an agent misled first: which surgeon restores its plasticity (RL)"
+    )
+    primacy.add_argument("--preset", default="small", choices=["small", "tiny"],
+                         help="small: about 20 min on 2 cores; tiny: a smoke run")  # fmt: skip
+    primacy.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/primacy.json"), metavar="PATH",
+        help="write the results here (and PATH.md, PATH-curves.png)",
+    )  # fmt: skip
+    primacy.add_argument(
+        "--checkpoint", type=Path, default=Path("benchmarks/results/quality-emrakul.pt"),
+        metavar="PATH", help="Emrakul's policy (default: the quality benchmark's)",
+    )  # fmt: skip
+    primacy.add_argument("--address", default=None, help="join this Ray cluster")
+    primacy.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    add_force_flag(primacy)
+    primacy.set_defaults(func=_bench_primacy)
     return parser
 
 

@@ -82,7 +82,7 @@ def test_config_show_unknown_workload_exits_2_naming_valid_ones() -> None:
 def test_config_groups_lists_every_group() -> None:
     out = esper("config", "groups")
     assert out.returncode == 0
-    assert out.stdout.splitlines()[0].startswith("workload: digits_affine_cnn")
+    assert out.stdout.splitlines()[0].startswith("workload: acrobot_permuted, cartpole_drifting")
 
 
 def test_prequential_smoke_writes_a_run(tmp_path: Path) -> None:
@@ -290,3 +290,29 @@ def test_a_damaged_checkpoint_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert "is not a safe Esper checkpoint" in err and "weights_only" not in err
     assert not (tmp_path / "runs").exists()
+
+
+_AGENT = [
+    "workload=cartpole_drifting",
+    "workload.host.params.hidden=[32,32]",
+    "workload.batch_size=16",
+    "workload.schedule.params.task_length=60",
+    "workload.dataset.params.exploration_steps=100",
+    "policy.surgery_interval=20",
+    "workload.organism.spike_window=2",
+]
+
+
+def test_evaluate_runs_an_agent_workload_and_its_log_reads_like_any_other(tmp_path: Path) -> None:
+    storage = tmp_path / "runs"
+    path = tmp_path / "agent.json"
+    out = esper("evaluate", *_AGENT, "policy=rigl", "policy.density=0.2", "--surgeries", "4",
+                "policy.params.delta_t=20",
+                f"cluster.storage_path={storage}", "--json", str(path))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    (report,) = json.loads(path.read_text())["reports"]
+    assert 0.0 <= report["online_accuracy"] <= 1.0 and report["surgeries"] == 4
+    (run,) = storage.iterdir()
+    query = "SELECT DISTINCT drift, action FROM events WHERE action = 'regrow'"
+    events = esper("events", str(run), "--sql", query)
+    assert events.returncode == 0 and "physics+physics" in events.stdout, events.stdout

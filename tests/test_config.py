@@ -58,7 +58,7 @@ def test_host_initialisation_is_seeded() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["workload=__nope__"], "unknown workload '__nope__'; valid workloads: digits_affine_cnn"),
+        (["workload=__nope__"], "unknown workload '__nope__'; valid workloads: acrobot_permuted"),
         (["search=hyperband"], "valid searchs: grid, none, optuna, pb2, pbt, random"),
         (
             ["workload.foo=1"],
@@ -71,7 +71,7 @@ def test_host_initialisation_is_seeded() -> None:
             ["workload.host.name=resnet"],
             "unknown host 'resnet' at workload.host.name; valid hosts: cnn, mlp, transformer",
         ),
-        (["workload.dataset.name=cifar"], "valid datasets: digits, gaussian_mixture, mnist1d"),
+        (["workload.dataset.name=cifar"], "valid datasets: acrobot, cartpole, digits"),
         (["workload.drifts=[{name: melt}]"], "unknown drift 'melt' at workload.drifts[0].name"),
         (
             ["workload.host.params.depth=3"],

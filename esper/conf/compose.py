@@ -208,7 +208,6 @@ def validate(cfg: EsperConfig) -> None:
     # Deferred: composing a config (`esper config show`) should not load torch; workloads and
     # policies never import esper.conf, so these imports point down the layers only.
     from esper.workloads.datasets import SOURCES
-    from esper.workloads.drift import DRIFTS
     from esper.workloads.hosts import HOSTS
     from esper.workloads.scalpel import DISTRIBUTIONS, MECHANISMS
     from esper.workloads.schedules import SCHEDULES
@@ -217,7 +216,7 @@ def validate(cfg: EsperConfig) -> None:
     w = cfg.workload
     _check_component("workload.dataset", w.dataset, SOURCES)
     for i, drift in enumerate(w.drifts):
-        _check_component(f"workload.drifts[{i}]", drift, DRIFTS)
+        _check_component(f"workload.drifts[{i}]", drift, _drifts_for(w.dataset.name))
     _check_component("workload.schedule", w.schedule, SCHEDULES)
     _check_component("workload.host", w.host, HOSTS, fixed=("input_shape", "num_outputs"))
     _check_component("workload.scalpel.mechanism", w.scalpel.mechanism, MECHANISMS)
@@ -289,20 +288,37 @@ _MAX_WEIGHT = 1e3
 """Largest reward weight accepted (a weight of 1e300 is a typo, not a shaping)."""
 
 
+def _drifts_for(dataset: str) -> Any:
+    """The drift registry of a dataset: dynamics drifts for an environment (an agent's
+    world, :mod:`esper.workloads.rl`), data drifts otherwise."""
+    from esper.workloads.drift import DRIFTS
+    from esper.workloads.rl import ENV_DRIFTS, ENVIRONMENTS
+
+    return ENV_DRIFTS if dataset in ENVIRONMENTS else DRIFTS
+
+
 def _build_components(cfg: EsperConfig) -> None:
     """Build the cheap components (drifts, schedule, mask mechanism, policy) once, so that a
     parameter out of its range (``n > m``, a negative temperature, a zero task length) is
     reported now, naming its key, instead of crashing the run later."""
     from esper.policies import POLICIES
     from esper.policies.base import dense_start
-    from esper.workloads.drift import DRIFTS
+    from esper.workloads.rl import ENVIRONMENTS
     from esper.workloads.scalpel import MECHANISMS
     from esper.workloads.schedules import SCHEDULES
 
     w = cfg.workload
     _, policy_params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
+    drifts = _drifts_for(w.dataset.name)
+    if w.dataset.name in ENVIRONMENTS:  # an agent's world: its drifts bind to the environment
+        from esper.workloads.factory import build_stream
+
+        try:
+            build_stream(w, 0)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"workload ({w.dataset.name!r}): {err}") from err
     built: list[tuple[str, Any, ComponentConfig]] = [
-        *((f"workload.drifts[{i}]", DRIFTS, d) for i, d in enumerate(w.drifts)),
+        *((f"workload.drifts[{i}]", drifts, d) for i, d in enumerate(w.drifts)),
         ("workload.schedule", SCHEDULES, w.schedule),
         ("workload.scalpel.mechanism", MECHANISMS, w.scalpel.mechanism),
         ("policy", POLICIES, ComponentConfig(cfg.policy.name, policy_params)),

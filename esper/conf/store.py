@@ -83,14 +83,50 @@ def _workloads() -> dict[str, WorkloadConfig]:
             lr=0.01,
             momentum=0.0,
         ),
+        # Agents (esper.workloads.rl): a DQN host acting in a classic-control environment
+        # whose dynamics drift; K host updates = K environment steps between surgeries.
+        "cartpole_drifting": WorkloadConfig(
+            dataset=_c("cartpole", exploration_steps=3000, target_period=200),
+            drifts=[_c("physics", quantity="gravity"), _c("physics", quantity="length")],
+            schedule=_c("abrupt", task_length=4000),
+            num_tasks=5,
+            batch_size=64,
+            host=_c("mlp", hidden=[128, 128]),
+            optimizer=Optimizer.adam,
+            lr=5e-4,
+        ),
+        # The primacy-bias setting: a misleading first phase (every step costs a point), then
+        # the real task (esper bench primacy).
+        "cartpole_misled": WorkloadConfig(
+            dataset=_c("cartpole", exploration_steps=3000, target_period=250),
+            drifts=[_c("reward_scale", low=1.0, high=1.0, flip=True)],
+            schedule=_c("recurring", task_length=8000, pattern=[1, 0]),
+            num_tasks=2,
+            batch_size=64,
+            host=_c("mlp", hidden=[128, 128]),
+            optimizer=Optimizer.adam,
+            lr=5e-4,
+        ),
+        "acrobot_permuted": WorkloadConfig(
+            dataset=_c("acrobot", exploration_steps=3000, target_period=200),
+            drifts=[_c("permute_actions")],
+            schedule=_c("abrupt", task_length=4000),
+            num_tasks=5,
+            batch_size=64,
+            host=_c("mlp", hidden=[128, 128]),
+            optimizer=Optimizer.adam,
+            lr=5e-4,
+        ),
     }
 
 
 def _policies() -> dict[str, PolicyConfig]:
     """Every surgeon at the default 90% sparsity budget (``dense`` keeps everything)."""
     budget = 0.1
-    sparse = ("static", "set", "cbp", "redo", "random", "emrakul")
+    sparse = ("static", "set", "cbp", "redo", "random", "fgsf", "emrakul")
+    dense = ("periodic_reset",)  # resets a dense network, as the paper
     options = {"dense": PolicyConfig(), **{n: PolicyConfig(name=n, density=budget) for n in sparse}}
+    options.update({n: PolicyConfig(name=n) for n in dense})
     # Paper settings on the default stream (5 tasks × 300 steps, K = 100): GMP prunes a dense
     # network to the budget over the first two thirds; RigL stops updating at ~75% (T_end).
     options["gmp"] = PolicyConfig(  # built dense, pruned to the budget (dense_start)

@@ -36,6 +36,7 @@ from esper.workloads.drift import (
 )
 from esper.workloads.hosts import CNN, HOSTS, MLP, Host, TinyTransformer, UnitGroup, make_host
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
+from esper.workloads.rl import ENV_DRIFTS, ENVIRONMENTS, AgentStream  # registers the agents
 from esper.workloads.schedules import (
     SCHEDULES,
     Abrupt,
@@ -50,12 +51,15 @@ from esper.workloads.stream import Batch, DriftStream
 __all__ = [
     "CNN",
     "DRIFTS",
+    "ENVIRONMENTS",
+    "ENV_DRIFTS",
     "HOSTS",
     "MLP",
     "SCHEDULES",
     "SOURCES",
     "Abrupt",
     "Affine",
+    "AgentStream",
     "Batch",
     "ClassIncremental",
     "CovariateShift",

@@ -32,7 +32,7 @@ __all__ = [
     "make_source",
 ]
 
-TaskKind = Literal["classification", "regression"]
+TaskKind = Literal["classification", "regression", "q_learning"]
 
 
 class Source(ABC):

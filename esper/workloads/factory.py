@@ -18,6 +18,8 @@ from esper.workloads.datasets import make_source
 from esper.workloads.drift import make_drift
 from esper.workloads.hosts import Host, make_host
 from esper.workloads.organism import Organism
+from esper.workloads.rl import ENV_DRIFTS, AgentSource, AgentStream
+from esper.workloads.rl.contact import decision_critical
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.schedules import make_schedule
 from esper.workloads.sensors import NervousSystem, SensorConfig
@@ -74,10 +76,16 @@ def replica_seed(seed: int, replica_id: int) -> int:
 
 
 def build_stream(cfg: WorkloadConfig, seed: int) -> DriftStream:
-    """The drifting stream described by ``cfg``, seeded with ``seed``."""
+    """The drifting stream described by ``cfg``, seeded with ``seed``: an agent's stream of
+    replay minibatches when the dataset is an environment (its drifts are then dynamics
+    drifts, :data:`esper.workloads.rl.ENV_DRIFTS`)."""
     source = make_source(cfg.dataset.name, **_plain(cfg.dataset.params))
-    drifts = [make_drift(d.name, **_plain(d.params)) for d in cfg.drifts]
     schedule = make_schedule(cfg.schedule.name, **_plain(cfg.schedule.params))
+    if isinstance(source, AgentSource):
+        dynamics = [ENV_DRIFTS[d.name](**_plain(d.params)) for d in cfg.drifts]
+        agent = AgentStream(source, dynamics, schedule, cfg.batch_size, seed, cfg.num_tasks)
+        return agent  # type: ignore[return-value]  # the stream interface, duck-typed
+    drifts = [make_drift(d.name, **_plain(d.params)) for d in cfg.drifts]
     return DriftStream(source, drifts, schedule, cfg.batch_size, seed, num_tasks=cfg.num_tasks)
 
 
@@ -85,7 +93,8 @@ def build_host(
     cfg: WorkloadConfig, stream: DriftStream, seed: int, device: torch.device | str = "cpu"
 ) -> Host:
     """The host network of ``cfg`` sized for ``stream``, initialised from ``seed`` (on the CPU,
-    so every device starts from the same weights), then moved to ``device``."""
+    so every device starts from the same weights), then moved to ``device``. An agent's stream
+    acts with it from now on (:meth:`AgentStream.bind_agent`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         host = make_host(
@@ -94,7 +103,10 @@ def build_host(
             stream.source.num_outputs,
             **_plain(cfg.host.params),
         )
-    return host.to(device)
+    host = host.to(device)
+    if isinstance(stream, AgentStream):
+        stream.bind_agent(host)
+    return host
 
 
 def build_optimizer(
@@ -161,17 +173,24 @@ def build_organism(
         _rescale_init(host, scalpel)
     sensor_params = _plain(dict(w.organism.sensors))
     sensors = build(SensorConfig, {"seed": seed, **sensor_params}, "sensor config")
-    loss_fn = None
+    loss_fn, boundary_fn = None, None
     if stream.source.kind == "regression":
 
         def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return (out.squeeze(-1) - y) ** 2
 
+    elif stream.source.kind == "q_learning":  # the squared TD error of the action taken
+
+        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return (out.gather(-1, y[..., :1].long()).squeeze(-1) - y[..., 1]) ** 2
+
+        boundary_fn = decision_critical  # the contact-aware Fisher on decision-critical states
+
     return Organism(
         host,
         stream,
         scalpel,
-        NervousSystem(sensors, loss_fn=loss_fn),
+        NervousSystem(sensors, loss_fn=loss_fn, boundary_fn=boundary_fn),
         build_optimizer(w, host, scalpel),
         surgery_interval=cfg.policy.surgery_interval,
         reward=cfg.reward,

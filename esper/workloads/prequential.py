@@ -33,9 +33,13 @@ __all__ = [
 
 
 def batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean loss of a batch: cross-entropy for ``classification``, MSE for ``regression``."""
+    """Mean loss of a batch: cross-entropy for ``classification``, MSE for ``regression``, and
+    for ``q_learning`` the squared TD error of ``Q(s, a)`` (``y`` rows are ``(a, target, done)``,
+    :class:`~esper.workloads.rl.agent.AgentStream`)."""
     if kind == "classification":
         return F.cross_entropy(out, y)
+    if kind == "q_learning":
+        return F.mse_loss(out.gather(1, y[:, :1].long()).squeeze(1), y[:, 1])
     return F.mse_loss(out.squeeze(-1), y)
 
 
@@ -128,6 +132,8 @@ class PendingScores:
             outs = torch.stack([out for _, _, out in steps])
             labels = torch.stack([batch.y for batch, _, _ in steps])
             accuracies = (outs.argmax(dim=-1) == labels).float().mean(dim=-1).tolist()
+        elif self.kind == "q_learning":  # the stream scores an agent by its returns
+            accuracies = [batch.score for batch, _, _ in steps]
         else:
             accuracies = [1.0 / (1.0 + loss) for _, loss, _ in steps]
         return [
@@ -149,6 +155,8 @@ def prequential_step(
     if kind == "classification":  # one read of both numbers (one device sync on a GPU)
         hits = (out.argmax(dim=1) == batch.y).float().mean()
         value, accuracy = torch.stack([loss, hits.to(loss.dtype)]).tolist()
+    elif kind == "q_learning":
+        value, accuracy = float(loss), batch.score
     else:
         value = float(loss)
         accuracy = 1.0 / (1.0 + value)

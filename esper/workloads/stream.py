@@ -47,6 +47,8 @@ class Batch:
         drift: Name of the drift acting on the stream (e.g. ``"permute_inputs"``).
         novelty: Ground-truth novelty in ``[0, 1]``, for analysis only.
         incoming_fraction: Fraction of examples drawn from the incoming distribution.
+        score: The batch's online score when the stream measures it itself (an agent's
+            normalised return, :mod:`esper.workloads.rl.agent`); ``nan`` otherwise.
     """
 
     x: torch.Tensor
@@ -57,6 +59,7 @@ class Batch:
     drift: str
     novelty: float
     incoming_fraction: float
+    score: float = math.nan
 
     def state_dict(self) -> dict[str, Any]:
         """The batch as plain data (tensors, numbers, the drift name)."""

@@ -176,3 +176,22 @@ def test_a_killed_learner_restarts_its_trial_from_the_last_checkpoint(tmp_path: 
     assert (counts["last"] == iterations * 3).all()
     _no_duplicate_or_missing_steps(run)
     assert not log.damage()  # every writer closed with a manifest, sequences without gaps
+
+
+def test_a_sweep_runs_an_agent_workload(tmp_path: Path) -> None:
+    """An RL workload (a DQN host on drifting CartPole) through Tune, like any other."""
+    agent = [
+        "workload=cartpole_drifting", "workload.host.params.hidden=[32,32]",
+        "workload.batch_size=16", "workload.schedule.params.task_length=60",
+        "workload.dataset.params.exploration_steps=100", "workload.organism.sense_batches=2",
+        "workload.organism.spike_window=2", "policy=emrakul", "policy.density=0.2",
+        "policy.surgery_interval=20", "policy.training.rollout=2", "policy.training.replicas=1",
+        "policy.training.iterations=2", "search=none", "search.num_samples=1",
+        "cluster.num_cpus=2", "cluster.replica_cpus=0.5", "cluster.learner_cpus=0.5",
+    ]  # fmt: skip
+    out = _esper("sweep", *agent, f"cluster.storage_path={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = _run_dir(tmp_path, "sweep")
+    metrics = EventLog.open(run).sql("SELECT online_accuracy, surgery_step FROM metrics")
+    assert metrics["surgery_step"].max() == 4 and metrics["online_accuracy"].between(0, 1).all()
+    _no_duplicate_or_missing_steps(run)

@@ -1,7 +1,8 @@
 """Heuristic surgery baselines, each a :data:`~esper.policies.base.POLICIES` entry.
 
 ``dense``, ``static``, ``gmp`` (Zhu & Gupta 2017), ``set`` (Mocanu et al. 2018), ``rigl``
-(Evci et al. 2020), ``cbp`` (Dohare et al. 2024), ``redo`` (Sokar et al. 2023) and ``random``.
+(Evci et al. 2020), ``cbp`` (Dohare et al. 2024), ``redo`` (Sokar et al. 2023), ``periodic_reset``
+(Nikishin et al. 2022), ``fgsf`` (static sparse with Fisher-guided forgetting) and ``random``.
 The drop-and-grow ones differ only in their hooks (:mod:`.hooks`: scores in, surgery out) and
 their drop-fraction schedule (:mod:`.schedules`); CBP and ReDo reset whole units.
 """
@@ -9,7 +10,9 @@ their drop-fraction schedule (:mod:`.schedules`); CBP and ReDo reset whole units
 from esper.policies.baselines.cbp import CBP
 from esper.policies.baselines.dense import Dense
 from esper.policies.baselines.drop_and_grow import DropAndGrow
+from esper.policies.baselines.fgsf import FGSF
 from esper.policies.baselines.gmp import GMP
+from esper.policies.baselines.periodic_reset import PeriodicReset
 from esper.policies.baselines.random_surgery import RandomSurgery
 from esper.policies.baselines.redo import ReDo
 from esper.policies.baselines.rigl import RigL
@@ -23,12 +26,15 @@ from esper.policies.baselines.schedules import (
 from esper.policies.baselines.sparse_evolutionary import SET
 from esper.policies.baselines.static import Static
 
-BASELINES = ("cbp", "dense", "gmp", "random", "redo", "rigl", "set", "static")
+BASELINES = (
+    "cbp", "dense", "fgsf", "gmp", "periodic_reset", "random", "redo", "rigl", "set", "static",
+)  # fmt: skip
 """The registry names of the heuristic baselines."""
 
 __all__ = [
     "BASELINES",
     "CBP",
+    "FGSF",
     "GMP",
     "SET",
     "ConstantDropFraction",
@@ -37,6 +43,7 @@ __all__ = [
     "Dense",
     "DropAndGrow",
     "DropFraction",
+    "PeriodicReset",
     "RandomSurgery",
     "ReDo",
     "RigL",

@@ -52,6 +52,7 @@ from esper.workloads.sensors._per_sample import Slots, func_sums, hookable, hook
 from esper.workloads.sensors.capture import LayerCapture, prunable_parameters
 
 __all__ = [
+    "BoundaryFn",
     "GradientReport",
     "GradientStats",
     "LossFn",
@@ -64,6 +65,10 @@ __all__ = [
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(outputs, targets)`` → one loss per sample, shape ``(B,)``."""
+BoundaryFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
+"""``boundary_fn(outputs, targets, losses, quantile)`` → sorted indices of the samples the
+contact-aware Fisher is taken over (:func:`boundary_samples`, or an agent's decision-critical
+states, :func:`esper.workloads.rl.contact.decision_critical`)."""
 
 
 def per_sample_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -184,6 +189,7 @@ def gradient_statistics(
     loss_fn: LossFn | None = None,
     masks: Mapping[str, Tensor] | None = None,
     boundary_quantile: float | None = None,
+    boundary_fn: BoundaryFn | None = None,
     keep_outputs: bool = False,
     method: Literal["auto", "func"] = "auto",
     eps: float = 1e-12,
@@ -203,6 +209,7 @@ def gradient_statistics(
         masks: Boolean masks by parameter name, used for layer summaries only.
         boundary_quantile: If given, also the contact-aware Fisher over the
             ``⌈quantile·B⌉`` lowest-margin samples.
+        boundary_fn: Which samples those are (default :func:`boundary_samples`).
         keep_outputs: Keep each layer's output (for ReDo scores and effective ranks).
         method: ``"auto"``: hooks for Linear/Conv weights, ``torch.func`` for the rest;
             ``"func"``: ``torch.func`` for everything (slower; a cross-check).
@@ -223,7 +230,8 @@ def gradient_statistics(
         raise ValueError(f"loss_fn must return one loss per sample, shape ({batch},)")
     boundary = None
     if boundary_quantile is not None:
-        boundary = boundary_samples(logits.detach(), y, losses.detach(), boundary_quantile)
+        choose = boundary_fn or boundary_samples
+        boundary = choose(logits.detach(), y, losses.detach(), boundary_quantile)
     slots = Slots({n: named[n] for n in names}, 4 if boundary is not None else 3)
     scales = (1.0 / batch, 1.0 / max(len(boundary), 1) if boundary is not None else 1.0)
     calls = [(n, call) for n in hooked for call in capture.calls[n]]

@@ -39,11 +39,7 @@ from esper.workloads.sensors.features import (
 )
 from esper.workloads.sensors.fisher import FGSFTrigger, FisherHistory
 from esper.workloads.sensors.flipflop import FlipFlopDetector
-from esper.workloads.sensors.gradients import (
-    LossFn,
-    check_masks,
-    gradient_statistics,
-)
+from esper.workloads.sensors.gradients import BoundaryFn, LossFn, check_masks, gradient_statistics
 from esper.workloads.sensors.hessian import HessianStats, hutchinson
 from esper.workloads.sensors.impact import ImpactPredictor, train_encoder_on_impact
 from esper.workloads.sensors.reading import Reading
@@ -73,11 +69,15 @@ class NervousSystem:
     Args:
         config: Sensor settings.
         loss_fn: Per-sample loss (default: cross-entropy); the host's training loss.
+        boundary_fn: The contact-aware Fisher's samples (default: lowest margin or highest loss).
     """
 
-    def __init__(self, config: SensorConfig | None = None, loss_fn: LossFn | None = None) -> None:
+    def __init__(
+        self, config: SensorConfig | None = None, loss_fn: LossFn | None = None,
+        boundary_fn: BoundaryFn | None = None,
+    ) -> None:  # fmt: skip
         self.config = config or SensorConfig()
-        self.loss_fn = loss_fn
+        self.loss_fn, self.boundary_fn = loss_fn, boundary_fn
         c = self.config
         self.fisher_history = FisherHistory(c.history)
         self.trigger = FGSFTrigger(
@@ -179,6 +179,7 @@ class NervousSystem:
             loss_fn=self.loss_fn,
             masks=checked,
             boundary_quantile=c.boundary_quantile,
+            boundary_fn=self.boundary_fn,
             keep_outputs=True,
         )
         hessian = self._hessian(model, x, y, checked, probes)

@@ -26,6 +26,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "rigl": {"delta_t": 6, "t_end": 60},
     "set": {"delta_t": 6},
     "static": {"density": 0.1},
+    "fgsf": {"density": 0.1, "fraction": 0.05},
+    "periodic_reset": {"interval": 6},
 }
 
 
