@@ -13,6 +13,9 @@ re-initialised periodically, :class:`~esper.policies.baselines.periodic_reset.Pe
 ``emrakul`` at the budget with the checkpoint given (by default the one the quality benchmark
 trained on the supervised drift suite: it has never seen an agent, and the report says so).
 
+A control, ``dense, never misled``, learns the real task from the first step: its score over
+the same number of real-task steps from a fresh network is what the misled agents lose.
+
 Per run, the score of a phase is the mean online score over it (the agent's normalised
 episodic return, ``[0, 1]``); the experiment's measure is the real phase's. Seeds are paired
 units: the table gives each surgeon's mean with a 95 % BCa interval and its paired difference
@@ -78,21 +81,30 @@ PRESETS = {
 """``small``: about 20 minutes on 2 cores; ``tiny``: the test suite's."""
 
 SURGEONS: dict[str, tuple[str, bool, dict[str, Any]]] = {
+    "dense, never misled": ("dense", False, {}),
     "dense": ("dense", False, {}),
     "dense+resets": ("periodic_reset", False, {"layers": 1}),
     "redo": ("redo", False, {"threshold": 0.1}),
     "rigl": ("rigl", True, {}),
     "emrakul": ("emrakul", True, {}),
 }
-"""Label → (policy, sparse at the budget, parameters); clocks are set from the phase length."""
+"""Label → (policy, sparse at the budget, parameters); clocks are set from the phase length.
+The control ``dense, never misled`` learns the real task from the start: its "real phase" is
+its *first* one, the same number of real-task steps from a fresh network, the reference the
+misled agents are measured against."""
+
+CONTROL = "dense, never misled"
 
 DEFAULT_CHECKPOINT = Path("benchmarks/results/quality-emrakul.pt")
 
 
-def _overrides(preset: PrimacyPreset, policy: str, sparse: bool, seed: int) -> list[str]:
+def _overrides(
+    preset: PrimacyPreset, policy: str, sparse: bool, seed: int, misled: bool = True
+) -> list[str]:
     hidden = ",".join(str(h) for h in preset.hidden)
     return [
         "workload=cartpole_misled",
+        *([] if misled else ["workload.drifts=[]"]),
         f"workload.schedule.params.task_length={preset.phase_steps}",
         f"workload.host.params.hidden=[{hidden}]",
         f"workload.batch_size={preset.batch_size}",
@@ -122,7 +134,7 @@ def run_surgeon(
         params["interval"] = period
     if policy == "rigl":  # updates at every surgery, never frozen: the stream goes on
         params.update(delta_t=preset.surgery_interval, t_end=10 * 2 * preset.phase_steps)
-    cfg = compose(_overrides(preset, policy, sparse, seed))
+    cfg = compose(_overrides(preset, policy, sparse, seed, misled=label != CONTROL))
     scores: list[float] = []
     with one_thread():
         organism = build_organism(cfg)
@@ -135,8 +147,11 @@ def run_surgeon(
         )  # fmt: skip
     curve = np.asarray(scores[: 2 * preset.phase_steps], dtype=float)
     first, real = curve[: preset.phase_steps], curve[preset.phase_steps :]
+    if label == CONTROL:  # the same number of real-task steps, from a fresh network
+        first, real = np.full(0, np.nan), first
     return {
-        "surgeon": label, "seed": seed, "misleading": float(first.mean()),
+        "surgeon": label, "seed": seed,
+        "misleading": float(first.mean()) if first.size else None,
         "real": float(real.mean()) if real.size else float("nan"),
         "real_last_quarter": float(real[-max(1, real.size // 4) :].mean()) if real.size else
         float("nan"), "density": report.density, "diverged": report.diverged,

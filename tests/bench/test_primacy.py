@@ -48,3 +48,10 @@ def test_the_experiment_writes_its_table_json_and_plot(tmp_path: Path) -> None:
     assert result["summary"]["rigl"]["minus_dense"]["n"] == len(TINY.seeds)
     assert "| emrakul | 0.10 |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "primacy-curves.png").stat().st_size > 1000
+
+
+def test_the_control_learns_the_real_task_from_the_start() -> None:
+    run = run_surgeon(TINY, "dense, never misled", seed=0, checkpoint=None)
+    assert run["misleading"] is None  # it never saw the misleading phase
+    half = len(run["curve"]) // 2
+    assert run["real"] > 0.0 and any(v > 0 for v in run["curve"][:half])  # paid from step one
