@@ -316,3 +316,7 @@ def test_evaluate_runs_an_agent_workload_and_its_log_reads_like_any_other(tmp_pa
     query = "SELECT DISTINCT drift, action FROM events WHERE action = 'regrow'"
     events = esper("events", str(run), "--sql", query)
     assert events.returncode == 0 and "physics+physics" in events.stdout, events.stdout
+    html = tmp_path / "agent.html"
+    report = esper("report", str(run), "--out", str(html))  # no special case for agents
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert html.stat().st_size > 10_000

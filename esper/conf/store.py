@@ -107,6 +107,18 @@ def _workloads() -> dict[str, WorkloadConfig]:
             optimizer=Optimizer.adam,
             lr=5e-4,
         ),
+        # MinAtar's 10×10 Breakout with its actions permuted per task: millions of frames
+        # to learn well (ANCHORS.md), a preset for clusters; tests use tiny budgets.
+        "minatar_breakout_permuted": WorkloadConfig(
+            dataset=_c("minatar_breakout", exploration_steps=20000, target_period=1000),
+            drifts=[_c("permute_actions")],
+            schedule=_c("abrupt", task_length=100000),
+            num_tasks=5,
+            batch_size=64,
+            host=_c("mlp", hidden=[256, 128]),
+            optimizer=Optimizer.adam,
+            lr=2.5e-4,
+        ),
         "acrobot_permuted": WorkloadConfig(
             dataset=_c("acrobot", exploration_steps=3000, target_period=200),
             drifts=[_c("permute_actions")],

@@ -34,6 +34,7 @@ from torch.func import functional_call
 from esper.seeding import derive_seed
 from esper.workloads.datasets import SOURCES, Source
 from esper.workloads.rl.dynamics import DriftingEnv, EnvDrift
+from esper.workloads.rl.env_state import load_env_state, save_env_state
 from esper.workloads.schedules import Schedule
 from esper.workloads.stream import Batch
 
@@ -53,9 +54,22 @@ ENVIRONMENTS: dict[str, EnvSpec] = {
     "cartpole": EnvSpec("CartPole-v1", 0.0, 500.0),
     "acrobot": EnvSpec("Acrobot-v1", -500.0, 0.0),
     "mountain_car": EnvSpec("MountainCar-v0", -200.0, -100.0),
+    "minatar_breakout": EnvSpec("MinAtar/Breakout-v1", 0.0, 30.0),
+    "minatar_space_invaders": EnvSpec("MinAtar/SpaceInvaders-v1", 0.0, 100.0),
+    "minatar_asterix": EnvSpec("MinAtar/Asterix-v1", 0.0, 30.0),
 }
 """Agent sources by registry name: the environment and its return range (a random policy sits
-near the worst; the best is the time limit for CartPole, a fast swing-up or climb otherwise)."""
+near the worst; the best is the time limit for CartPole, a fast swing-up or climb for the other
+classic-control tasks, and for MinAtar (Young & Tian 2019, 10×10 Atari-like games, no ROMs) a
+scale of our choosing, not a published score: set ``best_return`` for your study)."""
+
+
+def _make_env(gym_id: str) -> gym.Env[Any, Any]:
+    if gym_id.startswith("MinAtar/") and gym_id not in gym.registry:
+        from minatar.gym import register_envs  # gymnasium ≥ 1 loads no plugins by itself
+
+        register_envs()
+    return gym.make(gym_id)
 
 
 class AgentSource(Source):
@@ -72,6 +86,8 @@ class AgentSource(Source):
         target_period: Batches between copies of the host into the target network.
         env_steps: Environment steps per batch (per training step of the host).
         return_window: Finished episodes the online score averages.
+        worst_return: The return normalised to 0 (``None``: the environment's, above).
+        best_return: The return normalised to 1 (``None``: the environment's).
     """
 
     def __init__(
@@ -85,6 +101,8 @@ class AgentSource(Source):
         target_period: int = 100,
         env_steps: int = 1,
         return_window: int = 10,
+        worst_return: float | None = None,
+        best_return: float | None = None,
     ) -> None:
         if env not in ENVIRONMENTS:
             raise ValueError(f"unknown environment {env!r}; valid: {', '.join(ENVIRONMENTS)}")
@@ -98,8 +116,13 @@ class AgentSource(Source):
                            ("return_window", return_window)):  # fmt: skip
             if value < 1:
                 raise ValueError(f"{key} must be ≥ 1, got {value}")
-        self.spec = ENVIRONMENTS[env]
-        probe = gym.make(self.spec.gym_id)
+        spec = ENVIRONMENTS[env]
+        worst = spec.worst_return if worst_return is None else worst_return
+        best = spec.best_return if best_return is None else best_return
+        if not (math.isfinite(worst) and math.isfinite(best) and worst < best):
+            raise ValueError(f"need worst_return < best_return, got {worst}, {best}")
+        self.spec = EnvSpec(spec.gym_id, worst, best)
+        probe = _make_env(self.spec.gym_id)
         if not isinstance(probe.action_space, gym.spaces.Discrete):
             raise ValueError(f"{env}: DQN needs discrete actions")
         self.name = env
@@ -155,7 +178,7 @@ class AgentStream:
     ) -> None:
         self.source, self.schedule, self.batch_size = source, schedule, batch_size
         self.seed, self.num_tasks = seed, num_tasks
-        self.env = DriftingEnv(gym.make(source.spec.gym_id), drifts, seed)
+        self.env = DriftingEnv(_make_env(source.spec.gym_id), drifts, seed)
         self.drift_name = "+".join(d.name for d in drifts) or "none"
         self._rng = np.random.default_rng(derive_seed(seed, "agent", "acting"))
         self._gen = torch.Generator()
@@ -214,8 +237,8 @@ class AgentStream:
                 action = int(self._host(obs.unsqueeze(0)).argmax(dim=1).item())
         nxt, reward, terminated, truncated, _ = self.env.step(action)
         i = self._pos
-        self._obs[i], self._act[i], self._rew[i] = self._current, action, float(reward)
-        self._next[i], self._done[i] = nxt, float(terminated)
+        self._obs[i], self._act[i], self._rew[i] = np.ravel(self._current), action, float(reward)
+        self._next[i], self._done[i] = np.ravel(nxt), float(terminated)
         self._pos = (self._pos + 1) % self.source.buffer_size
         self._size = min(self._size + 1, self.source.buffer_size)
         self._env_steps += 1
@@ -231,8 +254,9 @@ class AgentStream:
         reads the first two; the contact-aware Fisher's rule the third)."""
         index = torch.randint(self._size, (self.batch_size,), generator=gen).numpy()
         device = self._device()
-        obs = torch.as_tensor(self._obs[index], device=device)
-        nxt = torch.as_tensor(self._next[index], device=device)
+        shape = (self.batch_size, *self.source.input_shape)
+        obs = torch.as_tensor(self._obs[index], device=device).view(shape)
+        nxt = torch.as_tensor(self._next[index], device=device).view(shape)
         assert self._host is not None
         with torch.no_grad():
             best = functional_call(self._host, self._target, (nxt,)).max(dim=1).values
@@ -281,16 +305,6 @@ class AgentStream:
 
     # -- state -----------------------------------------------------------------------------
 
-    def _env_state(self) -> dict[str, Any]:
-        inner: Any = self.env.unwrapped
-        limit = next((w for w in _wrappers(self.env) if hasattr(w, "_elapsed_steps")), None)
-        return {
-            "state": torch.as_tensor(np.asarray(inner.state, dtype=np.float64)),
-            "np_random": json.dumps(inner.np_random.bit_generator.state),
-            "elapsed": int(getattr(limit, "_elapsed_steps", 0) or 0),
-            "beyond": getattr(inner, "steps_beyond_terminated", None),
-        }
-
     def state_dict(self) -> dict[str, Any]:
         """Everything to continue exactly: replay, environment (mid-episode), drifts,
         exploration and sampling generators, target network, returns, counters."""
@@ -304,7 +318,7 @@ class AgentStream:
             "current": torch.from_numpy(np.asarray(self._current, np.float32).copy()),
             "rng": json.dumps(self._rng.bit_generator.state), "generator": self._gen.get_state(),
             "target": {k: v.clone() for k, v in self._target.items()},
-            "env": self._env_state(), "drifts": self.env.state_dict(),
+            "env": save_env_state(self.env), "drifts": self.env.state_dict(),
         }  # fmt: skip
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -328,20 +342,4 @@ class AgentStream:
         self._gen.set_state(state["generator"])
         self._target = {k: v.clone() for k, v in state["target"].items()}
         self.env.load_state_dict(state["drifts"])
-        env = state["env"]
-        inner: Any = self.env.unwrapped
-        inner.state = env["state"].numpy().copy()
-        inner.np_random.bit_generator.state = json.loads(env["np_random"])
-        for wrapper in _wrappers(self.env):
-            if hasattr(wrapper, "_elapsed_steps"):
-                wrapper._elapsed_steps = env["elapsed"]
-        if hasattr(inner, "steps_beyond_terminated"):
-            inner.steps_beyond_terminated = env["beyond"]
-
-
-def _wrappers(env: gym.Env[Any, Any]) -> list[Any]:
-    chain, node = [], env
-    while isinstance(node, gym.Wrapper):
-        chain.append(node)
-        node = node.env
-    return chain
+        load_env_state(self.env, state["env"])

@@ -82,8 +82,22 @@ def _run(organism: Organism, surgeries: int) -> list[tuple[float, float, list[in
     return out
 
 
-def test_state_round_trip_gives_the_same_actions_and_returns(tmp_path: Path) -> None:
-    cfg = compose(_TINY)
+_MINATAR = [
+    "workload=minatar_breakout_permuted",
+    "workload.host.params.hidden=[32]",
+    "workload.batch_size=16",
+    "workload.schedule.params.task_length=60",
+    "workload.dataset.params.exploration_steps=100",
+    "workload.dataset.params.target_period=20",
+    *_TINY[6:],
+]
+
+
+@pytest.mark.parametrize("overrides", [_TINY, _MINATAR], ids=["cartpole", "minatar"])
+def test_state_round_trip_gives_the_same_actions_and_returns(
+    overrides: list[str], tmp_path: Path
+) -> None:
+    cfg = compose(overrides)
     organism = build_organism(cfg)
     organism.reset()
     _run(organism, 3)  # mid-episode, mid-task, replay filling

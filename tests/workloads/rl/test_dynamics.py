@@ -153,3 +153,23 @@ def test_noise_streams_continue_exactly_after_a_state_round_trip() -> None:
 def test_a_drift_that_does_not_apply_names_why(name: str, drift: Any, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         _env(name, drift)
+
+
+def test_permuted_actions_change_what_a_minatar_agent_does() -> None:
+    from esper.workloads.rl.agent import _make_env
+
+    env = DriftingEnv(_make_env("MinAtar/Breakout-v1"), [ENV_DRIFTS["permute_actions"]()], 3)
+    plain = _make_env("MinAtar/Breakout-v1")
+    env.set_task(1)
+    perm = env.drifts[0].permutation(1)
+    n = env.action_space.n  # the minimal action set
+    assert sorted(perm) == list(range(n)) and list(perm) != list(range(n))
+    for action in range(n):
+        env.reset(seed=5)
+        plain.reset(seed=5)
+        for _ in range(3):
+            drifted, *_ = env.step(action)
+            expected, *_ = plain.step(int(perm[action]))
+        np.testing.assert_array_equal(drifted, expected)
+    with pytest.raises(ValueError, match="knows no physics of BaseEnv"):
+        DriftingEnv(_make_env("MinAtar/Breakout-v1"), [ENV_DRIFTS["physics"]()], 0)
