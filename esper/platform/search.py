@@ -23,7 +23,13 @@ with other reward weights earn rewards of other scales.
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
+import ray.tune.schedulers.pbt as pbt_module
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
@@ -32,7 +38,15 @@ from ray.tune.search.optuna import OptunaSearch
 
 from esper.config import EsperConfig, SearchAlgorithm, to_plain
 
-__all__ = ["CONFIG_KEY", "RUN_DIR_KEY", "param_space", "scheduler", "search_algorithm"]
+__all__ = [
+    "CONFIG_KEY",
+    "RUN_DIR_KEY",
+    "SeededPB2",
+    "SeededPBT",
+    "param_space",
+    "scheduler",
+    "search_algorithm",
+]
 
 CONFIG_KEY = "esper"
 """Key of the composed config (plain data) in a trial's config."""
@@ -63,12 +77,70 @@ def param_space(cfg: EsperConfig, run_dir: str) -> dict[str, object]:
     return space
 
 
+class _OwnRandomness:
+    """PBT's and PB2's decisions drawn from generators of their own, seeded.
+
+    Tune's schedulers draw from the process-wide ``random`` and ``numpy.random`` streams
+    (``pbt._explore``'s ×1.2/×0.8 choices, the clone chosen, resampled values, PB2's GP
+    starting points), which other threads of the driver also draw from, at moments that vary
+    from run to run: the same seed then explored different values (found by the
+    population-sweep determinism test). Each decision callback runs with the PBT module's
+    ``random`` replaced by this scheduler's own ``random.Random`` and numpy's global state
+    swapped for this scheduler's, so the exploration sequence depends on the seed only.
+    """
+
+    def _own(self, seed: int) -> None:
+        self._random = random.Random(seed)
+        self._numpy = np.random.RandomState(seed % 2**32).get_state()
+
+    @contextlib.contextmanager
+    def _drawing(self) -> Iterator[None]:
+        outer_module, outer_numpy = pbt_module.random, np.random.get_state()
+        pbt_module.random = self._random  # type: ignore[assignment]
+        np.random.set_state(self._numpy)
+        try:
+            yield
+        finally:
+            self._numpy = np.random.get_state()
+            np.random.set_state(outer_numpy)
+            pbt_module.random = outer_module
+
+    def on_trial_add(self, *args: Any, **kwargs: Any) -> Any:
+        with self._drawing():
+            return super().on_trial_add(*args, **kwargs)  # type: ignore[misc]
+
+    def on_trial_result(self, *args: Any, **kwargs: Any) -> Any:
+        with self._drawing():
+            return super().on_trial_result(*args, **kwargs)  # type: ignore[misc]
+
+    def choose_trial_to_run(self, *args: Any, **kwargs: Any) -> Any:
+        with self._drawing():
+            return super().choose_trial_to_run(*args, **kwargs)  # type: ignore[misc]
+
+
+class SeededPBT(_OwnRandomness, PopulationBasedTraining):
+    """:class:`PopulationBasedTraining` whose exploration depends on ``seed`` only."""
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._own(seed)
+
+
+class SeededPB2(_OwnRandomness, PB2):
+    """:class:`PB2` whose exploration depends on ``seed`` only."""
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._own(seed)
+
+
 def scheduler(cfg: EsperConfig) -> TrialScheduler | None:
     """PBT or PB2 over ``search.bounds`` (``None`` for the other algorithms)."""
     search = cfg.search
     algorithm = SearchAlgorithm(search.algorithm)
     if algorithm == SearchAlgorithm.pbt:
-        return PopulationBasedTraining(
+        return SeededPBT(
+            _seed(cfg),
             time_attr=_TIME_ATTR,
             perturbation_interval=search.perturbation_interval,
             hyperparam_mutations={
@@ -79,7 +151,8 @@ def scheduler(cfg: EsperConfig) -> TrialScheduler | None:
             synch=True,
         )
     if algorithm == SearchAlgorithm.pb2:
-        return PB2(
+        return SeededPB2(
+            _seed(cfg),
             time_attr=_TIME_ATTR,
             perturbation_interval=search.perturbation_interval,
             hyperparam_bounds={k: [float(lo), float(hi)] for k, (lo, hi) in search.bounds.items()},

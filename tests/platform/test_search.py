@@ -3,6 +3,7 @@ schedulers and searchers, inspected)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.schedulers.pb2 import PB2
@@ -10,7 +11,14 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Float
 
 from esper.conf import ConfigError, compose, from_plain
-from esper.platform.search import CONFIG_KEY, RUN_DIR_KEY, param_space, scheduler, search_algorithm
+from esper.platform.search import (
+    CONFIG_KEY,
+    RUN_DIR_KEY,
+    SeededPBT,
+    param_space,
+    scheduler,
+    search_algorithm,
+)
 from esper.platform.trainable import sampled_values
 
 _BOUNDS = "search.bounds={reward.beta: [0.0, 0.5], reward.gamma: [0.1, 0.3]}"
@@ -90,3 +98,26 @@ def test_bounds_with_dotted_keys_are_set_from_the_command_line() -> None:
         compose(["policy=rigl", "search.bounds.policy.params.heat_tau=[1,20]"])
     with pytest.raises(ConfigError, match="must be \\[low, high\\]"):
         compose(["search.bounds.reward.beta=fast"])
+
+
+def test_pbt_exploration_depends_on_its_seed_only() -> None:
+    """Other users of the process-wide random streams (the driver's threads) cannot change
+    what PBT explores: the population-sweep determinism test found they did."""
+    import random
+
+    import ray.tune.schedulers.pbt as pbt_module
+
+    cfg = compose(["search=pbt", "search.resample_probability=0.5", "search.seed=11"])
+    config = {key: 0.5 for key in cfg.search.bounds}
+    draws = []
+    for noise in (1, 2):
+        chosen = scheduler(cfg)
+        random.seed(noise)  # the outside streams differ
+        np.random.seed(noise)
+        assert isinstance(chosen, SeededPBT)
+        mutations = chosen._hyperparam_mutations
+        with chosen._drawing():
+            explored = [pbt_module._explore(config, mutations, 0.5, (1.2, 0.8), None)[0]
+                        for _ in range(5)]  # fmt: skip
+        draws.append(explored)
+    assert draws[0] == draws[1] and len({str(d) for d in draws[0]}) > 1
