@@ -45,12 +45,13 @@ _PARAMS = {  # settings under which each baseline operates within a few surgerie
     "cbp": ["policy.params.replacement_rate=0.05", "policy.params.maturity_threshold=2"],
     "gmp": ["policy.params.final_density=0.1", "policy.params.frequency=4",
             "policy.params.steps=24"],
+    "periodic_reset": ["policy.params.interval=4"],
     "random": ["policy.params.delta_t=4"],
     "redo": ["policy.params.threshold=1.0", "policy.params.interval=4"],
     "rigl": ["policy.params.delta_t=4"],
     "set": ["policy.params.delta_t=4"],
 }  # fmt: skip
-_IDLE = ("dense", "static")  # they act at reset only
+_IDLE = ("dense", "static", "fgsf")  # they act at reset only (fgsf also when its trigger fires)
 
 
 def _plain(actions: dict[str, LayerAction]) -> list[tuple[Any, ...]]:
@@ -63,6 +64,7 @@ def _plain(actions: dict[str, LayerAction]) -> list[tuple[Any, ...]]:
                 torch.as_tensor(a.regrow, dtype=torch.int64).tolist(),
                 torch.as_tensor(a.reset_units, dtype=torch.int64).tolist(),
                 a.regrow_init, a.tau, a.sedation, a.sedation_steps, a.target_density,
+                torch.as_tensor(a.forget, dtype=torch.int64).tolist(),
             )
         )  # fmt: skip
     return out
