@@ -161,15 +161,16 @@ def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Baselines" in out.stdout and "Mean reward components" in out.stdout
     reports = {r["policy"]: r for r in json.loads(path.read_text())["reports"]}
-    assert set(reports) == {"dense", "static", "gmp", "set", "rigl", "cbp", "redo", "random"}
+    assert set(reports) == {"dense", "static", "gmp", "set", "rigl", "cbp", "redo", "random",
+                            "fgsf", "periodic_reset"}  # fmt: skip
     for name, report in reports.items():
         assert report["surgeries"] == 2
         assert set(report["components"]) == {"accuracy", "flops", "oscillation", "gsnr", "spike"}
-        if name not in ("dense", "gmp"):  # GMP starts dense and prunes on its schedule
-            assert report["density"] == pytest.approx(0.1, abs=0.002)
-    assert reports["dense"]["density"] == 1.0
+        if name not in ("dense", "gmp", "periodic_reset"):  # GMP starts dense and prunes on
+            assert report["density"] == pytest.approx(0.1, abs=0.002)  # its schedule
+    assert reports["dense"]["density"] == reports["periodic_reset"]["density"] == 1.0
     runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 8
+    assert len(runs) == 10
     for run in runs:
         assert {"run.json", "config.yaml", "report.json", "metrics"} <= {
             p.name for p in run.iterdir()

@@ -138,6 +138,7 @@ def test_replicas_hosting_cohorts_learn_from_every_organism(tmp_path: Path) -> N
     _no_duplicate_or_missing_steps(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_restarted_replica_falls_back_on_its_previous_checkpoint_and_says_so(
     tmp_path: Path,
 ) -> None:

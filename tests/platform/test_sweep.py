@@ -178,6 +178,7 @@ def test_a_killed_learner_restarts_its_trial_from_the_last_checkpoint(tmp_path: 
     assert not log.damage()  # every writer closed with a manifest, sequences without gaps
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_an_agent_workload(tmp_path: Path) -> None:
     """An RL workload (a DQN host on drifting CartPole) through Tune, like any other."""
     agent = [

@@ -19,7 +19,8 @@ def test_every_source_builds_and_samples(name: str) -> None:
     source = make_source(name, **_SMALL.get(name, {}))
     x, y = source.sample(torch.Generator().manual_seed(0), 12, 0)
     assert tuple(x.shape) == (12, *source.input_shape) and x.dtype == torch.float32
-    assert y.shape == (12,)
+    # an agent's targets are (action, TD target, done) rows (esper.workloads.rl.agent)
+    assert y.shape == ((12, 3) if source.kind == "q_learning" else (12,))
     if source.kind == "classification":
         assert y.dtype == torch.long and int(y.max()) < source.num_outputs
 
