@@ -64,7 +64,13 @@ def output_problem(path: str | os.PathLike[str], replace: bool = True) -> str | 
         return "it exists; pass --force to replace it"
     if target.exists() and not os.access(target, os.W_OK):
         return "the file exists and is not writable"
-    ancestor = target.parent
+    return _ancestor_problem(target.parent)
+
+
+def _ancestor_problem(folder: Path) -> str | None:
+    """Why ``folder`` could not be created or written: its nearest existing ancestor must be a
+    writable folder."""
+    ancestor = folder
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
@@ -80,14 +86,7 @@ def directory_problem(path: str | os.PathLike[str]) -> str | None:
     target = Path(path)
     if target.exists() and not target.is_dir():
         return "it is a file, not a folder"
-    ancestor = target
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"{ancestor} is a file, not a folder"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"the folder {ancestor} is not writable"
-    return None
+    return _ancestor_problem(target)
 
 
 def add_force_flag(parser: argparse.ArgumentParser) -> None:

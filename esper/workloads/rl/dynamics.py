@@ -189,18 +189,18 @@ def _discrete_actions(env: gym.Env[Any, Any], drift: str) -> int:
     return int(env.action_space.n)
 
 
-@ENV_DRIFTS.register("permute_actions")
-class PermuteActions(EnvDrift):
-    """What each discrete action does is permuted per distribution (identity at 0)."""
+class _Permutation(EnvDrift):
+    """A permutation of ``size(env)`` things per distribution (identity at 0)."""
 
-    name = "permute_actions"
+    def size(self, env: gym.Env[Any, Any]) -> int:
+        raise NotImplementedError
 
     def bind(self, env: gym.Env[Any, Any], seed: int, slot: int = 0) -> None:
-        self._n = _discrete_actions(env, self.name)
+        self._n = self.size(env)
         super().bind(env, seed, slot)
 
     def permutation(self, distribution: int) -> np.ndarray:
-        """Action ``a`` of the agent is action ``permutation[a]`` of the environment."""
+        """The permutation of distribution ``distribution``."""
         if distribution == 0:
             return np.arange(self._n)
         return self.rng(distribution).permutation(self._n)
@@ -208,6 +208,17 @@ class PermuteActions(EnvDrift):
     def set_task(self, distribution: int) -> None:
         super().set_task(distribution)
         self._perm = self.permutation(distribution)
+
+
+@ENV_DRIFTS.register("permute_actions")
+class PermuteActions(_Permutation):
+    """What each discrete action does is permuted per distribution (identity at 0): action
+    ``a`` of the agent is action ``permutation[a]`` of the environment."""
+
+    name = "permute_actions"
+
+    def size(self, env: gym.Env[Any, Any]) -> int:
+        return _discrete_actions(env, self.name)
 
     def action(self, action: Any) -> Any:
         return int(self._perm[int(action)])
@@ -259,24 +270,14 @@ def _vector_length(env: gym.Env[Any, Any], drift: str) -> int:
 
 
 @ENV_DRIFTS.register("permute_observations")
-class PermuteObservations(EnvDrift):
-    """The observation's entries are permuted per distribution (identity at 0)."""
+class PermuteObservations(_Permutation):
+    """The observation's entries are permuted per distribution (identity at 0): the agent's
+    entry ``i`` is the environment's entry ``permutation[i]``."""
 
     name = "permute_observations"
 
-    def bind(self, env: gym.Env[Any, Any], seed: int, slot: int = 0) -> None:
-        self._n = _vector_length(env, self.name)
-        super().bind(env, seed, slot)
-
-    def permutation(self, distribution: int) -> np.ndarray:
-        """The agent's entry ``i`` is the environment's entry ``permutation[i]``."""
-        if distribution == 0:
-            return np.arange(self._n)
-        return self.rng(distribution).permutation(self._n)
-
-    def set_task(self, distribution: int) -> None:
-        super().set_task(distribution)
-        self._perm = self.permutation(distribution)
+    def size(self, env: gym.Env[Any, Any]) -> int:
+        return _vector_length(env, self.name)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return observation[self._perm]
