@@ -146,6 +146,13 @@ def _bench_primacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_double_loss(args: argparse.Namespace) -> int:
+    from esper.bench.double_loss import run_double_loss
+
+    run_double_loss(args.preset, args.json, args.address, args.num_cpus)
+    return 0
+
+
 def _bench_quality(args: argparse.Namespace) -> int:
     from esper.bench.quality import run_quality
 
@@ -321,6 +328,19 @@ def _parser() -> argparse.ArgumentParser:
     primacy.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     add_force_flag(primacy)
     primacy.set_defaults(func=_bench_primacy)
+    double = bench_sub.add_parser(
+        "double-loss", help="weights and data pruned together: does synchronized retention help?"
+    )
+    double.add_argument("--preset", default="small", choices=["small", "tiny"],
+                        help="small: a few minutes on 2 cores; tiny: a smoke run")  # fmt: skip
+    double.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/double-loss.json"), metavar="PATH",
+        help="write the results here (and PATH.md, PATH-tail.png)",
+    )  # fmt: skip
+    double.add_argument("--address", default=None, help="join this Ray cluster")
+    double.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    add_force_flag(double)
+    double.set_defaults(func=_bench_double_loss)
     return parser
 
 

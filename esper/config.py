@@ -83,6 +83,27 @@ class OrganismConfig:
     """Steps before and after a surgery compared by the loss-spike reward term."""
 
 
+@dataclass
+class MemoryConfig:
+    """The organism's data side: a replay buffer co-evolving with the topology
+    (``esper.workloads.memory``). Off at capacity 0."""
+
+    capacity: int = 0
+    """Most samples the buffer holds (the data budget); 0: no data side."""
+    strategy: str = "reservoir"
+    """Selection rule: ``reservoir``, ``class_balanced``, ``forgetting`` or ``gradient``."""
+    replay_ratio: float = 1.0
+    """Replayed samples mixed into each training batch, per stream sample."""
+    refresh: float = 1.0
+    """Share of the buffer's members up for replacement at each surgery."""
+    synchronized: bool = False
+    """Synchronized retention: never prune the weights serving tail classes while their
+    samples are locked in the buffer."""
+    retention: dict[str, Any] = field(default_factory=dict)
+    """Further retention settings (``tail_fraction``, ``serve_fraction``, ``quantile``,
+    ``lock_fraction`` of ``esper.workloads.memory.Retention``)."""
+
+
 class Optimizer(str, Enum):
     """Optimizer of the host network."""
 
@@ -116,6 +137,8 @@ class WorkloadConfig:
     """Masks on the host's prunable tensors."""
     organism: OrganismConfig = field(default_factory=OrganismConfig)
     """Sensing and surgery timing of the organism."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """The organism's data side (replay buffer and synchronized retention)."""
 
 
 @dataclass

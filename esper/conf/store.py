@@ -11,6 +11,7 @@ from esper.config import (
     ComponentConfig,
     EsperConfig,
     ExperimentConfig,
+    MemoryConfig,
     Optimizer,
     PolicyConfig,
     RewardConfig,
@@ -40,6 +41,11 @@ def _workloads() -> dict[str, WorkloadConfig]:
             drifts=[_c("class_incremental", classes_per_task=2)], schedule=abrupt
         ),
         "digits_label_permuted": WorkloadConfig(drifts=[_c("permute_labels")], schedule=abrupt),
+        "digits_long_tail": WorkloadConfig(
+            drifts=[_c("imbalance", rare=[7, 8, 9], fraction=0.02), _c("permute_inputs")],
+            schedule=abrupt,
+            memory=MemoryConfig(capacity=100),
+        ),
         "digits_gradual": WorkloadConfig(
             drifts=[_c("permute_inputs")], schedule=_c("gradual", task_length=300, window=100)
         ),
@@ -212,8 +218,11 @@ def options(group: str) -> list[str]:
 
 
 def register() -> None:
-    """Register the primary config and every group option (idempotent)."""
+    """Register the primary config and every group option, once per process (storing them
+    costs half a second: every option is converted to an OmegaConf node)."""
     cs = ConfigStore.instance()
+    if f"{PRIMARY}.yaml" in cs.repo:
+        return
     cs.store(name=PRIMARY, node=EsperConfig)
     for group, make in _OPTIONS.items():
         for name, node in make().items():

@@ -15,7 +15,7 @@ __all__ = ["ACTIONS", "EVENT_FIELDS", "Action", "SurgicalEvent"]
 
 Action = Literal[
     "prune", "regrow", "sedate", "wake", "budget", "temperature", "reset", "forget",
-    "quarantine", "exploit", "restore",
+    "quarantine", "exploit", "restore", "serve", "protect", "retain", "evict",
 ]  # fmt: skip
 ACTIONS: tuple[str, ...] = (
     "prune",
@@ -29,10 +29,17 @@ ACTIONS: tuple[str, ...] = (
     "quarantine",
     "exploit",
     "restore",
+    "serve",
+    "protect",
+    "retain",
+    "evict",
 )
 """Every action an event can record; ``quarantine``, ``exploit`` and ``restore`` are the
 platform's (an organism set aside after divergence; a population member that copied another's
-state; a replica that resumed from an earlier checkpoint because the latest was damaged)."""
+state; a replica that resumed from an earlier checkpoint because the latest was damaged);
+``serve``, ``protect``, ``retain`` and ``evict`` the data side's (weights serving a tail class,
+prunes refused because of it, samples kept or admitted and samples evicted, per class:
+:mod:`esper.workloads.memory.data_side`)."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from esper.workloads.drift import (
     make_drift,
 )
 from esper.workloads.hosts import CNN, HOSTS, MLP, Host, TinyTransformer, UnitGroup, make_host
+from esper.workloads.imbalance import ClassImbalance  # registers the drift "imbalance"
 from esper.workloads.prequential import StepRecord, TaskSummary, prequential_step, summarize_tasks
 from esper.workloads.rl import ENV_DRIFTS, ENVIRONMENTS, AgentStream  # registers the agents
 from esper.workloads.schedules import (
@@ -61,6 +62,7 @@ __all__ = [
     "Affine",
     "AgentStream",
     "Batch",
+    "ClassImbalance",
     "ClassIncremental",
     "CovariateShift",
     "Drift",

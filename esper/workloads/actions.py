@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from esper.workloads.scalpel import REGROW_INITS
+from esper.workloads.scalpel import REGROW_INITS, Scalpel
 
-__all__ = ["InvalidActionError", "LayerAction"]
+__all__ = ["InvalidActionError", "LayerAction", "cut"]
 
 
 class InvalidActionError(ValueError):
@@ -110,3 +110,19 @@ class LayerAction:
                 f"{where}regrow_init={self.regrow_init!r} is unknown; valid: "
                 f"{', '.join(REGROW_INITS.names())}"
             )
+
+
+def cut(scalpel: Scalpel, name: str, act: LayerAction) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune, then regrow ``act``'s indices of ``name``; returns the flat indices that actually
+    changed state (pruned, regrown), on the mask's device."""
+    device = scalpel.mask(name).device
+    prune = _flat(act.prune).to(device)
+    regrow = _flat(act.regrow).to(device)
+    before = scalpel.mask(name).view(-1).clone()
+    if prune.numel():
+        scalpel.prune(name, prune)
+    middle = scalpel.mask(name).view(-1).clone()
+    if regrow.numel():
+        scalpel.regrow(name, regrow, init=act.regrow_init)
+    after = scalpel.mask(name).view(-1)
+    return (before & ~middle).nonzero().view(-1), (~middle & after).nonzero().view(-1)

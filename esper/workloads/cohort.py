@@ -68,6 +68,11 @@ def _check(organism: Organism, index: int) -> None:
         )
     if organism.penalty_weight:
         raise CohortError(f"{where}: penalty_weight={organism.penalty_weight}; needs 0")
+    if organism.data_side is not None:
+        raise CohortError(
+            f"{where}: a data side (workload.memory.capacity > 0); a cohort "
+            "trains without replay (training.cohort=1)"
+        )
     opt = organism.optimizer
     if type(opt) is not torch.optim.SGD:
         raise CohortError(f"{where}: optimizer {type(opt).__name__}; a cohort trains with SGD")

@@ -17,6 +17,7 @@ from esper.seeding import small_seed
 from esper.workloads.datasets import make_source
 from esper.workloads.drift import make_drift
 from esper.workloads.hosts import Host, make_host
+from esper.workloads.memory import DataSide, Memory, Retention
 from esper.workloads.organism import Organism
 from esper.workloads.rl import ENV_DRIFTS, AgentSource, AgentStream
 from esper.workloads.rl.contact import decision_critical
@@ -26,6 +27,7 @@ from esper.workloads.sensors import NervousSystem, SensorConfig
 from esper.workloads.stream import DriftStream
 
 __all__ = [
+    "build_data_side",
     "build_host",
     "build_optimizer",
     "build_organism",
@@ -201,4 +203,31 @@ def build_organism(
         run_id=run_id,
         trial_id=trial_id,
         replica_id=replica_id,
+        data_side=build_data_side(w, stream, seed, device),
     )
+
+
+def build_data_side(
+    w: WorkloadConfig, stream: DriftStream, seed: int, device: torch.device
+) -> DataSide | None:
+    """The replay buffer and retention of ``workload.memory`` (``None`` at capacity 0).
+
+    Raises:
+        ValueError: a memory on a stream that is not classification, or a bad setting (named).
+    """
+    m = w.memory
+    if m.capacity == 0:
+        return None
+    if stream.source.kind != "classification":
+        raise ValueError(
+            f"workload.memory needs a classification stream; {w.dataset.name!r} is "
+            f"{stream.source.kind} (set workload.memory.capacity=0)"
+        )
+    memory = build(Memory, {
+        "capacity": m.capacity, "input_shape": tuple(stream.source.input_shape),
+        "num_classes": stream.source.num_outputs, "strategy": m.strategy,
+        "replay_ratio": m.replay_ratio, "refresh": m.refresh, "seed": seed, "device": device,
+    }, "workload.memory")  # fmt: skip
+    retention = build(Retention, {**_plain(dict(m.retention)), "synchronized": m.synchronized},
+                      "workload.memory.retention")  # fmt: skip
+    return DataSide(memory, retention)

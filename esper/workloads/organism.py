@@ -26,17 +26,23 @@ from esper.events import SurgicalEvent
 from esper.seeding import derive_seed
 from esper.workloads.actions import LayerAction
 from esper.workloads.anesthesia import Sedation
-from esper.workloads.forgetting import shrink_perturb
 from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
-from esper.workloads.prequential import OnlineWindow, PendingScores, StepRecord, train_step
+from esper.workloads.memory import DataAction, DataSide
+from esper.workloads.operation import operate
+from esper.workloads.prequential import (
+    OnlineWindow,
+    PendingScores,
+    StepRecord,
+    batch_loss,
+    train_step,
+)
 from esper.workloads.reward import RewardComponents, probe_loss, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
 from esper.workloads.stream import Batch, DriftStream
 from esper.workloads.surgical_events import EventBuilder, EventContext
 from esper.workloads.timestep import OrganismStep, Surgery
-from esper.workloads.units import reset_units
 from esper.workloads.vital_signs import vital_signs
 
 __all__ = ["Organism", "OrganismStep", "Surgery"]
@@ -60,6 +66,8 @@ class Organism:
         sense_batches: Most recent training batches (concatenated) the sensors read.
         seed: Seed of the organism's own random stream (unit re-initialisation).
         run_id, trial_id, replica_id: Identity for events.
+        data_side: A replay buffer with synchronized retention
+            (:class:`~esper.workloads.memory.DataSide`; classification only), or ``None``.
     """
 
     def __init__(
@@ -78,7 +86,10 @@ class Organism:
         run_id: str = "",
         trial_id: str = "",
         replica_id: int = 0,
+        data_side: DataSide | None = None,
     ) -> None:
+        if data_side is not None and stream.source.kind != "classification":
+            raise ValueError(f"a data side needs a classification stream, not {stream.source.kind}")
         if surgery_interval < 1:
             raise ValueError(f"surgery_interval must be ≥ 1, got {surgery_interval}")
         if not 1 <= spike_window <= surgery_interval:
@@ -96,14 +107,15 @@ class Organism:
         self.spike_window = spike_window
         self.sense_batches = sense_batches
         self.kind = stream.source.kind
+        self.data_side = data_side
         self.device = next(host.parameters()).device
         self.sedation = Sedation(optimizer, scalpel.names)
         self.events = EventBuilder(scalpel, run_id, trial_id, replica_id)
         self.scalpel.bind_optimizer(optimizer)
         self.sgd_step = 0
         self.surgery_step = 0
-        self._generator = torch.Generator()
-        self._generator.manual_seed(derive_seed(seed, "organism", replica_id))
+        self.generator = torch.Generator()
+        self.generator.manual_seed(derive_seed(seed, "organism", replica_id))
         self.mask_age = MaskAge({n: scalpel.numel(n) for n in scalpel.names}, self.device)
         self._recent: list[Batch] = []
         self._window = OnlineWindow()
@@ -130,11 +142,15 @@ class Organism:
         reading = self._sense()
         return self._result(reading, 0.0, None, events, diverged, self._window)
 
-    def step(self, actions: Mapping[str, LayerAction]) -> OrganismStep:
+    def step(
+        self, actions: Mapping[str, LayerAction], data: DataAction | None = None
+    ) -> OrganismStep:
         """Apply one surgery, train ``K`` steps, sense, and score the surgery.
 
         Args:
             actions: Per layer (full parameter name) what to do; layers left out are untouched.
+            data: The data side's action (how much of the buffer to refresh, with which rule;
+                default: the memory's own); ignored without a data side.
 
         When the host diverges during the ``K`` steps, ``info["diverged"]`` is true, training
         stops at the first non-finite loss, and the observations are those of the last reading.
@@ -144,26 +160,31 @@ class Organism:
             esper.workloads.actions.InvalidActionError: an action is out of range (nothing
                 is applied).
         """
-        surgery = self.begin(actions)
+        surgery = self.begin(actions, data)
         trained, diverged = self.train_steps()
         return self.finish(surgery, trained, diverged)
 
-    def begin(self, actions: Mapping[str, LayerAction]) -> Surgery:
+    def begin(self, actions: Mapping[str, LayerAction], data: DataAction | None = None) -> Surgery:
         """The first half of :meth:`step`: validate and apply the surgery, open a new online
         window. Train ``K`` steps (:meth:`step` does; a :class:`~esper.workloads.cohort.Cohort`
         trains its members together), then call :meth:`finish`."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
+        noted: list[SurgicalEvent] = []
+        if self.data_side is not None:  # guards the prunes, refreshes the buffer
+            actions, noted = self.data_side.operate(
+                self.host, self.scalpel, actions, data, self.events, self._context()
+            )
         loss_before = self._window.mean("loss", last=self.spike_window)
         probe = self.stream.peek(self.spike_window)  # the same batches with and without surgery
         control = probe_loss(self.host, probe, self.kind, self.device)
-        events, touched, changed = self._operate(actions)
+        events, touched, changed = operate(self, actions, self._context())
         operated = probe_loss(self.host, probe, self.kind, self.device)
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
         self._window = OnlineWindow()
-        return Surgery(self._last, loss_before, events, touched, changed, control, operated)
+        return Surgery(self._last, loss_before, noted + events, touched, changed, control, operated)
 
     def finish(
         self, surgery: Surgery, trained: list[SurgicalEvent], diverged: bool
@@ -214,64 +235,6 @@ class Organism:
         for name, act in actions.items():
             act.validate(name, (mask := self.scalpel.mask(name)).numel(), mask.shape[0])
 
-    def _operate(
-        self, actions: Mapping[str, LayerAction]
-    ) -> tuple[list[SurgicalEvent], dict[str, dict[str, float]], dict[str, int]]:
-        """Apply the surgery; returns its events, each layer's prune/regrow fractions and how
-        many of its weights changed mask state."""
-        ctx = self._context()
-        events: list[SurgicalEvent] = []
-        touched: dict[str, dict[str, float]] = {}
-        changed: dict[str, int] = {}
-        for name, act in actions.items():
-            density_before = self.scalpel.density(name)
-            active = max(1, int(self.scalpel.mask(name).sum()))
-            pruned, regrown = self._cut(name, act)
-            if pruned.numel():
-                events.append(self.events.event(ctx, name, "prune", pruned, density_before))
-            if regrown.numel():
-                events.append(self.events.event(ctx, name, "regrow", regrown, density_before))
-            if (target := act.target_density) is not None:
-                events.append(self.events.event(ctx, name, "budget", None, density_before, target))
-            units = torch.as_tensor(act.reset_units, dtype=torch.int64).view(-1)
-            if units.numel():
-                count = reset_units(
-                    self.host, self.scalpel, self.optimizer, name, units, self._generator
-                )
-                events.append(self.events.event(ctx, name, "reset", units, value=float(count)))
-            if (forget := torch.as_tensor(act.forget, dtype=torch.int64).view(-1)).numel():
-                count = shrink_perturb(self.host, self.optimizer, name, forget, self._generator)
-                events.append(self.events.event(ctx, name, "forget", forget, value=float(count)))
-            if act.tau is not None:
-                self.scalpel.set_temperature(name, act.tau)
-                events.append(self.events.event(ctx, name, "temperature", value=act.tau))
-            if act.sedation_steps > 0 and act.sedation != 1.0:
-                self.sedation.sedate(name, act.sedation, act.sedation_steps)
-                events.append(self.events.event(ctx, name, "sedate", value=act.sedation))
-            touched[name] = {
-                "prune_fraction": pruned.numel() / active,
-                "regrow_fraction": regrown.numel() / active,
-            }
-            changed[name] = pruned.numel() + regrown.numel()
-        return events, touched, changed
-
-    def _cut(self, name: str, act: LayerAction) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prune, then regrow; returns the flat indices that actually changed state."""
-        prune = torch.as_tensor(act.prune, dtype=torch.int64, device=self.device).view(-1)
-        regrow = torch.as_tensor(act.regrow, dtype=torch.int64, device=self.device).view(-1)
-        before = self.scalpel.mask(name).view(-1).clone()
-        if prune.numel():
-            self.scalpel.prune(name, prune)
-        middle = self.scalpel.mask(name).view(-1).clone()
-        if regrow.numel():
-            self.scalpel.regrow(name, regrow, init=act.regrow_init)
-        after = self.scalpel.mask(name).view(-1)
-        pruned = (before & ~middle).nonzero().view(-1)
-        regrown = (~middle & after).nonzero().view(-1)
-        self.mask_age.touch(name, pruned, self.surgery_step)
-        self.mask_age.touch(name, regrown, self.surgery_step)
-        return pruned, regrown
-
     # -- training and sensing ------------------------------------------------------------------
 
     def train_steps(self) -> tuple[list[SurgicalEvent], bool]:
@@ -287,9 +250,14 @@ class Organism:
         pending = PendingScores(self.kind)  # accuracies are read together
         for k in range(self.K):
             batch = self.stream.next_batch().to(self.device)
+            side = self.data_side
             self.sedation.before_step()
             self.scalpel.capture_dense_grad = k == self.K - 1  # regrowth reads the last one
-            loss, out = train_step(self.host, self.optimizer, batch, self.kind, penalty, mask)
+            mixed = side.mix(batch) if side is not None else batch
+            loss, out = train_step(self.host, self.optimizer, mixed, self.kind, penalty, mask)
+            if side is not None:  # scored on the stream's rows only
+                batch, out = side.observe(batch, out)
+                loss = batch_loss(out, batch.y, self.kind)
             pending.add(batch, value := float(loss), out)
             if changes := self.scalpel.after_step():  # masks changed by the mechanism (ATM)
                 self._note(pending)
@@ -378,7 +346,8 @@ class Organism:
             "recent": [b.state_dict() for b in self._recent],
             "window": self._window.state_dict(),
             "last": None if self._last is None else self._last.state_dict(),
-            "generator": self._generator.get_state(),
+            "generator": self.generator.get_state(),
+            "data_side": None if self.data_side is None else self.data_side.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -394,6 +363,8 @@ class Organism:
         self.mask_age.load_state_dict(state["changed_at"])
         self._recent = [Batch(**b).to(self.device) for b in state["recent"]]
         self._window = OnlineWindow.from_state_dict(state["window"])
-        self._generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"])
+        if self.data_side is not None:
+            self.data_side.load_state_dict(state["data_side"])
         last = state["last"]
         self._last = None if last is None else Reading.from_state_dict(last).to(self.device)

@@ -275,6 +275,7 @@ def test_detect_all_runs_every_detector_and_validates_parameters() -> None:
         == DETECTORS.names()
         == [
             "breathing",
+            "double_loss",
             "flipflop",
             "ghost",
             "lazarus",

@@ -40,7 +40,7 @@ def _organism(mechanism: str) -> Organism:
 def test_the_organisms_random_streams_are_cpu_generators(mechanism: str) -> None:
     org = _organism(mechanism)
     streams = {
-        "organism": org._generator,
+        "organism": org.generator,
         "scalpel": org.scalpel.generator,
         "mechanism": org.scalpel.mechanism.generator,
         "nervous system": org.nervous._generator,

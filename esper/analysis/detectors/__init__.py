@@ -11,6 +11,8 @@ design's "Emergent strategies" section:
 * ``ghost``: regrowth, when a distribution returns, of the weights active when it was last seen.
 * ``flipflop``: prune → regrow → prune of the same weights within a window, per layer.
 * ``retention``: high-Fisher layers spared from pruning while the replica is under pressure.
+* ``double_loss``: the data side's weight-level retention: weights protected because they
+  serve tail samples, tail samples kept because of those weights, and double-loss cases.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from esper.analysis.detectors.breathing import breathing
+from esper.analysis.detectors.double_loss import double_loss
 from esper.analysis.detectors.flipflop import flipflop, flipflop_offenders
 from esper.analysis.detectors.ghost import ghost
 from esper.analysis.detectors.lazarus import lazarus
@@ -32,6 +35,7 @@ __all__ = [
     "Detector",
     "breathing",
     "detect_all",
+    "double_loss",
     "flipflop",
     "flipflop_offenders",
     "ghost",
@@ -49,6 +53,7 @@ for _name, _fn in (
     ("ghost", ghost),
     ("flipflop", flipflop),
     ("retention", retention),
+    ("double_loss", double_loss),
 ):
     DETECTORS.register(_name)(_fn)
 

@@ -1,0 +1,40 @@
+"""``esper bench double-loss``: one run of an arm measures tail accuracy and double-loss
+cases; the whole experiment (tiny preset, real Ray tasks) writes its table, JSON and plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from esper.bench.double_loss import ARMS, PRESETS, run_arm
+from esper.cli import main
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.mark.parametrize("arm", ["both, independent", "both, synchronized"])
+def test_a_run_measures_the_tail_and_the_double_losses(arm: str) -> None:
+    run = run_arm(TINY, arm, seed=0)
+    assert run["arm"] == arm and 0.0 <= run["online"] <= 1.0
+    assert len(run["tail_curve"]) == TINY.tasks and 0.0 <= run["tail"] <= 1.0
+    assert run["density"] == pytest.approx(TINY.density, abs=0.02)
+    assert run["double_loss_cases"] >= 0 and run["served_weights_pruned"] >= 0
+    if arm == "both, synchronized":
+        assert run["served_weights_pruned"] == 0  # refused, every time
+    else:
+        assert run["protected_weights"] == 0
+
+
+def test_the_experiment_writes_its_table_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "double-loss.json"
+    args = ["bench", "double-loss", "--preset", "tiny", "--json", str(out), "--num-cpus", "2"]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(ARMS) < set(result["summary"]) and result["machine"]
+    assert len(result["runs"]) == len(ARMS) * len(TINY.seeds)
+    assert result["summary"]["synchronized minus independent"]["tail"]["n"] == len(TINY.seeds)
+    assert "| both, synchronized | 0.10 |" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "double-loss-tail.png").stat().st_size > 1000
+    assert main(args) == 2  # the outputs exist now: refused without --force
