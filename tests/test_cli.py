@@ -1,4 +1,6 @@
-"""The ``esper`` command, run as a user would: subprocesses with tiny budgets."""
+"""The ``esper`` command, run as a user would: subprocesses with tiny budgets (one smoke run
+per entry point); refusals of bad input run :func:`esper.cli.main` in this process (the same
+code path without a fresh interpreter's five seconds of imports)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,19 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
                 found.append((name,))
                 found.extend((name, *path) for path in _subcommands(sub))
     return found
+
+
+def esper_here(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``esper ARGS`` run by :func:`main` in this process, its output captured."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["esper", *args], code, out.out, out.err)
 
 
 SUBCOMMANDS = _subcommands(_parser())
@@ -70,8 +85,10 @@ def test_config_show_prints_yaml() -> None:
     assert set(cfg) == {"workload", "policy", "reward", "search", "cluster", "experiment"}
 
 
-def test_config_show_unknown_workload_exits_2_naming_valid_ones() -> None:
-    out = esper("config", "show", "workload=__nope__")
+def test_config_show_unknown_workload_exits_2_naming_valid_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = esper_here(capsys, "config", "show", "workload=__nope__")
     assert out.returncode == 2
     assert "__nope__" in out.stderr
     for name in options("workload"):
@@ -79,8 +96,8 @@ def test_config_show_unknown_workload_exits_2_naming_valid_ones() -> None:
     assert out.stdout == ""
 
 
-def test_config_groups_lists_every_group() -> None:
-    out = esper("config", "groups")
+def test_config_groups_lists_every_group(capsys: pytest.CaptureFixture[str]) -> None:
+    out = esper_here(capsys, "config", "groups")
     assert out.returncode == 0
     assert out.stdout.splitlines()[0].startswith("workload: acrobot_permuted, cartpole_drifting")
 
@@ -103,25 +120,35 @@ def test_prequential_smoke_writes_a_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["prequential", "demo", "run", "sweep"])
-def test_bad_config_exits_2_and_writes_nothing(command: str, tmp_path: Path) -> None:
-    out = esper(command, "workload.lr=fast", f"cluster.storage_path={tmp_path}")
+def test_bad_config_exits_2_and_writes_nothing(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = esper_here(capsys, command, "workload.lr=fast", f"cluster.storage_path={tmp_path}")
     assert out.returncode == 2
     assert "workload.lr" in out.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sweep_refuses_bad_search_settings_before_starting_ray(tmp_path: Path) -> None:
-    out = esper(
-        "sweep", "search=pbt", "search.quantile_fraction=0.9", f"cluster.storage_path={tmp_path}"
+def test_sweep_refuses_bad_search_settings_before_starting_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = esper_here(
+        capsys,
+        "sweep",
+        "search=pbt",
+        "search.quantile_fraction=0.9",
+        f"cluster.storage_path={tmp_path}",
     )
     assert out.returncode == 2 and "search.quantile_fraction" in out.stderr
-    out = esper("sweep", "--resume", str(tmp_path / "nope"))
+    out = esper_here(capsys, "sweep", "--resume", str(tmp_path / "nope"))
     assert out.returncode == 2 and "not a sweep's run directory" in out.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bench_perf_unknown_name_exits_2_naming_valid_ones() -> None:
-    out = esper("bench", "perf", "--only", "warp_speed")
+def test_bench_perf_unknown_name_exits_2_naming_valid_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = esper_here(capsys, "bench", "perf", "--only", "warp_speed")
     assert out.returncode == 2
     assert "unknown benchmark 'warp_speed'" in out.stderr and "masked_step_vs_dense" in out.stderr
 
@@ -229,11 +256,14 @@ def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
 
 
-def test_train_and_evaluate_refuse_bad_input(tmp_path: Path) -> None:
-    assert esper("evaluate", f"checkpoint={tmp_path / 'missing.pt'}").returncode == 2
-    bad = esper("train-policy", "policy.training.learner=sarsa")
+def test_train_and_evaluate_refuse_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = esper_here(capsys, "evaluate", f"checkpoint={tmp_path / 'missing.pt'}")
+    assert missing.returncode == 2
+    bad = esper_here(capsys, "train-policy", "policy.training.learner=sarsa")
     assert bad.returncode == 2 and "valid learners: mappo, qmix" in bad.stderr
-    assert esper("evaluate", "policy.name=oracle").returncode == 2
+    assert esper_here(capsys, "evaluate", "policy.name=oracle").returncode == 2
 
 
 def test_gmp_prunes_a_dense_organism_down_to_the_budget(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ def test_a_run_measures_the_tail_and_the_double_losses(arm: str) -> None:
         assert run["protected_weights"] == 0
 
 
+@pytest.mark.slow
 def test_the_experiment_writes_its_table_json_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "double-loss.json"
     args = ["bench", "double-loss", "--preset", "tiny", "--json", str(out), "--num-cpus", "2"]

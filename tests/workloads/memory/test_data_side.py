@@ -54,8 +54,7 @@ def test_the_stream_is_the_same_with_and_without_a_buffer():
                                                         strict=True))  # fmt: skip
 
 
-@pytest.mark.parametrize("synchronized", [False, True])
-@pytest.mark.parametrize("strategy", ["reservoir", "gradient"])
+@pytest.mark.parametrize(("strategy", "synchronized"), [("reservoir", False), ("gradient", True)])
 def test_a_checkpoint_continues_bit_exactly(strategy: str, synchronized: bool):
     overrides = (f"workload.memory.strategy={strategy}",
                  f"workload.memory.synchronized={str(synchronized).lower()}")  # fmt: skip
