@@ -35,9 +35,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
     return found
 
 
-def esper_here(
-    capsys: pytest.CaptureFixture[str], *args: str
-) -> subprocess.CompletedProcess[str]:
+def esper_here(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
     """``esper ARGS`` run by :func:`main` in this process, its output captured."""
     capsys.readouterr()
     try:
