@@ -74,8 +74,8 @@ def test_every_subcommand_has_help(
     assert "-h, --help" in out
 
 
-def test_config_show_prints_yaml() -> None:
-    out = esper("config", "show", "workload=digits_permuted")
+def test_config_show_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    out = esper_here(capsys, "config", "show", "workload=digits_permuted")
     assert out.returncode == 0, out.stderr
     cfg = yaml.safe_load(out.stdout)
     assert cfg["workload"]["dataset"]["name"] == "digits"
@@ -179,10 +179,14 @@ _TINY = [
 ]
 
 
-def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
+def test_evaluate_every_baseline_at_90_percent_sparsity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "baselines.json"
     store = f"cluster.storage_path={tmp_path / 'runs'}"
-    out = esper("evaluate", "--baselines", "--surgeries", "2", *_TINY, store, "--json", str(path))
+    out = esper_here(
+        capsys, "evaluate", "--baselines", "--surgeries", "2", *_TINY, store, "--json", str(path)
+    )
     assert out.returncode == 0, out.stderr
     assert "Baselines" in out.stdout and "Mean reward components" in out.stdout
     reports = {r["policy"]: r for r in json.loads(path.read_text())["reports"]}
@@ -204,7 +208,9 @@ def test_evaluate_every_baseline_at_90_percent_sparsity(tmp_path: Path) -> None:
         assert json.loads((run / "run.json").read_text())["state"] == "complete"
 
 
-def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
+def test_train_policy_then_evaluate_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ckpt = tmp_path / "policy.pt"
     store = f"cluster.storage_path={tmp_path / 'runs'}"
     train = esper(
@@ -237,19 +243,23 @@ def test_train_policy_then_evaluate_its_checkpoint(tmp_path: Path) -> None:
 
     # The analysis commands work on the runs these commands wrote.
     query = "SELECT action, sum(count) AS n FROM events GROUP BY action ORDER BY action"
-    events = esper("events", str(eval_run), "--sql", query, "--format", "csv")
+    events = esper_here(capsys, "events", str(eval_run), "--sql", query, "--format", "csv")
     assert events.returncode == 0, events.stderr
     assert events.stdout.splitlines()[0] == "action,n" and "prune," in events.stdout
-    strategies = esper("strategies", str(train_run), "--json", str(tmp_path / "s.json"))
+    strategies = esper_here(
+        capsys, "strategies", str(train_run), "--json", str(tmp_path / "s.json")
+    )
     assert strategies.returncode == 0, strategies.stderr
     assert set(json.loads((tmp_path / "s.json").read_text())["detectors"]) >= {
         "flipflop",
         "lazarus",
     }
-    compare = esper("compare", str(train_run), str(eval_run), "--by", "command")
+    compare = esper_here(capsys, "compare", str(train_run), str(eval_run), "--by", "command")
     assert compare.returncode == 0, compare.stderr
     assert "evaluate" in compare.stdout and "train-policy" in compare.stdout
-    report = esper("report", str(train_run), str(eval_run), "--out", str(tmp_path / "r.html"))
+    report = esper_here(
+        capsys, "report", str(train_run), str(eval_run), "--out", str(tmp_path / "r.html")
+    )
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
 
@@ -264,12 +274,14 @@ def test_train_and_evaluate_refuse_bad_input(
     assert esper_here(capsys, "evaluate", "policy.name=oracle").returncode == 2
 
 
-def test_gmp_prunes_a_dense_organism_down_to_the_budget(tmp_path: Path) -> None:
+def test_gmp_prunes_a_dense_organism_down_to_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "gmp.json"
     store = f"cluster.storage_path={tmp_path / 'runs'}"
     schedule = ["policy=gmp", "policy.density=0.05", "policy.params.frequency=10",
                 "policy.params.steps=2"]  # fmt: skip
-    out = esper("evaluate", *_TINY, *schedule, store, "--json", str(path))
+    out = esper_here(capsys, "evaluate", *_TINY, *schedule, store, "--json", str(path))
     assert out.returncode == 0, out.stderr
     (report,) = json.loads(path.read_text())["reports"]
     assert report["density"] == pytest.approx(0.05, abs=0.002)  # from 1.0, not from 0.05
@@ -332,20 +344,22 @@ _AGENT = [
 ]
 
 
-def test_evaluate_runs_an_agent_workload_and_its_log_reads_like_any_other(tmp_path: Path) -> None:
+def test_evaluate_runs_an_agent_workload_and_its_log_reads_like_any_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     storage = tmp_path / "runs"
     path = tmp_path / "agent.json"
-    out = esper("evaluate", *_AGENT, "policy=rigl", "policy.density=0.2", "--surgeries", "4",
-                "policy.params.delta_t=20",
-                f"cluster.storage_path={storage}", "--json", str(path))  # fmt: skip
+    out = esper_here(capsys, "evaluate", *_AGENT, "policy=rigl", "policy.density=0.2",
+                     "--surgeries", "4", "policy.params.delta_t=20",
+                     f"cluster.storage_path={storage}", "--json", str(path))  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     (report,) = json.loads(path.read_text())["reports"]
     assert 0.0 <= report["online_accuracy"] <= 1.0 and report["surgeries"] == 4
     (run,) = storage.iterdir()
     query = "SELECT DISTINCT drift, action FROM events WHERE action = 'regrow'"
-    events = esper("events", str(run), "--sql", query)
+    events = esper_here(capsys, "events", str(run), "--sql", query)
     assert events.returncode == 0 and "physics+physics" in events.stdout, events.stdout
     html = tmp_path / "agent.html"
-    report = esper("report", str(run), "--out", str(html))  # no special case for agents
+    report = esper_here(capsys, "report", str(run), "--out", str(html))  # no special case
     assert report.returncode == 0, report.stderr[-2000:]
     assert html.stat().st_size > 10_000

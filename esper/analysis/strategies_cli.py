@@ -72,12 +72,22 @@ def _evidence_retention(df: pd.DataFrame) -> str:
     )
 
 
+def _evidence_double_loss(df: pd.DataFrame) -> str:
+    total = {c: int(df[c].astype(int).sum()) for c in
+             ("double_loss_cases", "protected_weights", "tail_samples_kept")}  # fmt: skip
+    return (
+        f"{total['double_loss_cases']} double-loss cases; {total['protected_weights']} prunes "
+        f"refused, {total['tail_samples_kept']} tail samples kept for their weights"
+    )
+
+
 _EVIDENCE: dict[str, Callable[[pd.DataFrame], str]] = {
     "lazarus": _evidence_lazarus,
     "breathing": _evidence_breathing,
     "ghost": _evidence_ghost,
     "flipflop": _evidence_flipflop,
     "retention": _evidence_retention,
+    "double_loss": _evidence_double_loss,
 }
 
 

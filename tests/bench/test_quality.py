@@ -53,6 +53,7 @@ def test_conditions_cover_every_surgeon_once_per_density() -> None:
         conditions(QualityPreset("x", TINY.streams, ablations=("bogus",)))
 
 
+@pytest.mark.slow
 def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# T\n\n{README_BEGIN}\nold\n{README_END}\n\nafter\n")

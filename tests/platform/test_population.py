@@ -65,6 +65,7 @@ def test_iterations_learn_from_every_replica_and_stamp_the_policy_version(tmp_pa
     _no_duplicate_or_missing_steps(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_replica_killed_mid_rollout_restarts_from_its_checkpoint(tmp_path: Path) -> None:
     member = _member(tmp_path, "policy.surgery_interval=30", "cluster.max_restarts=1")
     try:

@@ -44,11 +44,22 @@ def _run_dir(storage: Path, kind: str) -> Path:
     return run
 
 
-def test_pbt_sweep_tracks_every_member_and_logs_its_exploits(tmp_path: Path) -> None:
-    out = _esper("sweep", *_SWEEP, f"cluster.storage_path={tmp_path}")
+def test_random_sweep_tracks_every_member(tmp_path: Path) -> None:
+    """The default suite's end-to-end Ray + Tune run: two members searched at random."""
+    args = [*_SWEEP, "search=random", "policy.training.iterations=2"]
+    out = _esper("sweep", *args, f"cluster.storage_path={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "leaderboard" in out.stdout and "mlflow ui --backend-store-uri" in out.stdout
     run = _run_dir(tmp_path, "sweep")
+    _members_tracked(tmp_path, run)
+    log = EventLog.open(run)
+    assert log.sql("SELECT count(DISTINCT trial) AS n FROM metrics")["n"][0] == 2
+    assert (run / "tune").is_dir() and json.loads((run / "run.json").read_text())["state"] == (
+        "complete"
+    )
+
+
+def _members_tracked(tmp_path: Path, run: Path) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
     runs = client.search_runs([experiment.experiment_id])
@@ -60,6 +71,15 @@ def test_pbt_sweep_tracks_every_member_and_logs_its_exploits(tmp_path: Path) -> 
         assert r.data.tags["esper.config_digest"] and r.data.tags["esper.run_dir"] == str(run)
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"config.json", "event_log.json"} <= artifacts
+
+
+@pytest.mark.slow
+def test_pbt_sweep_tracks_every_member_and_logs_its_exploits(tmp_path: Path) -> None:
+    out = _esper("sweep", *_SWEEP, f"cluster.storage_path={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "leaderboard" in out.stdout
+    run = _run_dir(tmp_path, "sweep")
+    _members_tracked(tmp_path, run)
     log = EventLog.open(run)
     exploits = log.sql("SELECT trial, detail FROM events WHERE action = 'exploit'")
     assert len(exploits) >= 1  # synchronous PBT with 2 members: the worse copies the better

@@ -94,3 +94,25 @@ def test_the_imbalanced_stream_has_its_long_tail():
     share = torch.bincount(y, minlength=10).double() / y.numel()
     assert share[[7, 8, 9]].tolist() == pytest.approx([0.02] * 3, abs=0.006)
     assert share[:7].tolist() == pytest.approx([0.94 / 7] * 7, abs=0.015)
+
+
+def test_an_evaluated_run_logs_the_data_side_and_strategies_reads_it(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+):
+    """``esper evaluate`` with a synchronized data side, then ``esper strategies`` on its log:
+    the double_loss detector reports the refused prunes and the kept tail samples."""
+    import json
+
+    from esper.cli import main
+
+    args = ["evaluate", *_BASE, "policy=rigl", "policy.density=0.1",
+            "workload.memory.synchronized=true", "--surgeries", "6",
+            f"cluster.storage_path={tmp_path}"]  # fmt: skip
+    assert main(args) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir() and "-evaluate-" in p.name]
+    out = tmp_path / "strategies.json"
+    assert main(["strategies", str(run), "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["detectors"]["double_loss"]
+    assert row["tail_classes"] == 3 and row["surgeries"] >= 4
+    assert row["tail_samples_kept"] > 0 and row["double_loss_cases"] == 0
+    assert "double_loss" in capsys.readouterr().out
