@@ -149,7 +149,11 @@ def _bench_primacy(args: argparse.Namespace) -> int:
 def _bench_double_loss(args: argparse.Namespace) -> int:
     from esper.bench.double_loss import run_double_loss
 
-    run_double_loss(args.preset, args.json, args.address, args.num_cpus)
+    try:
+        run_double_loss(args.preset, args.json, args.address, args.num_cpus, strategy=args.strategy)
+    except KeyError as err:
+        print(f"esper: {err.args[0]}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -336,6 +340,10 @@ def _parser() -> argparse.ArgumentParser:
     double.add_argument(
         "--json", type=Path, default=Path("benchmarks/results/double-loss.json"), metavar="PATH",
         help="write the results here (and PATH.md, PATH-tail.png)",
+    )  # fmt: skip
+    double.add_argument(
+        "--strategy", default=None, metavar="RULE",
+        help="the buffers' selection rule (default: the preset's, reservoir)",
     )  # fmt: skip
     double.add_argument("--address", default=None, help="join this Ray cluster")
     double.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from esper.analysis.intervals import bootstrap_interval, paired_interval
 from esper.bench.harness import machine_info
 from esper.bench.tasks import ray_map
 from esper.files import atomic_write_bytes, atomic_write_text
+from esper.workloads.memory import SELECTIONS
 
 __all__ = ["ARMS", "PRESETS", "DoubleLossPreset", "run_arm", "run_double_loss"]
 
@@ -258,12 +259,17 @@ def run_double_loss(
     address: str | None = None,
     num_cpus: int | None = None,
     console: Console | None = None,
+    strategy: str | None = None,
 ) -> dict[str, Any]:
     """Run every arm on every seed as Ray tasks; write the JSON (with the machine), the
     markdown table (``PATH.md``) and the plot (``PATH-tail.png``).
 
+    Args:
+        strategy: The buffers' selection rule instead of the preset's.
+
     Raises:
         ValueError: an unknown preset.
+        KeyError: an unknown selection rule (naming the valid ones).
     """
     console = console or Console()
     if isinstance(preset_name, DoubleLossPreset):
@@ -272,6 +278,9 @@ def run_double_loss(
         preset = PRESETS[preset_name]
     else:
         raise ValueError(f"unknown double-loss preset {preset_name!r}; valid: {', '.join(PRESETS)}")
+    if strategy is not None:
+        SELECTIONS[strategy]  # an unknown rule is refused before any run, naming the valid ones
+        preset = replace(preset, strategy=strategy)
     started = time.perf_counter()
     jobs = [(preset, arm, seed) for arm in ARMS for seed in preset.seeds]
     runs = ray_map(run_arm, jobs, "double-loss", address, num_cpus, console)

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from rich.console import Console
 
 from esper.analysis.intervals import bootstrap_interval, paired_interval
 from esper.bench.harness import machine_info
+from esper.bench.tasks import ray_map
 from esper.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["PRESETS", "SURGEONS", "PrimacyPreset", "run_primacy", "run_surgeon"]
@@ -248,26 +248,9 @@ def run_primacy(
         raise ValueError(f"--checkpoint {checkpoint} does not exist (train one with "
                          "esper bench quality, or pass another)")  # fmt: skip
     started = time.perf_counter()
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False)  # fmt: skip
-    try:
-        task = ray.remote(num_cpus=1, max_retries=1)(run_surgeon)
-        path = None if checkpoint is None else str(checkpoint.resolve())
-        refs = [task.remote(preset, label, seed, path) for label in SURGEONS
-                for seed in preset.seeds]  # fmt: skip
-        runs = []
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            runs.append(ray.get(done[0]))
-            console.print(
-                f"primacy: {len(runs)}/{len(refs)} runs ({time.perf_counter() - started:.0f} s)"
-            )
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    path = None if checkpoint is None else str(checkpoint.resolve())
+    jobs = [(preset, label, seed, path) for label in SURGEONS for seed in preset.seeds]
+    runs = ray_map(run_surgeon, jobs, "primacy", address, num_cpus, console)
     summary = _summary(runs)
     table = _table(summary)
     result = {

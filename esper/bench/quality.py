@@ -23,15 +23,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esper.analysis.plots import plasticity_curves
 from esper.analysis.quality import (
@@ -51,6 +49,7 @@ from esper.bench.quality_suite import (
     Stream,
     conditions,
 )
+from esper.bench.tasks import gather, ray_session, remote
 from esper.files import atomic_write_text, output_problem
 
 __all__ = ["README_BEGIN", "README_END", "plot_plasticity", "run_quality"]
@@ -159,31 +158,6 @@ def train_variant(preset: QualityPreset, variant: str, out_dir: str) -> list[tup
     return saved
 
 
-def _remote(fn: Callable[..., Any]) -> Any:
-    return ray.remote(num_cpus=1, max_retries=1)(fn)
-
-
-def _gather(refs: list[Any], keys: list[Any], label: str, console: Console) -> dict[Any, Any]:
-    """Wait for every task with a progress bar; returns ``{key: result}``."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
-    index = {ref: key for ref, key in zip(refs, keys, strict=True)}
-    out: dict[Any, Any] = {}
-    pending = list(refs)
-    step = max(1, len(refs) // 10)  # without a terminal (a log file), a line per tenth
-    started = time.perf_counter()
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        bar = progress.add_task(label, total=len(refs))
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            out[index[done[0]]] = ray.get(done[0])
-            progress.update(bar, advance=1)
-            if not console.is_terminal and (len(out) % step == 0 or not pending):
-                elapsed = time.perf_counter() - started
-                console.print(f"{label}: {len(out)}/{len(refs)} done ({elapsed:.0f} s)")
-    return out
-
-
 def _variants(preset: QualityPreset) -> list[str]:
     return ["emrakul", *(a for a in preset.ablations if a in TRAINED_ABLATIONS)]
 
@@ -194,7 +168,7 @@ def _select(
     console: Console,
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The checkpoint of each condition variant, chosen on the validation seeds."""
-    evaluate = _remote(evaluate_run)
+    evaluate = remote(evaluate_run)
     refs, keys = [], []
     for variant, snaps in snapshots.items():
         for (surgeries, path), stream, seed in product(
@@ -202,7 +176,7 @@ def _select(
         ):
             refs.append(evaluate.remote(stream, "emrakul", preset.densities[0], seed, path))
             keys.append((variant, surgeries, stream.name, seed))
-    results = _gather(refs, keys, "checkpoint selection (validation seeds)", console)
+    results = gather(refs, keys, "checkpoint selection (validation seeds)", console)
     table: list[dict[str, Any]] = []
     chosen: dict[str, str] = {}
     for variant, snaps in snapshots.items():
@@ -270,15 +244,8 @@ def run_quality(
     if readme is not None and README_BEGIN not in readme.read_text():
         raise ValueError(f"{readme} has no {README_BEGIN} … {README_END} section")
     started = time.perf_counter()
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False)  # fmt: skip
-    try:
+    with ray_session(address, num_cpus):
         return _run(preset, json_path, readme, storage, started, console)
-    finally:
-        if owns_ray:
-            ray.shutdown()
 
 
 def _run(
@@ -292,13 +259,13 @@ def _run(
     plot_path = json_path.with_name(json_path.stem + "-plasticity.png")
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     out_dir = (Path(storage) / f"quality-{preset.name}-{stamp}").resolve()
-    train = _remote(train_variant)
+    train = remote(train_variant)
     variants = _variants(preset)
     console.print(f"[bold]esper bench quality[/bold] {preset.name}: training {', '.join(variants)}")
-    snapshots = _gather([train.remote(preset, v, str(out_dir)) for v in variants], variants,
+    snapshots = gather([train.remote(preset, v, str(out_dir)) for v in variants], variants,
                         "training Emrakul", console)  # fmt: skip
     chosen, selection = _select(preset, snapshots, console)
-    evaluate = _remote(evaluate_run)
+    evaluate = remote(evaluate_run)
     streams = {s.name: s for s in preset.streams}
     refs, keys = [], []
     for cond, seed in product(conditions(preset), preset.seeds):
@@ -308,7 +275,7 @@ def _run(
                     cond.horizon)  # fmt: skip
             refs.append(evaluate.remote(*args))
             keys.append((cond, name, seed))
-    runs = _gather(refs, keys, "evaluation", console)
+    runs = gather(refs, keys, "evaluation", console)
     scores = [RunScore(c.label, c.density, name, seed, r["metrics"])
               for (c, name, seed), r in runs.items()]  # fmt: skip
     results, paired = summarize(scores, FOCUS)

@@ -39,3 +39,12 @@ def test_the_experiment_writes_its_table_json_and_plot(tmp_path: Path) -> None:
     assert "| both, synchronized | 0.10 |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "double-loss-tail.png").stat().st_size > 1000
     assert main(args) == 2  # the outputs exist now: refused without --force
+
+
+def test_an_unknown_selection_rule_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "d.json"
+    args = ["bench", "double-loss", "--preset", "tiny", "--json", str(out), "--strategy", "newest"]
+    assert main(args) == 2
+    assert "valid selections" in capsys.readouterr().err and not out.exists()
