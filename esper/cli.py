@@ -315,40 +315,47 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
     add_force_flag(quality)
     quality.set_defaults(func=_bench_quality)
-    primacy = bench_sub.add_parser(
-        "primacy", help="an agent misled first: which surgeon restores its plasticity (RL)"
-    )
-    primacy.add_argument("--preset", default="small", choices=["small", "tiny"],
-                         help="small: about 20 min on 2 cores; tiny: a smoke run")  # fmt: skip
-    primacy.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/primacy.json"), metavar="PATH",
-        help="write the results here (and PATH.md, PATH-curves.png)",
+    primacy = _experiment_parser(
+        bench_sub, "primacy", "an agent misled first: which surgeon restores its plasticity (RL)",
+        "about 20 min", "primacy.json", "PATH.md, PATH-curves.png",
     )  # fmt: skip
     primacy.add_argument(
         "--checkpoint", type=Path, default=Path("benchmarks/results/quality-emrakul.pt"),
         metavar="PATH", help="Emrakul's policy (default: the quality benchmark's)",
     )  # fmt: skip
-    primacy.add_argument("--address", default=None, help="join this Ray cluster")
-    primacy.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
-    add_force_flag(primacy)
     primacy.set_defaults(func=_bench_primacy)
-    double = bench_sub.add_parser(
-        "double-loss", help="weights and data pruned together: does synchronized retention help?"
-    )
-    double.add_argument("--preset", default="small", choices=["small", "tiny"],
-                        help="small: a few minutes on 2 cores; tiny: a smoke run")  # fmt: skip
-    double.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/double-loss.json"), metavar="PATH",
-        help="write the results here (and PATH.md, PATH-tail.png)",
+    double = _experiment_parser(
+        bench_sub, "double-loss", "weights and data pruned together: does synchronized "
+        "retention help?", "about 2 min", "double-loss.json", "PATH.md, PATH-tail.png",
     )  # fmt: skip
     double.add_argument(
         "--strategy", default=None, metavar="RULE",
         help="the buffers' selection rule (default: the preset's, reservoir)",
     )  # fmt: skip
-    double.add_argument("--address", default=None, help="join this Ray cluster")
-    double.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
-    add_force_flag(double)
     double.set_defaults(func=_bench_double_loss)
+    return parser
+
+
+def _experiment_parser(
+    bench_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    small: str,
+    result: str,
+    also: str,
+) -> argparse.ArgumentParser:
+    """A ``bench`` experiment's parser: ``--preset small|tiny``, ``--json``, the Ray flags and
+    ``--force``."""
+    parser: argparse.ArgumentParser = bench_sub.add_parser(name, help=help)
+    parser.add_argument("--preset", default="small", choices=["small", "tiny"],
+                        help=f"small: {small} on 2 cores; tiny: a smoke run")  # fmt: skip
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results") / result, metavar="PATH",
+        help=f"write the results here (and {also})",
+    )  # fmt: skip
+    parser.add_argument("--address", default=None, help="join this Ray cluster")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    add_force_flag(parser)
     return parser
 
 
