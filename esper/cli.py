@@ -150,7 +150,10 @@ def _bench_double_loss(args: argparse.Namespace) -> int:
     from esper.bench.double_loss import run_double_loss
 
     try:
-        run_double_loss(args.preset, args.json, args.address, args.num_cpus, strategy=args.strategy)
+        run_double_loss(
+            args.preset, args.json, args.address, args.num_cpus, strategy=args.strategy,
+            overrides=tuple(args.override),
+        )  # fmt: skip
     except KeyError as err:
         print(f"esper: {err.args[0]}", file=sys.stderr)
         return 2
@@ -331,6 +334,10 @@ def _parser() -> argparse.ArgumentParser:
     double.add_argument(
         "--strategy", default=None, metavar="RULE",
         help="the buffers' selection rule (default: the preset's, reservoir)",
+    )  # fmt: skip
+    double.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="a config override for every run, e.g. workload.memory.retention.serve_fraction=0.1",
     )  # fmt: skip
     double.set_defaults(func=_bench_double_loss)
     return parser

@@ -57,6 +57,7 @@ class DoubleLossPreset:
         large_buffer: Buffer of the arms without data pruning.
         strategy: Selection rule of every buffer.
         eval_samples: Held-out samples per class group and distribution at each task end.
+        overrides: Further config overrides for every run (``workload.memory.retention.*``).
     """
 
     name: str
@@ -69,6 +70,7 @@ class DoubleLossPreset:
     large_buffer: int = 2000
     strategy: str = "reservoir"
     eval_samples: int = 300
+    overrides: tuple[str, ...] = ()
 
 
 PRESETS = {
@@ -111,6 +113,7 @@ def _overrides(preset: DoubleLossPreset, arm: str, seed: int) -> list[str]:
         f"policy.density={preset.density if sparse else 1.0}",
         f"policy.surgery_interval={preset.surgery_interval}",
         f"experiment.seed={seed}",
+        *preset.overrides,
     ]
 
 
@@ -260,16 +263,20 @@ def run_double_loss(
     num_cpus: int | None = None,
     console: Console | None = None,
     strategy: str | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every arm on every seed as Ray tasks; write the JSON (with the machine), the
     markdown table (``PATH.md``) and the plot (``PATH-tail.png``).
 
     Args:
         strategy: The buffers' selection rule instead of the preset's.
+        overrides: Config overrides added to every run (composed once here, so a bad one is
+            refused before any run).
 
     Raises:
         ValueError: an unknown preset.
         KeyError: an unknown selection rule (naming the valid ones).
+        esper.conf.ConfigError: a bad override (naming the key).
     """
     console = console or Console()
     if isinstance(preset_name, DoubleLossPreset):
@@ -281,6 +288,11 @@ def run_double_loss(
     if strategy is not None:
         SELECTIONS[strategy]  # an unknown rule is refused before any run, naming the valid ones
         preset = replace(preset, strategy=strategy)
+    if overrides:
+        from esper.conf import compose
+
+        preset = replace(preset, overrides=preset.overrides + tuple(overrides))
+        compose(_overrides(preset, "both, synchronized", 0))
     started = time.perf_counter()
     jobs = [(preset, arm, seed) for arm in ARMS for seed in preset.seeds]
     runs = ray_map(run_arm, jobs, "double-loss", address, num_cpus, console)

@@ -46,7 +46,7 @@ def _check_groups(overrides: Sequence[str]) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid {key}s: {', '.join(options(key))}")
 
 
-_FREE_DICTS = (".params", ".sensors", ".learner_params", ".general_params")
+_FREE_DICTS = (".params", ".sensors", ".learner_params", ".general_params", ".retention")
 
 
 def _free_params(override: str) -> str:
@@ -236,6 +236,12 @@ def validate(cfg: EsperConfig) -> None:
             raise ConfigError(
                 f"unknown key workload.organism.sensors.{name}; allowed: {', '.join(sensor_fields)}"
             )
+    from esper.workloads.memory import check_config
+
+    try:
+        check_config(w.memory)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     from esper.policies import POLICIES
 
     _check_component("policy", ComponentConfig(cfg.policy.name, cfg.policy.params), POLICIES)

@@ -48,3 +48,21 @@ def test_an_unknown_selection_rule_is_refused_before_any_run(
     args = ["bench", "double-loss", "--preset", "tiny", "--json", str(out), "--strategy", "newest"]
     assert main(args) == 2
     assert "valid selections" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_bad_override_is_refused_before_any_run_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "d.json"
+    args = ["bench", "double-loss", "--preset", "tiny", "--json", str(out),
+            "--override", "workload.memory.retention.serve_fraction=2.0"]  # fmt: skip
+    assert main(args) == 2
+    assert "serve_fraction" in capsys.readouterr().err and not out.exists()
+
+
+def test_overrides_reach_every_run() -> None:
+    from dataclasses import replace
+
+    preset = replace(TINY, overrides=("workload.memory.retention.serve_fraction=0.2",))
+    run = run_arm(preset, "both, synchronized", seed=0)
+    assert run["protected_weights"] > 0 and run["served_weights_pruned"] == 0

@@ -7,7 +7,7 @@ samples and those samples kept together), and :mod:`~esper.workloads.memory.data
 organism's use of both, with the data side's events.
 """
 
-from esper.workloads.memory.data_side import DataSide
+from esper.workloads.memory.data_side import DataSide, check_config
 from esper.workloads.memory.replay import DataAction, Memory, Refresh
 from esper.workloads.memory.retention import Guarded, Retention
 from esper.workloads.memory.selection import SELECTIONS, Candidates, Selection, make_selection
@@ -22,5 +22,6 @@ __all__ = [
     "Refresh",
     "Retention",
     "Selection",
+    "check_config",
     "make_selection",
 ]

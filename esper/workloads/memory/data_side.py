@@ -15,7 +15,9 @@ the buffer (locking the samples the serving weights were measured on) and return
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,16 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from esper.config import MemoryConfig
 from esper.events import SurgicalEvent
 from esper.workloads.actions import LayerAction
 from esper.workloads.hosts import Host
 from esper.workloads.memory.replay import DataAction, Memory
 from esper.workloads.memory.retention import Retention
+from esper.workloads.memory.selection import SELECTIONS
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.stream import Batch
 from esper.workloads.surgical_events import EventBuilder, EventContext
 
-__all__ = ["DataSide"]
+__all__ = ["DataSide", "check_config"]
 
 
 class DataSide:
@@ -116,3 +120,34 @@ def _embedder(host: Host) -> Callable[[Tensor, Tensor], Tensor]:
         return logits.softmax(dim=1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
 
     return embed
+
+
+def check_config(m: MemoryConfig) -> None:
+    """Refuse a bad ``workload.memory`` before any work.
+
+    Raises:
+        ValueError: naming the key and what is allowed.
+    """
+    if m.capacity < 0:
+        raise ValueError(
+            f"workload.memory.capacity must be ≥ 0 (0: no data side), got {m.capacity}"
+        )
+    if m.strategy not in SELECTIONS:
+        raise ValueError(
+            f"unknown selection {m.strategy!r} at workload.memory.strategy; valid selections: "
+            f"{', '.join(SELECTIONS.names())}"
+        )
+    if not (math.isfinite(m.replay_ratio) and m.replay_ratio >= 0):
+        raise ValueError(f"workload.memory.replay_ratio must be ≥ 0, got {m.replay_ratio}")
+    if not 0.0 <= m.refresh <= 1.0:
+        raise ValueError(f"workload.memory.refresh must lie in [0, 1], got {m.refresh}")
+    allowed = [n for n in inspect.signature(Retention).parameters if n != "synchronized"]
+    for name in m.retention:
+        if name not in allowed:
+            raise ValueError(
+                f"unknown key workload.memory.retention.{name}; allowed: {', '.join(allowed)}"
+            )
+    try:
+        Retention(**dict(m.retention))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"workload.memory.{err}") from err

@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from esper.conf import compose
+from esper.conf import ConfigError, compose
 from esper.workloads.actions import LayerAction
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism
@@ -80,12 +80,18 @@ def test_a_checkpoint_continues_bit_exactly(strategy: str, synchronized: bool):
 def test_a_memory_on_an_agent_or_a_regression_stream_is_refused_by_name():
     with pytest.raises(ValueError, match=r"workload\.memory needs a classification stream"):
         build_organism(compose(["workload=cartpole_drifting", "workload.memory.capacity=10"]))
-    with pytest.raises(ValueError, match="memory capacity"):
+    with pytest.raises(ConfigError, match=r"workload\.memory\.capacity must be ≥ 0"):
         _organism("workload.memory.capacity=-1")
-    with pytest.raises(KeyError, match="valid selections"):
+    with pytest.raises(ConfigError, match=r"at workload\.memory\.strategy; valid selections"):
         _organism("workload.memory.strategy=newest")
-    with pytest.raises(ValueError, match="tail_fraction"):
+    with pytest.raises(ConfigError, match=r"workload\.memory\.retention tail_fraction must"):
         _organism("workload.memory.retention.tail_fraction=2.0")
+    with pytest.raises(ConfigError, match=r"unknown key workload\.memory\.retention\.tail;"):
+        _organism("workload.memory.retention.tail=0.1")
+    with pytest.raises(ConfigError, match=r"workload\.memory\.refresh must lie in \[0, 1\]"):
+        _organism("workload.memory.refresh=1.5")
+    org = _organism("workload.memory.retention.serve_fraction=0.1")  # a free key is accepted
+    assert org.data_side is not None and org.data_side.retention.serve_fraction == 0.1
 
 
 def test_the_imbalanced_stream_has_its_long_tail():
