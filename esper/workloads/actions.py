@@ -49,6 +49,9 @@ class LayerAction:
         target_density: The layer density the surgeon now aims for (the Surgeon General's
             allocation, in ``[0, 1]``), recorded as a ``budget`` event; the prune/regrow
             indices enact it.
+        protect: Refuse this surgery's prunes of the layer's weights that serve tail classes,
+            and keep the samples they serve in the buffer (synchronized retention on demand,
+            :mod:`esper.workloads.memory.retention`; needs a data side, else it does nothing).
     """
 
     prune: torch.Tensor | Sequence[int] = ()
@@ -60,6 +63,7 @@ class LayerAction:
     reset_units: torch.Tensor | Sequence[int] = ()
     target_density: float | None = None
     forget: torch.Tensor | Sequence[int] = ()
+    protect: bool = False
 
     def __post_init__(self) -> None:
         self._check_fields("")

@@ -80,7 +80,7 @@ class DataSide:
         masks = scalpel.masks()
         serving = self.retention.serving(host, self.memory, masks)
         guarded = self.retention.guard(actions, serving)
-        locked = self.retention.locks(host, self.memory, serving)
+        locked = self.retention.locks(host, self.memory, serving, actions)
         refresh = self.memory.refresh(data, locked, embed=_embedder(host))
         out: list[SurgicalEvent] = []
         for label in sorted(serving):

@@ -115,14 +115,23 @@ class Retention:
             }
         return out
 
+    def protects(self, actions: Mapping[str, LayerAction]) -> bool:
+        """Whether this surgery protects anything: always when synchronized, else when an
+        action asks (:attr:`LayerAction.protect`)."""
+        return self.synchronized or any(act.protect for act in actions.values())
+
     def guard(self, actions: Mapping[str, LayerAction], serving: Serving) -> Guarded:
-        """The actions with every prune of a serving weight removed (when synchronized), the
-        layer's regrowth trimmed by as many; and what was refused."""
-        if not self.synchronized or not serving:
+        """The actions with every prune of a serving weight removed (in every layer when
+        synchronized, else in the layers whose action asks), the layer's regrowth trimmed by
+        as many; and what was refused."""
+        if not self.protects(actions) or not serving:
             return Guarded(dict(actions), {})
         guarded: dict[str, LayerAction] = {}
         refused: dict[tuple[int, str], Tensor] = {}
         for name, act in actions.items():
+            if not (self.synchronized or act.protect):
+                guarded[name] = act
+                continue
             prune = torch.as_tensor(act.prune, dtype=torch.int64).reshape(-1).cpu()
             keep = torch.ones(prune.numel(), dtype=torch.bool)
             for label in sorted(serving):
@@ -141,11 +150,18 @@ class Retention:
             guarded[name] = replace(act, prune=prune[keep], regrow=regrow[: regrow.numel() - trim])
         return Guarded(guarded, refused)
 
-    def locks(self, host: nn.Module, memory: Memory, serving: Serving) -> Tensor:
+    def locks(
+        self,
+        host: nn.Module,
+        memory: Memory,
+        serving: Serving,
+        actions: Mapping[str, LayerAction] | None = None,
+    ) -> Tensor:
         """Boolean ``[len(memory)]``: the samples the serving weights were measured on, when
-        synchronized (at most ``lock_fraction × capacity`` per class, lowest margin first)."""
+        the surgery protects (at most ``lock_fraction × capacity`` per class, lowest margin
+        first)."""
         locked = torch.zeros(memory.size, dtype=torch.bool)
-        if not self.synchronized:
+        if not self.protects(actions or {}):
             return locked
         most = max(1, round(self.lock_fraction * memory.capacity))
         for label in serving:

@@ -98,3 +98,23 @@ def test_a_guarded_surgery_keeps_the_layer_density():
     step = organism.step(actions)
     assert [e for e in step.events if e.action == "protect"]
     assert organism.scalpel.densities() == pytest.approx(before)
+
+
+def test_a_layer_action_can_ask_for_protection_without_synchronization():
+    """``LayerAction(protect=True)``: only that layer's serving weights are spared, and the
+    samples they serve are locked; the other layers are cut as asked."""
+    organism = _organism(synchronized=False)
+    organism.reset()
+    organism.step({})
+    actions = _cut_everything(organism)
+    first, *rest = organism.scalpel.names
+    actions[first].protect = True
+    step = organism.step(actions)
+    served = _served(step.events)
+    protected = {(e.layer, int(e.value)) for e in step.events if e.action == "protect"}
+    assert protected and {layer for layer, _ in protected} == {first}
+    kept = int(organism.scalpel.mask(first).sum())
+    assert kept == len(set().union(*[set(idx.tolist()) for (_, layer), idx in served.items()
+                                     if layer == first]))  # fmt: skip
+    assert all(int(organism.scalpel.mask(n).sum()) == 0 for n in rest)
+    assert [e for e in step.events if e.action == "retain" and '"served"' in e.detail]
