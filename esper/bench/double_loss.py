@@ -23,7 +23,6 @@ Every run is a Ray task; intervals are 95 % BCa over seeds, differences paired b
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,8 +34,7 @@ from rich.console import Console
 from esper.analysis.detectors.double_loss import double_loss
 from esper.analysis.intervals import bootstrap_interval, paired_interval
 from esper.bench.harness import machine_info
-from esper.bench.tasks import ray_map
-from esper.files import atomic_write_bytes, atomic_write_text
+from esper.bench.tasks import interval_cell, pick_preset, ray_map, write_experiment
 from esper.workloads.memory import SELECTIONS
 
 __all__ = ["ARMS", "PRESETS", "DoubleLossPreset", "run_arm", "run_double_loss"]
@@ -205,14 +203,6 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cell(cell: dict[str, Any] | None, fmt: str = "{:.3f}") -> str:
-    if cell is None or cell.get("mean") is None:
-        return ""
-    low, high = cell["ci"]
-    ci = "" if low is None else f" [{fmt.format(low)}, {fmt.format(high)}]"
-    return fmt.format(cell["mean"]) + ci
-
-
 def _table(summary: dict[str, Any]) -> str:
     lines = [
         "| arm | density | online accuracy | tail accuracy | common accuracy | "
@@ -221,23 +211,22 @@ def _table(summary: dict[str, Any]) -> str:
     ]
     for arm in ARMS:
         row = summary[arm]
-        cells = [_cell(row["online"]), _cell(row["tail"]), _cell(row["common"]),
-                 _cell(row["double_loss_cases"], "{:.1f}"),
-                 _cell(row["served_weights_pruned"], "{:.0f}"),
-                 _cell(row["protected_weights"], "{:.0f}")]  # fmt: skip
+        cells = [interval_cell(row[m]) for m in ("online", "tail", "common")] + [
+            interval_cell(row[m], fmt)
+            for m, fmt in (("double_loss_cases", "{:.1f}"), ("served_weights_pruned", "{:.0f}"),
+                           ("protected_weights", "{:.0f}"))
+        ]  # fmt: skip
         lines.append(f"| {arm} | {row['density']:.2f} | " + " | ".join(cells) + " |")
     diff = summary["synchronized minus independent"]
     lines += [
         "",
         "Synchronized minus independent (paired by seed): "
-        + ", ".join(f"{m} {_cell(diff[m], '{:+.3f}')}" for m in diff),
+        + ", ".join(f"{m} {interval_cell(diff[m], '{:+.3f}')}" for m in diff),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _plot(runs: list[dict[str, Any]], preset: DoubleLossPreset) -> bytes:
-    import io
-
+def _plot(runs: list[dict[str, Any]], preset: DoubleLossPreset) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,10 +239,7 @@ def _plot(runs: list[dict[str, Any]], preset: DoubleLossPreset) -> bytes:
     ax.set(xlabel="end of task", ylabel="rare-class accuracy, tasks so far", ylim=(0, 1.02),
            title=f"Double loss on a long tail ({len(preset.seeds)} seeds, mean)")  # fmt: skip
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def run_double_loss(
@@ -279,12 +265,7 @@ def run_double_loss(
         esper.conf.ConfigError: a bad override (naming the key).
     """
     console = console or Console()
-    if isinstance(preset_name, DoubleLossPreset):
-        preset = preset_name
-    elif preset_name in PRESETS:
-        preset = PRESETS[preset_name]
-    else:
-        raise ValueError(f"unknown double-loss preset {preset_name!r}; valid: {', '.join(PRESETS)}")
+    preset = pick_preset(preset_name, PRESETS, "double-loss")
     if strategy is not None:
         SELECTIONS[strategy]  # an unknown rule is refused before any run, naming the valid ones
         preset = replace(preset, strategy=strategy)
@@ -303,8 +284,6 @@ def run_double_loss(
         "seconds": round(time.perf_counter() - started, 1), "summary": summary,
         "runs": sorted(runs, key=lambda r: (r["arm"], r["seed"])),
     }  # fmt: skip
-    atomic_write_text(json_path, json.dumps(result, indent=1, default=float))
-    atomic_write_text(json_path.with_suffix(".md"), table)
-    atomic_write_bytes(json_path.with_name(f"{json_path.stem}-tail.png"), _plot(runs, preset))
+    write_experiment(json_path, result, table, "tail", _plot(runs, preset))
     console.print(table)
     return result

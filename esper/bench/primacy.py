@@ -24,7 +24,6 @@ from ``dense`` (:mod:`esper.analysis.intervals`). Every run is a Ray task.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,8 +34,7 @@ from rich.console import Console
 
 from esper.analysis.intervals import bootstrap_interval, paired_interval
 from esper.bench.harness import machine_info
-from esper.bench.tasks import ray_map
-from esper.files import atomic_write_bytes, atomic_write_text
+from esper.bench.tasks import interval_cell, pick_preset, ray_map, write_experiment
 
 __all__ = ["PRESETS", "SURGEONS", "PrimacyPreset", "run_primacy", "run_surgeon"]
 
@@ -176,30 +174,20 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cell(cell: dict[str, Any] | None, signed: bool = False) -> str:
-    if cell is None or cell["mean"] is None:
-        return ""
-    number = "{:+.3f}" if signed else "{:.3f}"
-    low, high = cell["ci"]
-    ci = "" if low is None else f" [{number.format(low)}, {number.format(high)}]"
-    return number.format(cell["mean"]) + ci
-
-
 def _table(summary: dict[str, Any]) -> str:
     lines = [
         "| surgeon | density | real phase | its last quarter | Δ real vs dense | misleading |",
         "|---|---|---|---|---|---|",
     ]
     for label, row in summary.items():
-        cells = [_cell(row["real"]), _cell(row["real_last_quarter"]),
-                 _cell(row["minus_dense"], signed=True), _cell(row["misleading"])]  # fmt: skip
+        cells = [interval_cell(row["real"]), interval_cell(row["real_last_quarter"]),
+                 interval_cell(row["minus_dense"], "{:+.3f}"),
+                 interval_cell(row["misleading"])]  # fmt: skip
         lines.append(f"| {label} | {row['density']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _plot(runs: list[dict[str, Any]], preset: PrimacyPreset) -> bytes:
-    import io
-
+def _plot(runs: list[dict[str, Any]], preset: PrimacyPreset) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,10 +205,7 @@ def _plot(runs: list[dict[str, Any]], preset: PrimacyPreset) -> bytes:
     ax.set(xlabel="environment steps", ylabel="normalised return (online)", ylim=(0, 1.05),
            title=f"Primacy bias on CartPole ({len(preset.seeds)} seeds, mean)")  # fmt: skip
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def run_primacy(
@@ -238,12 +223,7 @@ def run_primacy(
         ValueError: an unknown preset, or a checkpoint that does not exist.
     """
     console = console or Console()
-    if isinstance(preset_name, PrimacyPreset):
-        preset = preset_name
-    elif preset_name in PRESETS:
-        preset = PRESETS[preset_name]
-    else:
-        raise ValueError(f"unknown primacy preset {preset_name!r}; valid: {', '.join(PRESETS)}")
+    preset = pick_preset(preset_name, PRESETS, "primacy")
     if checkpoint is not None and not checkpoint.is_file():
         raise ValueError(f"--checkpoint {checkpoint} does not exist (train one with "
                          "esper bench quality, or pass another)")  # fmt: skip
@@ -259,8 +239,6 @@ def run_primacy(
         "emrakul_checkpoint": None if checkpoint is None else str(checkpoint),
         "summary": summary, "runs": sorted(runs, key=lambda r: (r["surgeon"], r["seed"])),
     }  # fmt: skip
-    atomic_write_text(json_path, json.dumps(result, indent=1, default=float))
-    atomic_write_text(json_path.with_suffix(".md"), table)
-    atomic_write_bytes(json_path.with_name(f"{json_path.stem}-curves.png"), _plot(runs, preset))
+    write_experiment(json_path, result, table, "curves", _plot(runs, preset))
     console.print(table)
     return result
