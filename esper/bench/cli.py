@@ -1,0 +1,153 @@
+"""The ``esper bench`` subcommands: ``perf``, ``quality``, ``primacy`` and ``double-loss``.
+
+Each handler imports its benchmark when it runs (they load Ray and torch), records results as
+JSON with the machine, and exits 2 on bad input before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from esper.files import add_force_flag
+
+__all__ = ["add_bench_parser"]
+
+
+def _primacy(args: argparse.Namespace) -> int:
+    from esper.bench.primacy import run_primacy
+
+    try:
+        run_primacy(args.preset, args.json, args.checkpoint, args.address, args.num_cpus)
+    except ValueError as err:
+        print(f"esper: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _double_loss(args: argparse.Namespace) -> int:
+    from esper.bench.double_loss import run_double_loss
+
+    try:
+        run_double_loss(
+            args.preset, args.json, args.address, args.num_cpus, strategy=args.strategy,
+            overrides=tuple(args.override),
+        )  # fmt: skip
+    except KeyError as err:
+        print(f"esper: {err.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from esper.bench.quality import run_quality
+
+    try:
+        run_quality(args.preset, args.json, args.readme, args.address, args.num_cpus,
+                    args.storage)  # fmt: skip
+    except (KeyError, ValueError) as err:
+        print(f"esper: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _perf(args: argparse.Namespace) -> int:
+    from esper.bench.perf import run_perf
+    from esper.registry import UnknownNameError
+
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    try:
+        run_perf(only, args.json, Console())
+    except UnknownNameError as err:
+        print(f"esper: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` and its suites to the ``esper`` command's subparsers."""
+    bench = sub.add_parser("bench", help="run benchmarks and record them as JSON")
+    bench_sub = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    perf = bench_sub.add_parser(
+        "perf", help="overhead of sensing and masking against plain steps and other libraries"
+    )
+    perf.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
+    perf.add_argument("--only", default="", metavar="NAME,...", help="run only these benchmarks")
+    add_force_flag(perf)
+    perf.set_defaults(func=_perf)
+    quality = bench_sub.add_parser(
+        "quality", help="train Emrakul, score every surgeon on the drift suite with intervals"
+    )
+    quality.add_argument(
+        "--preset",
+        default="small",
+        choices=["small", "full"],
+        help="small: ≤ 60 min on 2 cores; full: a cluster or GPU machine",
+    )
+    quality.add_argument(
+        "--json",
+        type=Path,
+        default=Path("benchmarks/results/quality.json"),
+        metavar="PATH",
+        help="write the results here (and PATH-plasticity.png)",
+    )
+    quality.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="replace the table between the quality markers of this file",
+    )
+    quality.add_argument("--address", default=None, help="join this Ray cluster")
+    quality.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
+    add_force_flag(quality)
+    quality.set_defaults(func=_quality)
+    primacy = _experiment_parser(
+        bench_sub, "primacy", "an agent misled first: which surgeon restores its plasticity (RL)",
+        "about 20 min", "primacy.json", "PATH.md, PATH-curves.png",
+    )  # fmt: skip
+    primacy.add_argument(
+        "--checkpoint", type=Path, default=Path("benchmarks/results/quality-emrakul.pt"),
+        metavar="PATH", help="Emrakul's policy (default: the quality benchmark's)",
+    )  # fmt: skip
+    primacy.set_defaults(func=_primacy)
+    double = _experiment_parser(
+        bench_sub, "double-loss", "weights and data pruned together: does synchronized "
+        "retention help?", "about 2 min", "double-loss.json", "PATH.md, PATH-tail.png",
+    )  # fmt: skip
+    double.add_argument(
+        "--strategy", default=None, metavar="RULE",
+        help="the buffers' selection rule (default: the preset's, reservoir)",
+    )  # fmt: skip
+    double.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="a config override for every run, e.g. workload.memory.retention.serve_fraction=0.1",
+    )  # fmt: skip
+    double.set_defaults(func=_double_loss)
+
+
+def _experiment_parser(
+    bench_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    small: str,
+    result: str,
+    also: str,
+) -> argparse.ArgumentParser:
+    """A ``bench`` experiment's parser: ``--preset small|tiny``, ``--json``, the Ray flags and
+    ``--force``."""
+    parser: argparse.ArgumentParser = bench_sub.add_parser(name, help=help)
+    parser.add_argument("--preset", default="small", choices=["small", "tiny"],
+                        help=f"small: {small} on 2 cores; tiny: a smoke run")  # fmt: skip
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results") / result, metavar="PATH",
+        help=f"write the results here (and {also})",
+    )  # fmt: skip
+    parser.add_argument("--address", default=None, help="join this Ray cluster")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    add_force_flag(parser)
+    return parser
