@@ -3,13 +3,15 @@
 An organism is a host network whose prunable tensors are masked by a :class:`Scalpel`, an
 optimizer, a drifting stream and a :class:`NervousSystem`. It offers a gym-like interface:
 :meth:`Organism.reset` trains ``K`` prequential SGD steps and senses; :meth:`Organism.step`
-applies one surgery and reads top to bottom as validate actions → apply surgery → train ``K``
-steps → sense → score → emit events. Every policy (heuristic baselines and Emrakul) acts through
+applies one surgery and reads top to bottom as validate actions → (data side: guard the
+prunes, refresh the buffer) → apply surgery → train ``K`` steps (replay mixed in) → sense →
+score → emit events. Every policy (heuristic baselines and Emrakul) acts through
 this interface, so comparisons are like for like.
 
 Its parts live in modules of their own: ``actions``, ``anesthesia`` (sedation), ``forgetting``
-(FGSF), ``reward``, ``surgical_events``, ``prequential`` and ``factory`` (building one from a
-config) of :mod:`esper.workloads`, whose device rules apply.
+(FGSF), ``operation`` (a surgery applied), ``memory`` (the data side), ``reward``,
+``surgical_events``, ``prequential`` and ``factory`` (building one from a config) of
+:mod:`esper.workloads`, whose device rules apply.
 """
 
 from __future__ import annotations
@@ -165,9 +167,10 @@ class Organism:
         return self.finish(surgery, trained, diverged)
 
     def begin(self, actions: Mapping[str, LayerAction], data: DataAction | None = None) -> Surgery:
-        """The first half of :meth:`step`: validate and apply the surgery, open a new online
-        window. Train ``K`` steps (:meth:`step` does; a :class:`~esper.workloads.cohort.Cohort`
-        trains its members together), then call :meth:`finish`."""
+        """The first half of :meth:`step`: validate the surgery, let the data side guard it and
+        refresh its buffer (``data``), apply it, open a new online window. Train ``K`` steps
+        (:meth:`step` does; a :class:`~esper.workloads.cohort.Cohort` trains its members
+        together), then call :meth:`finish`."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
@@ -256,7 +259,7 @@ class Organism:
             mixed = side.mix(batch) if side is not None else batch
             loss, out = train_step(self.host, self.optimizer, mixed, self.kind, penalty, mask)
             if side is not None:  # scored on the stream's rows only
-                batch, out = side.observe(batch, out)
+                out = side.observe(out)
                 loss = batch_loss(out, batch.y, self.kind)
             pending.add(batch, value := float(loss), out)
             if changes := self.scalpel.after_step():  # masks changed by the mechanism (ATM)

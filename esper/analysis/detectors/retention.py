@@ -22,7 +22,8 @@ although pressure steps followed.
 Limits: the events carry no weight magnitudes and only a layer-level Fisher trace, so
 "low magnitude" and "contact-aware" cannot be checked per weight; the detector reports the
 layer-level signature (pressure, high Fisher concentration, protected from pruning), and needs
-at least two layers to compare.
+at least two layers to compare. A run with a data side records the weight-level evidence
+(``serve``, ``protect``, ``retain``, ``evict`` events): the ``double_loss`` detector reads it.
 """
 
 from __future__ import annotations

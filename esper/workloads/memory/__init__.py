@@ -9,7 +9,7 @@ organism's use of both, with the data side's events.
 
 from esper.workloads.memory.data_side import DataSide, check_config
 from esper.workloads.memory.replay import DataAction, Memory, Refresh
-from esper.workloads.memory.retention import Guarded, Retention
+from esper.workloads.memory.retention import Guarded, Retention, Serving
 from esper.workloads.memory.selection import SELECTIONS, Candidates, Selection, make_selection
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Refresh",
     "Retention",
     "Selection",
+    "Serving",
     "check_config",
     "make_selection",
 ]

@@ -57,14 +57,13 @@ class DataSide:
         self._mixed = self.memory.mix(batch)
         return self._mixed
 
-    def observe(self, batch: Batch, out: Tensor) -> tuple[Batch, Tensor]:
-        """After a training step on :meth:`mix`'s batch: the stream's batch and its outputs."""
-        mixed = self._mixed
+    def observe(self, out: Tensor) -> Tensor:
+        """After a training step on :meth:`mix`'s batch (its outputs ``out``): the outputs of
+        the stream's rows."""
+        mixed, self._mixed = self._mixed, None
         if mixed is None:
             raise RuntimeError("DataSide.observe() without a mix() before it")
-        self.memory.observe(mixed, out)
-        self._mixed = None
-        return batch, out[: batch.x.shape[0]]
+        return self.memory.observe(mixed, out)
 
     def operate(
         self,
@@ -80,11 +79,11 @@ class DataSide:
         masks = scalpel.masks()
         serving = self.retention.serving(host, self.memory, masks)
         guarded = self.retention.guard(actions, serving)
-        locked = self.retention.locks(host, self.memory, serving, actions)
+        locked = self.retention.locks(self.memory, serving, actions)
         refresh = self.memory.refresh(data, locked, embed=_embedder(host))
         out: list[SurgicalEvent] = []
-        for label in sorted(serving):
-            for name, idx in serving[label].items():
+        for label in sorted(serving.weights):
+            for name, idx in serving.weights[label].items():
                 out.append(events.event(ctx, name, "serve", idx, value=float(label)))
         for (label, name), idx in sorted(guarded.refused.items()):
             out.append(events.event(ctx, name, "protect", idx, value=float(label)))

@@ -118,8 +118,9 @@ class Memory:
         self.device = torch.device(device)
         self.size = 0
         self.buf = _empty(capacity, self.input_shape, self.device)
-        self.staged = _empty(0, self.input_shape, self.device)
-        self.seen = torch.zeros(num_classes, dtype=torch.long)  # stream labels so far
+        self._staged: list[dict[str, Tensor]] = []  # the window's candidates, joined lazily
+        self._staged_rows = 0
+        self.seen = torch.zeros(num_classes, dtype=torch.long, device=self.device)
         self._gen = torch.Generator()
         self._gen.manual_seed(derive_seed(seed, "memory"))
         self._slots = torch.empty(0, dtype=torch.long)
@@ -154,9 +155,10 @@ class Memory:
         return replace(batch, x=x, y=torch.cat([batch.y, self.buf["y"][slots]]))
 
     @torch.no_grad()
-    def observe(self, mixed: Batch, out: Tensor) -> None:
+    def observe(self, mixed: Batch, out: Tensor) -> Tensor:
         """Read the outputs (before the update) of the batch :meth:`mix` made: count the
-        replayed samples' forgetting events, stage the stream's samples as candidates."""
+        replayed samples' forgetting events, stage the stream's samples as candidates.
+        Returns the stream rows' outputs (the ones scored online)."""
         n = self._fresh
         out = out.detach()
         margin = margins(out, mixed.y)
@@ -169,22 +171,33 @@ class Memory:
             self.buf["margin"][slots] = margin[n:].float()
             self.buf["correct"][slots] = correct[n:]
         y = mixed.y[:n]
-        self.seen += torch.bincount(y.cpu(), minlength=self.num_classes)[: self.num_classes]
-        new = {
+        self.seen += torch.bincount(y, minlength=self.num_classes)[: self.num_classes]
+        self._staged.append({
             "x": mixed.x[:n],
             "y": y,
             "key": torch.rand(n, generator=self._gen).to(self.device),
             "forgets": torch.zeros(n, dtype=torch.long, device=self.device),
             "margin": margin[:n].float(),
             "correct": correct[:n],
-        }
-        self.staged = {f: torch.cat([self.staged[f], new[f]]) for f in _FIELDS}
-        if self.staged["y"].shape[0] > 2 * self.capacity:  # only the top keys can win a slot
-            self._trim_staged()
+        })  # fmt: skip
+        self._staged_rows += n
+        if self._staged_rows > 2 * self.capacity:  # only the top keys can win a slot
+            self._candidates(trim=True)
+        return out[:n]
 
-    def _trim_staged(self) -> None:
-        top = torch.topk(self.staged["key"], self.capacity).indices.sort().values
-        self.staged = {f: self.staged[f][top] for f in _FIELDS}
+    def _candidates(self, trim: bool = False) -> dict[str, Tensor]:
+        """The staged candidates as one table (at most ``capacity`` rows, by key, if
+        ``trim``: a uniform sample of the window, the ones a reservoir could keep)."""
+        staged = (
+            {f: torch.cat([part[f] for part in self._staged]) for f in _FIELDS}
+            if self._staged
+            else _empty(0, self.input_shape, self.device)
+        )
+        if trim and staged["y"].shape[0] > self.capacity:
+            top = torch.topk(staged["key"], self.capacity).indices.sort().values
+            staged = {f: staged[f][top] for f in _FIELDS}
+        self._staged, self._staged_rows = [staged], int(staged["y"].shape[0])
+        return staged
 
     # -- at each surgery -----------------------------------------------------------------------
 
@@ -204,13 +217,12 @@ class Memory:
         action = action or self.default
         action.validate()
         rule = make_selection(action.strategy or self.default.strategy or "reservoir")
-        if self.staged["y"].shape[0] > self.capacity:
-            self._trim_staged()
+        staged = self._candidates(trim=True)
         n_up = min(self.size, math.ceil(action.refresh * self.size))
         up = torch.randperm(self.size, generator=self._gen)[:n_up].sort().values.to(self.device)
         stay = torch.ones(self.size, dtype=torch.bool, device=self.device)
         stay[up] = False
-        pool = {f: torch.cat([self.buf[f][: self.size][up], self.staged[f]]) for f in _FIELDS}
+        pool = {f: torch.cat([self.buf[f][: self.size][up], staged[f]]) for f in _FIELDS}
         forced = torch.zeros(pool["y"].shape[0], dtype=torch.bool)
         lock = torch.zeros(self.size, dtype=torch.bool) if locked is None else locked.cpu()
         forced[:n_up] = lock[up.cpu()]
@@ -235,13 +247,13 @@ class Memory:
         report = Refresh(
             added=_counts(pool["y"][added]),
             evicted=_counts(pool["y"][:n_up][evicted]),
-            locked=_counts(pool["y"][:n_up][forced[:n_up].to(self.device)]),
+            locked=_counts(self.buf["y"][: self.size][lock.to(self.device)]),
         )
         keep = {f: torch.cat([self.buf[f][: self.size][stay], pool[f][chosen]]) for f in _FIELDS}
         self.size = int(keep["y"].shape[0])
         for f in _FIELDS:
             self.buf[f][: self.size] = keep[f]
-        self.staged = _empty(0, self.input_shape, self.device)
+        self._staged, self._staged_rows = [], 0
         return report
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -251,8 +263,8 @@ class Memory:
         return {
             "size": self.size,
             "buffer": {f: self.buf[f][: self.size].clone() for f in _FIELDS},
-            "staged": {f: t.clone() for f, t in self.staged.items()},
-            "seen": self.seen.clone(),
+            "staged": {f: t.clone() for f, t in self._candidates().items()},
+            "seen": self.seen.cpu(),
             "generator": self._gen.get_state(),
         }
 
@@ -265,6 +277,7 @@ class Memory:
         self.buf = _empty(self.capacity, self.input_shape, self.device)
         for f in _FIELDS:
             self.buf[f][:size] = state["buffer"][f].to(self.device)
-        self.staged = {f: state["staged"][f].to(self.device) for f in _FIELDS}
-        self.seen = state["seen"].clone()
+        staged = {f: state["staged"][f].to(self.device) for f in _FIELDS}
+        self._staged, self._staged_rows = [staged], int(staged["y"].shape[0])
+        self.seen = state["seen"].to(self.device)
         self._gen.set_state(state["generator"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -34,19 +34,30 @@ from esper.workloads.memory.replay import Memory
 from esper.workloads.sensors.fisher import rigid_weights
 from esper.workloads.sensors.gradients import gradient_statistics, margins
 
-__all__ = ["Guarded", "Retention"]
-
-Serving = dict[int, dict[str, Tensor]]
-"""Per tail class, per layer: sorted flat indices of the weights serving it."""
+__all__ = ["Guarded", "Retention", "Serving"]
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What serves each tail class at a surgery.
+
+    Attributes:
+        weights: Per class and layer, sorted flat indices of the weights serving it.
+        samples: Per class, buffer positions of the samples those weights were measured on
+            (its boundary samples), lowest margin first.
+    """
+
+    weights: dict[int, dict[str, Tensor]]
+    samples: dict[int, Tensor]
+
+
+@dataclass(frozen=True)
 class Guarded:
     """A surgery after the guard: the actions to apply, and per ``(class, layer)`` the prune
     indices refused because they serve that class."""
 
-    def __init__(self, actions: dict[str, LayerAction], refused: dict[tuple[int, str], Tensor]):
-        self.actions = actions
-        self.refused = refused
+    actions: dict[str, LayerAction]
+    refused: dict[tuple[int, str], Tensor]
 
 
 class Retention:
@@ -84,11 +95,12 @@ class Retention:
 
     def tail(self, memory: Memory) -> list[int]:
         """Tail classes: seen, below ``tail_fraction`` of the stream, and in the buffer."""
-        total = int(memory.seen.sum())
+        seen = memory.seen.cpu()
+        total = int(seen.sum())
         if total == 0 or memory.size == 0:
             return []
         held = set(memory.buf["y"][: memory.size].tolist())
-        share = memory.seen.double() / total
+        share = seen.double() / total
         return [c for c in range(memory.num_classes) if 0 < share[c] < self.tail_fraction
                 and c in held]  # fmt: skip
 
@@ -103,17 +115,19 @@ class Retention:
         return where[torch.topk(margin, k, largest=False, sorted=True).indices]
 
     def serving(self, host: nn.Module, memory: Memory, masks: Mapping[str, Tensor]) -> Serving:
-        """Per tail class and layer, the weights serving it (see the module docstring)."""
-        out: Serving = {}
+        """Per tail class, the weights serving it and the samples they were measured on (see
+        the module docstring)."""
+        weights: dict[int, dict[str, Tensor]] = {}
+        samples: dict[int, Tensor] = {}
         x, y = memory.members()
         for label in self.tail(memory):
-            rows = self.boundary(host, memory, label)
+            rows = samples[label] = self.boundary(host, memory, label)
             report = gradient_statistics(host, x[rows], y[rows], params=list(masks), masks=masks)
-            out[label] = {
+            weights[label] = {
                 name: rigid_weights(stats.fisher, self.serve_fraction, masks[name])
                 for name, stats in report.layers.items()
             }
-        return out
+        return Serving(weights, samples)
 
     def protects(self, actions: Mapping[str, LayerAction]) -> bool:
         """Whether this surgery protects anything: always when synchronized, else when an
@@ -124,7 +138,7 @@ class Retention:
         """The actions with every prune of a serving weight removed (in every layer when
         synchronized, else in the layers whose action asks), the layer's regrowth trimmed by
         as many; and what was refused."""
-        if not self.protects(actions) or not serving:
+        if not self.protects(actions) or not serving.weights:
             return Guarded(dict(actions), {})
         guarded: dict[str, LayerAction] = {}
         refused: dict[tuple[int, str], Tensor] = {}
@@ -134,8 +148,8 @@ class Retention:
                 continue
             prune = torch.as_tensor(act.prune, dtype=torch.int64).reshape(-1).cpu()
             keep = torch.ones(prune.numel(), dtype=torch.bool)
-            for label in sorted(serving):
-                protected = serving[label].get(name)
+            for label in sorted(serving.weights):
+                protected = serving.weights[label].get(name)
                 if protected is None or not prune.numel():
                     continue
                 hit = keep & torch.isin(prune, protected.cpu())
@@ -151,11 +165,7 @@ class Retention:
         return Guarded(guarded, refused)
 
     def locks(
-        self,
-        host: nn.Module,
-        memory: Memory,
-        serving: Serving,
-        actions: Mapping[str, LayerAction] | None = None,
+        self, memory: Memory, serving: Serving, actions: Mapping[str, LayerAction] | None = None
     ) -> Tensor:
         """Boolean ``[len(memory)]``: the samples the serving weights were measured on, when
         the surgery protects (at most ``lock_fraction × capacity`` per class, lowest margin
@@ -164,6 +174,6 @@ class Retention:
         if not self.protects(actions or {}):
             return locked
         most = max(1, round(self.lock_fraction * memory.capacity))
-        for label in serving:
-            locked[self.boundary(host, memory, label)[:most].cpu()] = True
+        for rows in serving.samples.values():
+            locked[rows[:most].cpu()] = True
         return locked
