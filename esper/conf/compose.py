@@ -212,6 +212,7 @@ def validate(cfg: EsperConfig) -> None:
     from esper.workloads.scalpel import DISTRIBUTIONS, MECHANISMS
     from esper.workloads.schedules import SCHEDULES
     from esper.workloads.sensors import SensorConfig
+    from esper.workloads.sensors.config import check_fused
 
     w = cfg.workload
     _check_component("workload.dataset", w.dataset, SOURCES)
@@ -236,6 +237,13 @@ def validate(cfg: EsperConfig) -> None:
             raise ConfigError(
                 f"unknown key workload.organism.sensors.{name}; allowed: {', '.join(sensor_fields)}"
             )
+    if w.organism.sensors.get("fused", False):
+        try:
+            check_fused(sense_batches=w.organism.sense_batches, memory_capacity=w.memory.capacity,
+                        surgery_interval=cfg.policy.surgery_interval,
+                        cohort=cfg.policy.training.cohort)  # fmt: skip
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     from esper.workloads.memory import check_config
 
     try:

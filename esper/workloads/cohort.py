@@ -73,6 +73,11 @@ def _check(organism: Organism, index: int) -> None:
             f"{where}: a data side (workload.memory.capacity > 0); a cohort "
             "trains without replay (training.cohort=1)"
         )
+    if organism.traffic is not None:
+        raise CohortError(
+            f"{where}: fused sensing reads each member's own training steps, which a cohort "
+            "batches: set workload.organism.sensors.fused=false (or training.cohort=1)"
+        )
     opt = organism.optimizer
     if type(opt) is not torch.optim.SGD:
         raise CohortError(f"{where}: optimizer {type(opt).__name__}; a cohort trains with SGD")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -42,6 +43,8 @@ from esper.workloads.prequential import (
 from esper.workloads.reward import RewardComponents, probe_loss, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
+from esper.workloads.sensors.config import check_fused
+from esper.workloads.sensors.fused import TrainingTraffic
 from esper.workloads.stream import Batch, DriftStream
 from esper.workloads.surgical_events import EventBuilder, EventContext
 from esper.workloads.timestep import OrganismStep, Surgery
@@ -125,6 +128,7 @@ class Organism:
         self._input_shape = tuple(stream.source.input_shape)
         example = stream.source.sample(torch.Generator().manual_seed(0), 2, 0)[0]
         self.nervous.prepare(host, example.to(self.device))
+        self.traffic = self._fused() if nervous_system.config.fused else None
 
     # -- the environment interface -----------------------------------------------------------
 
@@ -251,13 +255,16 @@ class Organism:
             (lambda: self.penalty_weight * self.scalpel.penalty()) if self.penalty_weight else None
         )
         pending = PendingScores(self.kind)  # accuracies are read together
+        if self.traffic is not None:
+            self.traffic.clear()
         for k in range(self.K):
             batch = self.stream.next_batch().to(self.device)
             side = self.data_side
             self.sedation.before_step()
             self.scalpel.capture_dense_grad = k == self.K - 1  # regrowth reads the last one
             mixed = side.mix(batch) if side is not None else batch
-            loss, out = train_step(self.host, self.optimizer, mixed, self.kind, penalty, mask)
+            with self._recording(k, batch):
+                loss, out = train_step(self.host, self.optimizer, mixed, self.kind, penalty, mask)
             if side is not None:  # scored on the stream's rows only
                 out = side.observe(out)
                 loss = batch_loss(out, batch.y, self.kind)
@@ -276,6 +283,19 @@ class Organism:
         self._note(pending)
         return events, False
 
+    def _fused(self) -> TrainingTraffic:
+        """Fused sensing's record of the last ``sense_batches`` training steps."""
+        side = self.data_side
+        check_fused(sense_batches=self.sense_batches, surgery_interval=self.K,
+                    memory_capacity=0 if side is None else side.memory.capacity)  # fmt: skip
+        return TrainingTraffic(self.host, self.nervous.graph.names, self.sense_batches)
+
+    def _recording(self, k: int, batch: Batch) -> AbstractContextManager[None]:
+        """Fused sensing keeps the traffic of the interval's last ``sense_batches`` steps."""
+        if self.traffic is None or k < self.K - self.sense_batches:
+            return nullcontext()
+        return self.traffic.record(batch.y)
+
     def _note(self, pending: PendingScores) -> None:
         for record, batch in pending.flush():
             self.note_step(record, batch)
@@ -290,7 +310,7 @@ class Organism:
     def _sense(self) -> Reading:
         x = torch.cat([b.x for b in self._recent])
         y = torch.cat([b.y for b in self._recent])
-        reading = self.nervous.sense(self.host, x, y, self.scalpel.masks())
+        reading = self.nervous.sense(self.host, x, y, self.scalpel.masks(), traffic=self.traffic)
         self._last = reading
         return reading
 

@@ -125,6 +125,7 @@ def test_a_replaced_member_leaves_the_others_untouched() -> None:
         (["workload.optimizer=adam"], "member 1: optimizer Adam"),
         (["workload.host.params.hidden=[32,8]"], "member 1 differs from member 0"),
         (["policy.surgery_interval=5"], "member 1 differs from member 0"),
+        (["workload.organism.sensors.fused=true"], "member 1: fused sensing"),
     ],
 )
 def test_members_it_cannot_train_are_refused(overrides: list[str], message: str) -> None:

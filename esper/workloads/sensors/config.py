@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SensorConfig"]
+__all__ = ["SensorConfig", "check_fused"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class SensorConfig:
     reference_action: tuple[float, ...] = (0.1, 0.0)
     """The surgery whose predicted impact each observation reports (one value per action
     feature): by default, pruning a tenth of the layer's active weights."""
+    fused: bool = False
+    """Fused sensing: the organism keeps the layer traffic of its last ``sense_batches``
+    training steps and sums the Fisher, GSNR, coherence and unit activity from it, instead of
+    a forward and backward pass of the sensors' own over the same batches (each batch read at
+    its step's parameters, before its update). Linear and Conv hosts; not with a data side."""
     seed: int = 0
     """Root seed of the Hutchinson probes and of the topology GNN's initial weights."""
 
@@ -82,3 +87,25 @@ class SensorConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"SensorConfig: {message}")
+
+
+def check_fused(
+    *, sense_batches: int, surgery_interval: int, memory_capacity: int = 0, cohort: int = 1
+) -> None:
+    """Where fused sensing (``SensorConfig.fused``) cannot read an organism's own training
+    steps, a ``ValueError`` naming the setting: replay mixed into them (a data side), steps
+    batched across a cohort, or fewer steps per surgery than the sensors read."""
+    needs = {"workload.memory.capacity": (memory_capacity, 0),
+             "policy.training.cohort": (cohort, 1)}  # fmt: skip
+    for key, (value, needed) in needs.items():
+        if value != needed:
+            raise ValueError(
+                f"workload.organism.sensors.fused=true reads each organism's own training "
+                f"steps: it needs {key}={needed}, got {value}"
+            )
+    if sense_batches > surgery_interval:
+        raise ValueError(
+            f"workload.organism.sensors.fused=true reads the last sense_batches training steps "
+            f"of each surgery interval: workload.organism.sense_batches={sense_batches} exceeds "
+            f"policy.surgery_interval={surgery_interval}"
+        )

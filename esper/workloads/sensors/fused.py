@@ -15,20 +15,41 @@ the GSNR's variance floor, coherence over active weights) are those of
 Under a Scalpel whose gradient hook masks ``.grad`` (``masked``), the mean at pruned weights
 is the masked gradient, 0, so their GSNR is 0; their Fisher stays dense. Layers that are not
 Linear-on-a-matrix (convolutions, sequences) are not covered: use the full sensing pass.
+
+:class:`TrainingTraffic` is what the organism uses (``workload.organism.sensors.fused``): it
+keeps each prunable layer's input, output and output gradient from the last few training steps
+(the very batches the full pass would read again) and sums them into the same
+:class:`~esper.workloads.sensors.gradients.GradientReport` the full pass makes, with the same
+per-sample definitions, boundary samples and layer outputs, for Linear and Conv weights alike.
+The only difference is *when* the parameters are read: each batch at the parameters of the step
+that trained on it, before its update, instead of all batches after the last update. With a
+learning rate of 0 the two reports agree to float tolerance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from esper.workloads.sensors.capture import layer_modules
-from esper.workloads.sensors.gradients import GradientStats, check_masks
+from esper.workloads.sensors._per_sample import Slots, hookable, hooked_sums
+from esper.workloads.sensors.capture import LayerCall, layer_modules
+from esper.workloads.sensors.gradients import (
+    BoundaryFn,
+    GradientReport,
+    GradientStats,
+    LossFn,
+    boundary_samples,
+    check_masks,
+    finish_statistics,
+    per_sample_cross_entropy,
+)
 
-__all__ = ["fused_training_step"]
+__all__ = ["TrainingTraffic", "fused_training_step"]
 
 
 def fused_training_step(
@@ -128,3 +149,159 @@ def _summary(
         active=active,
         samples=batch,
     )
+
+
+@dataclass
+class _Step:
+    """One training step's traffic: per layer its calls and their output gradients (of the
+    step's *mean* loss), and the step's outputs and targets."""
+
+    calls: dict[str, list[LayerCall]]
+    grads: dict[str, list[Tensor | None]]
+    logits: Tensor | None = None
+    targets: Tensor | None = None
+    handles: list[Any] = field(default_factory=list)
+
+
+class TrainingTraffic:
+    """The layer traffic of an organism's last ``steps`` training steps, from which the reading
+    after them is summed without a forward or backward pass of its own.
+
+    Args:
+        model: The host.
+        names: The prunable weights the sensors read (Linear or Conv weights).
+        steps: Training steps kept (the organism's ``sense_batches``).
+
+    Raises:
+        ValueError: a weight the hooks cannot read (not a Linear or zero-padded, ungrouped
+            Conv weight): sense it with the full pass (``fused=false``).
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self._model, self._named = model, dict(model.named_parameters())
+        self.modules = layer_modules(model, names, self._named)
+        other = [n for n, m in self.modules.items() if not hookable(m, n)]
+        if other:
+            raise ValueError(
+                f"fused sensing reads Linear and Conv weights from the training step; "
+                f"{other} are not: set workload.organism.sensors.fused=false"
+            )
+        self.names, self.steps = list(names), steps
+        self._steps: list[_Step] = []
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def clear(self) -> None:
+        """Forget the kept steps (a new training window begins)."""
+        self._steps.clear()
+
+    @contextmanager
+    def record(self, targets: Tensor) -> Iterator[None]:
+        """Keep the traffic of the one training step run inside the block (one forward of the
+        host on the batch whose ``targets`` are given, its backward and the update)."""
+        step = _Step({n: [] for n in self.names}, {n: [] for n in self.names})
+        step.targets = targets
+
+        def outputs(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if step.logits is not None:
+                raise RuntimeError("fused sensing records one forward of the host per step")
+            step.logits = output.detach()
+
+        def keep(name: str) -> Callable[..., None]:
+            calls, grads = step.calls[name], step.grads[name]
+
+            def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+                if not (isinstance(output, Tensor) and args and isinstance(args[0], Tensor)):
+                    return
+                calls.append(LayerCall(args[0].detach(), output.detach(), output._version))
+                grads.append(None)
+                if output.requires_grad:
+                    slot = len(grads) - 1
+                    output.register_hook(lambda g: grads.__setitem__(slot, g))
+
+            return hook
+
+        for name, module in self.modules.items():
+            step.handles.append(module.register_forward_hook(keep(name)))
+        step.handles.append(self._model.register_forward_hook(outputs))
+        try:
+            yield
+        finally:
+            for handle in step.handles:
+                handle.remove()
+            step.handles.clear()
+        for name, calls in step.calls.items():
+            for call in calls:
+                if call.output._version != call.version:
+                    raise RuntimeError(
+                        f"the output of the layer owning {name!r} was modified in place "
+                        "(an inplace activation?); fused sensing needs out-of-place ones"
+                    )
+        self._steps.append(step)
+        del self._steps[: -self.steps]
+
+    def report(
+        self,
+        masks: Mapping[str, Tensor] | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        boundary_quantile: float | None = None,
+        boundary_fn: BoundaryFn | None = None,
+        eps: float = 1e-12,
+    ) -> GradientReport:
+        """The kept steps' samples as one sensing batch: the
+        :func:`~esper.workloads.sensors.gradients.gradient_statistics` report (with the layer
+        outputs) of their concatenation, each sample's gradient at its step's parameters.
+
+        Raises:
+            RuntimeError: fewer than ``steps`` steps kept, or one without a forward.
+        """
+        steps = self._steps
+        if len(steps) < self.steps or any(s.logits is None for s in steps):
+            raise RuntimeError(
+                f"{len(steps)} of {self.steps} training steps recorded with a forward"
+            )
+        logits = torch.cat([s.logits for s in steps if s.logits is not None])
+        targets = torch.cat([s.targets for s in steps if s.targets is not None])
+        losses = (loss_fn or per_sample_cross_entropy)(logits, targets)
+        batch = logits.shape[0]
+        if losses.shape != (batch,):
+            raise ValueError(f"loss_fn must return one loss per sample, shape ({batch},)")
+        boundary = None
+        if boundary_quantile is not None:
+            boundary = (boundary_fn or boundary_samples)(logits, targets, losses, boundary_quantile)
+        slots = Slots({n: self._named[n] for n in self.names}, 4 if boundary is not None else 3)
+        scales = (1.0 / batch, 1.0 / max(len(boundary), 1) if boundary is not None else 1.0)
+        outputs = {}
+        for name in self.names:
+            joined = self._joined(name)
+            hooked_sums(self.modules[name], joined, boundary, batch, slots.of(name), scales)
+            if joined:
+                outputs[name] = torch.cat([c.output for c, _ in joined])
+        checked = check_masks({n: self._named[n] for n in self.names}, masks)
+        layers = finish_statistics(self.names, slots, batch, checked, eps)
+        return GradientReport(layers, losses.detach(), logits, boundary, outputs)
+
+    def _joined(self, name: str) -> list[tuple[LayerCall, Tensor | None]]:
+        """A layer's calls, the ``j``-th of every step joined along the batch; the output
+        gradients rescaled from each step's mean loss to its samples' own losses."""
+        steps = self._steps
+        counts = {len(s.calls[name]) for s in steps}
+        if len(counts) != 1:
+            raise RuntimeError(f"{name}: called a different number of times per step {counts}")
+        joined: list[tuple[LayerCall, Tensor | None]] = []
+        for j in range(counts.pop()):
+            calls = [s.calls[name][j] for s in steps]
+            grads = []
+            for s, call in zip(steps, calls, strict=True):
+                g = s.grads[name][j]
+                assert s.logits is not None
+                rows = s.logits.shape[0]
+                grads.append(torch.zeros_like(call.output) if g is None else g * rows)
+            inputs = torch.cat([c.input for c in calls])
+            outputs = torch.cat([c.output for c in calls])
+            joined.append((LayerCall(inputs, outputs, outputs._version), torch.cat(grads)))
+        return joined

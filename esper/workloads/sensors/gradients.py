@@ -58,6 +58,7 @@ __all__ = [
     "LossFn",
     "boundary_samples",
     "check_masks",
+    "finish_statistics",
     "gradient_statistics",
     "margins",
     "per_sample_cross_entropy",
@@ -243,7 +244,7 @@ def gradient_statistics(
     rest = [n for n in names if n not in hooked]
     if rest:
         func_sums(model, x, y, rest, loss_fn, boundary, slots, scales)
-    layers = _finish(names, slots, batch, checked, eps)
+    layers = finish_statistics(names, slots, batch, checked, eps)
     outputs = {}
     if keep_outputs:
         outputs = {
@@ -254,10 +255,11 @@ def gradient_statistics(
     return GradientReport(layers, losses.detach(), logits.detach(), boundary, outputs)
 
 
-def _finish(
+def finish_statistics(
     names: list[str], slots: Slots, batch: int, masks: Mapping[str, Tensor], eps: float
 ) -> dict[str, GradientStats]:
-    """Per-weight GSNR (in place, into its slot: no temporaries) and the layer summaries."""
+    """Per-weight GSNR (in place, into its slot: no temporaries) and the layer summaries,
+    from the summed ``(ḡ, F[, F_boundary])`` in ``slots``."""
     out = {}
     for name in names:
         views = slots.of(name)

@@ -39,6 +39,7 @@ from esper.workloads.sensors.features import (
 )
 from esper.workloads.sensors.fisher import FGSFTrigger, FisherHistory
 from esper.workloads.sensors.flipflop import FlipFlopDetector
+from esper.workloads.sensors.fused import TrainingTraffic
 from esper.workloads.sensors.gradients import BoundaryFn, LossFn, check_masks, gradient_statistics
 from esper.workloads.sensors.hessian import HessianStats, hutchinson
 from esper.workloads.sensors.impact import ImpactPredictor, train_encoder_on_impact
@@ -152,6 +153,7 @@ class NervousSystem:
         masks: Mapping[str, Tensor] | None = None,
         *,
         probes: int | None = None,
+        traffic: TrainingTraffic | None = None,
     ) -> Reading:
         """Read the network on one batch.
 
@@ -161,6 +163,8 @@ class NervousSystem:
             y: Targets.
             masks: Boolean masks by parameter name (missing layers count as dense).
             probes: Hutchinson probes for this reading (default: the config's).
+            traffic: The steps that trained on ``x`` (fused sensing): gradient statistics and
+                layer outputs come from their traffic; only Hutchinson reads ``x`` again.
         """
         c, graph = self.config, self.graph
         params = prunable_parameters(model)
@@ -171,17 +175,15 @@ class NervousSystem:
             )
         checked = check_masks(params, masks)
         names = list(graph.names)
-        report = gradient_statistics(
-            model,
-            x,
-            y,
-            params=names,
-            loss_fn=self.loss_fn,
-            masks=checked,
-            boundary_quantile=c.boundary_quantile,
-            boundary_fn=self.boundary_fn,
-            keep_outputs=True,
-        )
+        if traffic is not None:  # fused: summed from the training steps' own traffic
+            report = traffic.report(checked, loss_fn=self.loss_fn, boundary_fn=self.boundary_fn,
+                                    boundary_quantile=c.boundary_quantile)  # fmt: skip
+        else:
+            report = gradient_statistics(
+                model, x, y, params=names, loss_fn=self.loss_fn, masks=checked,
+                boundary_quantile=c.boundary_quantile, boundary_fn=self.boundary_fn,
+                keep_outputs=True,
+            )  # fmt: skip
         hessian = self._hessian(model, x, y, checked, probes)
         activity = {
             n: activity_statistics(

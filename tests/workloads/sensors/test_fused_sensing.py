@@ -1,0 +1,103 @@
+"""Fused sensing: the organism's reading summed from its own last training steps equals the
+full sensing pass over the same batches (at an unmoving network), skips that pass, covers
+Linear and Conv weights, and is refused, by name, where it cannot read those steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import esper.workloads.sensors.nervous_system as nervous_system
+from esper.conf import ConfigError, compose
+from esper.workloads.factory import build_organism
+from esper.workloads.sensors.fused import TrainingTraffic
+from esper.workloads.sensors.gradients import gradient_statistics
+from tests.organisms import TINY_ORGANISM
+
+_STILL = [*TINY_ORGANISM, "workload.lr=1e-12"]  # trains, but the weights barely move
+
+
+def test_the_organism_reads_its_training_steps_as_the_full_pass_reads_their_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    full = build_organism(compose(_STILL))
+    fused = build_organism(compose([*_STILL, "workload.organism.sensors.fused=true"]))
+    assert full.traffic is None and fused.traffic is not None
+    expected = [full.reset(), full.step({}), full.step({})]
+
+    def no_second_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fused sensing ran the full gradient pass")
+
+    monkeypatch.setattr(nervous_system, "gradient_statistics", no_second_pass)
+    got = [fused.reset(), fused.step({}), fused.step({})]
+    for ours, ref in zip(got, expected, strict=True):
+        for name, obs in ref.observations.items():
+            assert torch.allclose(ours.observations[name].values, obs.values, atol=1e-6), name
+        assert torch.allclose(ours.global_state.values, ref.global_state.values, atol=1e-6)
+        assert torch.equal(ours.reading.gradients.boundary, ref.reading.gradients.boundary)
+        for name, stats in ref.reading.gradients.layers.items():
+            mine = ours.reading.gradients.layers[name]
+            assert torch.allclose(mine.fisher, stats.fisher, rtol=1e-5, atol=1e-10)
+            assert mine.contact_fisher is not None and stats.contact_fisher is not None
+            assert torch.allclose(mine.contact_fisher, stats.contact_fisher, rtol=1e-5, atol=1e-10)
+
+
+def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)
+    )
+    names = ["0.weight", "3.weight"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    traffic = TrainingTraffic(model, names, steps=3)
+    xs, ys = torch.randn(5, 8, 1, 6, 6), torch.randint(0, 4, (5, 8))
+    for x, y in zip(xs, ys, strict=True):  # 5 steps, the last 3 kept
+        with traffic.record(y):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    assert len(traffic) == 3
+    masks = {n: torch.rand_like(p) < 0.5 for n, p in model.named_parameters() if n in names}
+    ours = traffic.report(masks, boundary_quantile=0.25)
+    x, y = xs[2:].flatten(0, 1), ys[2:].flatten()
+    ref = gradient_statistics(
+        model, x, y, params=names, masks=masks, boundary_quantile=0.25, keep_outputs=True
+    )
+    assert torch.equal(ours.boundary, ref.boundary)
+    assert torch.allclose(ours.losses, ref.losses)
+    for name in names:
+        a, b = ours.layers[name], ref.layers[name]
+        for key in ("mean", "fisher", "gsnr", "contact_fisher"):
+            assert torch.allclose(getattr(a, key), getattr(b, key), rtol=1e-4, atol=1e-8), key
+        for key in ("fisher_trace", "gsnr_mean", "coherence"):
+            assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4), key
+        assert torch.allclose(ours.outputs[name], ref.outputs[name])
+
+
+def test_too_few_steps_an_inplace_output_or_an_unhookable_weight_is_refused() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"\['0.bias'\] are not"):
+        TrainingTraffic(model, ["0.bias"], steps=1)
+    traffic = TrainingTraffic(model, ["0.weight", "2.weight"], steps=2)
+    with pytest.raises(RuntimeError, match="0 of 2 training steps"):
+        traffic.report()
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+    with pytest.raises(RuntimeError, match="owning '0.weight' was modified in place"):
+        with traffic.record(y):
+            nn.functional.cross_entropy(model(x), y).backward()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["workload.memory.capacity=50"], "workload.memory.capacity=0"),
+        (["policy.training.cohort=2"], "policy.training.cohort=1"),
+        (["workload.organism.sense_batches=5"], "sense_batches=5 exceeds"),
+    ],
+)
+def test_settings_fused_sensing_cannot_read_are_refused_by_name(
+    overrides: list[str], key: str
+) -> None:
+    with pytest.raises(ConfigError, match=key):
+        compose([*TINY_ORGANISM, "workload.organism.sensors.fused=true", *overrides])
