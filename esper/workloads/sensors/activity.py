@@ -71,18 +71,19 @@ def unit_matrix(activations: Tensor, channels_first: bool) -> Tensor:
 def dormant_scores(matrix: Tensor) -> Tensor:
     """ReDo score of each unit of a ``(samples, units)`` matrix (0 for a silent layer)."""
     per_unit = matrix.abs().mean(dim=0)
-    layer_mean = per_unit.mean()
-    if layer_mean <= 0:
-        return torch.zeros_like(per_unit)
-    return per_unit / layer_mean
+    layer_mean = per_unit.mean()  # no host read to test it: a GPU reading does not wait here
+    return torch.where(layer_mean > 0, per_unit / layer_mean, torch.zeros_like(per_unit))
 
 
 def singular_values(matrix: Tensor) -> Tensor:
-    """Singular values of a matrix, descending, via the eigenvalues of its smaller Gram
-    matrix in double precision (cheap for the tall activation matrices of convolutions)."""
+    """Singular values of a matrix, descending, on the CPU, via the eigenvalues of its smaller
+    Gram matrix in double precision (cheap for the tall activation matrices of convolutions).
+    The Gram matrix is formed on the matrix's device; its small eigenproblem is solved on the
+    CPU: GPU eigensolvers are slower than LAPACK for matrices this small (pytorch/pytorch
+    issues 69528 and 121603) and the result is read on the host anyway."""
     m = matrix.detach().to(torch.float64)
     gram = m.t() @ m if m.shape[0] >= m.shape[1] else m @ m.t()
-    return torch.linalg.eigvalsh(gram).clamp_min(0.0).sqrt().flip(0)
+    return torch.linalg.eigvalsh(gram.cpu()).clamp_min(0.0).sqrt().flip(0)
 
 
 def effective_rank(matrix: Tensor) -> float:

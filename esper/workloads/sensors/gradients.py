@@ -259,8 +259,9 @@ def finish_statistics(
     names: list[str], slots: Slots, batch: int, masks: Mapping[str, Tensor], eps: float
 ) -> dict[str, GradientStats]:
     """Per-weight GSNR (in place, into its slot: no temporaries) and the layer summaries,
-    from the summed ``(ḡ, F[, F_boundary])`` in ``slots``."""
-    out = {}
+    from the summed ``(ḡ, F[, F_boundary])`` in ``slots``. Every layer's sums are read to the
+    host together: one device sync, not five per layer."""
+    sums: list[Tensor] = []
     for name in names:
         views = slots.of(name)
         mean, fisher, gsnr = views[0], views[1], views[2]
@@ -270,27 +271,33 @@ def finish_statistics(
         flat_mean = mean.reshape(-1)
         mask = masks.get(name)
         if mask is None:
-            active = mean.numel()
-            mean_sq_sum = float(flat_mean @ flat_mean)
-            fisher_trace, gsnr_sum = float(fisher.sum()), float(gsnr.sum())
-            contact_trace = None if contact is None else float(contact.sum())
+            row = [flat_mean @ flat_mean, fisher.sum(), gsnr.sum(),
+                   contact.sum() if contact is not None else fisher.new_zeros(()),
+                   torch.tensor(mean.numel())]  # fmt: skip
         else:
             weight = mask.reshape(-1).to(fisher.dtype)
-            active = int(mask.sum())
-            mean_sq_sum = float((flat_mean * weight) @ flat_mean)
-            fisher_trace = float(fisher.reshape(-1) @ weight)
-            gsnr_sum = float(gsnr.reshape(-1) @ weight)
-            contact_trace = None if contact is None else float(contact.reshape(-1) @ weight)
+            row = [(flat_mean * weight) @ flat_mean, fisher.reshape(-1) @ weight,
+                   gsnr.reshape(-1) @ weight,
+                   contact.reshape(-1) @ weight if contact is not None else fisher.new_zeros(()),
+                   mask.sum()]  # fmt: skip
+        sums.extend(t.to(device=mean.device, dtype=torch.float64) for t in row)
+    read = torch.stack(sums).view(-1, 5).tolist() if sums else []
+    out = {}
+    for name, (mean_sq_sum, fisher_trace, gsnr_sum, contact_sum, active) in zip(
+        names, read, strict=True
+    ):
+        views = slots.of(name)
+        contact_fisher = views[3] if len(views) > 3 else None
         out[name] = GradientStats(
-            mean=mean,
-            fisher=fisher,
-            gsnr=gsnr,
+            mean=views[0],
+            fisher=views[1],
+            gsnr=views[2],
             fisher_trace=fisher_trace,
-            gsnr_mean=gsnr_sum / max(active, 1),
+            gsnr_mean=gsnr_sum / max(int(active), 1),
             coherence=mean_sq_sum / fisher_trace if fisher_trace > 0 else 0.0,
-            active=active,
+            active=int(active),
             samples=batch,
-            contact_fisher=contact,
-            contact_fisher_trace=contact_trace,
+            contact_fisher=contact_fisher,
+            contact_fisher_trace=None if contact_fisher is None else contact_sum,
         )
     return out

@@ -40,7 +40,6 @@ from esper.workloads.sensors.gradients import LossFn, check_masks
 
 __all__ = ["HessianStats", "hessian_vector_product", "hutchinson", "rademacher"]
 
-_SHIFTS = 31 - torch.arange(32, dtype=torch.int32)
 _ONE = 0x3F800000  # the bits of float32 1.0
 _SIGN = -(1 << 31)  # the sign bit of an int32
 _PROBE_ELEMENTS = 1 << 22  # probe entries batched at once by method="func"
@@ -52,19 +51,20 @@ def rademacher(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """``numel`` independent ±1 entries, from 32 random bits per word.
+    """``numel`` independent ±1 entries on ``device``, from 32 random bits per word.
 
     Each bit is shifted into the sign position of float32 ``1.0``'s bit pattern: several
-    times faster than ``randint(0, 2)`` for large layers. The bits are drawn on the CPU (from
-    ``generator``, a CPU generator) and the probe is then moved to ``device``, so a CUDA run
-    probes with the same signs as a CPU run.
+    times faster than ``randint(0, 2)`` for large layers. The words are drawn on the CPU (from
+    ``generator``, a CPU generator), so a CUDA run probes with the same signs as a CPU run;
+    only they cross to the device (a 32nd of the probe's size) and are expanded there, so a
+    GPU reading neither builds the probe on the host nor copies it over.
     """
     words = torch.randint(
         -(1 << 31), (1 << 31) - 1, ((numel + 31) // 32, 1), generator=generator, dtype=torch.int32
-    )
-    signs = (words << _SHIFTS).view(-1)[:numel].bitwise_and_(_SIGN)
-    values = signs.bitwise_or_(_ONE).view(torch.float32)
-    return values.to(device=device, dtype=dtype)
+    ).to(device)
+    shifts = torch.arange(31, -1, -1, dtype=torch.int32, device=words.device)
+    signs = (words << shifts).view(-1)[:numel].bitwise_and_(_SIGN)
+    return signs.bitwise_or_(_ONE).view(torch.float32).to(dtype)
 
 
 @dataclass(frozen=True)
@@ -224,12 +224,12 @@ def hutchinson(
                 diagonal[n].addcmul_(vectors[n], hv[n])
     if probes > 1:
         flat_diagonal.div_(probes)
-    out = {}
-    for n in names:
-        d = diagonal[n]
-        trace = d.sum() if n not in checked else d.reshape(-1) @ checked[n].reshape(-1).to(d.dtype)
-        out[n] = HessianStats(float(trace), d, probes)
-    return out
+    sums = [
+        d.sum() if n not in checked else d.reshape(-1) @ checked[n].reshape(-1).to(d.dtype)
+        for n, d in diagonal.items()
+    ]
+    traces = torch.stack(sums).tolist()  # one read for all layers: one device sync
+    return {n: HessianStats(t, diagonal[n], probes) for n, t in zip(names, traces, strict=True)}
 
 
 def _hvp_func_batched(
