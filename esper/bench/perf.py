@@ -18,6 +18,7 @@ __all__ = ["BENCHMARK_MODULES", "load_benchmarks", "run_perf"]
 BENCHMARK_MODULES = (
     "esper.bench.perf_scalpel",
     "esper.bench.perf_sensors",
+    "esper.bench.perf_sense",
     "esper.bench.perf_events",
     "esper.bench.perf_platform",
     "esper.bench.perf_throughput",
@@ -25,9 +26,9 @@ BENCHMARK_MODULES = (
 """Modules whose import registers benchmarks in :data:`~esper.bench.harness.PERF`."""
 
 
-def load_benchmarks() -> list[str]:
-    """Import every benchmark module; returns the registered benchmark names."""
-    for module in BENCHMARK_MODULES:
+def load_benchmarks(modules: Sequence[str] = BENCHMARK_MODULES) -> list[str]:
+    """Import the benchmark modules; returns the registered benchmark names."""
+    for module in modules:
         importlib.import_module(module)
     return PERF.names()
 
@@ -36,14 +37,17 @@ def run_perf(
     only: Sequence[str] | None = None,
     json_path: Path | None = None,
     console: Console | None = None,
+    modules: Sequence[str] = BENCHMARK_MODULES,
 ) -> dict[str, BenchResult]:
     """Run the selected benchmarks (all when ``only`` is empty), print a table, write JSON.
+
+    ``modules`` narrows the imports (a GPU machine without Ray imports the GPU ones only).
 
     Raises:
         UnknownNameError: a name in ``only`` is not a registered benchmark.
     """
     console = console or Console()
-    names = load_benchmarks()
+    names = load_benchmarks(modules)
     selected = list(only) if only else names
     for name in selected:
         if name not in PERF:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper.bench.anchors import import_backpack
-from esper.bench.harness import PERF, BenchResult, SkipBenchmark, paired_median_times
+from esper.bench.harness import PERF, BenchResult, paired_median_times
 from esper.seeding import generator
 from esper.threads import one_thread
 from esper.workloads.hosts import make_host
@@ -33,7 +33,6 @@ __all__ = [
     "fused_sensing_vs_step",
     "hutchinson_vs_step",
     "naive_vs_ours",
-    "sense_vs_step_cuda",
     "sensing_scaling_exponent",
     "variance_vs_backpack",
 ]
@@ -260,51 +259,4 @@ def fused_sensing_vs_step() -> BenchResult:
             "plain step does two products of its size (forward, weight gradient; no input "
             "gradient), so the extra one costs about half of a step on it"
         ),
-    )
-
-
-def _cuda_timed(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
-    """Median seconds of ``fn`` on CUDA, synchronised around each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-@PERF.register("sense_vs_step_cuda")
-def sense_vs_step_cuda() -> BenchResult:
-    """Full ``sense()`` (batch 128) ÷ one training step (batch 512) on CUDA, 784-4096-4096-10
-    MLP; goal ≤ 3. Skipped without a CUDA device."""
-    if not torch.cuda.is_available():
-        raise SkipBenchmark("needs a CUDA device")
-    device = torch.device("cuda")
-    model = _lenet((4096, 4096)).to(device)
-    g = generator(0, "bench", "sensors", "cuda")
-    x, y = torch.randn(512, 784, generator=g).to(device), torch.randint(0, 10, (512,), generator=g)
-    y = y.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    system = NervousSystem()
-    system.prepare(model, x[:128])
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    step_s = _cuda_timed(step)
-    sense_s = _cuda_timed(lambda: system.sense(model, x[:128], y[:128]), repeats=10)
-    return BenchResult(
-        ours_s=sense_s,
-        anchor="one training step at batch 512 (zero_grad, forward, backward, SGD step)",
-        anchor_s=step_s,
-        ratio=sense_s / step_s,
-        goal=3.0,
-        direction="<=",
-        notes=f"784-4096-4096-10 MLP on {torch.cuda.get_device_name()}; sense() at batch 128",
     )
