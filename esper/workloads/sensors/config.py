@@ -21,6 +21,10 @@ class SensorConfig:
     hutchinson_per_layer: bool = False
     """Probe each layer on its own (one HVP per layer and probe, ``L`` times the cost): no
     cross-layer terms in the per-layer traces (:func:`~esper.workloads.sensors.hutchinson`)."""
+    hutchinson_every: int = 1
+    """Readings from one Hutchinson probing to the next: 1 probes at every reading; ``n`` at
+    every ``n``-th (the first included), the smoothed traces holding in between. The probe is
+    most of a reading's cost on wide hosts (``sense_vs_step_cpu``), so this divides it."""
     hessian_decay: float = 0.5
     """Weight of the previous smoothed Hutchinson trace in each reading's (0: latest only)."""
     flipflop_window: int = 8
@@ -70,6 +74,7 @@ class SensorConfig:
             (self.dormant_threshold >= 0, "dormant_threshold must be >= 0"),
             (0 < self.boundary_quantile <= 1, "boundary_quantile must be in (0, 1]"),
             (self.hutchinson_probes >= 0, "hutchinson_probes must be >= 0"),
+            (self.hutchinson_every >= 1, "hutchinson_every must be >= 1"),
             (0 <= self.hessian_decay < 1, "hessian_decay must be in [0, 1)"),
             (self.flipflop_window >= 3, "flipflop_window must be >= 3"),
             (self.fisher_window >= 2, "fisher_window must be >= 2"),

@@ -162,7 +162,8 @@ class NervousSystem:
             x: Inputs, batch first.
             y: Targets.
             masks: Boolean masks by parameter name (missing layers count as dense).
-            probes: Hutchinson probes for this reading (default: the config's).
+            probes: Hutchinson probes for this reading (default: the config's, at every
+                ``hutchinson_every``-th reading).
             traffic: The steps that trained on ``x`` (fused sensing): gradient statistics and
                 layer outputs come from their traffic; only Hutchinson reads ``x`` again.
         """
@@ -261,7 +262,8 @@ class NervousSystem:
     ) -> dict[str, HessianStats]:
         """Hutchinson estimates, folded into the smoothed per-layer traces."""
         c = self.config
-        probes = c.hutchinson_probes if probes is None else probes
+        if probes is None:  # the config's probes, at its pace
+            probes = 0 if self._count % c.hutchinson_every else c.hutchinson_probes
         if probes == 0:
             return {}
         hessian = hutchinson(

@@ -189,3 +189,23 @@ def test_training_the_encoder_on_impacts_lowers_its_error() -> None:
         for _ in range(50)
     ]
     assert errors[-1] < 0.5 * errors[0]
+
+
+def test_hutchinson_every_probes_every_nth_reading_and_holds_the_traces_between() -> None:
+    model, x, y = _setup("mlp")
+    every = NervousSystem(SensorConfig(hutchinson_every=3, embedding=4))
+    always = NervousSystem(SensorConfig(embedding=4))
+    for system in (every, always):
+        system.prepare(model, x)
+    probed, traces = [], []
+    for _ in range(7):
+        reading = every.sense(model, x, y)
+        always.sense(model, x, y)
+        probed.append(bool(reading.hessian))
+        traces.append(dict(every._hessian_trace))
+    assert probed == [True, False, False, True, False, False, True]
+    assert traces[1] == traces[2] == traces[0] and traces[4] == traces[3]
+    assert traces[3] != traces[2]
+    assert every.sense(model, x, y, probes=1).hessian  # an explicit count probes now
+    with pytest.raises(ValueError, match="hutchinson_every must be >= 1"):
+        SensorConfig(hutchinson_every=0)
