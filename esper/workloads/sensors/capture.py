@@ -18,7 +18,13 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerCall", "LayerCapture", "layer_modules", "prunable_parameters"]
+__all__ = [
+    "LayerCall",
+    "LayerCapture",
+    "check_unmodified",
+    "layer_modules",
+    "prunable_parameters",
+]
 
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -122,11 +128,20 @@ class LayerCapture:
 
     def check_unmodified(self) -> None:
         """Raise if a captured output was modified in place after its module returned it."""
-        for name, calls in self.calls.items():
-            for call in calls:
-                if call.output._version != call.version:
-                    raise RuntimeError(
-                        f"the output of the layer owning {name!r} was modified in place "
-                        "(an inplace activation?); use out-of-place activations or "
-                        "method='func' for per-sample gradient statistics"
-                    )
+        check_unmodified(
+            self.calls,
+            "use out-of-place activations or method='func' for per-sample gradient statistics",
+        )
+
+
+def check_unmodified(calls: Mapping[str, Iterable[LayerCall]], remedy: str) -> None:
+    """Raise if a captured output was modified in place after its module returned it (an
+    in-place activation would make the recorded output gradient wrong); ``remedy`` ends the
+    message."""
+    for name, layer_calls in calls.items():
+        for call in layer_calls:
+            if call.output._version != call.version:
+                raise RuntimeError(
+                    f"the output of the layer owning {name!r} was modified in place "
+                    f"(an inplace activation?); {remedy}"
+                )

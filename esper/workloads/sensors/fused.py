@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from esper.workloads.sensors._per_sample import Slots, hookable, hooked_sums
-from esper.workloads.sensors.capture import LayerCall, layer_modules
+from esper.workloads.sensors.capture import LayerCall, check_unmodified, layer_modules
 from esper.workloads.sensors.gradients import (
     BoundaryFn,
     GradientReport,
@@ -233,13 +233,7 @@ class TrainingTraffic:
             for handle in step.handles:
                 handle.remove()
             step.handles.clear()
-        for name, calls in step.calls.items():
-            for call in calls:
-                if call.output._version != call.version:
-                    raise RuntimeError(
-                        f"the output of the layer owning {name!r} was modified in place "
-                        "(an inplace activation?); fused sensing needs out-of-place ones"
-                    )
+        check_unmodified(step.calls, "fused sensing needs out-of-place ones")
         self._steps.append(step)
         del self._steps[: -self.steps]
 
