@@ -85,6 +85,10 @@ class SpecialistAction:
         forget: Loosen the layer's most rigid weights if the FGSF trigger fired for it
             (:data:`FORGET_FRACTION` of its active weights by Fisher diagonal, shrunk and
             perturbed: :mod:`esper.workloads.forgetting`).
+        protect: Spare the layer's weights that serve tail classes from this surgery's prunes
+            and lock the samples they serve in the buffer (synchronized retention on demand,
+            :attr:`LayerAction.protect <esper.workloads.actions.LayerAction.protect>`; only an
+            organism with a data side has such weights).
     """
 
     turnover: float = 0.0
@@ -95,6 +99,7 @@ class SpecialistAction:
     sedation: float = 1.0
     sedation_steps: int = 0
     forget: bool = False
+    protect: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.turnover <= 1.0:
@@ -245,6 +250,7 @@ def layer_action(
         tau=action.tau if mechanism_tau and _has_temperature(organism, name) else None,
         sedation=action.sedation,
         sedation_steps=action.sedation_steps if action.sedation < 1.0 else 0,
+        protect=action.protect,
     )
 
 

@@ -52,7 +52,7 @@ class Decision:
         obs: ``[n, obs_dim]`` Specialist observations.
         ids: ``[n]`` agent (layer slot) indices.
         state: ``[state_dim]`` global state.
-        raw: ``[n, ActionCodec.WIDTH]`` raw Specialist actions (``[n]`` indices if discrete).
+        raw: ``[n, codec.width]`` raw Specialist actions (``[n]`` indices if discrete).
         log_prob: ``[n]`` log-probabilities of ``raw`` (zeros if discrete).
         actions: The decoded Specialist actions, by layer.
         general_raw: ``[max_layers + 1]`` raw General action if the General acted now.
@@ -97,6 +97,9 @@ class EmrakulPolicy(Policy):
             in what the actors see (an ablation).
         specialists: ``False`` replaces every Specialist's action by RigL's rule
             (:data:`~esper.policies.emrakul.ablation.RIGL_RULE`; an ablation).
+        protect: Give the Specialists a protect bit: spare the layer's tail-serving weights
+            and lock their samples (synchronized retention as a learned choice; needs a data
+            side, ``workload.memory``, to act; continuous learners only).
         max_layers: Layer slots of the networks (at most the global state's slots).
         hidden: Hidden width of the actors.
         embed_dim: Width of the Specialists' layer embedding.
@@ -124,6 +127,7 @@ class EmrakulPolicy(Policy):
         discrete: bool = False,
         blind: Sequence[str] = (),
         specialists: bool = True,
+        protect: bool = False,
         max_layers: int = 16,
         hidden: int = 64,
         embed_dim: int = 8,
@@ -140,6 +144,11 @@ class EmrakulPolicy(Policy):
             raise ValueError(f"heat_tau={heat_tau} and heat_turnover={heat_turnover} must be ≥ 1")
         if amplitude < 0:
             raise ValueError(f"amplitude={amplitude} must be ≥ 0")
+        if protect and discrete:
+            raise ValueError(
+                "protect is a bit of the continuous actor; the discrete table (QMIX) has no "
+                "protecting action: use a continuous learner"
+            )
         self.params: dict[str, Any] = {
             k: v for k, v in locals().items() if k not in ("self", "__class__")
         }
@@ -147,7 +156,7 @@ class EmrakulPolicy(Policy):
         self.general_interval = general_interval
         self.use_general = use_general
         self.min_density = min_density
-        self.codec = ActionCodec(max_turnover, sedation_steps)
+        self.codec = ActionCodec(max_turnover, sedation_steps, protect=protect)
         self.amplitude = amplitude
         self.period = period
         self.heat = (heat_surgeries, heat_tau, heat_turnover)
@@ -176,7 +185,9 @@ class EmrakulPolicy(Policy):
         """Create the Specialist and General networks (done by :meth:`reset` if needed)."""
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
-            self.specialist = SpecialistActor(obs_dim, self.max_layers, self.hidden, self.embed_dim)
+            self.specialist = SpecialistActor(
+                obs_dim, self.max_layers, self.hidden, self.embed_dim, bits=self.codec.bits
+            )
             self.general = SurgeonGeneral(state_dim, self.max_layers, self.hidden)
 
     def _networks(self) -> tuple[SpecialistActor, SurgeonGeneral]:

@@ -8,8 +8,10 @@ other layers' observations cannot change it (CTDE, as in MAPPO and QMIX: only th
 the mixer sees the global state during training).
 
 The raw action is ``[turnover logit, 5 pruning-criterion logits, 3 regrowth-criterion logits,
-log τ, sedation logit | heat, forget]``: a diagonal Gaussian over the first eleven entries and
-Bernoullis for the heat burst and FGSF's forget. :class:`ActionCodec` maps raw actions to
+log τ, sedation logit | heat, forget(, protect)]``: a diagonal Gaussian over the first eleven
+entries and Bernoullis for the heat burst, FGSF's forget and, when the policy has it, the
+protection of the layer's tail-serving weights (synchronized retention on demand, for an
+organism with a data side). :class:`ActionCodec` maps raw actions to
 :class:`~esper.policies.emrakul.actions.SpecialistAction` and back.
 """
 
@@ -43,15 +45,20 @@ class ActionCodec:
         max_turnover: Turnover at a saturated turnover logit.
         sedation_steps: SGD steps a sedation lasts.
         min_sedation: Lowest learning-rate multiplier; a multiplier above 0.95 means none.
+        protect: Raw actions carry a third bit, the protect bit.
     """
 
     CONTINUOUS = 1 + _P + _R + 2
     """Gaussian entries of a raw action."""
     WIDTH = CONTINUOUS + 2
-    """Columns of a raw action (the heat and forget bits last)."""
+    """Columns of a raw action without the protect bit (the heat and forget bits last)."""
 
     def __init__(
-        self, max_turnover: float = 0.5, sedation_steps: int = 10, min_sedation: float = 0.05
+        self,
+        max_turnover: float = 0.5,
+        sedation_steps: int = 10,
+        min_sedation: float = 0.05,
+        protect: bool = False,
     ) -> None:
         if not 0.0 < max_turnover <= 1.0:
             raise ValueError(f"max_turnover={max_turnover} must lie in (0, 1]")
@@ -62,11 +69,14 @@ class ActionCodec:
         self.max_turnover = max_turnover
         self.sedation_steps = sedation_steps
         self.min_sedation = min_sedation
+        self.protect = protect
+        self.bits = 3 if protect else 2
+        self.width = self.CONTINUOUS + self.bits
 
     def decode(self, raw: torch.Tensor) -> SpecialistAction:
-        """The :class:`SpecialistAction` of one raw action (a ``[WIDTH]`` vector)."""
-        if raw.shape != (self.WIDTH,):
-            raise ValueError(f"a raw action has shape ({self.WIDTH},), got {tuple(raw.shape)}")
+        """The :class:`SpecialistAction` of one raw action (a ``[width]`` vector)."""
+        if raw.shape != (self.width,):
+            raise ValueError(f"a raw action has shape ({self.width},), got {tuple(raw.shape)}")
         r = raw.detach().double()
         turnover = self.max_turnover * float(torch.sigmoid(r[0]))
         prune = torch.softmax(r[1 : 1 + _P], 0).tolist()
@@ -83,6 +93,7 @@ class ActionCodec:
             sedation=sedation,
             sedation_steps=self.sedation_steps if sedation < 1.0 else 0,
             forget=bool(r[self.CONTINUOUS + 1] > 0.5),
+            protect=self.protect and bool(r[self.CONTINUOUS + 2] > 0.5),
         )
 
     def encode(self, action: SpecialistAction, sharpness: float = 4.0) -> torch.Tensor:
@@ -91,7 +102,9 @@ class ActionCodec:
         Mixes are encoded as ``sharpness · π`` logits shifted by ``log π`` where finite, so a
         one-hot mix decodes to a mix dominated by its criterion.
         """
-        out = torch.zeros(self.WIDTH)
+        if action.protect and not self.protect:
+            raise ValueError("a protecting action needs a codec with the protect bit")
+        out = torch.zeros(self.width)
         out[0] = _logit(action.turnover / self.max_turnover)
         for offset, mix in ((1, action.prune_mix), (1 + _P, action.regrow_mix)):
             for i, p in enumerate(mix):
@@ -101,6 +114,8 @@ class ActionCodec:
         out[2 + _P + _R] = _logit(fraction if action.sedation < 1.0 else 0.99)
         out[self.CONTINUOUS] = float(action.heat)
         out[self.CONTINUOUS + 1] = float(action.forget)
+        if self.protect:
+            out[self.CONTINUOUS + 2] = float(action.protect)
         return out
 
 
@@ -115,6 +130,7 @@ class SpecialistActor(nn.Module):
         init_turnover: Mean turnover of the untrained actor, as a fraction of ``max_turnover``.
         init_tau: Mean Gumbel temperature of the untrained actor.
         init_log_std: Initial log standard deviation of the Gaussian part.
+        bits: Bernoulli entries of an action (:attr:`ActionCodec.bits`: 2, or 3 with protect).
     """
 
     def __init__(
@@ -126,8 +142,11 @@ class SpecialistActor(nn.Module):
         init_turnover: float = 0.2,
         init_tau: float = 0.05,
         init_log_std: float = -0.5,
+        bits: int = 2,
     ) -> None:
         super().__init__()
+        if bits not in (2, 3):
+            raise ValueError(f"bits={bits}: a Specialist has 2 Bernoulli entries, 3 with protect")
         if obs_dim < 1 or max_layers < 1 or hidden < 1 or embed_dim < 0:
             raise ValueError(
                 f"obs_dim={obs_dim}, max_layers={max_layers}, hidden={hidden} must be ≥ 1 and "
@@ -142,14 +161,14 @@ class SpecialistActor(nn.Module):
             nn.Linear(hidden, hidden),
             nn.Tanh(),
         )
-        self.head = nn.Linear(hidden, ActionCodec.WIDTH)
+        self.head = nn.Linear(hidden, ActionCodec.CONTINUOUS + bits)
         with torch.no_grad():
             self.head.weight.mul_(0.01)
             self.head.bias.zero_()
             self.head.bias[0] = _logit(init_turnover)
             self.head.bias[1 + _P + _R] = math.log(init_tau)
             self.head.bias[2 + _P + _R] = 3.0  # no sedation at first
-            self.head.bias[ActionCodec.CONTINUOUS :] = -3.0  # rare heat bursts and forgetting
+            self.head.bias[ActionCodec.CONTINUOUS :] = -3.0  # rare heat, forgetting, protection
         self.log_std = nn.Parameter(torch.full((ActionCodec.CONTINUOUS,), init_log_std))
 
     def distribution(self, obs: torch.Tensor, ids: torch.Tensor) -> GaussianBernoulli:

@@ -100,6 +100,11 @@ class QMIXSpecialists(SpecialistLearner):
     name = "qmix"
 
     def __init__(self, policy: EmrakulPolicy, **params: Any) -> None:
+        if policy.codec.protect:
+            raise ValueError(
+                "policy.params.protect=true is a bit of the continuous actor; qmix's discrete "
+                "table has no protecting action: use policy.training.learner=mappo"
+            )
         obs_dim, state_dim = _networks(policy)
         self.params = dict(params)
         self.qmix = build(
