@@ -23,6 +23,7 @@ import torch
 
 from esper.registry import Registry, build
 from esper.workloads.actions import LayerAction
+from esper.workloads.memory import DataAction
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel import gumbel_topk_blocks, topk_among
 
@@ -55,6 +56,11 @@ class Policy(ABC):
     @abstractmethod
     def act(self, organism: Organism, step: OrganismStep) -> dict[str, LayerAction]:
         """The surgery to apply after ``step``."""
+
+    def data_action(self) -> DataAction | None:
+        """The data side's action for the surgery :meth:`act` just chose (default ``None``:
+        the organism's buffer keeps its configured refresh and rule)."""
+        return None
 
     def observe(self, organism: Organism, step: OrganismStep) -> None:
         """See the outcome of the last surgery (default: ignore it)."""

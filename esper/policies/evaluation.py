@@ -96,7 +96,7 @@ def evaluate_policy(
     if on_step is not None:
         on_step(-1, step)
     for i in range(surgeries):
-        step = organism.step(policy.act(organism, step))
+        step = organism.step(policy.act(organism, step), data=policy.data_action())
         policy.observe(organism, step)
         n_events += len(step.events)
         if on_events is not None and step.events:

@@ -171,7 +171,7 @@ def rollout(
     _check_length(length)
     builder = _EpisodeBuilder(organism, step, policy)
     for _ in range(length):
-        nxt = organism.step(builder.decide())
+        nxt = organism.step(builder.decide(), data=policy.data_action())
         if on_step is not None:
             on_step(nxt)
         if builder.observe(nxt):

@@ -6,8 +6,12 @@ global budget (so all-zero logits give the uniform density ``d``), clipped to
 ``[d_min · n_l, n_l]`` with the excess redistributed over the unclipped layers until none
 overflows, then rounded by largest remainder. The parameter-weighted density therefore equals
 the budget *by construction*, as AMC (He et al. 2018) enforces its FLOPs budget by clipping the
-agent's action rather than by penalising it in the reward. A last output modulates the
-amplitude of harmonic annealing (:mod:`esper.policies.anesthesia`).
+agent's action rather than by penalising it in the reward. One more output modulates the
+amplitude of harmonic annealing (:mod:`esper.policies.anesthesia`). With ``data_action`` the
+General also decides the organism's data side (:class:`~esper.workloads.memory.DataAction`):
+one output for the share of the replay buffer up for refresh and one per selection rule of
+:data:`~esper.workloads.memory.SELECTIONS` (the largest chooses the rule), the co-evolution of
+the retained data with the topology that it allocates.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from esper.policies.emrakul.distribution import GaussianBernoulli
+from esper.workloads.memory import SELECTIONS, DataAction
 
 __all__ = ["SurgeonGeneral", "allocate_counts"]
 
@@ -114,23 +119,36 @@ class SurgeonGeneral(nn.Module):
         max_layers: Layer slots (the global state's slot count).
         hidden: Width of the hidden layers.
         init_log_std: Initial log standard deviation of the Gaussian policy.
+        data_action: Also output the data side's action (refresh share and selection rule).
     """
 
+    STRATEGIES = tuple(SELECTIONS.names())
+    """Selection rules the data action chooses among, in output order."""
+
     def __init__(
-        self, state_dim: int, max_layers: int, hidden: int = 64, init_log_std: float = -1.0
+        self,
+        state_dim: int,
+        max_layers: int,
+        hidden: int = 64,
+        init_log_std: float = -1.0,
+        data_action: bool = False,
     ) -> None:
         super().__init__()
         if state_dim < 1 or max_layers < 1:
             raise ValueError(f"state_dim={state_dim} and max_layers={max_layers} must be ≥ 1")
         self.state_dim = state_dim
         self.max_layers = max_layers
-        self.action_dim = max_layers + 1
+        self.data_action = data_action
+        self.action_dim = max_layers + 1 + (1 + len(self.STRATEGIES) if data_action else 0)
         self.body = nn.Sequential(
             nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
         )
         self.mean = nn.Linear(hidden, self.action_dim)
         nn.init.zeros_(self.mean.weight)
         nn.init.zeros_(self.mean.bias)
+        if data_action:  # untrained, it refreshes about all of the buffer, as the default does
+            with torch.no_grad():
+                self.mean.bias[max_layers + 1] = 3.0
         self.log_std = nn.Parameter(torch.full((self.action_dim,), init_log_std))
 
     def distribution(
@@ -138,13 +156,22 @@ class SurgeonGeneral(nn.Module):
     ) -> GaussianBernoulli:
         """The action distribution for ``state`` ``[n, state_dim]`` (``ids`` unused: one agent).
 
-        Action layout: ``max_layers`` density logits, then the annealing gain logit.
+        Action layout: ``max_layers`` density logits, the annealing gain logit, then with
+        ``data_action`` the refresh logit and one logit per :attr:`STRATEGIES` entry.
         """
         h = self.body(state.clamp(-10.0, 10.0))
         mean = self.mean(h)
         return GaussianBernoulli(mean, self.log_std.expand_as(mean), None)
 
-    @staticmethod
-    def amplitude_gain(action: torch.Tensor) -> float:
-        """The annealing gain in ``[0, 2]`` encoded by the last entry of ``action``."""
-        return float(2.0 * torch.sigmoid(action[-1]))
+    def amplitude_gain(self, action: torch.Tensor) -> float:
+        """The annealing gain in ``[0, 2]`` encoded by ``action`` (one raw General action)."""
+        return float(2.0 * torch.sigmoid(action[self.max_layers]))
+
+    def data(self, action: torch.Tensor) -> DataAction | None:
+        """The data side's action encoded by ``action``: refresh share ``sigmoid`` of its logit,
+        the rule of the largest strategy logit (``None`` without ``data_action``)."""
+        if not self.data_action:
+            return None
+        refresh = float(torch.sigmoid(action[self.max_layers + 1]))
+        choice = int(action[self.max_layers + 2 :].argmax())
+        return DataAction(refresh=refresh, strategy=self.STRATEGIES[choice])

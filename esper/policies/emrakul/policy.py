@@ -30,6 +30,7 @@ from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
 from esper.seeding import generator
 from esper.workloads.actions import LayerAction
+from esper.workloads.memory import DataAction
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["Decision", "DiscreteAgent", "EmrakulPolicy"]
@@ -97,6 +98,8 @@ class EmrakulPolicy(Policy):
             in what the actors see (an ablation).
         specialists: ``False`` replaces every Specialist's action by RigL's rule
             (:data:`~esper.policies.emrakul.ablation.RIGL_RULE`; an ablation).
+        data_action: Let the General also decide the data side's refresh share and selection
+            rule (:meth:`SurgeonGeneral.data`; an organism without a data side ignores it).
         protect: Give the Specialists a protect bit: spare the layer's tail-serving weights
             and lock their samples (synchronized retention as a learned choice; needs a data
             side, ``workload.memory``, to act; continuous learners only).
@@ -127,6 +130,7 @@ class EmrakulPolicy(Policy):
         discrete: bool = False,
         blind: Sequence[str] = (),
         specialists: bool = True,
+        data_action: bool = False,
         protect: bool = False,
         max_layers: int = 16,
         hidden: int = 64,
@@ -167,6 +171,7 @@ class EmrakulPolicy(Policy):
         self.blind = tuple(blind)
         blind_columns([], self.blind)  # an unknown group is refused here
         self.specialists = specialists
+        self.data_choice = data_action
         self.max_layers = max_layers
         self.hidden = hidden
         self.embed_dim = embed_dim
@@ -188,7 +193,9 @@ class EmrakulPolicy(Policy):
             self.specialist = SpecialistActor(
                 obs_dim, self.max_layers, self.hidden, self.embed_dim, bits=self.codec.bits
             )
-            self.general = SurgeonGeneral(state_dim, self.max_layers, self.hidden)
+            self.general = SurgeonGeneral(
+                state_dim, self.max_layers, self.hidden, data_action=self.data_choice
+            )
 
     def _networks(self) -> tuple[SpecialistActor, SurgeonGeneral]:
         if self.specialist is None or self.general is None:
@@ -204,6 +211,7 @@ class EmrakulPolicy(Policy):
         self._gain = 1.0
         self._prior: dict[str, float] = {}
         self._annealing: HarmonicAnnealing | None = None
+        self._data: DataAction | None = None
 
     def reset(self, organism: Organism, first: OrganismStep) -> None:
         """Start an episode: build the networks on first use, note the initial allocation."""
@@ -267,7 +275,8 @@ class EmrakulPolicy(Policy):
                 general_log_prob = gdist.log_prob(g)[0]
             general_raw = g[0]
             self._logits = general_raw[: len(names)].clone()
-            self._gain = SurgeonGeneral.amplitude_gain(general_raw)
+            self._gain = general.amplitude_gain(general_raw)
+            self._data = general.data(general_raw)
         targets = self._targets(organism) if self.use_general else None
         actions = {}
         for name in names:
@@ -285,6 +294,10 @@ class EmrakulPolicy(Policy):
         )
         self._surgery += 1
         return actions
+
+    def data_action(self) -> DataAction | None:
+        """The General's last data-side decision (held between its decisions)."""
+        return self._data
 
     def _targets(self, organism: Organism) -> dict[str, int]:
         assert self._annealing is not None and self._logits is not None

@@ -57,4 +57,4 @@ def test_general_distribution_shapes() -> None:
     dist = general.distribution(torch.randn(2, 7))
     action = dist.sample(torch.Generator().manual_seed(0))
     assert action.shape == (2, 5) and dist.log_prob(action).shape == (2,)
-    assert 0.0 <= SurgeonGeneral.amplitude_gain(action[0]) <= 2.0
+    assert 0.0 <= general.amplitude_gain(action[0]) <= 2.0

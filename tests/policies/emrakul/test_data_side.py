@@ -1,6 +1,7 @@
-"""Emrakul's protect bit: a Specialist can ask for synchronized retention of its layer (spare
-the weights serving tail classes, lock the samples they serve), it reaches the organism, it
-round-trips through checkpoints, and policies without it are unchanged."""
+"""Emrakul's data-side actions: a Specialist's protect bit (synchronized retention of its
+layer: spare the weights serving tail classes, lock the samples they serve) and the Surgeon
+General's data action (the buffer's refresh share and selection rule). Both reach the organism,
+round-trip through checkpoints, and policies without them are unchanged."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 import torch
 
 from esper.conf import compose
+from esper.events import SurgicalEvent
 from esper.policies.base import make_policy
 from esper.policies.checkpoints import load_policy, save_policy
-from esper.policies.emrakul import ActionCodec, EmrakulPolicy, SpecialistAction
+from esper.policies.emrakul import ActionCodec, EmrakulPolicy, SpecialistAction, SurgeonGeneral
+from esper.policies.evaluation import evaluate_policy
 from esper.policies.learners import LEARNERS
 from esper.policies.training import train_policy
 from esper.workloads.factory import build_organism
@@ -68,12 +71,14 @@ def test_the_protect_bit_reaches_the_organism(protect: bool) -> None:
 
 
 def test_a_protecting_policy_round_trips_through_its_checkpoint(tmp_path: Path) -> None:
-    cfg = compose([*_LONG_TAIL, "+policy.params.protect=true", "policy.training.surgeries=4",
+    cfg = compose([*_LONG_TAIL, "+policy.params.protect=true", "+policy.params.data_action=true",
+                   "policy.training.surgeries=4",
                    "policy.training.rollout=2", "workload.host.params.hidden=[16,8]"])  # fmt: skip
     result = train_policy(cfg)
     assert isinstance(result.policy, EmrakulPolicy) and result.policy.codec.protect
     loaded = load_policy(save_policy(tmp_path / "protect.pt", result))
     assert isinstance(loaded, EmrakulPolicy) and loaded.codec.width == ActionCodec.WIDTH + 1
+    assert loaded.general is not None and loaded.general.data_action
     organism = build_organism(cfg)
     step = organism.reset()
     original = result.policy
@@ -91,3 +96,38 @@ def test_the_discrete_table_has_no_protect_bit() -> None:
     _, policy = _acting(True)
     with pytest.raises(ValueError, match="learner=mappo"):
         LEARNERS["qmix"](policy)
+
+
+def test_the_general_decodes_a_refresh_share_and_a_rule() -> None:
+    plain = SurgeonGeneral(state_dim=5, max_layers=3)
+    general = SurgeonGeneral(state_dim=5, max_layers=3, data_action=True)
+    rules = SurgeonGeneral.STRATEGIES
+    assert general.action_dim == plain.action_dim + 1 + len(rules)
+    raw = torch.zeros(general.action_dim)
+    raw[3] = 1.0  # the annealing gain logit stays where it was
+    raw[5 + rules.index("forgetting")] = 2.0
+    data = general.data(raw)
+    assert data is not None and data.strategy == "forgetting"
+    assert data.refresh == pytest.approx(0.5)
+    assert general.amplitude_gain(raw) == plain.amplitude_gain(raw[: plain.action_dim])
+    assert plain.data(raw[: plain.action_dim]) is None
+
+
+def test_the_generals_data_action_reaches_the_buffer() -> None:
+    cfg = compose([*_LONG_TAIL, "workload.memory.synchronized=false"])
+    policy = make_policy("emrakul", data_action=True, greedy=True, general_interval=2)
+    assert isinstance(policy, EmrakulPolicy)
+    organism = build_organism(cfg)
+    policy.reset(organism, organism.reset())
+    assert policy.general is not None
+    with torch.no_grad():  # choose "forgetting", refresh a tenth of the buffer
+        rules = SurgeonGeneral.STRATEGIES
+        policy.general.mean.bias[policy.max_layers + 1] = -2.2
+        policy.general.mean.bias[policy.max_layers + 2 + rules.index("forgetting")] = 5.0
+    events: list[SurgicalEvent] = []
+    evaluate_policy(build_organism(cfg), policy, 4, on_events=events.extend)
+    data = policy.data_action()
+    assert data is not None and data.strategy == "forgetting"
+    assert data.refresh == pytest.approx(0.1, abs=0.01)
+    refreshes = [e for e in events if e.action in ("retain", "evict") and e.detail]
+    assert refreshes and all('"strategy": "forgetting"' in e.detail for e in refreshes)
