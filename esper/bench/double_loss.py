@@ -37,7 +37,7 @@ from esper.bench.harness import machine_info
 from esper.bench.tasks import interval_cell, pick_preset, ray_map, write_experiment
 from esper.workloads.memory import SELECTIONS
 
-__all__ = ["ARMS", "PRESETS", "DoubleLossPreset", "run_arm", "run_double_loss"]
+__all__ = ["ARMS", "PRESETS", "DoubleLossPreset", "arm_overrides", "run_arm", "run_double_loss"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ ARMS: dict[str, tuple[bool, bool, bool]] = {
 """Label → (weights pruned to the budget, data pruned to the small buffer, synchronized)."""
 
 
-def _overrides(preset: DoubleLossPreset, arm: str, seed: int) -> list[str]:
+def arm_overrides(preset: DoubleLossPreset, arm: str, seed: int) -> list[str]:
+    """The config overrides of ``arm``'s run on ``seed``."""
     sparse, small, synchronized = ARMS[arm]
     return [
         "workload=digits_long_tail",
@@ -140,23 +141,34 @@ def _held_out(organism: Any, upto: int, samples: int) -> tuple[float, float]:
     return float(np.mean(scores[True])), float(np.mean(scores[False]))
 
 
-def run_arm(preset: DoubleLossPreset, arm: str, seed: int) -> dict[str, Any]:
-    """One run: online accuracy, tail and common accuracy at task ends, double-loss cases."""
+def run_arm(
+    preset: DoubleLossPreset, arm: str, seed: int, checkpoint: str | None = None
+) -> dict[str, Any]:
+    """One run: online accuracy, tail and common accuracy at task ends, double-loss cases.
+    With ``checkpoint`` a trained Emrakul (acting greedily) is the weight surgeon instead of
+    RigL, and the result also counts its data-side choices (``protect_rate``: the share of its
+    layer decisions that asked for protection)."""
     import pandas as pd
 
     from esper.conf import compose
     from esper.policies.base import make_policy
+    from esper.policies.checkpoints import load_policy
     from esper.policies.evaluation import evaluate_policy
     from esper.threads import one_thread
     from esper.workloads.factory import build_organism
 
-    cfg = compose(_overrides(preset, arm, seed))
+    cfg = compose(arm_overrides(preset, arm, seed))
     sparse = ARMS[arm][0]
     params = {"delta_t": preset.surgery_interval, "t_end": 10**9} if sparse else {}
     rows: list[dict[str, Any]] = []
     ends: list[tuple[float, float]] = []
 
+    surgeon = load_policy(checkpoint) if checkpoint else make_policy(cfg.policy.name, **params)
+    asked: list[bool] = []
+
     def at_step(_: int, step: Any) -> None:
+        if (last := getattr(surgeon, "last", None)) is not None:
+            asked.extend(bool(getattr(a, "protect", False)) for a in last.actions.values())
         if step.info["sgd_step"] % preset.task_length == 0 and step.info["sgd_step"] > 0:
             ends.append(_held_out(organism, step.info["sgd_step"] // preset.task_length - 1,
                                   preset.eval_samples))  # fmt: skip
@@ -165,7 +177,7 @@ def run_arm(preset: DoubleLossPreset, arm: str, seed: int) -> dict[str, Any]:
         organism = build_organism(cfg)
         surgeries = preset.tasks * preset.task_length // preset.surgery_interval - 1
         report = evaluate_policy(
-            organism, make_policy(cfg.policy.name, **params), surgeries, on_step=at_step,
+            organism, surgeon, surgeries, on_step=at_step,
             on_events=lambda events: rows.extend(e.to_row() for e in events),
         )  # fmt: skip
     found = double_loss(pd.DataFrame(rows), pd.DataFrame()) if rows else pd.DataFrame()
@@ -180,6 +192,7 @@ def run_arm(preset: DoubleLossPreset, arm: str, seed: int) -> dict[str, Any]:
         "tail_samples_evicted": total("tail_samples_evicted"),
         "tail_samples_kept": total("tail_samples_kept"),
         "tail_curve": [t for t, _ in ends],
+        "protect_rate": float(np.mean(asked)) if asked else 0.0,
     }  # fmt: skip
 
 
@@ -273,7 +286,7 @@ def run_double_loss(
         from esper.conf import compose
 
         preset = replace(preset, overrides=preset.overrides + tuple(overrides))
-        compose(_overrides(preset, "both, synchronized", 0))
+        compose(arm_overrides(preset, "both, synchronized", 0))
     started = time.perf_counter()
     jobs = [(preset, arm, seed) for arm in ARMS for seed in preset.seeds]
     runs = ray_map(run_arm, jobs, "double-loss", address, num_cpus, console)

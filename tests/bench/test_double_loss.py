@@ -66,3 +66,22 @@ def test_overrides_reach_every_run() -> None:
     preset = replace(TINY, overrides=("workload.memory.retention.serve_fraction=0.2",))
     run = run_arm(preset, "both, synchronized", seed=0)
     assert run["protected_weights"] > 0 and run["served_weights_pruned"] == 0
+
+
+def test_a_trained_emrakul_can_be_the_weight_surgeon(tmp_path: Path) -> None:
+    import dataclasses
+
+    from esper.bench.double_loss import arm_overrides
+    from esper.conf import compose
+    from esper.policies.checkpoints import save_policy
+    from esper.policies.training import train_policy
+
+    overrides = [o for o in arm_overrides(TINY, "both, independent", 0) if o != "policy=rigl"]
+    cfg = compose(["policy=emrakul", *overrides, "+policy.params.protect=true"])
+    training = dataclasses.replace(cfg.policy.training, surgeries=2, rollout=2)
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
+    path = save_policy(tmp_path / "emrakul.pt", train_policy(cfg))
+    run = run_arm(TINY, "both, independent", seed=0, checkpoint=str(path))
+    assert 0.0 <= run["tail"] <= 1.0 and 0.0 <= run["protect_rate"] <= 1.0
+    assert run["density"] == pytest.approx(TINY.density, abs=0.02)
+    assert run_arm(TINY, "both, independent", seed=0)["protect_rate"] == 0.0  # RigL never asks

@@ -56,7 +56,7 @@ class Decision:
         raw: ``[n, codec.width]`` raw Specialist actions (``[n]`` indices if discrete).
         log_prob: ``[n]`` log-probabilities of ``raw`` (zeros if discrete).
         actions: The decoded Specialist actions, by layer.
-        general_raw: ``[max_layers + 1]`` raw General action if the General acted now.
+        general_raw: The raw General action (``[general.action_dim]``) if it acted now.
         general_log_prob: Its log-probability.
         targets: Kept-weight counts per layer (``None``: densities unchanged).
     """
