@@ -3,8 +3,9 @@
 Two Emrakul variants are trained alike on the double-loss stream (``digits_long_tail``: three
 rare classes at 2 %, a small reservoir buffer, weights at density 0.1, no synchronized
 retention): ``plain`` (today's actions) and ``data`` (with the Specialists' protect bit and the
-General's data action). Training: MAPPO (lr 1e-4) after a RigL-imitation warm start, on six
-organisms of training seeds 100-105. Each is then evaluated greedily on the double-loss bench's
+General's data action), the latter also without the RigL-imitation warm start (RigL never
+protects, so imitating it teaches not to). Training: MAPPO (lr 1e-4), on six organisms of
+training seeds 100-105. Each is then evaluated greedily on the double-loss bench's
 small-preset seeds (0-4), beside RigL with independent and with synchronized retention, by
 :func:`esper.bench.double_loss.run_arm`: tail, common and online accuracy, double-loss cases, and
 how often the ``data`` variant asked for protection. Exploratory: one training run per variant.
@@ -32,10 +33,16 @@ from esper.bench.harness import machine_info
 from esper.bench.tasks import ray_map
 from esper.files import atomic_write_text
 
-VARIANTS = {"plain": (), "data": ("+policy.params.protect=true", "+policy.params.data_action=true")}
+_DATA = ("+policy.params.protect=true", "+policy.params.data_action=true")
+VARIANTS: dict[str, tuple[tuple[str, ...], int]] = {
+    "plain": ((), 24),
+    "data": (_DATA, 24),
+    "data, RL only": (_DATA, 0),  # no RigL imitation: RigL never protects
+}
+"""Label → (policy overrides, RigL-imitation surgeries per training organism)."""
 ARM = "both, independent"  # the weight and data budgets of the arm Emrakul replaces RigL in
 TRAIN_SEEDS = tuple(range(100, 106))
-MEASURES = ("tail", "common", "online", "double_loss_cases", "protect_rate")
+MEASURES = ("tail", "common", "online", "double_loss_cases", "protect_rate", "protect_probability")
 
 
 def train(variant: str, surgeries: int, out: str) -> str:
@@ -48,11 +55,12 @@ def train(variant: str, surgeries: int, out: str) -> str:
 
     def cfg(seed: int) -> Any:
         base = [o for o in arm_overrides(preset, ARM, seed) if not o.startswith("policy=")]
-        return compose(["policy=emrakul", *base, *VARIANTS[variant]])
+        return compose(["policy=emrakul", *base, *VARIANTS[variant][0]])
 
     first = cfg(TRAIN_SEEDS[0])
     training = dataclasses.replace(first.policy.training, surgeries=surgeries, rollout=16,
-                                   imitation=24, learner_params={"lr": 1e-4})  # fmt: skip
+                                   imitation=VARIANTS[variant][1],
+                                   learner_params={"lr": 1e-4})  # fmt: skip
     first = dataclasses.replace(first, policy=dataclasses.replace(first.policy, training=training))
     with one_thread():
         result = train_policy(first, [cfg(s) for s in TRAIN_SEEDS])
@@ -99,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                          if c.get("ci") and c["ci"][0] is not None else f"{m} {c['mean']:.3f}"
                          for m, c in cells.items())  # fmt: skip
         console.print(f"{label}: {line}")
+    for label in ("emrakul data", "emrakul data, RL only"):
+        for run in by[label]:
+            console.print(f"{label}, seed {run['seed']}: data actions {run['data_actions']}")
     payload = {"machine": machine_info(), "preset": dataclasses.asdict(preset),
                "surgeries": args.surgeries, "train_seeds": list(TRAIN_SEEDS),
                "seconds": time.perf_counter() - start, "summary": summary,

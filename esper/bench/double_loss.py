@@ -164,11 +164,11 @@ def run_arm(
     ends: list[tuple[float, float]] = []
 
     surgeon = load_policy(checkpoint) if checkpoint else make_policy(cfg.policy.name, **params)
-    asked: list[bool] = []
+    choices: list[dict[str, Any]] = []
 
     def at_step(_: int, step: Any) -> None:
-        if (last := getattr(surgeon, "last", None)) is not None:
-            asked.extend(bool(getattr(a, "protect", False)) for a in last.actions.values())
+        if (choice := _data_choices(surgeon)) is not None:
+            choices.append(choice)
         if step.info["sgd_step"] % preset.task_length == 0 and step.info["sgd_step"] > 0:
             ends.append(_held_out(organism, step.info["sgd_step"] // preset.task_length - 1,
                                   preset.eval_samples))  # fmt: skip
@@ -192,8 +192,34 @@ def run_arm(
         "tail_samples_evicted": total("tail_samples_evicted"),
         "tail_samples_kept": total("tail_samples_kept"),
         "tail_curve": [t for t, _ in ends],
-        "protect_rate": float(np.mean(asked)) if asked else 0.0,
+        "protect_rate": float(np.mean([c["protect"] for c in choices])) if choices else 0.0,
+        "protect_probability": float(np.mean([c["p_protect"] for c in choices]))
+        if choices else 0.0,
+        "data_actions": sorted({(c["strategy"], round(c["refresh"], 2)) for c in choices
+                                if c["strategy"] is not None}),
     }  # fmt: skip
+
+
+def _data_choices(surgeon: Any) -> dict[str, Any] | None:
+    """An Emrakul surgeon's last data-side choices: the share of layers that asked for
+    protection, the mean probability of asking (its actor's protect bit), the General's
+    refresh share and rule (``None`` for any other surgeon, or before its first decision)."""
+    import torch
+
+    from esper.policies.emrakul import EmrakulPolicy
+
+    if not isinstance(surgeon, EmrakulPolicy) or surgeon.last is None:
+        return None
+    last, probability = surgeon.last, 0.0
+    if surgeon.codec.protect and surgeon.specialist is not None:
+        with torch.no_grad():
+            logits = surgeon.specialist.distribution(last.obs, last.ids).logits
+        assert logits is not None
+        probability = float(torch.sigmoid(logits[:, -1]).mean())
+    data = surgeon.data_action()
+    return {"protect": float(np.mean([a.protect for a in last.actions.values()])),
+            "p_protect": probability, "refresh": data.refresh if data else 1.0,
+            "strategy": data.strategy if data else None}  # fmt: skip
 
 
 _MEASURES = ("online", "tail", "common", "tail_final", "double_loss_cases",

@@ -120,6 +120,8 @@ class SurgeonGeneral(nn.Module):
         hidden: Width of the hidden layers.
         init_log_std: Initial log standard deviation of the Gaussian policy.
         data_action: Also output the data side's action (refresh share and selection rule).
+        strategy: The rule an untrained General keeps choosing (the organism's own; default
+            ``reservoir``).
     """
 
     STRATEGIES = tuple(SELECTIONS.names())
@@ -132,6 +134,7 @@ class SurgeonGeneral(nn.Module):
         hidden: int = 64,
         init_log_std: float = -1.0,
         data_action: bool = False,
+        strategy: str | None = None,
     ) -> None:
         super().__init__()
         if state_dim < 1 or max_layers < 1:
@@ -146,9 +149,11 @@ class SurgeonGeneral(nn.Module):
         self.mean = nn.Linear(hidden, self.action_dim)
         nn.init.zeros_(self.mean.weight)
         nn.init.zeros_(self.mean.bias)
-        if data_action:  # untrained, it refreshes about all of the buffer, as the default does
+        if data_action:  # untrained: about all of the buffer refreshed, under the organism's rule
             with torch.no_grad():
                 self.mean.bias[max_layers + 1] = 3.0
+                rule = self.STRATEGIES.index(strategy or "reservoir")
+                self.mean.bias[max_layers + 2 + rule] = 1.0
         self.log_std = nn.Parameter(torch.full((self.action_dim,), init_log_std))
 
     def distribution(

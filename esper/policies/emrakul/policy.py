@@ -186,16 +186,18 @@ class EmrakulPolicy(Policy):
 
     # -- networks ------------------------------------------------------------------------
 
-    def build(self, obs_dim: int, state_dim: int) -> None:
-        """Create the Specialist and General networks (done by :meth:`reset` if needed)."""
+    def build(self, obs_dim: int, state_dim: int, strategy: str | None = None) -> None:
+        """Create the Specialist and General networks (done by :meth:`reset` if needed);
+        ``strategy`` is the buffer rule an untrained General's data action keeps."""
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.specialist = SpecialistActor(
                 obs_dim, self.max_layers, self.hidden, self.embed_dim, bits=self.codec.bits
             )
             self.general = SurgeonGeneral(
-                state_dim, self.max_layers, self.hidden, data_action=self.data_choice
-            )
+                state_dim, self.max_layers, self.hidden, data_action=self.data_choice,
+                strategy=strategy,
+            )  # fmt: skip
 
     def _networks(self) -> tuple[SpecialistActor, SurgeonGeneral]:
         if self.specialist is None or self.general is None:
@@ -223,7 +225,8 @@ class EmrakulPolicy(Policy):
         obs_dim = first.observations[names[0]].width
         state_dim = first.global_state.width
         if self.specialist is None:
-            self.build(obs_dim, state_dim)
+            side = organism.data_side
+            self.build(obs_dim, state_dim, side.memory.default.strategy if side else None)
         specialist, general = self._networks()
         if specialist.obs_dim != obs_dim or general.state_dim != state_dim:
             raise ValueError(

@@ -111,6 +111,9 @@ def test_the_general_decodes_a_refresh_share_and_a_rule() -> None:
     assert data.refresh == pytest.approx(0.5)
     assert general.amplitude_gain(raw) == plain.amplitude_gain(raw[: plain.action_dim])
     assert plain.data(raw[: plain.action_dim]) is None
+    untrained = SurgeonGeneral(state_dim=5, max_layers=3, data_action=True, strategy="gradient")
+    choice = untrained.data(untrained.distribution(torch.zeros(1, 5)).mode()[0])
+    assert choice is not None and choice.strategy == "gradient" and choice.refresh > 0.9
 
 
 def test_the_generals_data_action_reaches_the_buffer() -> None:
