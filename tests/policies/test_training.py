@@ -108,8 +108,8 @@ def test_a_diverged_organism_ends_its_episode_and_is_rebuilt(
     real_step = Organism.step
     calls = {"n": 0}
 
-    def flaky_step(self: Organism, actions: dict) -> object:
-        out = real_step(self, actions)
+    def flaky_step(self: Organism, actions: dict, data: object = None) -> object:
+        out = real_step(self, actions, data)
         calls["n"] += 1
         if calls["n"] == 2:
             out.info["diverged"] = True
