@@ -19,6 +19,7 @@ replica actor). Importing this module registers the benchmarks in
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -31,6 +32,7 @@ from esper.config import EsperConfig
 from esper.threads import one_thread
 from esper.workloads.cohort import Cohort
 from esper.workloads.factory import build_host, build_organism
+from esper.workloads.prequential import stacked_batch_loss
 
 __all__ = ["organism_train_vs_plain", "population_speedup_16"]
 
@@ -88,28 +90,27 @@ def organism_train_vs_plain() -> BenchResult:
 
 
 def _batched_arithmetic(cohort: Cohort) -> float:
-    """Median seconds of one forward and backward of the stacked hosts alone (no optimizer,
-    no bookkeeping): the arithmetic of one batched training step."""
+    """Median seconds of one forward and backward of the stacked hosts alone (the host's
+    ``stacked_forward`` and the members' losses; no optimizer, no bookkeeping): the arithmetic
+    of one batched training step."""
     members = cohort.members
     params = [
         torch.stack([dict(m.host.named_parameters())[n].detach() for m in members])
         for n, _ in members[0].host.named_parameters()
     ]
-    x = torch.stack([m.stream.next_batch().x for m in members])
-    y = torch.stack([m.stream.next_batch().y for m in members])
-    names = [n for n, _ in members[0].host.named_parameters()]
-    template = members[0].host
-
-    def loss(p: tuple[torch.Tensor, ...], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        out = torch.func.functional_call(template, dict(zip(names, p, strict=True)), (xb,))
-        return F.cross_entropy(out, yb)
-
-    batched = torch.vmap(loss)
+    batches = [m.stream.next_batch() for m in members]
+    x = torch.stack([b.x for b in batches])
+    y = torch.stack([b.y for b in batches])
+    template = copy.deepcopy(members[0].host)  # hook-free: stacked_forward may call forward
+    for module in template.modules():
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
     times = []
     for _ in range(30):
         leaves = tuple(p.clone().requires_grad_() for p in params)
         start = time.perf_counter()
-        torch.autograd.grad(batched(leaves, x, y).sum(), leaves)
+        out = template.stacked_forward(leaves, x)
+        torch.autograd.grad(stacked_batch_loss(out, y, members[0].kind).sum(), leaves)
         times.append(time.perf_counter() - start)
     return statistics.median(times[5:])
 

@@ -4,12 +4,13 @@ Small living networks are dominated by per-step Python and kernel-launch overhea
 arithmetic, so ``N`` organisms stepped one after another pay that overhead ``N`` times. A
 :class:`Cohort` stacks its members' parameters, masks and momentum buffers along a leading
 member axis and runs their ``K`` training steps between surgeries as one computation: the
-forward pass is the host's own, called through :func:`torch.func.functional_call` under
-:func:`torch.vmap` over the member axis, the backward is one autograd pass over the sum of the
-members' losses (members share no parameter, so each gets exactly its own gradient), and
-masked SGD with momentum is applied to the stacked tensors with ``torch._foreach`` ops (the
-single-process analogue of Anakin / PureJaxRL-style vectorized RL, Hessel et al. 2021,
-arXiv 2104.06272).
+forward pass is the host's :meth:`~esper.workloads.hosts.Host.stacked_forward` (its own
+``forward`` through :func:`torch.func.functional_call` under :func:`torch.vmap` over the
+member axis, or a cheaper batched form of the host's own: one ``baddbmm`` per layer for the
+MLP), the backward is one autograd pass over the sum of the members' losses (members share no
+parameter, so each gets exactly its own gradient), and masked SGD with momentum is applied to
+the stacked tensors with ``torch._foreach`` ops (the single-process analogue of Anakin /
+PureJaxRL-style vectorized RL, Hessel et al. 2021, arXiv 2104.06272).
 
 Everything else stays per member and unchanged: each member draws its own batches from its
 own drifting stream, keeps its own sedation schedule, masks, sensors, event identity and
@@ -36,12 +37,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.func import functional_call
 
 from esper.events import SurgicalEvent
 from esper.workloads.actions import LayerAction
 from esper.workloads.organism import Organism
-from esper.workloads.prequential import StepRecord, batch_loss
+from esper.workloads.prequential import StepRecord, stacked_batch_loss
 from esper.workloads.scalpel.mechanisms.hard import HardMask
 from esper.workloads.timestep import OrganismStep
 
@@ -176,14 +176,10 @@ class Cohort:
         frozen: dict[int, list[torch.Tensor]] = {}
         kind = members[0].kind
 
-        def member_loss(p: tuple[torch.Tensor, ...], x: torch.Tensor, y: torch.Tensor) -> Any:
-            out = functional_call(self._template, dict(zip(self._names, p, strict=True)), (x,))
-            return batch_loss(out, y, kind), out
-
-        batched = torch.vmap(member_loss)
         for k in range(k_steps):
             leaves = tuple(p.detach().requires_grad_() for p in params)
-            loss, out = batched(leaves, xs[k], ys[k])
+            out = self._template.stacked_forward(leaves, xs[k])
+            loss = stacked_batch_loss(out, ys[k], kind)
             grads = list(torch.autograd.grad(loss.sum(), leaves))
             losses.append(loss.detach())
             if kind == "classification":
@@ -206,7 +202,7 @@ class Cohort:
         for i, state in frozen.items():
             for t, value in zip((*params, *buffers), state, strict=True):
                 t[i] = value
-        self._scatter(params, buffers)
+        self._scatter(params, buffers, momentum)
         loss_rows = torch.stack(losses).tolist()
         acc_rows = torch.stack(correct).tolist() if correct else None
         results: list[tuple[list[SurgicalEvent], bool]] = []
@@ -292,13 +288,21 @@ class Cohort:
                     member.scalpel.record_dense_grad(name, grads[j][i])
 
     @torch.no_grad()
-    def _scatter(self, params: Sequence[torch.Tensor], buffers: Sequence[torch.Tensor]) -> None:
-        """Write the stacked parameters and momentum buffers back into every member."""
+    def _scatter(
+        self,
+        params: Sequence[torch.Tensor],
+        buffers: Sequence[torch.Tensor],
+        momentum: Sequence[float],
+    ) -> None:
+        """Write the stacked parameters and momentum buffers back into every member (no
+        buffer where the momentum is 0: PyTorch's SGD keeps none then)."""
         for i, member in enumerate(self.members):
             named = dict(member.host.named_parameters())
             for j, name in enumerate(self._names):
                 tensor = named[name]
                 tensor.copy_(params[j][i])
+                if momentum[j] == 0:
+                    continue
                 state = member.optimizer.state[tensor]
                 if "momentum_buffer" in state and state["momentum_buffer"] is not None:
                     state["momentum_buffer"].copy_(buffers[j][i])

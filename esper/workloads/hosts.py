@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from esper.registry import Registry, build
 
@@ -94,6 +95,29 @@ class Host(nn.Module):
                 groups.append(UnitGroup(name, kind, module.weight.shape[0], tuple(slices)))
         return groups
 
+    def stacked_forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The forward of ``N`` copies of this host at once, for a cohort.
+
+        Args:
+            params: Every parameter, in ``named_parameters()`` order, stacked along a leading
+                member axis of size ``N``.
+            x: The members' batches, ``[N, B, *input_shape]``.
+
+        Returns:
+            ``[N, B, *output]``: member ``i``'s outputs on its batch at its parameters.
+
+        The generic form calls this module's own ``forward`` through
+        :func:`torch.func.functional_call` under :func:`torch.vmap`; a host whose layers have a
+        cheaper batched form overrides it (:meth:`MLP.stacked_forward`). Forward hooks of this
+        module run as in any call, so a cohort calls it on a hook-free copy.
+        """
+        names = [n for n, _ in self.named_parameters()]
+
+        def one(p: tuple[torch.Tensor, ...], xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(self, dict(zip(names, p, strict=True)), (xb,))
+
+        return torch.vmap(one)(tuple(params), x)
+
 
 HOSTS: Registry[type[Host]] = Registry("host")
 
@@ -128,6 +152,24 @@ class MLP(Host):
             if i < len(self.layers) - 1:
                 h = self.act(h)
         return h
+
+    def stacked_forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """:meth:`Host.stacked_forward` as one batched matrix product per layer.
+
+        Activations are kept feature-major (``[N, features, B]``, ``h' = W h + b``) so that
+        the weight gradients come out of the backward contiguous, in the weights' own layout:
+        the momentum and mask updates on them then run on contiguous memory. On this
+        project's 2-core CPU that halved a cohort's training step against the sample-major
+        ``h Wᵀ`` form, which was itself twice as fast as the ``vmap`` form.
+        """
+        h = x.flatten(2).transpose(1, 2)
+        last = len(self.layers) - 1
+        for i in range(len(self.layers)):
+            weight, bias = params[2 * i], params[2 * i + 1]
+            h = torch.baddbmm(bias.unsqueeze(2), weight, h)
+            if i < last:
+                h = self.act(h)
+        return h.transpose(1, 2)
 
 
 @HOSTS.register("cnn")

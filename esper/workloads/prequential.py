@@ -43,6 +43,18 @@ def batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     return F.mse_loss(out.squeeze(-1), y)
 
 
+def stacked_batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """:func:`batch_loss` of ``N`` members at once: ``out`` and ``y`` carry a leading member
+    axis (``[N, B, ...]``); returns each member's mean loss, ``[N]``."""
+    if kind == "classification":
+        per_sample = F.cross_entropy(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
+        return per_sample.view(y.shape[:2]).mean(1)
+    if kind == "q_learning":
+        q = out.gather(2, y[..., :1].long()).squeeze(2)
+        return F.mse_loss(q, y[..., 1], reduction="none").mean(1)
+    return F.mse_loss(out.squeeze(-1), y, reduction="none").flatten(1).mean(1)
+
+
 def online_accuracy(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, kind: str) -> float:
     """The one definition of a batch's online accuracy, scored before training on it.
 

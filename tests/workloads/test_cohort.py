@@ -78,6 +78,35 @@ def test_each_member_follows_its_lone_trajectory_under_rigl_with_sedation() -> N
             assert torch.allclose(a.scalpel.dense_grad(name), c.scalpel.dense_grad(name), atol=_TOL)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["workload=digits_affine_cnn"],  # the generic vmap form of the stacked forward
+        ["workload=slowly_changing_regression"],  # the MLP's own form; a regression loss
+        ["workload.host.params.activation=tanh"],
+    ],
+)
+def test_members_follow_their_lone_trajectories_on_every_stacked_form(
+    overrides: list[str],
+) -> None:
+    cfg = compose([*overrides, "policy.density=0.2", "policy.surgery_interval=6",
+                   "workload.organism.sense_batches=2"])  # fmt: skip
+    alone = [build_organism(cfg, r) for r in range(2)]
+    cohort = Cohort([build_organism(cfg, r) for r in range(2)])
+    for organism in alone:
+        organism.reset()
+    cohort.reset()
+    for _ in range(2):
+        steps_a = [o.step({}) for o in alone]
+        steps_c = cohort.step([{}, {}])
+        for a, c in zip(steps_a, steps_c, strict=True):
+            assert math.isclose(a.info["online_loss"], c.info["online_loss"], abs_tol=_TOL)
+            assert math.isclose(a.info["online_accuracy"], c.info["online_accuracy"],
+                                abs_tol=_TOL)  # fmt: skip
+    for a, c in zip(alone, cohort.members, strict=True):
+        _assert_same_state(a, c)
+
+
 def test_a_diverging_member_stops_where_it_would_alone_and_the_others_go_on() -> None:
     alone, together = _organisms(2), _organisms(2)
     for o in alone:

@@ -7,6 +7,7 @@ import torch
 
 from esper.registry import InvalidParameterError
 from esper.workloads import HOSTS, MLP, TinyTransformer, make_host
+from esper.workloads.hosts import Host
 
 _SHAPES = {"image": (1, 8, 8), "signal": (1, 40), "vector": (16,)}
 
@@ -29,6 +30,22 @@ def test_every_host_on_every_supported_shape(name: str, shape: str) -> None:
     for full_name, tensor in prunable.items():
         assert params[full_name] is tensor  # addressable by its full parameter name
         assert tensor.dim() >= 2 and tensor.grad is not None
+
+
+@pytest.mark.parametrize("name", HOSTS.names())
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap of SDPA
+def test_stacked_forward_is_each_member_own_forward(name: str, activation: str) -> None:
+    input_shape = (1, 8, 8)
+    members = [make_host(name, input_shape, 10, activation=activation) for _ in range(3)]
+    params = [torch.stack(ts) for ts in zip(*(m.parameters() for m in members), strict=True)]
+    x = torch.randn(3, 5, *input_shape)
+    stacked = members[0].stacked_forward(params, x)
+    assert stacked.shape == (3, 5, 10)
+    for i, member in enumerate(members):
+        torch.testing.assert_close(stacked[i], member(x[i]), atol=1e-5, rtol=1e-5)
+    generic = Host.stacked_forward(members[0], params, x)  # the vmap form MLP overrides
+    torch.testing.assert_close(stacked, generic, atol=1e-5, rtol=1e-5)
 
 
 def test_cnn_uses_2d_convolutions_for_images_and_1d_for_signals() -> None:
