@@ -85,6 +85,21 @@ def test_host_initialisation_is_seeded() -> None:
         (["workload.scalpel.mechanism.params.sharpness=2"], "allowed: reapply"),
         (["workload.scalpel.distribution=gaussian"], "valid: erk, uniform"),
         (["workload.organism.sensors.eyes=2"], "unknown key workload.organism.sensors.eyes"),
+        # what a cohort cannot batch, refused by key before any actor starts
+        (["policy.training.cohort=2", "workload.optimizer=adam"], "needs workload.optimizer=sgd"),
+        (
+            ["policy.training.cohort=2", "workload.scalpel.mechanism.name=straight_through"],
+            "needs workload.scalpel.mechanism.name=masked, got 'straight_through'",
+        ),
+        (
+            ["policy.training.cohort=2", "workload.scalpel.penalty_weight=0.1"],
+            "needs workload.scalpel.penalty_weight=0.0",
+        ),
+        (["policy.training.cohort=2", "workload.memory.capacity=50"], "memory.capacity=0"),
+        (
+            ["policy.training.cohort=2", "workload=cartpole_drifting", "workload.optimizer=sgd"],
+            "workload.dataset=cartpole is an agent acting with its host",
+        ),
     ],
 )
 def test_bad_overrides_name_the_key_and_the_allowed_values(

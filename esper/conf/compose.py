@@ -244,10 +244,12 @@ def validate(cfg: EsperConfig) -> None:
                         cohort=cfg.policy.training.cohort)  # fmt: skip
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    from esper.workloads.cohort import check_cohort_config
     from esper.workloads.memory import check_config
 
     try:
         check_config(w.memory)
+        check_cohort_config(w, cfg.policy.training.cohort)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     from esper.policies import POLICIES

@@ -27,7 +27,10 @@ update): its parameters are frozen from then on and its stream is rewound to the
 actually used.
 
 Supported: SGD (momentum, no weight decay, dampening or Nesterov) and the ``masked`` mechanism
-without a penalty: the default organism. Anything else is refused when the cohort is built.
+without a penalty, no data side, and a stream whose batches do not depend on the host (the
+``K`` batches are drawn before the batched steps; an agent acting with its host cannot be):
+the default organism. Anything else is refused when the cohort is built, and by config key at
+composition (:func:`check_cohort_config`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 import torch
 
+from esper.config import WorkloadConfig
 from esper.events import SurgicalEvent
 from esper.workloads.actions import LayerAction
 from esper.workloads.organism import Organism
@@ -45,11 +49,42 @@ from esper.workloads.prequential import StepRecord, stacked_batch_loss
 from esper.workloads.scalpel.mechanisms.hard import HardMask
 from esper.workloads.timestep import OrganismStep
 
-__all__ = ["Cohort", "CohortError"]
+__all__ = ["Cohort", "CohortError", "check_cohort_config"]
 
 
 class CohortError(ValueError):
     """Organisms that cannot be trained together (different shapes, optimizer or mechanism)."""
+
+
+def check_cohort_config(workload: WorkloadConfig, cohort: int) -> None:
+    """Refuse, by config key, a workload that ``cohort`` > 1 members cannot be trained on as
+    one batched network (what :class:`Cohort` would refuse once built).
+
+    Raises:
+        ValueError: naming the key, its value and what a cohort needs.
+    """
+    if cohort <= 1:
+        return
+    needs = {
+        "workload.optimizer": (workload.optimizer.value, "sgd"),
+        "workload.scalpel.mechanism.name": (workload.scalpel.mechanism.name, "masked"),
+        "workload.scalpel.penalty_weight": (workload.scalpel.penalty_weight, 0.0),
+        "workload.memory.capacity": (workload.memory.capacity, 0),
+    }
+    for key, (value, needed) in needs.items():
+        if value != needed:
+            raise ValueError(
+                f"policy.training.cohort={cohort} trains the members as one batched network, "
+                f"which needs {key}={needed}, got {value!r} (or set policy.training.cohort=1)"
+            )
+    from esper.workloads.rl.agent import ENVIRONMENTS  # deferred: loads gymnasium
+
+    if workload.dataset.name in ENVIRONMENTS:
+        raise ValueError(
+            f"policy.training.cohort={cohort}: workload.dataset={workload.dataset.name} is an "
+            "agent acting with its host, whose batches cannot be drawn ahead of the batched "
+            "steps; set policy.training.cohort=1"
+        )
 
 
 def _signature(organism: Organism) -> tuple[Any, ...]:
@@ -77,6 +112,11 @@ def _check(organism: Organism, index: int) -> None:
         raise CohortError(
             f"{where}: fused sensing reads each member's own training steps, which a cohort "
             "batches: set workload.organism.sensors.fused=false (or training.cohort=1)"
+        )
+    if getattr(organism.stream, "acts_with_host", False):
+        raise CohortError(
+            f"{where}: its stream acts with the host (an agent), so its batches cannot be "
+            "drawn before the batched steps; an agent trains alone (training.cohort=1)"
         )
     opt = organism.optimizer
     if type(opt) is not torch.optim.SGD:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -86,6 +86,10 @@ class DriftStream:
         num_tasks: Length of the stream in tasks (``len(stream) = num_tasks · task_length``).
         novelty_timescale: τ of the novelty signal in steps; defaults to ``task_length / 4``.
     """
+
+    acts_with_host: ClassVar[bool] = False
+    """Whether batches depend on the host being trained (an agent's do:
+    :attr:`AgentStream.acts_with_host <esper.workloads.rl.agent.AgentStream.acts_with_host>`)."""
 
     def __init__(
         self,

@@ -155,6 +155,10 @@ def test_a_replaced_member_leaves_the_others_untouched() -> None:
         (["workload.host.params.hidden=[32,8]"], "member 1 differs from member 0"),
         (["policy.surgery_interval=5"], "member 1 differs from member 0"),
         (["workload.organism.sensors.fused=true"], "member 1: fused sensing"),
+        (  # an agent's batches come from acting with the host being trained
+            ["workload=cartpole_drifting", "workload.optimizer=sgd"],
+            "member 1: its stream acts with the host",
+        ),
     ],
 )
 def test_members_it_cannot_train_are_refused(overrides: list[str], message: str) -> None:

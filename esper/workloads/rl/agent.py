@@ -23,7 +23,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -158,6 +158,10 @@ for _name in ENVIRONMENTS:
 class AgentStream:
     """An agent's experience as a stream of replay minibatches (see the module docstring).
 
+    Its batches depend on the host (it acts with it and copies it into the target network),
+    so they cannot be drawn ahead of the training steps: ``acts_with_host`` says so to
+    whoever would (a :class:`~esper.workloads.cohort.Cohort` refuses such a stream).
+
     Args:
         source: The environment and DQN settings.
         drifts: Dynamics drifts applied to the environment.
@@ -166,6 +170,8 @@ class AgentStream:
         seed: Seeds the environment, the drifts, exploration and replay sampling.
         num_tasks: Length of the stream in tasks.
     """
+
+    acts_with_host: ClassVar[bool] = True
 
     def __init__(
         self,
