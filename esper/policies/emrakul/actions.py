@@ -27,6 +27,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from esper.policies.scores import weight_scores
@@ -133,24 +134,40 @@ def rank_normalise(x: torch.Tensor) -> torch.Tensor:
 
     Non-finite entries rank lowest; ties are broken by position (stable sort).
     """
-    flat = x.detach().reshape(-1).float()
-    flat = torch.where(torch.isfinite(flat), flat, torch.full_like(flat, -float("inf")))
-    n = flat.numel()
-    order = torch.argsort(flat, stable=True)
-    ranks = torch.empty(n, dtype=torch.float32)
-    ranks[order] = torch.arange(n, dtype=torch.float32)
-    return ranks / max(n - 1, 1)
+    flat = x.detach().reshape(-1).float().cpu().numpy()
+    flat = np.where(np.isfinite(flat), flat, np.float32(-np.inf))
+    n = flat.size
+    # NumPy's stable sort: the same order as torch's, about twice as fast on this project's
+    # CPU when scores tie a lot (the magnitudes and ages of a sparse layer's empty positions)
+    order = np.argsort(flat, kind="stable")
+    ranks = np.empty(n, dtype=np.float32)
+    ranks[order] = np.arange(n, dtype=np.float32)
+    return torch.from_numpy(ranks / np.float32(max(n - 1, 1)))
 
 
 def mixed_scores(
-    scores: dict[str, torch.Tensor], criteria: tuple[str, ...], mix: tuple[float, ...]
+    scores: dict[str, torch.Tensor],
+    criteria: tuple[str, ...],
+    mix: tuple[float, ...],
+    ranked: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``Σ_c π_c · rank(score_c)`` over the criteria with non-zero weight."""
+    """``Σ_c π_c · rank(score_c)`` over the criteria with non-zero weight.
+
+    ``ranked`` memoises ranks by score tensor (its ``id``; the caller keeps the tensors alive):
+    a layer's pruning and regrowth mixes share their gradient scores, and ranking (a sort of
+    the whole layer) is most of a decision's cost.
+    """
     out: torch.Tensor | None = None
     for name, weight in zip(criteria, mix, strict=True):
         if weight <= 0:
             continue
-        term = weight * rank_normalise(scores[name])
+        score = scores[name]
+        ranks = None if ranked is None else ranked.get(id(score))
+        if ranks is None:
+            ranks = rank_normalise(score)
+            if ranked is not None:
+                ranked[id(score)] = ranks
+        term = weight * ranks
         out = term if out is None else out + term
     if out is None:
         raise ValueError("the mix has no positive weight")
@@ -176,9 +193,18 @@ def swap_counts(active: int, numel: int, turnover: float, target: int | None) ->
 
 
 def _regrow_sources(
-    organism: Organism, step: OrganismStep, name: str, generator: torch.Generator
+    organism: Organism,
+    step: OrganismStep,
+    name: str,
+    generator: torch.Generator,
+    gradient: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    base = weight_scores(organism, step, name, generator, ("gradient", "random"))
+    """Regrowth scores; ``gradient``: the pruning decision's gradient scores, reused (the
+    same tensor, so its ranks are too)."""
+    if gradient is None:
+        base = weight_scores(organism, step, name, generator, ("gradient", "random"))
+    else:
+        base = {"gradient": gradient, **weight_scores(organism, step, name, generator, ("random",))}
     if organism.scalpel.mechanism.hidden_weights:
         weight = dict(organism.host.named_parameters())[name].detach().reshape(-1)
         base["accumulated"] = weight.abs().cpu()
@@ -215,15 +241,17 @@ def layer_action(
     drop_k, grow_k = swap_counts(active, mask.numel(), action.turnover, target)
     prune = torch.empty(0, dtype=torch.long)
     regrow = torch.empty(0, dtype=torch.long)
+    scores: dict[str, torch.Tensor] = {}
+    ranked: dict[int, torch.Tensor] = {}
     if drop_k:
         used = tuple(c for c, w in zip(PRUNE_CRITERIA, action.prune_mix, strict=True) if w > 0)
         scores = weight_scores(organism, step, name, generator, used)
-        keep = mixed_scores(scores, PRUNE_CRITERIA, action.prune_mix)
+        keep = mixed_scores(scores, PRUNE_CRITERIA, action.prune_mix, ranked)
         s = torch.where(mask, -keep, torch.full_like(keep, -float("inf")))
         prune = gumbel_topk(s, drop_k, action.tau, generator)
     if grow_k:
-        sources = _regrow_sources(organism, step, name, generator)
-        grow = mixed_scores(sources, REGROW_CRITERIA, action.regrow_mix)
+        sources = _regrow_sources(organism, step, name, generator, scores.get("gradient"))
+        grow = mixed_scores(sources, REGROW_CRITERIA, action.regrow_mix, ranked)
         empty = ~mask
         empty[prune] = False  # a weight just pruned is not regrown in the same surgery
         if int(empty.count_nonzero()) < grow_k:

@@ -38,6 +38,42 @@ def test_rank_normalise_is_order_preserving_in_unit_interval() -> None:
     assert r.tolist() == pytest.approx([0.75, 0.25, 1.0, 0.5, 0.0])
 
 
+def test_rank_normalise_breaks_ties_by_position_and_ranks_non_finite_lowest() -> None:
+    x = torch.tensor([0.0, 2.0, -0.0, float("inf"), 0.0, -float("inf"), 2.0])
+    # the non-finite entries rank lowest, by position; the zeros (-0.0 among them) by position
+    assert (rank_normalise(x) * 6).tolist() == [2.0, 5.0, 3.0, 0.0, 4.0, 1.0, 6.0]
+    assert rank_normalise(torch.tensor([4.0])).tolist() == [0.0]
+    assert rank_normalise(torch.arange(6).view(2, 3)).dtype == torch.float32
+
+
+def test_a_layer_decision_ranks_each_score_once(
+    organism: tuple[Organism, OrganismStep], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning and regrowth share the gradient scores (and with the ``masked`` mechanism the
+    accumulated ones are the same): ranked once, the decision is unchanged."""
+    org, step = organism
+    name = org.scalpel.names[0]
+    action = SpecialistAction(  # every criterion of both mixes in use
+        turnover=0.2,
+        tau=0.1,
+        prune_mix=(1.0,) * len(PRUNE_CRITERIA),
+        regrow_mix=(1.0,) * len(REGROW_CRITERIA),
+    )
+    reference = layer_action(action, org, step, name, generator(5, "once"))
+    ranked: list[int] = []
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        ranked.append(x.numel())
+        return rank_normalise(x)
+
+    monkeypatch.setattr("esper.policies.emrakul.actions.rank_normalise", counting)
+    out = layer_action(action, org, step, name, generator(5, "once"))
+    distinct = len(set(PRUNE_CRITERIA) | set(REGROW_CRITERIA)) - 1  # accumulated = gradient
+    assert len(ranked) == distinct
+    assert torch.equal(torch.as_tensor(out.prune), torch.as_tensor(reference.prune))
+    assert torch.equal(torch.as_tensor(out.regrow), torch.as_tensor(reference.regrow))
+
+
 def test_mixed_scores_weights_ranks() -> None:
     scores = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([30.0, 20.0, 10.0])}
     assert mixed_scores(scores, ("a", "b"), (1.0, 0.0)).tolist() == [0.0, 0.5, 1.0]
