@@ -12,6 +12,14 @@
   step (forward and backward of the 16 stacked hosts alone), which bounds what batching can
   gain on a CPU.
 
+- ``cohort_rollout_speedup_8``: what a cohort gains where ``esper run`` uses it: episodes of 3
+  surgeries of 8 organisms acted on by Emrakul (an untrained policy copy per member, as in a
+  replica actor) rolled out as one cohort (:func:`~esper.policies.rollout.cohort_rollout`) ÷
+  one after another (:func:`~esper.policies.rollout.rollout`), at the demo's sizes (``K = 25``,
+  as ``esper.bench.perf_platform.OVERRIDES``). Record only (the issue set no goal here); it
+  must at least not be slower (goal ≥ 1). The notes give the batched training's share of the
+  cohort's time: the rest (Emrakul's decisions, sensing, scoring) stays per member.
+
 Digits MLP (64-128-128-10, 26k parameters), batch 32, 10% density, one torch thread (as in a
 replica actor). Importing this module registers the benchmarks in
 :data:`~esper.bench.harness.PERF`.
@@ -26,15 +34,20 @@ import time
 import torch
 from torch.nn import functional as F
 
-from esper.bench.harness import PERF, BenchResult, alternating_median_times
+from esper.bench.harness import PERF, BenchResult, alternating_median_times, median_time
 from esper.conf import compose
 from esper.config import EsperConfig
+from esper.policies.base import make_policy
+from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.policies.rollout import cohort_rollout, rollout
+from esper.seeding import small_seed
 from esper.threads import one_thread
 from esper.workloads.cohort import Cohort
 from esper.workloads.factory import build_host, build_organism
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.prequential import stacked_batch_loss
 
-__all__ = ["organism_train_vs_plain", "population_speedup_16"]
+__all__ = ["cohort_rollout_speedup_8", "organism_train_vs_plain", "population_speedup_16"]
 
 _K = 100
 _MEMBERS = 16
@@ -162,5 +175,63 @@ def population_speedup_16() -> BenchResult:
             f"{1000 * arithmetic * _K:.0f} ms: on this CPU the small hosts are compute-bound "
             f"once batched, which caps the speed-up near "
             f"{t_train_alone / (arithmetic * _K):.1f}x for training"
+        ),
+    )
+
+
+_ROLLOUT_OVERRIDES = ("policy=emrakul", "policy.density=0.1", "policy.surgery_interval=25")
+_ROLLOUT_MEMBERS = 8
+_EPISODE = 3
+
+
+def _emrakul(cfg: EsperConfig, index: int, organism: Organism, step: OrganismStep) -> EmrakulPolicy:
+    params = dict(cfg.policy.params)
+    params["seed"] = small_seed(cfg.experiment.seed, "bench", index)
+    policy = make_policy("emrakul", **params)
+    assert isinstance(policy, EmrakulPolicy)
+    policy.reset(organism, step)
+    return policy
+
+
+@PERF.register("cohort_rollout_speedup_8")
+def cohort_rollout_speedup_8() -> BenchResult:
+    """Emrakul episodes of 8 organisms as a cohort ÷ one after another; record (goal ≥ 1)."""
+    cfg = compose(list(_ROLLOUT_OVERRIDES))
+    n = _ROLLOUT_MEMBERS
+    with one_thread():
+        alone = [build_organism(cfg, r) for r in range(n)]
+        steps = [o.reset() for o in alone]
+        acting = [_emrakul(cfg, r, o, s) for r, (o, s) in enumerate(zip(alone, steps, strict=True))]
+        cohort = Cohort([build_organism(cfg, r) for r in range(n)])
+        latest = cohort.reset()
+        copies = [_emrakul(cfg, r, o, s) for r, (o, s) in
+                  enumerate(zip(cohort.members, latest, strict=True))]  # fmt: skip
+
+        def one_by_one() -> None:
+            for i in range(n):
+                _, steps[i] = rollout(alone[i], steps[i], acting[i], _EPISODE)
+
+        def together() -> None:
+            done = cohort_rollout(cohort, latest, copies, _EPISODE)
+            latest[:] = [step for _, step in done]
+
+        t_alone, t_cohort = alternating_median_times([one_by_one, together], 5, 1)
+        t_train = median_time(cohort.train_steps, repeats=5, warmup=1)
+    k = cfg.policy.surgery_interval
+    return BenchResult(
+        ours_s=t_cohort,
+        anchor=f"{n} Emrakul episodes rolled out one after another (s per round of episodes)",
+        anchor_s=t_alone,
+        ratio=t_alone / t_cohort,
+        goal=1.0,
+        direction=">=",
+        notes=(
+            f"record only; digits MLP 64-128-128-10, batch 32, K={k}, density 0.1, {n} members, "
+            f"episodes of {_EPISODE} surgeries, untrained Emrakul copies, one torch thread; "
+            f"medians of 5 timed in turn: {1000 * t_cohort:.0f} ms as a cohort vs "
+            f"{1000 * t_alone:.0f} ms one after another. The cohort's batched training is "
+            f"{1000 * t_train * _EPISODE:.0f} ms of it ({k} steps of all members per surgery: "
+            f"{1000 * t_train:.0f} ms); the rest (Emrakul's decisions, sensing, scoring) stays "
+            f"per member"
         ),
     )
