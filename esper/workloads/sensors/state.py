@@ -14,7 +14,8 @@ ratios and coherence lie in ``[0, 1]``; the topology embedding in ``[−1, 1]``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -97,7 +98,10 @@ def global_state_names(max_layers: int) -> tuple[str, ...]:
     return slots + pooled + GLOBAL_FEATURES
 
 
-def _check_names(names: Sequence[str]) -> None:
+@functools.lru_cache(maxsize=64)
+def _check_names(names: tuple[str, ...]) -> None:
+    """Refuse duplicate or forbidden feature names (memoised: every observation of a run
+    carries the same few name tuples)."""
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if list(names).count(n) > 1})
         raise ValueError(f"duplicate feature names: {', '.join(duplicates)}")
@@ -115,7 +119,7 @@ class _Named:
     values: Tensor
 
     def __post_init__(self) -> None:
-        _check_names(self.names)
+        _check_names(tuple(self.names))
         if self.values.shape != (len(self.names),):
             raise ValueError(
                 f"{len(self.names)} feature names but values of shape {tuple(self.values.shape)}"
