@@ -19,7 +19,6 @@ to the CPU once per update, and every statistic is a CPU tensor.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,20 +94,18 @@ class FlipFlopDetector:
             raise KeyError(f"no mask recorded for {name!r}; recorded: {', '.join(self._history)}")
         shape = self._shapes[name]
         updates, numel = len(history), history[0].numel()
-        flips = torch.zeros(numel, dtype=torch.int64)
-        seen_inactive = ~history[0]
-        regrown = torch.zeros_like(seen_inactive)
-        oscillating = torch.zeros_like(seen_inactive)
-        for previous, mask in itertools.pairwise(history):
-            flips += previous != mask
-            oscillating |= regrown & ~mask  # inactive again after a regrowth
-            regrown |= mask & seen_inactive  # active after having been inactive
-            seen_inactive |= ~mask
+        masks = torch.stack(history)  # [updates, numel], over the window at once
+        changed = masks[1:] != masks[:-1]  # at update t (t ≥ 1)
+        flips = changed.sum(dim=0)
+        seen_inactive = (~masks).cumsum(dim=0) > 0  # inactive at some mask up to t
+        regrown = (masks[1:] & seen_inactive[:-1]).cumsum(dim=0) > 0  # active after inactive
+        regrown_before = torch.cat([torch.zeros_like(regrown[:1]), regrown[:-1]])
+        oscillating = (regrown_before & ~masks[1:]).any(dim=0)  # inactive again after it
         indices = oscillating.nonzero().view(-1)
         rate = float(flips.sum()) / (numel * (updates - 1)) if updates > 1 else 0.0
         reversal_rate = 0.0
         if updates > 2:  # changed now, and changed earlier in the window: back where it was
-            changed_now = history[-2] != history[-1]
+            changed_now = changed[-1]
             reversal_rate = float((changed_now & (flips > changed_now.long())).sum()) / numel
         stats = FlipFlopStats(
             flips=flips.view(shape),

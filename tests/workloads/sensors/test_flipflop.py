@@ -89,3 +89,35 @@ def test_reversals_count_changes_undone_within_the_window_not_turnover() -> None
         turnover.update(_masks([row])[0])
     stats = turnover.layer("w")
     assert stats.rate > 0 and stats.reversal_rate == 0.0
+
+
+def _reference(history: list[torch.Tensor]) -> tuple[list[int], list[int], float]:
+    """The definition, mask after mask: flips, oscillating indices, reversal rate."""
+    flips = torch.zeros(history[0].numel(), dtype=torch.int64)
+    seen_inactive, regrown = ~history[0], torch.zeros_like(history[0])
+    oscillating = torch.zeros_like(history[0])
+    for previous, mask in zip(history, history[1:], strict=False):
+        flips += previous != mask
+        oscillating |= regrown & ~mask
+        regrown |= mask & seen_inactive
+        seen_inactive |= ~mask
+    reversal = 0.0
+    if len(history) > 2:
+        now = history[-2] != history[-1]
+        reversal = float((now & (flips > now.long())).sum()) / flips.numel()
+    return flips.tolist(), oscillating.nonzero().view(-1).tolist(), reversal
+
+
+@pytest.mark.parametrize("updates", [1, 2, 3, 6])
+def test_statistics_equal_the_mask_by_mask_definition_on_random_histories(updates: int) -> None:
+    gen = torch.Generator().manual_seed(updates)
+    for density in (0.1, 0.5, 0.9):
+        history = [torch.rand(200, generator=gen) < density for _ in range(updates)]
+        det = FlipFlopDetector(window=8)
+        for mask in history:
+            det.update({"w": mask.view(10, 20)})
+        st = det.layer("w")
+        flips, oscillating, reversal = _reference(history)
+        assert st.flips.view(-1).tolist() == flips and st.flips.dtype == torch.int64
+        assert st.oscillating.tolist() == oscillating
+        assert st.reversal_rate == reversal
