@@ -100,6 +100,14 @@ def test_host_initialisation_is_seeded() -> None:
             ["policy.training.cohort=2", "workload=cartpole_drifting", "workload.optimizer=sgd"],
             "workload.dataset=cartpole is an agent acting with its host",
         ),
+        (["policy.training.cohort=2", "workload.host.name=transformer"], "keeps buffers"),
+        (  # the replicas' own workloads too
+            [
+                "policy.training.cohort=2",
+                "policy.training.workloads=[digits_permuted,acrobot_permuted]",
+            ],
+            "policy.training.workloads[1]=acrobot_permuted: policy.training.cohort=2",
+        ),
     ],
 )
 def test_bad_overrides_name_the_key_and_the_allowed_values(

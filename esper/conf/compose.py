@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -20,14 +20,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from esper.conf.checks import REWARD_KEYS, ConfigError, check_component, validate_platform
 from esper.conf.store import GROUPS, PRIMARY, options, register
 from esper.config import ComponentConfig, EsperConfig
 
 __all__ = ["ConfigError", "chosen_option", "compose", "compose_dictconfig", "to_yaml"]
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid; the message names the key and what is allowed."""
 
 
 def _split(override: str) -> tuple[str, str]:
@@ -173,32 +170,6 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def _check_component(
-    key: str, component: ComponentConfig, registry: Any, fixed: Sequence[str] = ()
-) -> None:
-    if component.name not in registry:
-        raise ConfigError(
-            f"unknown {registry.kind} {component.name!r} at {key}.name; "
-            f"valid {registry.kind}s: {', '.join(registry.names())}"
-        )
-    factory: Callable[..., Any] = registry[component.name]
-    parameters = inspect.signature(factory).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return
-    allowed = [
-        n for n, p in parameters.items() if n not in fixed and p.kind is not p.VAR_POSITIONAL
-    ]
-    for name in component.params:
-        if name not in allowed:
-            raise ConfigError(
-                f"unknown parameter {key}.params.{name} for {registry.kind} {component.name!r}; "
-                f"allowed: {', '.join(allowed) or '(none)'}"
-            )
-
-
-_REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")
-
-
 def validate(cfg: EsperConfig) -> None:
     """Check registry names and parameters and value ranges of a composed config.
 
@@ -215,12 +186,12 @@ def validate(cfg: EsperConfig) -> None:
     from esper.workloads.sensors.config import check_fused
 
     w = cfg.workload
-    _check_component("workload.dataset", w.dataset, SOURCES)
+    check_component("workload.dataset", w.dataset, SOURCES)
     for i, drift in enumerate(w.drifts):
-        _check_component(f"workload.drifts[{i}]", drift, _drifts_for(w.dataset.name))
-    _check_component("workload.schedule", w.schedule, SCHEDULES)
-    _check_component("workload.host", w.host, HOSTS, fixed=("input_shape", "num_outputs"))
-    _check_component("workload.scalpel.mechanism", w.scalpel.mechanism, MECHANISMS)
+        check_component(f"workload.drifts[{i}]", drift, _drifts_for(w.dataset.name))
+    check_component("workload.schedule", w.schedule, SCHEDULES)
+    check_component("workload.host", w.host, HOSTS, fixed=("input_shape", "num_outputs"))
+    check_component("workload.scalpel.mechanism", w.scalpel.mechanism, MECHANISMS)
     if w.scalpel.distribution not in DISTRIBUTIONS:
         raise ConfigError(
             f"unknown layer distribution {w.scalpel.distribution!r} at "
@@ -254,7 +225,7 @@ def validate(cfg: EsperConfig) -> None:
         raise ConfigError(str(err)) from err
     from esper.policies import POLICIES
 
-    _check_component("policy", ComponentConfig(cfg.policy.name, cfg.policy.params), POLICIES)
+    check_component("policy", ComponentConfig(cfg.policy.name, cfg.policy.params), POLICIES)
     from esper.policies.learners import LEARNERS
 
     if cfg.policy.training.learner not in LEARNERS:
@@ -268,6 +239,12 @@ def validate(cfg: EsperConfig) -> None:
                 f"unknown workload {name!r} at policy.training.workloads[{i}]; "
                 f"valid workloads: {', '.join(options('workload'))}"
             )
+        if cfg.policy.training.cohort > 1:  # a replica's workload, composed as it will be
+            try:
+                preset = compose([f"workload={name}"]).workload
+                check_cohort_config(preset, cfg.policy.training.cohort)
+            except ValueError as err:
+                raise ConfigError(f"policy.training.workloads[{i}]={name}: {err}") from err
     positive = {
         "workload.num_tasks": w.num_tasks,
         "workload.batch_size": w.batch_size,
@@ -288,7 +265,7 @@ def validate(cfg: EsperConfig) -> None:
         raise ConfigError(f"workload.lr must be a finite number > 0, got {w.lr}")
     if not 0.0 <= w.momentum < 1.0:
         raise ConfigError(f"workload.momentum must lie in [0, 1), got {w.momentum}")
-    for key in _REWARD_KEYS:
+    for key in REWARD_KEYS:
         value = getattr(cfg.reward, key)
         if not (math.isfinite(value) and 0.0 <= value <= _MAX_WEIGHT):
             raise ConfigError(f"reward.{key} must lie in [0, {_MAX_WEIGHT:g}], got {value}")
@@ -297,7 +274,7 @@ def validate(cfg: EsperConfig) -> None:
         raise ConfigError(f"policy.density must be in (0, 1], got {cfg.policy.density}")
     if cfg.search.mode not in ("max", "min"):
         raise ConfigError(f"search.mode must be 'max' or 'min', got {cfg.search.mode!r}")
-    _validate_platform(cfg)
+    validate_platform(cfg)
 
 
 _MAX_WEIGHT = 1e3
@@ -344,56 +321,3 @@ def _build_components(cfg: EsperConfig) -> None:
             registry[component.name](**component.params)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"{key} ({component.name!r}): {err}") from err
-
-
-def _validate_platform(cfg: EsperConfig) -> None:
-    """The ``search`` and ``cluster`` groups and the platform's training settings."""
-    t, search, cluster = cfg.policy.training, cfg.search, cfg.cluster
-    at_least = {
-        "policy.training.replicas": (t.replicas, 1),
-        "policy.training.cohort": (t.cohort, 1),
-        "policy.training.iterations": (t.iterations, 1),
-        "policy.training.max_staleness": (t.max_staleness, 0),
-        "search.num_samples": (search.num_samples, 1),
-        "search.perturbation_interval": (search.perturbation_interval, 1),
-        "search.grid_points": (search.grid_points, 2),
-        "cluster.max_restarts": (cluster.max_restarts, 0),
-    }
-    for key, (value, low) in at_least.items():
-        if value < low:
-            raise ConfigError(f"{key} must be ≥ {low}, got {value}")
-    if not 0.0 < search.quantile_fraction <= 0.5:
-        raise ConfigError(
-            f"search.quantile_fraction must lie in (0, 0.5], got {search.quantile_fraction}"
-        )
-    if not 0.0 <= search.resample_probability <= 1.0:
-        raise ConfigError(
-            f"search.resample_probability must lie in [0, 1], got {search.resample_probability}"
-        )
-    for key in ("replica_cpus", "learner_cpus"):
-        if not getattr(cluster, key) > 0:
-            raise ConfigError(f"cluster.{key} must be > 0, got {getattr(cluster, key)}")
-    if cluster.replica_gpus < 0 or (cluster.num_cpus is not None and cluster.num_cpus < 1):
-        raise ConfigError(
-            f"cluster.replica_gpus must be ≥ 0 ({cluster.replica_gpus}) and cluster.num_cpus "
-            f"≥ 1 or null ({cluster.num_cpus})"
-        )
-    searchable = ("reward.", "policy.params.", "policy.training.learner_params.",
-                  "policy.training.general_params.")  # fmt: skip
-    for key, bound in search.bounds.items():
-        if not key.startswith(searchable) or (
-            key.startswith("reward.") and key[len("reward.") :] not in _REWARD_KEYS
-        ):
-            raise ConfigError(
-                f"search.bounds.{key}: only reward weights ({', '.join(_REWARD_KEYS)}) and keys "
-                f"under {', '.join(searchable[1:])} can be searched"
-            )
-        if key.startswith("policy.params."):
-            from esper.policies import POLICIES
-
-            name = key[len("policy.params.") :]
-            _check_component("policy", ComponentConfig(cfg.policy.name, {name: 0}), POLICIES)
-        if len(bound) != 2 or not float(bound[0]) < float(bound[1]):
-            raise ConfigError(
-                f"search.bounds.{key} must be [low, high] with low < high, got {bound}"
-            )

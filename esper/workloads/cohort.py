@@ -27,10 +27,10 @@ update): its parameters are frozen from then on and its stream is rewound to the
 actually used.
 
 Supported: SGD (momentum, no weight decay, dampening or Nesterov) and the ``masked`` mechanism
-without a penalty, no data side, and a stream whose batches do not depend on the host (the
-``K`` batches are drawn before the batched steps; an agent acting with its host cannot be):
-the default organism. Anything else is refused when the cohort is built, and by config key at
-composition (:func:`check_cohort_config`).
+without a penalty, no data side, a host without buffers, and a stream whose batches do not
+depend on the host (the ``K`` batches are drawn before the batched steps; an agent acting with
+its host cannot be): the default organism. Anything else is refused when the cohort is built,
+and by config key at composition (:func:`check_cohort_config`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ import torch
 from esper.config import WorkloadConfig
 from esper.events import SurgicalEvent
 from esper.workloads.actions import LayerAction
+from esper.workloads.hosts import HOSTS
 from esper.workloads.organism import Organism
 from esper.workloads.prequential import StepRecord, stacked_batch_loss
+from esper.workloads.rl.agent import ENVIRONMENTS
 from esper.workloads.scalpel.mechanisms.hard import HardMask
 from esper.workloads.timestep import OrganismStep
 
@@ -77,8 +79,11 @@ def check_cohort_config(workload: WorkloadConfig, cohort: int) -> None:
                 f"policy.training.cohort={cohort} trains the members as one batched network, "
                 f"which needs {key}={needed}, got {value!r} (or set policy.training.cohort=1)"
             )
-    from esper.workloads.rl.agent import ENVIRONMENTS  # deferred: loads gymnasium
-
+    if HOSTS[workload.host.name].has_buffers:
+        raise ValueError(
+            f"policy.training.cohort={cohort}: workload.host.name={workload.host.name} keeps "
+            "buffers, which a cohort does not stack; set policy.training.cohort=1"
+        )
     if workload.dataset.name in ENVIRONMENTS:
         raise ValueError(
             f"policy.training.cohort={cohort}: workload.dataset={workload.dataset.name} is an "

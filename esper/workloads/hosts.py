@@ -16,7 +16,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -72,6 +72,9 @@ class UnitGroup:
 
 class Host(nn.Module):
     """Base class of host networks: addressable prunable tensors and structured units."""
+
+    has_buffers: ClassVar[bool] = False
+    """Whether the host keeps buffers (a cohort stacks parameters only, so it refuses them)."""
 
     def prunable_parameters(self) -> dict[str, nn.Parameter]:
         """Weights of every Linear and Conv layer, by full parameter name, in forward order."""
@@ -160,8 +163,17 @@ class MLP(Host):
         the weight gradients come out of the backward contiguous, in the weights' own layout:
         the momentum and mask updates on them then run on contiguous memory. On this
         project's 2-core CPU that halved a cohort's training step against the sample-major
-        ``h Wᵀ`` form, which was itself twice as fast as the ``vmap`` form.
+        ``h Wᵀ`` form, which was itself twice as fast as the ``vmap`` form. Module hooks do
+        not run (the layers are not called).
+
+        Raises:
+            ValueError: ``params`` is not one weight and one bias per layer.
         """
+        if len(params) != 2 * len(self.layers):
+            raise ValueError(
+                f"{len(params)} stacked tensors for {len(self.layers)} layers: expected a "
+                "weight and a bias per layer, in named_parameters() order"
+            )
         h = x.flatten(2).transpose(1, 2)
         last = len(self.layers) - 1
         for i in range(len(self.layers)):
@@ -306,6 +318,8 @@ class TinyTransformer(Host):
         ff: Width of each block's feed-forward layer.
         activation: Feed-forward activation.
     """
+
+    has_buffers: ClassVar[bool] = True  # the attention heads' gates
 
     def __init__(
         self,

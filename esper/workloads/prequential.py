@@ -52,7 +52,12 @@ def stacked_batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.T
     if kind == "q_learning":
         q = out.gather(2, y[..., :1].long()).squeeze(2)
         return F.mse_loss(q, y[..., 1], reduction="none").mean(1)
-    return F.mse_loss(out.squeeze(-1), y, reduction="none").flatten(1).mean(1)
+    prediction = out.squeeze(-1) if out.dim() == y.dim() + 1 else out
+    if prediction.shape != y.shape:  # broadcasting would mix the members' samples
+        raise ValueError(
+            f"regression outputs {tuple(out.shape)} do not match targets {tuple(y.shape)}"
+        )
+    return F.mse_loss(prediction, y, reduction="none").flatten(1).mean(1)
 
 
 def online_accuracy(out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, kind: str) -> float:

@@ -105,6 +105,8 @@ def test_members_follow_their_lone_trajectories_on_every_stacked_form(
                                 abs_tol=_TOL)  # fmt: skip
     for a, c in zip(alone, cohort.members, strict=True):
         _assert_same_state(a, c)
+        if cfg.workload.momentum == 0:  # PyTorch's SGD keeps no buffer then, nor does a cohort
+            assert len(a.optimizer.state) == len(c.optimizer.state) == 0
 
 
 def test_a_diverging_member_stops_where_it_would_alone_and_the_others_go_on() -> None:

@@ -48,6 +48,19 @@ def test_stacked_forward_is_each_member_own_forward(name: str, activation: str) 
     torch.testing.assert_close(stacked, generic, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", HOSTS.names())
+def test_has_buffers_says_whether_the_host_keeps_buffers(name: str) -> None:
+    host = make_host(name, (1, 8, 8), 10)
+    assert HOSTS[name].has_buffers == bool(list(host.buffers()))
+
+
+def test_mlp_stacked_forward_refuses_a_wrong_parameter_list() -> None:
+    model = MLP((64,), 10, hidden=(32, 16))
+    params = [p.unsqueeze(0) for p in model.parameters()]
+    with pytest.raises(ValueError, match="5 stacked tensors for 3 layers"):
+        model.stacked_forward(params[:5], torch.randn(1, 4, 64))
+
+
 def test_cnn_uses_2d_convolutions_for_images_and_1d_for_signals() -> None:
     image = make_host("cnn", (1, 8, 8), 10)
     signal = make_host("cnn", (1, 40), 10)

@@ -14,6 +14,7 @@ from esper.workloads.prequential import (
     batch_loss,
     online_accuracy,
     prequential_step,
+    stacked_batch_loss,
     summarize_tasks,
 )
 from esper.workloads.stream import Batch
@@ -99,3 +100,36 @@ def test_a_penalty_enters_the_update_but_not_the_recorded_loss() -> None:
     assert (record.loss, record.accuracy) == (plain.loss, plain.accuracy)
     # the penalty's gradient 6·w0 adds −lr·6·w0 to the plain update
     torch.testing.assert_close(model.weight.detach(), plain_model.weight.detach() - 0.1 * 6.0 * w0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "out_shape", "y_shape"),
+    [
+        ("classification", (3, 5, 4), (3, 5)),
+        ("regression", (3, 5, 1), (3, 5)),
+        ("regression", (3, 5, 2), (3, 5, 2)),
+        ("q_learning", (3, 5, 4), (3, 5, 3)),
+    ],
+)
+def test_stacked_batch_loss_is_each_member_batch_loss(
+    kind: str, out_shape: tuple[int, ...], y_shape: tuple[int, ...]
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    out = torch.randn(out_shape, generator=gen)
+    if kind == "classification":
+        y = torch.randint(0, out_shape[-1], y_shape, generator=gen)
+    else:
+        y = torch.randn(y_shape, generator=gen)
+        if kind == "q_learning":  # rows (action, target, done)
+            y[..., 0] = torch.randint(0, out_shape[-1], y_shape[:2], generator=gen).float()
+    stacked = stacked_batch_loss(out, y, kind)
+    assert stacked.shape == (3,)
+    for i in range(3):
+        torch.testing.assert_close(stacked[i], batch_loss(out[i], y[i], kind))
+
+
+def test_stacked_regression_refuses_targets_that_would_broadcast_across_members() -> None:
+    with pytest.raises(
+        ValueError, match=r"outputs \(5, 5, 1\) do not match targets \(5, 5, 1, 1\)"
+    ):
+        stacked_batch_loss(torch.zeros(5, 5, 1), torch.zeros(5, 5, 1, 1), "regression")

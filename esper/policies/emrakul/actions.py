@@ -149,24 +149,26 @@ def mixed_scores(
     scores: dict[str, torch.Tensor],
     criteria: tuple[str, ...],
     mix: tuple[float, ...],
-    ranked: dict[int, torch.Tensor] | None = None,
+    ranked: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """``Σ_c π_c · rank(score_c)`` over the criteria with non-zero weight.
 
-    ``ranked`` memoises ranks by score tensor (its ``id``; the caller keeps the tensors alive):
-    a layer's pruning and regrowth mixes share their gradient scores, and ranking (a sort of
-    the whole layer) is most of a decision's cost.
+    ``ranked`` memoises ranks by score tensor (``id → (tensor, ranks)``, the tensor kept so
+    that its ``id`` stays its own): a layer's pruning and regrowth mixes share their gradient
+    scores, and ranking (a sort of the whole layer) is most of a decision's cost.
     """
     out: torch.Tensor | None = None
     for name, weight in zip(criteria, mix, strict=True):
         if weight <= 0:
             continue
         score = scores[name]
-        ranks = None if ranked is None else ranked.get(id(score))
-        if ranks is None:
+        known = None if ranked is None else ranked.get(id(score))
+        if known is not None and known[0] is score:
+            ranks = known[1]
+        else:
             ranks = rank_normalise(score)
             if ranked is not None:
-                ranked[id(score)] = ranks
+                ranked[id(score)] = (score, ranks)
         term = weight * ranks
         out = term if out is None else out + term
     if out is None:
@@ -242,7 +244,7 @@ def layer_action(
     prune = torch.empty(0, dtype=torch.long)
     regrow = torch.empty(0, dtype=torch.long)
     scores: dict[str, torch.Tensor] = {}
-    ranked: dict[int, torch.Tensor] = {}
+    ranked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     if drop_k:
         used = tuple(c for c, w in zip(PRUNE_CRITERIA, action.prune_mix, strict=True) if w > 0)
         scores = weight_scores(organism, step, name, generator, used)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from esper.conf import compose
+from esper.policies.emrakul import actions
 from esper.policies.emrakul.actions import (
     N_DISCRETE_ACTIONS,
     PRUNE_CRITERIA,
@@ -59,14 +60,19 @@ def test_a_layer_decision_ranks_each_score_once(
         prune_mix=(1.0,) * len(PRUNE_CRITERIA),
         regrow_mix=(1.0,) * len(REGROW_CRITERIA),
     )
-    reference = layer_action(action, org, step, name, generator(5, "once"))
+    with monkeypatch.context() as patched:  # the reference: no memo, no shared scores
+        plain_mix, plain_sources = actions.mixed_scores, actions._regrow_sources
+        patched.setattr(actions, "mixed_scores", lambda s, c, m, ranked=None: plain_mix(s, c, m))
+        patched.setattr(actions, "_regrow_sources",
+                        lambda o, st, n, g, gradient=None: plain_sources(o, st, n, g))  # fmt: skip
+        reference = layer_action(action, org, step, name, generator(5, "once"))
     ranked: list[int] = []
 
     def counting(x: torch.Tensor) -> torch.Tensor:
         ranked.append(x.numel())
         return rank_normalise(x)
 
-    monkeypatch.setattr("esper.policies.emrakul.actions.rank_normalise", counting)
+    monkeypatch.setattr(actions, "rank_normalise", counting)
     out = layer_action(action, org, step, name, generator(5, "once"))
     distinct = len(set(PRUNE_CRITERIA) | set(REGROW_CRITERIA)) - 1  # accumulated = gradient
     assert len(ranked) == distinct

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -96,7 +98,7 @@ def _reference(history: list[torch.Tensor]) -> tuple[list[int], list[int], float
     flips = torch.zeros(history[0].numel(), dtype=torch.int64)
     seen_inactive, regrown = ~history[0], torch.zeros_like(history[0])
     oscillating = torch.zeros_like(history[0])
-    for previous, mask in zip(history, history[1:], strict=False):
+    for previous, mask in itertools.pairwise(history):
         flips += previous != mask
         oscillating |= regrown & ~mask
         regrown |= mask & seen_inactive

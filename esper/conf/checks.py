@@ -1,0 +1,101 @@
+"""Checks shared by composition: the error type, registry components, the platform's groups.
+
+Kept apart from :mod:`esper.conf.compose` (which merges overrides with Hydra and checks the
+workload) so that each module holds one concern.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from esper.config import ComponentConfig, EsperConfig
+
+__all__ = ["REWARD_KEYS", "ConfigError", "check_component", "validate_platform"]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the key and what is allowed."""
+
+
+def check_component(
+    key: str, component: ComponentConfig, registry: Any, fixed: Sequence[str] = ()
+) -> None:
+    """Refuse a registry name or a parameter the component does not have (``fixed``: the
+    parameters the workload sets itself), naming ``key``."""
+    if component.name not in registry:
+        raise ConfigError(
+            f"unknown {registry.kind} {component.name!r} at {key}.name; "
+            f"valid {registry.kind}s: {', '.join(registry.names())}"
+        )
+    factory: Callable[..., Any] = registry[component.name]
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    allowed = [
+        n for n, p in parameters.items() if n not in fixed and p.kind is not p.VAR_POSITIONAL
+    ]
+    for name in component.params:
+        if name not in allowed:
+            raise ConfigError(
+                f"unknown parameter {key}.params.{name} for {registry.kind} {component.name!r}; "
+                f"allowed: {', '.join(allowed) or '(none)'}"
+            )
+
+
+REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")
+"""The reward weights (``reward.<key>``), the only reward keys a search may vary."""
+
+
+def validate_platform(cfg: EsperConfig) -> None:
+    """The ``search`` and ``cluster`` groups and the platform's training settings."""
+    t, search, cluster = cfg.policy.training, cfg.search, cfg.cluster
+    at_least = {
+        "policy.training.replicas": (t.replicas, 1),
+        "policy.training.cohort": (t.cohort, 1),
+        "policy.training.iterations": (t.iterations, 1),
+        "policy.training.max_staleness": (t.max_staleness, 0),
+        "search.num_samples": (search.num_samples, 1),
+        "search.perturbation_interval": (search.perturbation_interval, 1),
+        "search.grid_points": (search.grid_points, 2),
+        "cluster.max_restarts": (cluster.max_restarts, 0),
+    }
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise ConfigError(f"{key} must be ≥ {low}, got {value}")
+    if not 0.0 < search.quantile_fraction <= 0.5:
+        raise ConfigError(
+            f"search.quantile_fraction must lie in (0, 0.5], got {search.quantile_fraction}"
+        )
+    if not 0.0 <= search.resample_probability <= 1.0:
+        raise ConfigError(
+            f"search.resample_probability must lie in [0, 1], got {search.resample_probability}"
+        )
+    for key in ("replica_cpus", "learner_cpus"):
+        if not getattr(cluster, key) > 0:
+            raise ConfigError(f"cluster.{key} must be > 0, got {getattr(cluster, key)}")
+    if cluster.replica_gpus < 0 or (cluster.num_cpus is not None and cluster.num_cpus < 1):
+        raise ConfigError(
+            f"cluster.replica_gpus must be ≥ 0 ({cluster.replica_gpus}) and cluster.num_cpus "
+            f"≥ 1 or null ({cluster.num_cpus})"
+        )
+    searchable = ("reward.", "policy.params.", "policy.training.learner_params.",
+                  "policy.training.general_params.")  # fmt: skip
+    for key, bound in search.bounds.items():
+        if not key.startswith(searchable) or (
+            key.startswith("reward.") and key[len("reward.") :] not in REWARD_KEYS
+        ):
+            raise ConfigError(
+                f"search.bounds.{key}: only reward weights ({', '.join(REWARD_KEYS)}) and keys "
+                f"under {', '.join(searchable[1:])} can be searched"
+            )
+        if key.startswith("policy.params."):
+            from esper.policies import POLICIES
+
+            name = key[len("policy.params.") :]
+            check_component("policy", ComponentConfig(cfg.policy.name, {name: 0}), POLICIES)
+        if len(bound) != 2 or not float(bound[0]) < float(bound[1]):
+            raise ConfigError(
+                f"search.bounds.{key} must be [low, high] with low < high, got {bound}"
+            )
