@@ -28,6 +28,7 @@ __all__ = [
     "BenchResult",
     "SkipBenchmark",
     "alternating_median_times",
+    "cuda_median_times",
     "machine_info",
     "median_time",
     "paired_median_times",
@@ -111,6 +112,24 @@ def alternating_median_times(
             fn()
             seconds.append(time.perf_counter() - start)
     return [statistics.median(seconds) for seconds in times]
+
+
+def cuda_median_times(
+    fns: list[Callable[[], object]], repeats: int = 10, warmup: int = 3
+) -> list[float]:
+    """Median seconds of each of ``fns`` on CUDA, called in turn, synchronised around each."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    torch.cuda.synchronize()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, seconds in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def machine_info() -> dict[str, Any]:

@@ -15,14 +15,18 @@ number checks that the reading's FLOPs stay within the goal, not its launch and 
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from esper.bench.harness import PERF, BenchResult, SkipBenchmark, alternating_median_times
+from esper.bench.harness import (
+    PERF,
+    BenchResult,
+    SkipBenchmark,
+    alternating_median_times,
+    cuda_median_times,
+)
 from esper.seeding import generator
 from esper.workloads.hosts import make_host
 from esper.workloads.sensors import NervousSystem, gradient_statistics, hutchinson
@@ -34,22 +38,6 @@ _GOAL = 3.0
 _STEP_BATCH, _SENSE_BATCH, _FUSED_STEPS = 512, 128, 4
 
 Timer = Callable[[list[Callable[[], object]]], list[float]]
-
-
-def _cuda_timer(fns: list[Callable[[], object]], repeats: int = 10, warmup: int = 3) -> list[float]:
-    """Median seconds of each of ``fns`` on CUDA, called in turn, synchronised around each."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    torch.cuda.synchronize()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, seconds in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def _sense_against_step(device: torch.device, timer: Timer, where: str) -> BenchResult:
@@ -114,7 +102,9 @@ def sense_vs_step_cuda() -> BenchResult:
     MLP; goal ≤ 3. Skipped without a CUDA device."""
     if not torch.cuda.is_available():
         raise SkipBenchmark("needs a CUDA device")
-    return _sense_against_step(torch.device("cuda"), _cuda_timer, torch.cuda.get_device_name())
+    return _sense_against_step(
+        torch.device("cuda"), cuda_median_times, torch.cuda.get_device_name()
+    )
 
 
 @PERF.register("sense_vs_step_cpu")

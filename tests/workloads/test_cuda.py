@@ -161,3 +161,25 @@ def test_cpu_and_cuda_runs_draw_the_same_numbers(mechanism: str) -> None:
     a, b = cpu.reset(), cuda.reset()
     assert a.info["online_accuracy"] == pytest.approx(b.info["online_accuracy"], abs=1e-4)
     assert a.info["online_loss"] == pytest.approx(b.info["online_loss"], rel=1e-4)
+
+
+def test_a_cohort_on_cuda_follows_each_members_lone_trajectory() -> None:
+    """The batched training of ``esper.workloads.cohort`` (the MLP's stacked form) on the GPU,
+    against the same organisms trained one by one on the GPU."""
+    from esper.workloads.cohort import Cohort
+
+    cfg = compose([*_BASE, "experiment.device=cuda"])
+    alone = [build_organism(cfg, r) for r in range(3)]
+    cohort = Cohort([build_organism(cfg, r) for r in range(3)])
+    for organism in alone:
+        organism.reset()
+    cohort.reset()
+    for _ in range(2):
+        steps_a = [o.step({}) for o in alone]
+        steps_c = cohort.step([{}, {}, {}])
+        for a, c in zip(steps_a, steps_c, strict=True):
+            assert a.info["online_loss"] == pytest.approx(c.info["online_loss"], abs=1e-4)
+    for a, c in zip(alone, cohort.members, strict=True):
+        assert next(c.host.parameters()).is_cuda
+        for x, y in zip(a.host.parameters(), c.host.parameters(), strict=True):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
