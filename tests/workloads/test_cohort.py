@@ -15,6 +15,7 @@ from esper.workloads.actions import LayerAction
 from esper.workloads.cohort import Cohort, CohortError
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism
+from tests.organisms import alone_and_in_cohort
 
 _BASE = [
     "policy.density=0.2",
@@ -91,18 +92,10 @@ def test_members_follow_their_lone_trajectories_on_every_stacked_form(
 ) -> None:
     cfg = compose([*overrides, "policy.density=0.2", "policy.surgery_interval=6",
                    "workload.organism.sense_batches=2"])  # fmt: skip
-    alone = [build_organism(cfg, r) for r in range(2)]
-    cohort = Cohort([build_organism(cfg, r) for r in range(2)])
-    for organism in alone:
-        organism.reset()
-    cohort.reset()
-    for _ in range(2):
-        steps_a = [o.step({}) for o in alone]
-        steps_c = cohort.step([{}, {}])
-        for a, c in zip(steps_a, steps_c, strict=True):
-            assert math.isclose(a.info["online_loss"], c.info["online_loss"], abs_tol=_TOL)
-            assert math.isclose(a.info["online_accuracy"], c.info["online_accuracy"],
-                                abs_tol=_TOL)  # fmt: skip
+    alone, cohort, pairs = alone_and_in_cohort(cfg, members=2, surgeries=2)
+    for step_a, step_c in pairs:
+        for key in ("online_loss", "online_accuracy"):
+            assert math.isclose(step_a.info[key], step_c.info[key], abs_tol=_TOL), key
     for a, c in zip(alone, cohort.members, strict=True):
         _assert_same_state(a, c)
         if cfg.workload.momentum == 0:  # PyTorch's SGD keeps no buffer then, nor does a cohort

@@ -22,7 +22,7 @@ from esper.policies.base import Policy, make_policy
 from esper.workloads.actions import LayerAction
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
-from tests.organisms import TINY_ORGANISM
+from tests.organisms import TINY_ORGANISM, alone_and_in_cohort
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -166,19 +166,11 @@ def test_cpu_and_cuda_runs_draw_the_same_numbers(mechanism: str) -> None:
 def test_a_cohort_on_cuda_follows_each_members_lone_trajectory() -> None:
     """The batched training of ``esper.workloads.cohort`` (the MLP's stacked form) on the GPU,
     against the same organisms trained one by one on the GPU."""
-    from esper.workloads.cohort import Cohort
-
-    cfg = compose([*_BASE, "experiment.device=cuda"])
-    alone = [build_organism(cfg, r) for r in range(3)]
-    cohort = Cohort([build_organism(cfg, r) for r in range(3)])
-    for organism in alone:
-        organism.reset()
-    cohort.reset()
-    for _ in range(2):
-        steps_a = [o.step({}) for o in alone]
-        steps_c = cohort.step([{}, {}, {}])
-        for a, c in zip(steps_a, steps_c, strict=True):
-            assert a.info["online_loss"] == pytest.approx(c.info["online_loss"], abs=1e-4)
+    alone, cohort, pairs = alone_and_in_cohort(
+        compose([*_BASE, "experiment.device=cuda"]), members=3, surgeries=2
+    )
+    for step_a, step_c in pairs:
+        assert step_a.info["online_loss"] == pytest.approx(step_c.info["online_loss"], abs=1e-4)
     for a, c in zip(alone, cohort.members, strict=True):
         assert next(c.host.parameters()).is_cuda
         for x, y in zip(a.host.parameters(), c.host.parameters(), strict=True):
