@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from esper.policies.emrakul.actions import (
     layer_action,
     mixed_scores,
     rank_normalise,
+    stable_order,
     swap_counts,
 )
 from esper.policies.scores import weight_scores
@@ -45,6 +47,18 @@ def test_rank_normalise_breaks_ties_by_position_and_ranks_non_finite_lowest() ->
     assert (rank_normalise(x) * 6).tolist() == [2.0, 5.0, 3.0, 0.0, 4.0, 1.0, 6.0]
     assert rank_normalise(torch.tensor([4.0])).tolist() == [0.0]
     assert rank_normalise(torch.arange(6).view(2, 3)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("n", [7, 4095, 4096, 20000])
+def test_stable_order_is_a_stable_comparison_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for values in (
+        rng.standard_normal(n).astype(np.float32),
+        (rng.standard_normal(n) * (rng.random(n) < 0.1)).astype(np.float32),  # mostly ties
+        rng.integers(0, 5, n).astype(np.float32),
+        np.float32([-0.0, 0.0, -np.inf, np.inf, 1e-45, -1e-45, 3.0] * (n // 7 + 1))[:n],
+    ):
+        np.testing.assert_array_equal(stable_order(values), np.argsort(values, kind="stable"))
 
 
 def test_a_layer_decision_ranks_each_score_once(
