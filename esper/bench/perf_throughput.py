@@ -21,6 +21,12 @@
   must at least not be slower (goal ≥ 1). The notes give the batched training's share of the
   cohort's time: the rest (Emrakul's decisions, sensing, scoring) stays per member.
 
+- ``emrakul_decision_vs_interval``: one Emrakul decision (``act``: the General's budgets, every
+  Specialist's action decoded into pruned and regrown indices) ÷ the organism's ``K = 25``
+  training steps that follow it, at the demo's sizes; the notes give RigL's decision on the
+  same organism. Record only (the issue set no goal; ≤ 1 marks a decision that costs less than
+  the training interval it precedes).
+
 Digits MLP (64-128-128-10, 26k parameters), batch 32, 10% density, one torch thread (as in a
 replica actor). Importing this module registers the benchmarks in
 :data:`~esper.bench.harness.PERF`.
@@ -47,6 +53,7 @@ from esper.bench.harness import (
 from esper.conf import compose
 from esper.config import EsperConfig
 from esper.policies.base import make_policy
+from esper.policies.baselines.drop_and_grow import DropAndGrow
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.rollout import cohort_rollout, rollout
 from esper.seeding import small_seed
@@ -58,6 +65,7 @@ from esper.workloads.prequential import stacked_batch_loss
 
 __all__ = [
     "cohort_rollout_speedup_8",
+    "emrakul_decision_vs_interval",
     "organism_train_vs_plain",
     "population_speedup_16",
     "population_speedup_16_cuda",
@@ -267,5 +275,45 @@ def cohort_rollout_speedup_8() -> BenchResult:
             f"{1000 * t_train * _EPISODE:.0f} ms of it ({k} steps of all members per surgery: "
             f"{1000 * t_train:.0f} ms); the rest (Emrakul's decisions, sensing, scoring) stays "
             f"per member"
+        ),
+    )
+
+
+@PERF.register("emrakul_decision_vs_interval")
+def emrakul_decision_vs_interval() -> BenchResult:
+    """One Emrakul decision ÷ the K training steps it precedes; record (marker ≤ 1)."""
+    cfg = compose(list(_ROLLOUT_OVERRIDES))
+    with one_thread():
+        organism = build_organism(cfg, 0)
+        step = organism.reset()
+        emrakul = _emrakul(cfg, 0, organism, step)
+        step = organism.step(emrakul.act(organism, step))  # a reading after a surgery
+        rigl = make_policy("rigl", delta_t=1)
+        assert isinstance(rigl, DropAndGrow)
+
+        def rigl_decides() -> None:
+            rigl.clock.reset()  # an update is due again: RigL decides at every call
+            if not rigl.act(organism, step):
+                raise RuntimeError("RigL made no decision: the timing would be of nothing")
+
+        t_emrakul, t_rigl, t_train = alternating_median_times(
+            [lambda: emrakul.act(organism, step), rigl_decides, organism.train_steps], 20, 3
+        )
+    k, layers = cfg.policy.surgery_interval, len(organism.scalpel.names)
+    return BenchResult(
+        ours_s=t_emrakul,
+        anchor=f"the organism's K = {k} training steps that follow a decision",
+        anchor_s=t_train,
+        ratio=t_emrakul / t_train,
+        goal=1.0,
+        direction="<=",
+        notes=(
+            f"record only (the issue set no goal; 1: deciding should cost less than the "
+            f"training interval it precedes); digits MLP 64-128-128-10 ({layers} masked "
+            f"layers), density 0.1, K={k}, an untrained Emrakul, one torch thread; "
+            f"medians of 20 timed in turn: a decision {1000 * t_emrakul:.1f} ms, RigL's "
+            f"{1000 * t_rigl:.1f} ms, {k} training steps {1000 * t_train:.1f} ms. Emrakul ranks "
+            f"six scores of every weight (magnitude, gradient, Fisher, GSNR, age, random) where "
+            f"RigL ranks two"
         ),
     )
