@@ -8,9 +8,14 @@ protects, so imitating it teaches not to). Training: MAPPO (lr 1e-4), on six org
 training seeds 100-105. Each is then evaluated greedily on the double-loss bench's
 small-preset seeds (0-4), beside RigL with independent and with synchronized retention, by
 :func:`esper.bench.double_loss.run_arm`: tail, common and online accuracy, double-loss cases, and
-how often the ``data`` variant asked for protection. Exploratory: one training run per variant.
+how often the ``data`` variant asked for protection. Exploratory: one training run per variant,
+unless ``--repeats R`` trains each chosen variant R times on disjoint training seeds (run r:
+seeds 100-105 shifted by 6 r); the summary then also gives, per variant, each training run's
+mean difference from RigL and an interval over the runs (how much of a difference is the
+training run rather than the evaluation seeds).
 
-Usage: ``.venv/bin/python benchmarks/emrakul_double_loss.py --json PATH [--surgeries N]``.
+Usage: ``.venv/bin/python benchmarks/emrakul_double_loss.py --json PATH [--surgeries N]
+[--repeats R] [--variants "plain;data"]``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,10 @@ TRAIN_SEEDS = tuple(range(100, 106))
 MEASURES = ("tail", "common", "online", "double_loss_cases", "protect_rate", "protect_probability")
 
 
-def train(variant: str, surgeries: int, out: str) -> str:
+def train(variant: str, surgeries: int, out: str, repeat: int = 0) -> str:
+    """Train ``variant`` on the training seeds of ``repeat`` (repeat r: :data:`TRAIN_SEEDS`
+    shifted by ``6 r``, so that repeats share no organism)."""
+    seeds = [s + len(TRAIN_SEEDS) * repeat for s in TRAIN_SEEDS]
     from esper.conf import compose
     from esper.policies.checkpoints import save_policy
     from esper.policies.training import train_policy
@@ -57,32 +65,69 @@ def train(variant: str, surgeries: int, out: str) -> str:
         base = [o for o in arm_overrides(preset, ARM, seed) if not o.startswith("policy=")]
         return compose(["policy=emrakul", *base, *VARIANTS[variant][0]])
 
-    first = cfg(TRAIN_SEEDS[0])
+    first = cfg(seeds[0])
     training = dataclasses.replace(first.policy.training, surgeries=surgeries, rollout=16,
                                    imitation=VARIANTS[variant][1],
                                    learner_params={"lr": 1e-4})  # fmt: skip
     first = dataclasses.replace(first, policy=dataclasses.replace(first.policy, training=training))
     with one_thread():
-        result = train_policy(first, [cfg(s) for s in TRAIN_SEEDS])
-    return str(save_policy(Path(out) / f"emrakul-{variant}.pt", result))
+        result = train_policy(first, [cfg(s) for s in seeds])
+    return str(save_policy(Path(out) / f"emrakul-{variant}-{repeat}.pt", result))
+
+
+def _between_runs(by: dict[str, list[dict[str, Any]]], variants: list[str], repeats: int,
+                  console: Console) -> dict[str, Any]:  # fmt: skip
+    """Per variant, each training run's mean paired difference from RigL (over the evaluation
+    seeds) and an interval over the runs: how much of a difference is the training run."""
+    out: dict[str, Any] = {}
+    for variant in variants:
+        for rigl in ("rigl, independent", "rigl, synchronized"):
+            label = f"emrakul {variant} minus {rigl}, between training runs"
+            per_run = {
+                m: [paired_interval([r[m] for r in by[f"emrakul {variant} #{k}"]],
+                                    [r[m] for r in by[rigl]]).mean for k in range(repeats)]
+                for m in ("tail", "common", "online")
+            }  # fmt: skip
+            out[label] = {m: {"runs": v, **bootstrap_interval(v).to_json()}
+                          for m, v in per_run.items()}  # fmt: skip
+            console.print(
+                f"{label}: "
+                + ", ".join(
+                    f"{m} runs {' '.join(f'{x:+.3f}' for x in v)}" for m, v in per_run.items()
+                )
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--surgeries", type=int, default=1200)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="training runs per variant, on disjoint training seeds")  # fmt: skip
+    parser.add_argument("--variants", default=";".join(VARIANTS),
+                        help=f"';'-separated, of: {'; '.join(VARIANTS)}")  # fmt: skip
     args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(";") if v.strip()]
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"unknown variants {unknown}; valid: {'; '.join(VARIANTS)}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be ≥ 1, got {args.repeats}")
     console, start = Console(), time.perf_counter()
     preset = PRESETS["small"]
+    runs_of = [(v, k) for v in variants for k in range(args.repeats)]
+
+    def name(variant: str, repeat: int) -> str:
+        return f"emrakul {variant}" + ("" if args.repeats == 1 else f" #{repeat}")
+
     with tempfile.TemporaryDirectory() as out:
-        paths = ray_map(train, [(v, args.surgeries, out) for v in VARIANTS], "training",
+        paths = ray_map(train, [(v, args.surgeries, out, k) for v, k in runs_of], "training",
                         None, None, console)  # fmt: skip
-        checkpoints = dict(zip(VARIANTS, paths, strict=True))
-        jobs = [(preset, ARM, seed, checkpoints[v]) for v in VARIANTS for seed in preset.seeds]
-        jobs += [(preset, arm, seed) for arm in (ARM, "both, synchronized")
-                 for seed in preset.seeds]  # fmt: skip
+        jobs: list[tuple[Any, ...]] = [(preset, ARM, s, path) for path in paths
+                                       for s in preset.seeds]  # fmt: skip
+        jobs += [(preset, arm, s) for arm in (ARM, "both, synchronized") for s in preset.seeds]
         runs = ray_map(run_arm, jobs, "evaluation", None, None, console)
-    labels = [f"emrakul {v}" for v in VARIANTS for _ in preset.seeds]
+    labels = [name(v, k) for v, k in runs_of for _ in preset.seeds]
     labels += [f"rigl, {a.split(', ')[1]}" for a in (ARM, "both, synchronized")
                for _ in preset.seeds]  # fmt: skip
     by: dict[str, list[dict[str, Any]]] = {}
@@ -92,12 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         label: {m: bootstrap_interval([r[m] for r in rows]).to_json() for m in MEASURES}
         for label, rows in by.items()
     }
-    for a, b in (
-        ("emrakul data", "emrakul plain"),
-        ("emrakul data", "rigl, independent"),
-        ("emrakul plain", "rigl, independent"),
-        ("emrakul data", "rigl, synchronized"),
-    ):
+    pairs = [(f"emrakul {v}", rigl) for v in variants
+             for rigl in ("rigl, independent", "rigl, synchronized")]  # fmt: skip
+    if {"plain", "data"} <= set(variants):
+        pairs.insert(0, ("emrakul data", "emrakul plain"))
+    for a, b in pairs if args.repeats == 1 else ():
         summary[f"{a} minus {b}"] = {
             m: paired_interval([r[m] for r in by[a]], [r[m] for r in by[b]]).to_json()
             for m in ("tail", "common", "online")
@@ -107,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
                          if c.get("ci") and c["ci"][0] is not None else f"{m} {c['mean']:.3f}"
                          for m, c in cells.items())  # fmt: skip
         console.print(f"{label}: {line}")
-    for label in ("emrakul data", "emrakul data, RL only"):
-        for run in by[label]:
-            console.print(f"{label}, seed {run['seed']}: data actions {run['data_actions']}")
+    if args.repeats > 1:
+        summary.update(_between_runs(by, variants, args.repeats, console))
+    for label, rows in by.items():
+        if label.startswith("emrakul data"):
+            for run in rows:
+                console.print(f"{label}, seed {run['seed']}: data actions {run['data_actions']}")
     payload = {"machine": machine_info(), "preset": dataclasses.asdict(preset),
                "surgeries": args.surgeries, "train_seeds": list(TRAIN_SEEDS),
-               "seconds": time.perf_counter() - start, "summary": summary,
-               "runs": {k: v for k, v in by.items()}}  # fmt: skip
+               "repeats": args.repeats, "seconds": time.perf_counter() - start,
+               "summary": summary, "runs": {k: v for k, v in by.items()}}  # fmt: skip
     atomic_write_text(args.json, json.dumps(payload, indent=1, default=float) + "\n")
     console.print(f"written to {args.json} in {np.round(payload['seconds'] / 60, 1)} min")
     return 0

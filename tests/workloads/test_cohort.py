@@ -26,6 +26,11 @@ _BASE = [
     "workload.organism.spike_window=3",
 ]
 _TOL = 1e-5
+_SMALL_CNN = [
+    "workload=digits_affine_cnn",
+    "workload.host.params.channels=[4,8]",
+    "workload.host.params.hidden=16",
+]
 
 
 def _organisms(n: int, *overrides: str) -> list[Organism]:
@@ -82,16 +87,16 @@ def test_each_member_follows_its_lone_trajectory_under_rigl_with_sedation() -> N
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["workload=digits_affine_cnn"],  # the generic vmap form of the stacked forward
+        _SMALL_CNN,  # the generic vmap form of the stacked forward
         ["workload=slowly_changing_regression"],  # the MLP's own form; a regression loss
-        ["workload.host.params.activation=tanh"],
+        ["workload.host.params.activation=tanh", "workload.host.params.hidden=[32,16]"],
     ],
 )
 def test_members_follow_their_lone_trajectories_on_every_stacked_form(
     overrides: list[str],
 ) -> None:
     cfg = compose([*overrides, "policy.density=0.2", "policy.surgery_interval=6",
-                   "workload.organism.sense_batches=2"])  # fmt: skip
+                   "workload.organism.sense_batches=2", "workload.batch_size=16"])  # fmt: skip
     alone, cohort, pairs = alone_and_in_cohort(cfg, members=2, surgeries=2)
     for step_a, step_c in pairs:
         for key in ("online_loss", "online_accuracy"):
