@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], int]] = {
     "data, RL only": (_DATA, 0),  # no RigL imitation: RigL never protects
 }
 """Label → (policy overrides, RigL-imitation surgeries per training organism)."""
+_WITHHELD = "data action withheld"
 ARM = "both, independent"  # the weight and data budgets of the arm Emrakul replaces RigL in
 TRAIN_SEEDS = tuple(range(100, 106))
 MEASURES = ("tail", "common", "online", "double_loss_cases", "protect_rate", "protect_probability")
@@ -75,27 +77,26 @@ def train(variant: str, surgeries: int, out: str, repeat: int = 0) -> str:
     return str(save_policy(Path(out) / f"emrakul-{variant}-{repeat}.pt", result))
 
 
-def _between_runs(by: dict[str, list[dict[str, Any]]], variants: list[str], repeats: int,
-                  console: Console) -> dict[str, Any]:  # fmt: skip
-    """Per variant, each training run's mean paired difference from RigL (over the evaluation
-    seeds) and an interval over the runs: how much of a difference is the training run."""
+Comparison = tuple[str, Callable[[int], str], Callable[[int], str]]
+"""A title, and the labels of the two sides of training run ``k``."""
+
+
+def _between_runs(by: dict[str, list[dict[str, Any]]], comparisons: list[Comparison],
+                  repeats: int, console: Console) -> dict[str, Any]:  # fmt: skip
+    """Per comparison, each training run's mean paired difference (over the evaluation seeds)
+    and an interval over the runs: how much of a difference is the training run."""
     out: dict[str, Any] = {}
-    for variant in variants:
-        for rigl in ("rigl, independent", "rigl, synchronized"):
-            label = f"emrakul {variant} minus {rigl}, between training runs"
-            per_run = {
-                m: [paired_interval([r[m] for r in by[f"emrakul {variant} #{k}"]],
-                                    [r[m] for r in by[rigl]]).mean for k in range(repeats)]
-                for m in ("tail", "common", "online")
-            }  # fmt: skip
-            out[label] = {m: {"runs": v, **bootstrap_interval(v).to_json()}
-                          for m, v in per_run.items()}  # fmt: skip
-            console.print(
-                f"{label}: "
-                + ", ".join(
-                    f"{m} runs {' '.join(f'{x:+.3f}' for x in v)}" for m, v in per_run.items()
-                )
-            )
+    for title, a, b in comparisons:
+        label = f"{title}, between training runs"
+        per_run = {
+            m: [paired_interval([r[m] for r in by[a(k)]], [r[m] for r in by[b(k)]]).mean
+                for k in range(repeats)]
+            for m in ("tail", "common", "online")
+        }  # fmt: skip
+        out[label] = {m: {"runs": v, **bootstrap_interval(v).to_json()}
+                      for m, v in per_run.items()}  # fmt: skip
+        runs = (f"{m} runs {' '.join(f'{x:+.3f}' for x in v)}" for m, v in per_run.items())
+        console.print(f"{label}: " + ", ".join(runs))
     return out
 
 
@@ -123,11 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as out:
         paths = ray_map(train, [(v, args.surgeries, out, k) for v, k in runs_of], "training",
                         None, None, console)  # fmt: skip
+        # a data variant's checkpoints also without their data action: weight surgery alone
+        withheld = [(v, k, p) for (v, k), p in zip(runs_of, paths, strict=True) if _DATA[1] in
+                    VARIANTS[v][0]]  # fmt: skip
         jobs: list[tuple[Any, ...]] = [(preset, ARM, s, path) for path in paths
                                        for s in preset.seeds]  # fmt: skip
+        jobs += [(preset, ARM, s, p, False) for _, _, p in withheld for s in preset.seeds]
         jobs += [(preset, arm, s) for arm in (ARM, "both, synchronized") for s in preset.seeds]
         runs = ray_map(run_arm, jobs, "evaluation", None, None, console)
     labels = [name(v, k) for v, k in runs_of for _ in preset.seeds]
+    labels += [f"{name(v, k)}, {_WITHHELD}" for v, k, _ in withheld for _ in preset.seeds]
     labels += [f"rigl, {a.split(', ')[1]}" for a in (ARM, "both, synchronized")
                for _ in preset.seeds]  # fmt: skip
     by: dict[str, list[dict[str, Any]]] = {}
@@ -140,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(f"emrakul {v}", rigl) for v in variants
              for rigl in ("rigl, independent", "rigl, synchronized")]  # fmt: skip
     if {"plain", "data"} <= set(variants):
-        pairs.insert(0, ("emrakul data", "emrakul plain"))
+        pairs[:0] = [("emrakul data", "emrakul plain"),
+                     (f"emrakul data, {_WITHHELD}", "emrakul plain"),
+                     ("emrakul data", f"emrakul data, {_WITHHELD}")]  # fmt: skip
     for a, b in pairs if args.repeats == 1 else ():
         summary[f"{a} minus {b}"] = {
             m: paired_interval([r[m] for r in by[a]], [r[m] for r in by[b]]).to_json()
@@ -152,7 +160,24 @@ def main(argv: list[str] | None = None) -> int:
                          for m, c in cells.items())  # fmt: skip
         console.print(f"{label}: {line}")
     if args.repeats > 1:
-        summary.update(_between_runs(by, variants, args.repeats, console))
+
+        def run_of(variant: str, suffix: str = "") -> Callable[[int], str]:
+            return lambda k: name(variant, k) + suffix
+
+        def fixed(label: str) -> Callable[[int], str]:
+            return lambda _: label
+
+        comparisons: list[Comparison] = [
+            (f"emrakul {v} minus {rigl}", run_of(v), fixed(rigl))
+            for v in variants for rigl in ("rigl, independent", "rigl, synchronized")
+        ]  # fmt: skip
+        if {"plain", "data"} <= set(variants):
+            comparisons += [
+                ("emrakul data minus emrakul plain", run_of("data"), run_of("plain")),
+                (f"emrakul data, {_WITHHELD} minus emrakul plain",
+                 run_of("data", f", {_WITHHELD}"), run_of("plain")),
+            ]  # fmt: skip
+        summary.update(_between_runs(by, comparisons, args.repeats, console))
     for label, rows in by.items():
         if label.startswith("emrakul data"):
             for run in rows:

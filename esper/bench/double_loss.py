@@ -142,12 +142,18 @@ def _held_out(organism: Any, upto: int, samples: int) -> tuple[float, float]:
 
 
 def run_arm(
-    preset: DoubleLossPreset, arm: str, seed: int, checkpoint: str | None = None
+    preset: DoubleLossPreset,
+    arm: str,
+    seed: int,
+    checkpoint: str | None = None,
+    data_action: bool = True,
 ) -> dict[str, Any]:
     """One run: online accuracy, tail and common accuracy at task ends, double-loss cases.
     With ``checkpoint`` a trained Emrakul (acting greedily) is the weight surgeon instead of
     RigL, and the result also counts its data-side choices (``protect_rate``: the share of its
-    layer decisions that asked for protection)."""
+    layer decisions that asked for protection); ``data_action=False`` withholds its General's
+    data action from the organism (the memory's own refresh and rule apply), to tell what its
+    weight surgery does from what its data action does."""
     import pandas as pd
 
     from esper.conf import compose
@@ -164,6 +170,8 @@ def run_arm(
     ends: list[tuple[float, float]] = []
 
     surgeon = load_policy(checkpoint) if checkpoint else make_policy(cfg.policy.name, **params)
+    if not data_action:
+        surgeon.data_action = lambda: None  # type: ignore[method-assign]
     choices: list[dict[str, Any]] = []
 
     def at_step(_: int, step: Any) -> None:

@@ -68,7 +68,9 @@ def test_overrides_reach_every_run() -> None:
     assert run["protected_weights"] > 0 and run["served_weights_pruned"] == 0
 
 
-def test_a_trained_emrakul_can_be_the_weight_surgeon(tmp_path: Path) -> None:
+def _trained_emrakul(tmp_path: Path, option: str) -> str:
+    """A checkpoint of Emrakul trained for two surgeries on the bench's stream, with
+    ``+policy.params.<option>=true``."""
     import dataclasses
 
     from esper.bench.double_loss import arm_overrides
@@ -77,11 +79,22 @@ def test_a_trained_emrakul_can_be_the_weight_surgeon(tmp_path: Path) -> None:
     from esper.policies.training import train_policy
 
     overrides = [o for o in arm_overrides(TINY, "both, independent", 0) if o != "policy=rigl"]
-    cfg = compose(["policy=emrakul", *overrides, "+policy.params.protect=true"])
+    cfg = compose(["policy=emrakul", *overrides, f"+policy.params.{option}=true"])
     training = dataclasses.replace(cfg.policy.training, surgeries=2, rollout=2)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
-    path = save_policy(tmp_path / "emrakul.pt", train_policy(cfg))
-    run = run_arm(TINY, "both, independent", seed=0, checkpoint=str(path))
+    return str(save_policy(tmp_path / "emrakul.pt", train_policy(cfg)))
+
+
+def test_a_trained_emrakul_can_be_the_weight_surgeon(tmp_path: Path) -> None:
+    path = _trained_emrakul(tmp_path, "protect")
+    run = run_arm(TINY, "both, independent", seed=0, checkpoint=path)
     assert 0.0 <= run["tail"] <= 1.0 and 0.0 <= run["protect_rate"] <= 1.0
     assert run["density"] == pytest.approx(TINY.density, abs=0.02)
     assert run_arm(TINY, "both, independent", seed=0)["protect_rate"] == 0.0  # RigL never asks
+
+
+def test_a_trained_emrakuls_data_action_can_be_withheld(tmp_path: Path) -> None:
+    path = _trained_emrakul(tmp_path, "data_action")
+    assert run_arm(TINY, "both, independent", seed=0, checkpoint=path)["data_actions"]
+    withheld = run_arm(TINY, "both, independent", seed=0, checkpoint=path, data_action=False)
+    assert withheld["data_actions"] == []  # the memory's own refresh and rule applied
