@@ -27,6 +27,7 @@ __all__ = [
     "PERF",
     "BenchResult",
     "SkipBenchmark",
+    "Timer",
     "alternating_median_times",
     "cuda_median_times",
     "machine_info",
@@ -112,6 +113,11 @@ def alternating_median_times(
             fn()
             seconds.append(time.perf_counter() - start)
     return [statistics.median(seconds) for seconds in times]
+
+
+Timer = Callable[[list[Callable[[], object]]], list[float]]
+"""Median seconds of each of a list of functions (:func:`alternating_median_times`,
+:func:`cuda_median_times`)."""
 
 
 def cuda_median_times(

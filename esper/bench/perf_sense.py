@@ -24,6 +24,7 @@ from esper.bench.harness import (
     PERF,
     BenchResult,
     SkipBenchmark,
+    Timer,
     alternating_median_times,
     cuda_median_times,
 )
@@ -36,8 +37,6 @@ __all__ = ["sense_vs_step_cpu", "sense_vs_step_cuda"]
 
 _GOAL = 3.0
 _STEP_BATCH, _SENSE_BATCH, _FUSED_STEPS = 512, 128, 4
-
-Timer = Callable[[list[Callable[[], object]]], list[float]]
 
 
 def _sense_against_step(device: torch.device, timer: Timer, where: str) -> BenchResult:

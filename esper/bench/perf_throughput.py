@@ -34,7 +34,6 @@ replica actor). Importing this module registers the benchmarks in
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from esper.bench.harness import (
     PERF,
     BenchResult,
     SkipBenchmark,
+    Timer,
     alternating_median_times,
     cuda_median_times,
     median_time,
@@ -74,9 +74,6 @@ __all__ = [
 _K = 100
 _MEMBERS = 16
 _OVERRIDES = (f"policy.surgery_interval={_K}", "policy.density=0.1")
-
-
-Timer = Callable[[list[Callable[[], object]]], list[float]]
 
 
 def _config() -> EsperConfig:
@@ -139,10 +136,7 @@ def _batched_arithmetic(cohort: Cohort, sync: Callable[[], None]) -> float:
     batches = [m.stream.next_batch().to(m.device) for m in members]
     x = torch.stack([b.x for b in batches])
     y = torch.stack([b.y for b in batches])
-    template = copy.deepcopy(members[0].host)  # hook-free: stacked_forward may call forward
-    for module in template.modules():
-        module._forward_hooks.clear()
-        module._forward_pre_hooks.clear()
+    template = cohort.template
     times = []
     for _ in range(30):
         leaves = tuple(p.clone().requires_grad_() for p in params)

@@ -44,7 +44,7 @@ import torch
 from esper.config import WorkloadConfig
 from esper.events import SurgicalEvent
 from esper.workloads.actions import LayerAction
-from esper.workloads.hosts import HOSTS
+from esper.workloads.hosts import HOSTS, Host
 from esper.workloads.organism import Organism
 from esper.workloads.prequential import StepRecord, stacked_batch_loss
 from esper.workloads.rl.agent import ENVIRONMENTS
@@ -168,6 +168,11 @@ class Cohort:
                 f"cohort member {index} differs from member 0 in host, shapes, K, task kind, "
                 f"device or batch size: {_signature(member)} vs {_signature(self.members[0])}"
             )
+
+    @property
+    def template(self) -> Host:
+        """A hook-free copy of member 0's host whose ``stacked_forward`` trains the cohort."""
+        return self._template
 
     def __len__(self) -> int:
         return len(self.members)

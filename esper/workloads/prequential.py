@@ -45,13 +45,17 @@ def batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 def stacked_batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     """:func:`batch_loss` of ``N`` members at once: ``out`` and ``y`` carry a leading member
-    axis (``[N, B, ...]``); returns each member's mean loss, ``[N]``."""
+    axis (``[N, B, ...]``); returns each member's mean loss, ``[N]``. Agents (``q_learning``)
+    are not trained as cohorts, so their loss has no stacked form.
+
+    Raises:
+        ValueError: a ``q_learning`` kind, or regression outputs that do not match the targets.
+    """
     if kind == "classification":
         per_sample = F.cross_entropy(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
         return per_sample.view(y.shape[:2]).mean(1)
     if kind == "q_learning":
-        q = out.gather(2, y[..., :1].long()).squeeze(2)
-        return F.mse_loss(q, y[..., 1], reduction="none").mean(1)
+        raise ValueError("an agent's loss has no stacked form: agents train alone")
     prediction = out.squeeze(-1) if out.dim() == y.dim() + 1 else out
     if prediction.shape != y.shape:  # broadcasting would mix the members' samples
         raise ValueError(

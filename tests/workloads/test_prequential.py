@@ -108,7 +108,6 @@ def test_a_penalty_enters_the_update_but_not_the_recorded_loss() -> None:
         ("classification", (3, 5, 4), (3, 5)),
         ("regression", (3, 5, 1), (3, 5)),
         ("regression", (3, 5, 2), (3, 5, 2)),
-        ("q_learning", (3, 5, 4), (3, 5, 3)),
     ],
 )
 def test_stacked_batch_loss_is_each_member_batch_loss(
@@ -120,15 +119,15 @@ def test_stacked_batch_loss_is_each_member_batch_loss(
         y = torch.randint(0, out_shape[-1], y_shape, generator=gen)
     else:
         y = torch.randn(y_shape, generator=gen)
-        if kind == "q_learning":  # rows (action, target, done)
-            y[..., 0] = torch.randint(0, out_shape[-1], y_shape[:2], generator=gen).float()
     stacked = stacked_batch_loss(out, y, kind)
     assert stacked.shape == (3,)
     for i in range(3):
         torch.testing.assert_close(stacked[i], batch_loss(out[i], y[i], kind))
 
 
-def test_stacked_regression_refuses_targets_that_would_broadcast_across_members() -> None:
+def test_stacked_losses_refuse_agents_and_targets_that_would_broadcast() -> None:
+    with pytest.raises(ValueError, match="agents train alone"):
+        stacked_batch_loss(torch.zeros(2, 5, 4), torch.zeros(2, 5, 3), "q_learning")
     with pytest.raises(
         ValueError, match=r"outputs \(5, 5, 1\) do not match targets \(5, 5, 1, 1\)"
     ):
