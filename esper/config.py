@@ -26,6 +26,7 @@ __all__ = [
     "ComponentConfig",
     "EsperConfig",
     "ExperimentConfig",
+    "HP_PREFIX",
     "Optimizer",
     "OrganismConfig",
     "PolicyConfig",
@@ -35,6 +36,8 @@ __all__ = [
     "SearchConfig",
     "TrainingConfig",
     "WorkloadConfig",
+    "lookup",
+    "searched_values",
     "to_plain",
 ]
 
@@ -333,3 +336,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+HP_PREFIX = "hp/"
+"""Prefix of a searched value in an iteration's metrics (``hp/reward.beta``): the value the
+member ran that iteration with, so MLflow and the learning curves keep PBT's schedule."""
+
+
+def lookup(plain: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (``reward.beta``) in plain config data, ``None`` where absent."""
+    node = plain
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def searched_values(cfg: EsperConfig) -> dict[str, Any]:
+    """``hp/<key>`` → ``cfg``'s value, for every key of ``cfg.search.bounds``."""
+    plain = to_plain(cfg)
+    return {f"{HP_PREFIX}{key}": lookup(plain, key) for key in cfg.search.bounds}

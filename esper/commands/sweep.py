@@ -22,7 +22,8 @@ from esper.conf import ConfigError, compose, from_plain
 from esper.config import EsperConfig
 from esper.errors import RunError
 from esper.platform.runs import create_run, mark_run, new_run_dir, run_state
-from esper.platform.sweep import TUNE_DIR, SweepResult, run_member, run_sweep, start_ray
+from esper.platform.ray_runtime import start_ray
+from esper.platform.sweep import TUNE_DIR, SweepResult, run_member, run_sweep
 
 __all__ = ["DEMO_OVERRIDES", "demo_command", "run_command", "sweep_command"]
 

@@ -25,7 +25,7 @@ import ray
 
 from esper.checkpoint import previous_path
 from esper.conf import compose
-from esper.config import EsperConfig, to_plain
+from esper.config import EsperConfig, searched_values, to_plain
 from esper.events.learning import record_iteration
 from esper.events.record import SurgicalEvent
 from esper.platform.replica import ReplicaSpec, replica_actor
@@ -127,6 +127,7 @@ class Population:
             episodes=len(episodes),
             stale_dropped=self.dropped,
         )
+        metrics.update(searched_values(self.cfg))  # the values this iteration ran with
         record_iteration(self.run_dir, self.trial_id, metrics)  # the run's learning curve
         return metrics
 

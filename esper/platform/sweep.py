@@ -29,7 +29,7 @@ from esper.platform.search import param_space, scheduler, search_algorithm
 from esper.platform.tracking import EsperMLflowCallback, mlflow_uri, run_tags
 from esper.platform.trainable import KIND, member_trainable, sampled_values
 
-__all__ = ["TUNE_DIR", "SweepResult", "member_resources", "run_member", "run_sweep", "start_ray"]
+__all__ = ["TUNE_DIR", "SweepResult", "member_resources", "run_member", "run_sweep"]
 
 TUNE_DIR = "tune"
 """Tune's experiment directory inside a sweep's run directory."""
@@ -54,18 +54,6 @@ class SweepResult:
     best: dict[str, Any] = field(default_factory=dict)
     mlflow_uri: str | None = None
     failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def start_ray(cfg: EsperConfig, address: str | None) -> None:
-    """Start an embedded Ray on this machine, or join the cluster at ``address`` (or
-    ``cluster.address``); nothing if Ray is already up."""
-    if ray.is_initialized():
-        return
-    address = address or cfg.cluster.address
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def member_resources(cfg: EsperConfig) -> tune.PlacementGroupFactory:

@@ -23,6 +23,7 @@ from ray import tune
 
 from esper.checkpoint import load_first_sound, save_checkpoint
 from esper.conf import from_plain
+from esper.config import lookup
 from esper.events.record import SurgicalEvent
 from esper.platform.population import Population
 from esper.platform.search import CONFIG_KEY, RUN_DIR_KEY
@@ -47,19 +48,10 @@ def sampled_values(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in (CONFIG_KEY, RUN_DIR_KEY)}
 
 
-def _lookup(plain: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = plain
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _exploit_event(source: Mapping[str, Any], config: Mapping[str, Any], iteration: int) -> Any:
     changed = {}
     for key, value in sampled_values(config).items():
-        before = _lookup(source["config"], key)
+        before = lookup(source["config"], key)
         if before != value:
             changed[key] = [before, value]
     detail = json.dumps({"source_trial": source["trial_id"], "changed": changed}, default=str)
