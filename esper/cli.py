@@ -55,23 +55,36 @@ def _wide_console() -> Console:
 
 def _demo(args: argparse.Namespace) -> int:
     from esper.commands.sweep import demo_command
+    from esper.platform.ray_runtime import quiet_ray
 
+    quiet_ray(args.verbose)
     demo_command(args.overrides, args.address, _wide_console())
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from esper.commands.sweep import run_command
+    from esper.platform.ray_runtime import quiet_ray
 
+    quiet_ray(args.verbose)
     run_command(_with_policy(args.overrides, "emrakul"), args.address, _wide_console())
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from esper.commands.sweep import sweep_command
+    from esper.commands.sweep import replay_command, sweep_command
+    from esper.conf import ConfigError
+    from esper.platform.ray_runtime import quiet_ray
 
-    overrides = [] if args.resume else _with_policy(args.overrides, "emrakul")
-    sweep_command(overrides, args.address, args.resume, _wide_console())
+    quiet_ray(args.verbose)
+    if args.replay is not None or args.trial is not None:
+        if args.replay is None or args.trial is None or args.resume is not None:
+            raise ConfigError("--replay RUN goes with --trial TRIAL (and without --resume)")
+        replay_command(args.replay, args.trial, args.overrides, args.address, _wide_console())
+        return 0
+    # With --resume, overrides are passed on so that sweep_command refuses them by name.
+    overrides = args.overrides if args.resume else _with_policy(args.overrides, "emrakul")
+    sweep_command(overrides, args.address, args.resume, _wide_console(), trust=args.trust)
     return 0
 
 
@@ -187,8 +200,29 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--resume", type=Path, default=None, metavar="RUN", help="continue an interrupted sweep"
     )
+    sweep.add_argument(
+        "--trust",
+        action="store_true",
+        help="resume a sweep whose Tune state you did not sign (resuming unpickles it: it can "
+        "run its writer's code)",
+    )
+    sweep.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="re-run one member's PBT schedule of the sweep RUN from scratch (with --trial)",
+    )
+    sweep.add_argument(
+        "--trial", default=None, metavar="TRIAL", help="the member to replay (e.g. 620d2_00003)"
+    )
     sweep.set_defaults(func=_sweep)
     for command in (demo, run, sweep):
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show Ray's, Tune's and MLflow's own banners, INFO lines and warnings",
+        )
         command.add_argument(
             "--address", default=None, metavar="ADDRESS",
             help="join this Ray cluster (auto, or HOST:PORT) instead of starting one here",

@@ -22,11 +22,11 @@ MISSING: Any = "???"
 list); spelled out here so that this module does not import OmegaConf."""
 
 __all__ = [
+    "HP_PREFIX",
     "ClusterConfig",
     "ComponentConfig",
     "EsperConfig",
     "ExperimentConfig",
-    "HP_PREFIX",
     "Optimizer",
     "OrganismConfig",
     "PolicyConfig",
@@ -244,8 +244,17 @@ class SearchConfig:
     """PBT: chance that an explored value is drawn anew from its bound instead of perturbed."""
     grid_points: int = 3
     """``grid``: evenly spaced values per bound (both ends included)."""
-    metric: str = "online_accuracy"
-    """Fitness; never the shaped reward, whose scale differs between members."""
+    metric: str = "fitness"
+    """What the search ranks members by: ``fitness`` (online accuracy relative to the
+    ``reference`` twin, smoothed over ``fitness_window`` iterations: it ranks members, not
+    stream phases) or any other iteration metric (``online_accuracy``, raw). Never the shaped
+    reward, whose scale differs between members."""
+    reference: str = "rigl"
+    """Reference surgeon of the ``fitness``: every organism gets a twin (same workload, seeds
+    and steps, hence the same batches) operated on by this registry policy with its defaults at
+    the same density, ``none`` for no twin. The twins roughly double the organisms' work."""
+    fitness_window: int = 3
+    """Iterations the ``fitness`` averages the member's relative accuracy over (≥ 1)."""
     mode: str = "max"
     """``max`` or ``min``."""
     bounds: dict[str, list[float]] = field(default_factory=dict)

@@ -22,6 +22,15 @@ def gaussian() -> PoolSource:
     return source
 
 
+@pytest.fixture(autouse=True)
+def _own_signing_secret(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sweeps sign their Tune state with the user's secret: tests use one of their own, never
+    the home folder's."""
+    monkeypatch.setenv("ESPER_SECRET_FILE", str(tmp_path_factory.getbasetemp() / "secret"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> None:
     """Tiny models run fastest on one thread, and timings don't depend on other processes'

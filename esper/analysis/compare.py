@@ -6,6 +6,9 @@ workload, policy and reward weights). Each unit is reduced to one number per met
 interval over their units. With a single unit the interval is undefined: its half-width is NaN.
 
 Runs are loaded with :func:`esper.analysis.runs.load_runs` (paths or loaded runs are accepted).
+A sweep's members change their reward weights and temperatures as they go (PBT), so the
+``run.json`` of a sweep names values no member ran: :mod:`esper.analysis.stretches` compares
+what they ran instead.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "METRIC_LABELS",
     "CompareError",
     "compare_runs",
+    "format_value",
     "group_label",
     "mean_ci",
     "paired_differences",
@@ -63,6 +67,7 @@ METRIC_LABELS: dict[str, str] = {
 
 _UNIT_KEYS = ["run_id", "trial_id", "replica_id"]
 _REWARD_SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε"}
+_DIGITS = 6  # ``:g``'s significant digits
 
 
 class CompareError(ValueError):
@@ -187,12 +192,50 @@ def _lookup(meta: dict[str, Any], key: str) -> Any:
     return node
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, digits: int = _DIGITS) -> str:
     return (
-        f"{value:g}"
+        f"{value:.{digits}g}"
         if isinstance(value, float | int) and not isinstance(value, bool)
         else (json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value))
     )
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
+
+
+def format_value(value: Any, digits: int | None = None) -> str:
+    """A group's label from its value: reward weights as ``α=1 β=0.1 γ=0.1 δ=0 ε=0.5``, other
+    objects as compact JSON, numbers with ``digits`` significant digits (``None``: six, and
+    floats inside objects as they are).
+    """
+    if isinstance(value, dict):
+        if digits is not None:
+            value = _rounded(value, digits)
+        places = _DIGITS if digits is None else digits
+        if value and set(value) & set(_REWARD_SYMBOLS):
+            known = [
+                f"{_REWARD_SYMBOLS[k]}={_short(value[k], places)}"
+                for k in _REWARD_SYMBOLS
+                if k in value
+            ]
+            other = [
+                f"{k}={_short(v, places)}"
+                for k, v in sorted(value.items())
+                if k not in _REWARD_SYMBOLS
+            ]
+            return " ".join(known + other)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    if digits is not None and isinstance(value, float | int) and not isinstance(value, bool):
+        return _short(value, digits)
+    return str(value)
 
 
 def group_label(meta: dict[str, Any], by: str) -> str:
@@ -207,17 +250,7 @@ def group_label(meta: dict[str, Any], by: str) -> str:
     if value is _MISSING:
         keys = ", ".join(sorted(meta))
         raise CompareError(f"run.json has no key {by!r} (keys: {keys}; use dots for nesting)")
-    if isinstance(value, dict):
-        if value and set(value) & set(_REWARD_SYMBOLS):
-            known = [
-                f"{_REWARD_SYMBOLS[k]}={_short(value[k])}" for k in _REWARD_SYMBOLS if k in value
-            ]
-            other = [
-                f"{k}={_short(v)}" for k, v in sorted(value.items()) if k not in _REWARD_SYMBOLS
-            ]
-            return " ".join(known + other)
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return str(value)
+    return format_value(value)
 
 
 def compare_runs(run_dirs: Sequence[RunLike], by: str = "reward") -> pd.DataFrame:

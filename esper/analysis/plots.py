@@ -6,6 +6,8 @@
 * :func:`plasticity_curves`: end-of-task accuracy by task per condition (loss of plasticity).
 * :func:`accuracy_flops_pareto`: accuracy against FLOPs, one point per run or group, with the
   Pareto frontier (higher accuracy, fewer FLOPs).
+* :func:`fitness_by_value`: a sweep's fitness against each searched value, one point per
+  stretch (the values a member ran between two perturbations).
 
 Figures are built with :class:`matplotlib.figure.Figure` on an Agg canvas directly (no pyplot
 state, no global backend switch), so they are safe in servers, threads and notebooks; call
@@ -14,11 +16,15 @@ state, no global backend switch), so they are safe in servers, threads and noteb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from esper.config import HP_PREFIX
 
 __all__ = [
     "PRUNE_COLOR",
@@ -27,6 +33,7 @@ __all__ = [
     "accuracy_over_time",
     "density_per_layer",
     "drift_steps",
+    "fitness_by_value",
     "learning_curves",
     "pareto_front",
     "plasticity_curves",
@@ -296,4 +303,46 @@ def plasticity_curves(rows: list[dict], stream: str) -> Figure:
     ax.set_ylabel("accuracy over the last 10% of the task")
     ax.set_title(f"Plasticity on {stream}")
     ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+_PER_ROW = 3  # searched keys side by side
+
+
+def fitness_by_value(
+    stretches: pd.DataFrame,
+    keys: Sequence[str],
+    metric: str = "fitness",
+    title: str = "Fitness by searched value",
+) -> Figure:
+    """A sweep's fitness against each searched value, one point per stretch, coloured by
+    member: which reward weights and temperatures did well, as the members ran them.
+
+    Args:
+        stretches: :func:`esper.analysis.stretches.stretch_summary` rows (``trial``,
+            ``hp/<key>``, ``metric``; ``run_id`` tells apart members of several sweeps).
+        keys: The searched keys (``reward.beta``), one axes each.
+        metric: The fitness column.
+        title: Figure title.
+
+    Returns:
+        A figure with one axes per key, each holding one scatter collection per member.
+    """
+    columns = min(max(len(keys), 1), _PER_ROW)
+    rows = max(1, -(-len(keys) // _PER_ROW))
+    fig = _figure(width=3.4 * columns + 0.6, height=3.0 * rows + 0.4)
+    members = ["run_id", "trial"] if "run_id" in stretches.columns else ["trial"]
+    several = "run_id" in stretches.columns and stretches["run_id"].nunique() > 1
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        if not stretches.empty:
+            for member, part in stretches.groupby(members, sort=True):
+                names = member if isinstance(member, tuple) else (member,)
+                label = "/".join(map(str, names)) if several else str(names[-1])
+                ax.scatter(part[f"{HP_PREFIX}{key}"], part[metric], s=28, alpha=0.85, label=label)
+        ax.set(xlabel=key, ylabel=metric.replace("_", " ") if i % columns == 0 else None)
+        ax.grid(alpha=0.3)
+    if fig.axes and fig.axes[0].collections and len(fig.axes[0].collections) <= 12:
+        fig.axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
     return fig

@@ -32,7 +32,7 @@ from esper.analysis.plots import (
 from esper.analysis.runs import Run, RunLike, load_runs
 from esper.files import atomic_write_text
 
-__all__ = ["format_table", "render_report", "write_report"]
+__all__ = ["format_interval", "format_table", "render_report", "write_report"]
 
 _MAX_RUN_PLOTS = 12
 _CSS = """
@@ -77,10 +77,15 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     for metric in METRICS:
         mean, half = table[metric], table[f"{metric}_ci"]
         out[METRIC_LABELS[metric]] = [
-            _fmt(m) if math.isnan(h) else f"{_fmt(m)} ± {_fmt(_denoise(h, m), 2)}"
+            format_interval(m, h)
             for m, h in zip(mean.astype(float), half.astype(float), strict=True)
         ]
     return out
+
+
+def format_interval(mean: float, half: float) -> str:
+    """``mean ± half`` for printing (``mean`` alone when the interval is undefined)."""
+    return _fmt(mean) if math.isnan(half) else f"{_fmt(mean)} ± {_fmt(_denoise(half, mean), 2)}"
 
 
 def _metadata_table(runs: Sequence[Run]) -> str:
@@ -132,6 +137,41 @@ def _detectors_section(runs: Sequence[Run]) -> str:
     return "\n".join(parts)
 
 
+def format_sweep_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`~esper.analysis.stretches.compare_sweep` table as strings, one column per
+    group: counts, then ``mean ± ci`` per metric (the fitness first)."""
+    from esper.analysis.stretches import metric_label
+
+    fitness = table.attrs["fitness"]
+    metrics = [c[: -len("_ci")] for c in table.columns if str(c).endswith("_ci")]
+    rows = {key: table[key].astype(str) for key in ("members", "stretches", "iterations")}
+    for metric in metrics:
+        cells = [format_interval(float(m), float(h))
+                 for m, h in zip(table[metric], table[f"{metric}_ci"], strict=True)]  # fmt: skip
+        rows[metric_label(metric, fitness)] = pd.Series(cells, index=table.index)
+    return pd.DataFrame(rows).T
+
+
+def _comparison(runs: list[Run], by: str) -> list[str]:
+    """The comparison section: of a sweep, by the values its members actually ran, per
+    stretch between perturbations; of other runs, by their ``run.json`` key."""
+    from esper.analysis.stretches import by_stretch, compare_sweep
+
+    if by_stretch(runs, by):
+        table = compare_sweep(runs, by=by)
+        return [
+            f"<h2>Comparison by {html.escape(by)}, as the members ran it</h2>",
+            '<p class="note">One column per value that ran, over the iterations between '
+            "perturbations that ran it; intervals over iterations (correlated: optimistic)."
+            "</p>",
+            format_sweep_table(table).to_html(escape=True, border=0),
+        ]
+    return [
+        f"<h2>Comparison by {html.escape(by)}</h2>",
+        format_table(compare_runs(runs, by=by)).to_html(escape=True, border=0),
+    ]
+
+
 def render_report(
     run_dirs: Sequence[RunLike], by: str = "reward", title: str = "Esper report"
 ) -> str:
@@ -144,8 +184,7 @@ def render_report(
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="note">{len(runs)} run(s), generated {now}. Intervals are 95% Student-t '
         "over seeds and replicas; – marks an undefined interval (one unit).</p>",
-        f"<h2>Comparison by {html.escape(by)}</h2>",
-        format_table(table).to_html(escape=True, border=0),
+        *_comparison(runs, by),
         "<h2>Accuracy vs FLOPs</h2>",
         '<div class="grid">',
         _png(accuracy_flops_pareto(table, title=f"Accuracy vs FLOPs by {by}")),

@@ -49,6 +49,7 @@ from esper.checkpoint import save_checkpoint
 from esper.conf import compose
 from esper.config import EsperConfig, to_plain
 from esper.platform.population import Population
+from esper.platform.ray_runtime import start_local_ray
 from esper.platform.replica import ReplicaSpec, ReplicaWorker
 from esper.platform.runs import ReplicaRecorder, create_run
 from esper.policies.base import make_policy
@@ -90,7 +91,7 @@ def _embedded_ray() -> Iterator[None]:
             "Ray is already running in this process; the benchmark starts its own embedded Ray "
             f"with {_RAY_CPUS} CPUs"
         )
-    ray.init(num_cpus=_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    start_local_ray(_RAY_CPUS)
     try:
         yield
     finally:

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from esper.files import atomic_write_bytes, atomic_write_text
+from esper.platform.ray_runtime import join_ray, start_local_ray
 
 __all__ = [
     "gather",
@@ -42,8 +43,10 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
     an already-initialised Ray is used as it is and left running."""
     owns = not ray.is_initialized()
     if owns:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False)  # fmt: skip
+        if address:
+            join_ray(address)
+        else:
+            start_local_ray(num_cpus)
     try:
         yield
     finally:

@@ -21,28 +21,13 @@ from esper.commands.naming import chosen_workload
 from esper.conf import ConfigError, compose, from_plain
 from esper.config import EsperConfig
 from esper.errors import RunError
-from esper.platform.runs import create_run, mark_run, new_run_dir, run_state
+from esper.platform.demo import DEMO_OVERRIDES, held_out_comparison
 from esper.platform.ray_runtime import start_ray
+from esper.platform.runs import create_run, mark_run, new_run_dir, run_state
 from esper.platform.sweep import TUNE_DIR, SweepResult, run_member, run_sweep
+from esper.platform.trust import sign_sweep, user_key, verify_sweep
 
-__all__ = ["DEMO_OVERRIDES", "demo_command", "run_command", "sweep_command"]
-
-DEMO_OVERRIDES: tuple[str, ...] = (
-    "policy=emrakul",
-    "search=pbt",
-    "cluster=laptop",
-    "experiment.name=demo",
-    "search.num_samples=4",
-    "search.perturbation_interval=2",
-    "policy.density=0.1",
-    "policy.surgery_interval=25",
-    "policy.training.replicas=2",
-    "policy.training.iterations=8",
-    "policy.training.rollout=3",
-    "policy.training.workloads=[digits_permuted,digits_rotated]",
-)
-"""``esper demo``: 4 members × 2 replicas (permuted and rotated digits) at 10% density, PBT
-over the reward weights with an exploit-and-explore step every 2 of 8 iterations."""
+__all__ = ["DEMO_OVERRIDES", "demo_command", "replay_command", "run_command", "sweep_command"]
 
 
 def _short(key: str) -> str:
@@ -75,9 +60,12 @@ def _leaderboard(result: SweepResult, cfg: EsperConfig, console: Console) -> Non
     console.print(f'  esper events {run} --sql "{query}"', soft_wrap=True)
 
 
-def _new_run(cfg: EsperConfig, overrides: Sequence[str], kind: str) -> Path:
+def _new_run(cfg: EsperConfig, overrides: Sequence[str], kind: str, address: str | None) -> Path:
+    """Check the policy, start or join Ray (a refused cluster leaves no run behind), then
+    create the run directory."""
     if cfg.policy.name != "emrakul":
         raise ConfigError(f"{kind} trains 'emrakul', not policy.name={cfg.policy.name!r}")
+    start_ray(cfg, address)
     run_dir = new_run_dir(cfg, kind, chosen_workload(cfg, overrides))
     create_run(run_dir, cfg, kind, chosen_workload(cfg, overrides), "emrakul")
     return run_dir
@@ -86,8 +74,7 @@ def _new_run(cfg: EsperConfig, overrides: Sequence[str], kind: str) -> Path:
 def run_command(overrides: Sequence[str], address: str | None, console: Console) -> SweepResult:
     """``esper run``: one member on Ray actors."""
     cfg = compose(overrides)
-    run_dir = _new_run(cfg, overrides, "run")
-    start_ray(cfg, address)
+    run_dir = _new_run(cfg, overrides, "run", address)
     console.print(
         f"[bold]esper run[/bold] {run_dir.name}: {cfg.policy.training.replicas} replicas × "
         f"{cfg.policy.training.iterations} iterations of {cfg.policy.training.rollout} surgeries"
@@ -98,28 +85,50 @@ def run_command(overrides: Sequence[str], address: str | None, console: Console)
     return result
 
 
-def _resumed(run: Path) -> tuple[EsperConfig, Path]:
+def _resumed(run: Path, trust: bool) -> tuple[EsperConfig, Path]:
+    """The config and run directory of a sweep to resume, refused (before Ray starts) unless
+    this user signed its Tune state or ``trust`` (:func:`~esper.platform.trust.verify_sweep`)."""
     run = run.expanduser().resolve()
     meta = run / "run.json"
     if not (run / TUNE_DIR).is_dir() or not meta.exists():
         raise ConfigError(
             f"--resume {run}: not a sweep's run directory (no run.json or {TUNE_DIR}/)"
         )
+    verify_sweep(run, trust)  # before tune.Tuner.restore unpickles the state
     return from_plain(json.loads(meta.read_text())["config"]), run
 
 
+def _sign(run_dir: Path, console: Console) -> None:
+    """Sign the sweep's Tune state as it stops; a failure is a warning, never raised over the
+    sweep's own outcome (the state is then resumed with ``--trust``)."""
+    if not (run_dir / TUNE_DIR).is_dir():
+        return  # stopped before Tune wrote anything: nothing to resume
+    try:
+        sign_sweep(run_dir)
+    except (OSError, ConfigError) as err:
+        console.print(f"[yellow]could not sign {run_dir / TUNE_DIR}[/yellow]: {err}")
+
+
 def sweep_command(
-    overrides: Sequence[str], address: str | None, resume: Path | None, console: Console
+    overrides: Sequence[str],
+    address: str | None,
+    resume: Path | None,
+    console: Console,
+    trust: bool = False,
 ) -> SweepResult:
-    """``esper sweep``: a population searched by Ray Tune, or ``--resume`` an interrupted one."""
+    """``esper sweep``: a population searched by Ray Tune, or ``--resume`` an interrupted one
+    (only a sweep this user signed, unless ``trust``: resuming unpickles its Tune state)."""
+    if trust and resume is None:
+        raise ConfigError("--trust goes with --resume RUN: a new sweep has no state to trust")
     if resume is not None:
         if overrides:
             raise ConfigError("--resume takes no overrides: the sweep keeps its own config")
-        cfg, run_dir = _resumed(resume)
+        cfg, run_dir = _resumed(resume, trust)
     else:
         cfg = compose(overrides)
-        run_dir = _new_run(cfg, overrides, "sweep")
-    start_ray(cfg, address)
+        user_key()  # a secret that cannot sign is refused now, not when the sweep stops
+        run_dir = _new_run(cfg, overrides, "sweep", address)
+    start_ray(cfg, address)  # a resumed sweep's; nothing if the new run started it
     s, t = cfg.search, cfg.policy.training
     console.print(
         f"[bold]esper sweep[/bold] {run_dir.name}{' (resumed)' if resume else ''}: "
@@ -129,7 +138,10 @@ def sweep_command(
     if resume is not None:
         mark_run(run_dir, "running")
     with run_state(run_dir) as outcome:
-        result = run_sweep(cfg, run_dir, console, resume=resume is not None)
+        try:
+            result = run_sweep(cfg, run_dir, console, resume=resume is not None)
+        finally:  # a normal end, an error, Ctrl-C: the state is signed for --resume
+            _sign(run_dir, console)
         if result.failed:
             reasons = "; ".join(f"{trial}: {error}" for trial, error in result.failed)
             outcome.fail(f"{len(result.failed)} of {s.num_samples} members failed: {reasons}")
@@ -139,6 +151,37 @@ def sweep_command(
     return result
 
 
+def replay_command(
+    source: Path, trial: str, overrides: Sequence[str], address: str | None, console: Console
+) -> SweepResult:
+    """``esper sweep --replay RUN --trial T``: member ``T``'s PBT schedule re-run from scratch
+    as a run of its own (:mod:`esper.platform.replay`)."""
+    from esper.platform.replay import replay_member, replay_source
+
+    if overrides:
+        raise ConfigError("--replay takes no overrides: the schedule is the sweep's member's")
+    cfg, first, rows = replay_source(source, trial)
+    workload = str(json.loads((source / "run.json").read_text()).get("workload", "replay"))
+    start_ray(cfg, address)
+    run_dir = new_run_dir(cfg, "replay", workload)
+    create_run(run_dir, cfg, "replay", workload, "emrakul",
+               replay_of=str(source.expanduser().resolve()), replay_trial=trial)  # fmt: skip
+    console.print(f"[bold]esper sweep --replay[/bold] {run_dir.name}: member {trial} of {source}")
+    with run_state(run_dir):
+        result = replay_member(cfg, first, rows, run_dir, console)
+    _leaderboard(result, cfg, console)
+    return result
+
+
 def demo_command(overrides: Sequence[str], address: str | None, console: Console) -> SweepResult:
     """``esper demo``: :data:`DEMO_OVERRIDES` (then ``overrides``) as a sweep."""
-    return sweep_command([*DEMO_OVERRIDES, *overrides], address, None, console)
+    result = sweep_command([*DEMO_OVERRIDES, *overrides], address, None, console)
+    trial = str(result.best.get("trial", ""))
+    if trial:
+        cfg = compose([*DEMO_OVERRIDES, *overrides])
+        console.print(
+            "is it any good? the best member's policy against RigL on a seed no member trained on …"
+        )
+        comparison = held_out_comparison(cfg, result.run_dir, trial)
+        console.print(f"[bold]{comparison.line()}[/bold]", soft_wrap=True)
+    return result

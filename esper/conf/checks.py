@@ -44,6 +44,23 @@ def check_component(
             )
 
 
+def _check_reference(reference: str, metric: str) -> None:
+    """``search.reference``: ``none`` or a heuristic surgeon that starts at the budget (the twin
+    is built at the member's density); the ``fitness`` metric needs one."""
+    from esper.policies import POLICIES
+
+    allowed = [n for n in POLICIES.names() if n != "emrakul" and not POLICIES[n].prunes_from_dense]
+    if reference != "none" and reference not in allowed:
+        raise ConfigError(
+            f"unknown search.reference {reference!r}; valid: none, {', '.join(allowed)}"
+        )
+    if metric == "fitness" and reference == "none":
+        raise ConfigError(
+            "search.metric=fitness is accuracy relative to a reference twin, but "
+            "search.reference=none: set search.reference=rigl or search.metric=online_accuracy"
+        )
+
+
 REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")
 """The reward weights (``reward.<key>``), the only reward keys a search may vary."""
 
@@ -59,6 +76,7 @@ def validate_platform(cfg: EsperConfig) -> None:
         "search.num_samples": (search.num_samples, 1),
         "search.perturbation_interval": (search.perturbation_interval, 1),
         "search.grid_points": (search.grid_points, 2),
+        "search.fitness_window": (search.fitness_window, 1),
         "cluster.max_restarts": (cluster.max_restarts, 0),
     }
     for key, (value, low) in at_least.items():
@@ -72,6 +90,7 @@ def validate_platform(cfg: EsperConfig) -> None:
         raise ConfigError(
             f"search.resample_probability must lie in [0, 1], got {search.resample_probability}"
         )
+    _check_reference(search.reference, search.metric)
     for key in ("replica_cpus", "learner_cpus"):
         if not getattr(cluster, key) > 0:
             raise ConfigError(f"cluster.{key} must be > 0, got {getattr(cluster, key)}")
@@ -80,22 +99,3 @@ def validate_platform(cfg: EsperConfig) -> None:
             f"cluster.replica_gpus must be ≥ 0 ({cluster.replica_gpus}) and cluster.num_cpus "
             f"≥ 1 or null ({cluster.num_cpus})"
         )
-    searchable = ("reward.", "policy.params.", "policy.training.learner_params.",
-                  "policy.training.general_params.")  # fmt: skip
-    for key, bound in search.bounds.items():
-        if not key.startswith(searchable) or (
-            key.startswith("reward.") and key[len("reward.") :] not in REWARD_KEYS
-        ):
-            raise ConfigError(
-                f"search.bounds.{key}: only reward weights ({', '.join(REWARD_KEYS)}) and keys "
-                f"under {', '.join(searchable[1:])} can be searched"
-            )
-        if key.startswith("policy.params."):
-            from esper.policies import POLICIES
-
-            name = key[len("policy.params.") :]
-            check_component("policy", ComponentConfig(cfg.policy.name, {name: 0}), POLICIES)
-        if len(bound) != 2 or not float(bound[0]) < float(bound[1]):
-            raise ConfigError(
-                f"search.bounds.{key} must be [low, high] with low < high, got {bound}"
-            )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from esper.conf.checks import REWARD_KEYS, ConfigError, check_component, validate_platform
+from esper.conf.searchable import check_bounds
 from esper.conf.store import GROUPS, PRIMARY, options, register
 from esper.config import ComponentConfig, EsperConfig
 
@@ -90,6 +92,7 @@ def compose_dictconfig(overrides: Sequence[str] = ()) -> DictConfig:
         ConfigError: an unknown group option, an unknown key or a value of the wrong type.
     """
     _check_groups(overrides)
+    overrides = [b for o in overrides for b in _bound_overrides(o)]
     hydra_overrides = [o for o in overrides if not o.startswith(_BOUNDS)]
     try:
         cfg = _raw_compose(hydra_overrides)
@@ -105,11 +108,36 @@ def compose_dictconfig(overrides: Sequence[str] = ()) -> DictConfig:
 _BOUNDS = "search.bounds."
 
 
+def _bound_overrides(override: str) -> list[str]:
+    """``search.bounds={reward.beta:[0,1],policy.params.heat_tau:[1,20]}`` as one
+    ``search.bounds.KEY=[LOW,HIGH]`` override per key (Hydra would read the dotted keys as
+    nested dicts); any other override as it is."""
+    key, value = _split(override) if "=" in override else (override, "")
+    if key != _BOUNDS.rstrip(".") or not value.strip().startswith("{"):
+        return [override]
+    text = value.strip()[1:-1]
+    out = []
+    for item in re.findall(r"([\w.]+)\s*:\s*(\[[^\]]*\])", text):
+        out.append(f"{_BOUNDS}{item[0]}={item[1]}")
+    if not out and text.strip():
+        raise ConfigError(f"search.bounds must be {{KEY:[low,high],...}}, got {value!r}")
+    return out
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
 def _set_bound(cfg: DictConfig, override: str) -> None:
     """``search.bounds.KEY=[LOW,HIGH]``: a search bound whose ``KEY`` holds dots
     (``reward.beta``), which Hydra's override grammar cannot address inside a dict."""
     key, value = _split(override)
     bound = yaml.safe_load(value)
+    if isinstance(bound, list):  # YAML 1.1 reads 1e-4 as a string
+        bound = [_number(v) for v in bound]
     if not (isinstance(bound, list) and all(isinstance(v, int | float) for v in bound)):
         raise ConfigError(f"{key} must be [low, high], got {value!r}")
     with open_dict(cfg.search.bounds):
@@ -275,6 +303,7 @@ def validate(cfg: EsperConfig) -> None:
     if cfg.search.mode not in ("max", "min"):
         raise ConfigError(f"search.mode must be 'max' or 'min', got {cfg.search.mode!r}")
     validate_platform(cfg)
+    check_bounds(cfg)
 
 
 _MAX_WEIGHT = 1e3

@@ -172,7 +172,8 @@ def _searches() -> dict[str, SearchConfig]:
         "reward.epsilon": [0.0, 0.5],
     }
     return {
-        "none": SearchConfig(),
+        # Nothing is ranked (``esper run``, copies of one config): no twin, raw online accuracy.
+        "none": SearchConfig(reference="none", metric="online_accuracy"),
         "random": SearchConfig(
             algorithm=SearchAlgorithm.random, num_samples=4, bounds=reward_bounds
         ),

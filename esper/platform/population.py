@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from esper.conf import compose
 from esper.config import EsperConfig, searched_values, to_plain
 from esper.events.learning import record_iteration
 from esper.events.record import SurgicalEvent
+from esper.platform.fitness import Fitness
 from esper.platform.replica import ReplicaSpec, replica_actor
 from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
@@ -39,18 +42,28 @@ from esper.threads import one_thread
 __all__ = ["Population", "replica_configs"]
 
 _SUMMED = ("surgeries",)
-_MEANS = ("online_accuracy", "density", "mean_reward", *(f"r_{c}" for c in COMPONENTS))
+_MEANS = ("online_accuracy", "episode_accuracy", "reference_accuracy", "relative_accuracy",
+          "density", "mean_reward", *(f"r_{c}" for c in COMPONENTS))  # fmt: skip
 
 
 def replica_configs(cfg: EsperConfig) -> list[EsperConfig]:
     """Replica ``r``'s config: the ``r``-th workload of ``policy.training.workloads`` (cycled;
-    every other group as in ``cfg``), or ``cfg``'s own workload when that list is empty."""
+    every other group as in ``cfg``), or ``cfg``'s own workload when that list is empty.
+
+    A preset brings the replica's stream, host and optimizer; the Scalpel stays the member's
+    (the mask mechanism and its temperature are what the member is, and what a search over
+    ``workload.scalpel.*`` varies)."""
     t = cfg.policy.training
     if not t.workloads:
         return [cfg] * t.replicas
     presets = {w: compose([f"workload={w}"]).workload for w in dict.fromkeys(t.workloads)}
     return [
-        dataclasses.replace(cfg, workload=presets[t.workloads[r % len(t.workloads)]])
+        dataclasses.replace(
+            cfg,
+            workload=dataclasses.replace(
+                presets[t.workloads[r % len(t.workloads)]], scalpel=cfg.workload.scalpel
+            ),
+        )
         for r in range(t.replicas)
     ]
 
@@ -70,23 +83,40 @@ class Population:
     def __init__(
         self, cfg: EsperConfig, run_dir: Path, trial_id: str, state_dir: Path, fresh: bool = True
     ) -> None:
-        self.cfg = cfg
         self.run_dir = run_dir
-        self.trial_id = trial_id
-        self.iteration = 0
-        self.dropped = 0
+        self.replicas: list[Any] = []
+        self._slots = run_dir / "state" / "actors" / uuid.uuid4().hex
+        self._pending: dict[Any, tuple[int, int]] = {}  # async: future → (replica, version)
+        self._saving: list[Any] = []  # restart checkpoints being written
+        self.retarget(cfg, trial_id, state_dir, fresh)
+
+    def retarget(
+        self, cfg: EsperConfig, trial_id: str, state_dir: Path, fresh: bool = False
+    ) -> None:
+        """Become member ``trial_id`` with ``cfg``: the replica actors are created once and
+        re-targeted after (their event writers closed first, manifests written; their
+        processes, imports and datasets kept); the learner is built anew from ``cfg``."""
+        self._settle()
+        self.cfg, self.trial_id = cfg, trial_id
+        self.iteration, self.dropped = 0, 0
+        self.fitness = Fitness(cfg.search.fitness_window)
         c, t = cfg.cluster, cfg.policy.training
         state_dir.mkdir(parents=True, exist_ok=True)
-        actor = replica_actor(c.replica_cpus, c.replica_gpus, c.max_restarts)
-        self.replicas = []
+        self._slots.mkdir(parents=True, exist_ok=True)
+        specs = []
         for r, rcfg in enumerate(replica_configs(cfg)):
             restart = state_dir / f"replica-{r}.pt"
             for stale in (restart, previous_path(restart)):  # a new member starts fresh
                 stale.unlink(missing_ok=True)
-            spec = ReplicaSpec(
-                str(run_dir), trial_id, r, t.replicas, to_plain(rcfg), str(restart), fresh
-            )
-            self.replicas.append(actor.remote(spec))
+            slot = str(self._slots / f"{r}.json")
+            specs.append(ReplicaSpec(str(self.run_dir), trial_id, r, t.replicas, to_plain(rcfg),
+                                     str(restart), fresh, slot))  # fmt: skip
+        if len(specs) == len(self.replicas):
+            ray.get([a.retarget.remote(spec) for a, spec in zip(self.replicas, specs, strict=True)])
+        else:
+            self._end_actors()
+            actor = replica_actor(c.replica_cpus, c.replica_gpus, c.max_restarts)
+            self.replicas = [actor.remote(spec) for spec in specs]
         obs_dim, state_dim = ray.get(self.replicas[0].dims.remote())
         params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
         params["seed"] = small_seed(cfg.experiment.seed, "emrakul")
@@ -94,8 +124,12 @@ class Population:
         assert isinstance(policy, EmrakulPolicy)
         policy.build(obs_dim, state_dim)
         self.learner = CentralLearner(policy, t, cfg.experiment.seed)
-        self._pending: dict[Any, tuple[int, int]] = {}  # async: future → (replica, version)
-        self._saving: list[Any] = []  # restart checkpoints being written
+
+    def start_fresh(self) -> None:
+        """Remove the rows an earlier attempt of this member left in its partitions (a member
+        that starts from nothing, not from a checkpoint)."""
+        self._settle()
+        ray.get([r.start_fresh.remote() for r in self.replicas])
 
     def _checkpoint(self, replicas: Sequence[Any]) -> None:
         """Ask ``replicas`` for their restart checkpoints after their queued rollouts (an
@@ -118,6 +152,7 @@ class Population:
             self._checkpoint(self.replicas)
             episodes = [e for replica in ray.get(futures) for e in replica]
         metrics = self._summary(episodes)
+        metrics["fitness"] = self.fitness.update(metrics["relative_accuracy"])  # fitness.py
         with one_thread():  # two threads on these small networks can be many times slower
             metrics.update(self.learner.learn(episodes))
         self.iteration += 1
@@ -187,14 +222,16 @@ class Population:
         self._saving = []
 
     def state_dict(self) -> dict[str, Any]:
-        """The member's whole state: iteration, config, learner (policy, critic, optimizers)
-        and every replica (organism, masks, sensors, optimizer state, stream position,
-        generators, event-log marks). Tensors and plain data only."""
+        """The member's whole state: iteration, config, the fitness's history, learner (policy,
+        critic, optimizers) and every replica (organism and reference twin, masks, sensors,
+        optimizer state, stream position, generators, event-log marks). Tensors and plain data
+        only."""
         self._settle()
         return {
             "trial_id": self.trial_id,
             "iteration": self.iteration,
             "config": to_plain(self.cfg),
+            "fitness": self.fitness.state_dict(),
             "learner": self.learner.state_dict(),
             "replicas": ray.get([r.state_dict.remote() for r in self.replicas]),
         }
@@ -205,6 +242,7 @@ class Population:
         self._settle()
         same = state["trial_id"] == self.trial_id
         self.iteration = int(state["iteration"])
+        self.fitness.load_state_dict(state["fitness"])  # an exploit copies the history too
         self.learner.load_state_dict(state["learner"])
         ray.get(
             [
@@ -217,9 +255,14 @@ class Population:
         """Record platform events in every replica's partition."""
         ray.get([r.record_events.remote(events) for r in self.replicas])
 
-    def close(self) -> None:
-        """Flush the replicas' event logs and end their actors."""
-        self._settle()
+    def _end_actors(self) -> None:
         ray.get([r.close.remote() for r in self.replicas])
         for replica in self.replicas:
             ray.kill(replica)
+        self.replicas = []
+
+    def close(self) -> None:
+        """Flush the replicas' event logs (manifests written) and end their actors."""
+        self._settle()
+        self._end_actors()
+        shutil.rmtree(self._slots, ignore_errors=True)

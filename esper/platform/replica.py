@@ -14,6 +14,12 @@ the learner updates instead of before the episode comes back): when Ray restarts
 replica (which re-runs ``__init__`` but restores no state), the replica reloads that checkpoint
 and rolls its event-log partition back to it, so the retried calls write no row twice and lose
 none.
+
+With ``search.reference`` set, every organism has a reference twin
+(:class:`esper.policies.reference.ReferenceTwins`) that rolls the same number of surgeries on the
+same batches; each episode's metrics gain ``reference_accuracy`` and ``relative_accuracy``, the
+measure PBT's fitness is made of. Twins write nothing to the event log; they are saved in the
+restart checkpoint with their organisms.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +38,12 @@ from esper.checkpoint import load_first_sound, previous_path, save_checkpoint
 from esper.conf import from_plain
 from esper.events.paths import part_dir, truncate_partition
 from esper.events.record import SurgicalEvent
+from esper.files import atomic_write_text
 from esper.platform.runs import ReplicaRecorder
 from esper.policies.base import make_policy
 from esper.policies.central import load_acting_state
 from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.policies.reference import ReferenceTwins, reference_metrics
 from esper.policies.rollout import Episode, cohort_rollout, rollout
 from esper.seeding import derive_seed, small_seed
 from esper.threads import one_thread
@@ -68,6 +76,9 @@ class ReplicaSpec:
         restart_path: Where the replica keeps its restart checkpoint.
         fresh: The member starts from nothing (no checkpoint will be loaded): rows an earlier
             run of the same member left in this replica's partition are removed.
+        slot: A file where the actor keeps the spec it serves now (re-targeted actors serve
+            other members than they were created for): a restarted actor (Ray re-runs
+            ``__init__`` with the creation arguments) reads it and rebuilds that member.
     """
 
     run_dir: str
@@ -77,6 +88,7 @@ class ReplicaSpec:
     config: dict[str, Any]
     restart_path: str
     fresh: bool = True
+    slot: str = ""
 
     @property
     def cohort(self) -> int:
@@ -101,6 +113,8 @@ class ReplicaWorker:
     """
 
     def __init__(self, spec: ReplicaSpec) -> None:
+        if spec.slot and Path(spec.slot).is_file():  # restarted: serve the current member
+            spec = ReplicaSpec(**json.loads(Path(spec.slot).read_text(encoding="utf-8")))
         self.spec = spec
         self.cfg = from_plain(spec.config)
         self.node_id = _node_id()
@@ -119,6 +133,7 @@ class ReplicaWorker:
         with one_thread():
             self.organisms = [self._build(rid) for rid in self.ids]
             self.steps = [o.reset() for o in self.organisms]
+            self.twins = self._twins()
         self.cohort = Cohort(self.organisms) if spec.cohort > 1 else None
         self._restored_to: list[int | None] = [None] * len(self.ids)  # see _quarantine
         restart = [Path(spec.restart_path), previous_path(spec.restart_path)]
@@ -139,6 +154,13 @@ class ReplicaWorker:
         return build_organism(
             self.cfg, replica_id, run_id=Path(s.run_dir).name, trial_id=s.trial_id
         )
+
+    def _twins(self) -> ReferenceTwins | None:
+        """The organisms' reference twins (``search.reference``; ``None`` for ``none``)."""
+        reference, seed = self.cfg.search.reference, self.cfg.experiment.seed
+        if reference == "none":
+            return None
+        return ReferenceTwins(reference, self._build, self.ids, seed, self.spec.cohort > 1)
 
     def _recorder(self, partition: int) -> ReplicaRecorder:
         s = self.spec
@@ -172,13 +194,16 @@ class ReplicaWorker:
                                    lambda step: record(0, step))]  # fmt: skip
             else:
                 results = cohort_rollout(self.cohort, self.steps, self.policies, length, record)
+            twins = self.twins.rollout(length) if self.twins is not None else None
             episodes = []
             for i, (episode, step) in enumerate(results):
                 self.steps[i] = step
-                episode.metrics.update(replica_id=self.ids[i], node_id=self.node_id)
+                twin = None if twins is None else twins[i]
+                episode.metrics.update(replica_id=self.ids[i], node_id=self.node_id,
+                                       **reference_metrics(episode.accuracies, twin))  # fmt: skip
                 episodes.append(episode)
-                if episode.metrics["diverged"]:
-                    self._quarantine(i)
+                if episode.metrics["diverged"] or (twin is not None and twin.diverged):
+                    self._quarantine(i, twin_only=not episode.metrics["diverged"])
                 else:
                     self._restored_to[i] = None
         return episodes
@@ -206,12 +231,14 @@ class ReplicaWorker:
             self._platform_event(i, "restore", len(refused), float("nan"),
                                  {"checkpoint": used.name, "refused": refused})  # fmt: skip
 
-    def _quarantine(self, i: int) -> None:
+    def _quarantine(self, i: int, twin_only: bool = False) -> None:
         """A diverged organism is set aside. It continues from its last healthy state, the
         restart checkpoint, with its partition rolled back to that checkpoint's marks (the
         diverged stretch is dropped; the ``quarantine`` event names it). Without such a state
         (it diverged in its first episode, or again from the same checkpoint) it is replaced
-        by a new organism instead (:meth:`_rebuild`)."""
+        by a new organism instead (:meth:`_rebuild`). Its reference twin goes with it, so the
+        two stay on the same steps; a diverged twin (``twin_only``) takes its organism along
+        (the event's ``detail`` says ``"twin": true``)."""
         diverged_at = self.organisms[i].surgery_step
         paths = [Path(self.spec.restart_path), previous_path(self.spec.restart_path)]
         try:
@@ -231,12 +258,17 @@ class ReplicaWorker:
         if self.cohort is not None:
             self.cohort.replace(i, self.organisms[i])
         self.steps[i] = self.organisms[i].current()
+        if self.twins is not None:
+            self.twins.load_one(i, state["references"])
         partition = self.spec.member_ids[i]
         self.recorders[i].close()
         self._truncate(partition, state["marks"][i])
         self.recorders[i] = self._recorder(partition)
         self._restored_to[i] = to
-        detail = {"diverged_at": diverged_at, "restored_to": to, "checkpoint": used.name}
+        detail: dict[str, Any] = {"diverged_at": diverged_at, "restored_to": to,
+                                  "checkpoint": used.name}  # fmt: skip
+        if twin_only:
+            detail["twin"] = True
         self._platform_event(i, "quarantine", diverged_at - to, float(to), detail)
 
     def _rebuild(self, i: int) -> None:
@@ -254,6 +286,8 @@ class ReplicaWorker:
         self.steps[i] = self.organisms[i].reset()
         if self.cohort is not None:
             self.cohort.replace(i, self.organisms[i])
+        if self.twins is not None:
+            self.twins.rebuild(i, new_id)
         self.recorders[i].record(self.organisms[i], self.steps[i], version)
 
     def record_events(self, events: list[SurgicalEvent]) -> None:
@@ -263,9 +297,11 @@ class ReplicaWorker:
 
     def state_dict(self) -> dict[str, Any]:
         """Every organism and policy copy (its episode state and sampling stream), the
-        rebuild count and the event-log marks (the parts that hold every row so far)."""
+        reference twins, the rebuild count and the event-log marks (the parts that hold every
+        row so far)."""
         return {
             "organisms": [o.state_dict() for o in self.organisms],
+            "references": None if self.twins is None else self.twins.state_dict(),
             "policies": [p.state_dict() for p in self.policies],
             "rebuilds": self.rebuilds,
             "organism_ids": list(self.ids),
@@ -294,6 +330,13 @@ class ReplicaWorker:
             self.organisms[i].load_state_dict(organism_state)
             self.policies[i].load_state_dict(policy_state)
             self.steps[i] = self.organisms[i].current()
+        if self.twins is not None:
+            if state.get("references") is None:  # saved with search.reference=none
+                raise ValueError(
+                    "the state has no reference twins but this replica runs them "
+                    f"(search.reference={self.twins.policy_name!r})"
+                )
+            self.twins.load_state_dict(state["references"])
         self._unrecorded_first = False  # the state's history holds it
         if same_trial:
             for i, partition in enumerate(self.spec.member_ids):
@@ -307,9 +350,26 @@ class ReplicaWorker:
             truncate_partition(part_dir(s.run_dir, table, s.trial_id, partition), marks[table])
 
     def close(self) -> None:
-        """Flush and close the event writers."""
+        """Flush and close the event writers (each writes its manifest)."""
         for recorder in self.recorders:
             recorder.close()
+
+    def retarget(self, spec: ReplicaSpec) -> None:
+        """Serve another member (or this one again after a pause) in the same process: the
+        writers are closed, the spec is kept in its slot (for a restart), and the replica is
+        rebuilt from ``spec``."""
+        self.close()
+        if spec.slot:
+            atomic_write_text(Path(spec.slot), json.dumps(asdict(spec)))
+        self.__init__(spec)  # type: ignore[misc]
+
+    def start_fresh(self) -> None:
+        """Remove every row this replica's partitions hold (a member starting from nothing
+        after an earlier attempt of it left rows)."""
+        for i, partition in enumerate(self.spec.member_ids):
+            self.recorders[i].close()
+            self._truncate(partition, {table: 0 for table in _TABLES})
+            self.recorders[i] = self._recorder(partition)
 
     def pid(self) -> int:
         """The process id (tests kill it)."""

@@ -10,20 +10,23 @@ value...}`` where each ``KEY`` of ``search.bounds`` (``reward.beta``,
 * ``pbt`` (Jaderberg et al. 2017, "Population Based Training of Neural Networks"): uniform
   initial values; every ``perturbation_interval`` iterations the bottom ``quantile_fraction``
   copies a top member's checkpoint (exploit) and perturbs its values by ×1.2/×0.8 or, with
-  ``resample_probability``, redraws them (explore). Synchronous: members wait for each other
-  at every perturbation, so each exploit compares and copies members of the same age.
+  ``resample_probability``, redraws them (explore), clipped into their bounds (which lie
+  inside each key's valid range, :mod:`esper.conf.searchable`). Synchronous: members wait
+  for each other at every perturbation, so each exploit compares and copies members of the same age.
 * ``pb2`` (Parker-Holder et al. 2020, "Provably Efficient Online Hyperparameter Optimization
   with Population-Based Bandits"): PBT whose explore step picks new values with a GP bandit
   inside the bounds.
 * ``optuna``: Optuna's TPE sampler through ``OptunaSearch`` (Akiba et al. 2019).
 
-The fitness (``search.metric``, online accuracy by default) is never the shaped reward: members
-with other reward weights earn rewards of other scales.
+The fitness (``search.metric``; by default ``fitness``, online accuracy relative to a RigL twin
+on the same batches, smoothed over iterations: :mod:`esper.platform.fitness`) is never the shaped
+reward: members with other reward weights earn rewards of other scales.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +39,7 @@ from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from esper.conf.searchable import clip_to_bound
 from esper.config import EsperConfig, SearchAlgorithm, to_plain
 
 __all__ = [
@@ -148,6 +152,7 @@ def scheduler(cfg: EsperConfig) -> TrialScheduler | None:
             },
             quantile_fraction=search.quantile_fraction,
             resample_probability=search.resample_probability,
+            custom_explore_fn=functools.partial(clip_to_bound, bounds=dict(search.bounds)),
             synch=True,
         )
     if algorithm == SearchAlgorithm.pb2:
@@ -157,6 +162,7 @@ def scheduler(cfg: EsperConfig) -> TrialScheduler | None:
             perturbation_interval=search.perturbation_interval,
             hyperparam_bounds={k: [float(lo), float(hi)] for k, (lo, hi) in search.bounds.items()},
             quantile_fraction=search.quantile_fraction,
+            custom_explore_fn=functools.partial(clip_to_bound, bounds=dict(search.bounds)),
             synch=True,
         )
     return None

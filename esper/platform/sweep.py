@@ -4,7 +4,7 @@ Both start Ray (embedded on this machine, or joining ``--address``), create the 
 (``run.json``, ``config.yaml``; the members' event logs go under it, Tune's experiment under
 ``RUN/tune``, replicas' restart checkpoints under ``RUN/state``) and use the same
 :class:`~esper.platform.population.Population`. A sweep is a Tune experiment over
-:func:`~esper.platform.trainable.member_trainable`, tracked in MLflow from the driver, and can be
+:class:`~esper.platform.trainable.MemberTrainable`, tracked in MLflow from the driver, and can be
 resumed from its run directory after an interruption (``esper sweep --resume RUN``).
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 from ray import tune
 from rich.console import Console
 
@@ -27,9 +26,18 @@ from esper.platform.population import Population
 from esper.platform.progress import SweepProgress
 from esper.platform.search import param_space, scheduler, search_algorithm
 from esper.platform.tracking import EsperMLflowCallback, mlflow_uri, run_tags
-from esper.platform.trainable import KIND, member_trainable, sampled_values
+from esper.platform.trainable import KIND, MemberTrainable, sampled_values
 
-__all__ = ["TUNE_DIR", "SweepResult", "member_resources", "run_member", "run_sweep"]
+__all__ = [
+    "TUNE_DIR",
+    "SweepResult",
+    "collect",
+    "member_resources",
+    "run_config",
+    "run_member",
+    "run_sweep",
+    "trainable",
+]
 
 TUNE_DIR = "tune"
 """Tune's experiment directory inside a sweep's run directory."""
@@ -94,30 +102,51 @@ def run_member(cfg: EsperConfig, run_dir: Path, console: Console) -> SweepResult
     return SweepResult(run_dir, [row], row)
 
 
-def run_sweep(cfg: EsperConfig, run_dir: Path, console: Console, resume: bool) -> SweepResult:
-    """The population search of ``cfg.search`` over members (see the module docstring)."""
-    seed = cfg.experiment.seed if cfg.search.seed is None else cfg.search.seed
-    random.seed(seed)  # PBT's explore draws from Python's random module
-    np.random.seed(seed % 2**32)
-    uri = mlflow_uri(cfg, run_dir.parent)
+def run_config(cfg: EsperConfig, run_dir: Path, console: Console) -> tune.RunConfig:
+    """Where Tune keeps the experiment, the driver's callbacks (MLflow, progress), when a
+    member stops and when it is checkpointed."""
     sampled = (
         []
         if SearchAlgorithm(cfg.search.algorithm) == SearchAlgorithm.none
         else list(cfg.search.bounds)
     )
-    trainable = tune.with_resources(member_trainable, member_resources(cfg))
-    callbacks = [
-        EsperMLflowCallback(uri, run_dir.name, run_tags(cfg, run_dir)),
-        SweepProgress(console, sampled, cfg.policy.training.iterations),
-    ]
+    uri = mlflow_uri(cfg, run_dir.parent)
+    return tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=str(run_dir),
+        callbacks=[
+            EsperMLflowCallback(uri, run_dir.name, run_tags(cfg, run_dir)),
+            SweepProgress(console, sampled, cfg.policy.training.iterations),
+        ],
+        verbose=0,
+        # The last iteration ends the member before the scheduler sees it: no exploit copies
+        # a state (and a last result) that no iteration would use.
+        stop={"training_iteration": cfg.policy.training.iterations},
+        checkpoint_config=tune.CheckpointConfig(
+            checkpoint_frequency=cfg.search.perturbation_interval, checkpoint_at_end=True
+        ),
+        failure_config=tune.FailureConfig(max_failures=2),
+    )
+
+
+def trainable(cfg: EsperConfig) -> Any:
+    """:class:`MemberTrainable` with a member's resources (:func:`member_resources`)."""
+    return tune.with_resources(MemberTrainable, member_resources(cfg))
+
+
+def run_sweep(cfg: EsperConfig, run_dir: Path, console: Console, resume: bool) -> SweepResult:
+    """The population search of ``cfg.search`` over members (see the module docstring)."""
+    seed = cfg.experiment.seed if cfg.search.seed is None else cfg.search.seed
+    random.seed(seed)  # PBT's explore draws from Python's random module
+    np.random.seed(seed % 2**32)
     experiment = run_dir / TUNE_DIR
     if resume:
         tuner = tune.Tuner.restore(
-            str(experiment), trainable, resume_unfinished=True, resume_errored=True
+            str(experiment), trainable(cfg), resume_unfinished=True, resume_errored=True
         )
     else:
         tuner = tune.Tuner(
-            trainable,
+            trainable(cfg),
             param_space=param_space(cfg, str(run_dir)),
             tune_config=tune.TuneConfig(
                 metric=cfg.search.metric,
@@ -125,17 +154,15 @@ def run_sweep(cfg: EsperConfig, run_dir: Path, console: Console, resume: bool) -
                 num_samples=cfg.search.num_samples,
                 scheduler=scheduler(cfg),
                 search_alg=search_algorithm(cfg),
-                reuse_actors=False,
+                reuse_actors=True,  # a paused member's processes serve the next trial
             ),
-            run_config=tune.RunConfig(
-                name=TUNE_DIR,
-                storage_path=str(run_dir),
-                callbacks=callbacks,
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=2),
-            ),
+            run_config=run_config(cfg, run_dir, console),
         )
-    grid = tuner.fit()
+    return collect(cfg, run_dir, tuner.fit())
+
+
+def collect(cfg: EsperConfig, run_dir: Path, grid: Any) -> SweepResult:
+    """Each member's last result (once, by Tune's trial id), the best, the failures."""
     members = []
     failed = []
     for i in range(len(grid)):
@@ -147,10 +174,10 @@ def run_sweep(cfg: EsperConfig, run_dir: Path, console: Console, resume: bool) -
             continue
         members.append(
             {
-                "trial": result.metrics.get("member", ""),
+                "trial": result.metrics.get("trial_id", ""),
                 **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
                 **sampled_values(result.config or {}),
             }
         )
     best = _best(members, cfg.search.metric, cfg.search.mode)
-    return SweepResult(run_dir, members, best, uri, failed)
+    return SweepResult(run_dir, members, best, mlflow_uri(cfg, run_dir.parent), failed)

@@ -3,10 +3,10 @@
 Tune's ``MLflowLoggerCallback`` runs in the driver process, so one process writes the store
 (many workers writing one SQLite file lock it). Each trial is one MLflow run: its parameters
 (the composed config, flattened, and the sampled values) are logged once when the trial first
-starts; values a PBT/PB2 explore step changes later are logged as metrics ``param/<key>`` at
-every iteration, so their history shows in the UI. Tags name the git revision, the config
-digest and the Esper version; at the end of a trial its composed config and the location of its
-event log are logged as artifacts.
+starts; the values each iteration ran with are metrics ``hp/<key>`` (so the UI plots PBT's
+schedule of every member), and each exploit is a tag naming its source trial. Tags name the
+git revision, the config digest and the Esper version; at the end of a trial its composed
+config and the location of its event log are logged as artifacts.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from esper.config import EsperConfig
 from esper.platform.runs import config_digest
-from esper.platform.search import CONFIG_KEY, RUN_DIR_KEY
+from esper.platform.search import RUN_DIR_KEY
+from esper.platform.trainable import EXPLOIT_SOURCE
 
 __all__ = ["EsperMLflowCallback", "mlflow_uri", "run_tags"]
 
@@ -84,15 +85,19 @@ class EsperMLflowCallback(MLflowLoggerCallback):
             self.mlflow_util.log_params(run_id=run_id, params_to_log=params)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
-        """The iteration's metrics, with the current sampled values as ``param/<key>``."""
-        sampled = {
-            f"param/{k}": v
-            for k, v in trial.config.items()
-            if k not in (CONFIG_KEY, RUN_DIR_KEY) and isinstance(v, int | float)
-        }
+        """The iteration's metrics, with the values the member ran with (``hp/<key>``, from
+        the member's own report, so PBT's schedule plots per member); an exploit becomes the
+        tags ``exploit.<iteration>`` (the source trial) and ``exploited_from`` (the latest)."""
         # Tune copies the trial config into each result ("config/..."): parameters, not metrics.
         metrics = {k: v for k, v in result.items() if k != "config" and not k.startswith("config/")}
-        super().log_trial_result(iteration, trial, {**metrics, **sampled})
+        source = metrics.pop(EXPLOIT_SOURCE, None)
+        run_id = self._trial_runs.get(trial)
+        if source is not None and run_id is not None:
+            client = MlflowClient(self._uri)
+            step = int(result.get("training_iteration", iteration))
+            client.set_tag(run_id, f"exploit.{step:04d}", str(source))
+            client.set_tag(run_id, "exploited_from", str(source))
+        super().log_trial_result(iteration, trial, metrics)
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         """Log the trial's composed config and where its events are, then end its run."""

@@ -1,19 +1,25 @@
-"""The population member as a Ray Tune function trainable.
+"""The population member as a Ray Tune class trainable.
 
 One trial = one member (:class:`~esper.platform.population.Population`): reward weights,
 temperatures and learner settings from its config, its replicas, its learner. Every iteration
-it reports the fitness (online accuracy over its replicas at the density budget) with every
-reward component, density, FLOPs, oscillation and the policy version; every
-``search.perturbation_interval`` iterations (and at the end) the report carries a complete
-checkpoint of the member, so PBT's exploit copies a member's real state. A trial started from
-another member's checkpoint (an exploit) records an ``exploit`` event in each of its replicas'
-partitions, naming the source trial and the values that changed.
+it reports the fitness with every reward component, density, FLOPs, oscillation, the policy
+version and the values it ran with (``hp/<key>``). Tune checkpoints a member at perturbation
+points only (PBT's pauses and exploits; ``search.perturbation_interval``), and a checkpoint is
+the member's complete state, so PBT's exploit copies a member's real state.
+
+Sweeps spend their time on organisms: Tune keeps a paused member's actor and hands it to the
+next trial (``reuse_actors``); :meth:`MemberTrainable.reset_config` re-targets the member's
+replica actors (their processes, imports and datasets stay) after closing their event writers,
+so every writer of a sweep leaves its manifest. A member that continues another's state (an
+exploit) keeps its own hyperparameters (the learners set their learning rates back after
+loading Adam's state) and records an ``exploit`` event in each replica's partition, naming the
+source trial and the values that changed; its next result names the source too, which the
+MLflow callback turns into tags.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,8 +37,8 @@ from esper.platform.search import CONFIG_KEY, RUN_DIR_KEY
 __all__ = [
     "CHECKPOINT_FILE",
     "KIND",
+    "MemberTrainable",
     "load_member_checkpoint",
-    "member_trainable",
     "sampled_values",
 ]
 
@@ -71,8 +77,8 @@ def _restore_event(used: Path, refused: list[str], iteration: int) -> SurgicalEv
     )  # fmt: skip
 
 
-def load_member_checkpoint(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], Path, list[str]]:
-    """The member state of Tune's latest ``checkpoint`` or, if that file is damaged, of the
+def load_member_checkpoint(directory: str | Path) -> tuple[dict[str, Any], Path, list[str]]:
+    """The member state in Tune's checkpoint ``directory`` or, if that file is damaged, of the
     newest earlier checkpoint of the same trial that is sound (local storage keeps them all).
 
     Returns:
@@ -81,43 +87,82 @@ def load_member_checkpoint(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any],
     Raises:
         CheckpointError: no checkpoint of the trial is sound.
     """
-    with checkpoint.as_directory() as directory:
-        latest = Path(directory)
-        trial_dir = Path(checkpoint.path).parent
-        older = sorted(
-            (d for d in trial_dir.glob("checkpoint_*") if d.name < Path(checkpoint.path).name),
-            reverse=True,
-        )
-        candidates = [latest / CHECKPOINT_FILE, *(d / CHECKPOINT_FILE for d in older)]
-        return load_first_sound(candidates, KIND)
+    latest = Path(directory)
+    older = sorted(
+        (d for d in latest.parent.glob("checkpoint_*") if d.name < latest.name), reverse=True
+    )
+    candidates = [latest / CHECKPOINT_FILE, *(d / CHECKPOINT_FILE for d in older)]
+    return load_first_sound(candidates, KIND)
 
 
-def member_trainable(config: dict[str, Any]) -> None:
-    """Run one member for ``policy.training.iterations`` iterations, reporting to Tune."""
-    cfg = from_plain(config[CONFIG_KEY], sampled_values(config))
-    run_dir = Path(config[RUN_DIR_KEY])
-    trial_id = tune.get_context().get_trial_id()
-    checkpoint = tune.get_checkpoint()
-    state_dir = run_dir / "state" / trial_id
-    population = Population(cfg, run_dir, trial_id, state_dir, fresh=checkpoint is None)
-    try:
-        if checkpoint is not None:
-            state, used, refused = load_member_checkpoint(checkpoint)
-            population.load_state_dict(state)
-            if state["trial_id"] != trial_id:
-                population.record([_exploit_event(state, config, population.iteration)])
-            if refused:  # said in the log of every replica, and in the trial's output
-                population.record([_restore_event(used, refused, population.iteration)])
-                print(f"esper: {trial_id} resumed from {used}: {'; '.join(refused)}")
-        interval = cfg.search.perturbation_interval
-        total = cfg.policy.training.iterations
-        while population.iteration < total:
-            metrics = {**population.step(), "member": trial_id}
-            if population.iteration % interval and population.iteration < total:
-                tune.report(metrics)
-                continue
-            with tempfile.TemporaryDirectory() as directory:
-                save_checkpoint(Path(directory) / CHECKPOINT_FILE, KIND, population.state_dict())
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-    finally:
-        population.close()
+EXPLOIT_SOURCE = "exploit_source"
+"""Result key naming the trial whose state a member continued (first result after an
+exploit); :class:`~esper.platform.tracking.EsperMLflowCallback` logs it as tags."""
+
+
+class MemberTrainable(tune.Trainable):
+    """One population member for Tune (see the module docstring)."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        """Build the member's replica actors and learner."""
+        self._population: Population | None = None
+        self._target(config)
+
+    def _target(self, config: dict[str, Any]) -> None:
+        cfg = from_plain(config[CONFIG_KEY], sampled_values(config))
+        run_dir = Path(config[RUN_DIR_KEY])
+        state_dir = run_dir / "state" / self.trial_id
+        if self._population is None:
+            self._population = Population(cfg, run_dir, self.trial_id, state_dir, fresh=False)
+        else:
+            self._population.retarget(cfg, self.trial_id, state_dir)
+        self._started = False  # nothing loaded yet: a first step starts the member afresh
+        self._exploit: dict[str, Any] | None = None
+
+    @property
+    def population(self) -> Population:
+        """The member's replicas and learner."""
+        assert self._population is not None, "setup() has not run"
+        return self._population
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Serve another trial (or this one after a pause) with the same processes: the
+        replicas' writers are closed (manifests written), then re-targeted."""
+        self._target(new_config)
+        return True
+
+    def step(self) -> dict[str, Any]:
+        """One iteration of the member."""
+        population = self.population
+        if not self._started:
+            if population.iteration == 0:
+                population.start_fresh()  # rows an earlier attempt of this trial left go
+            self._started = True
+        metrics = {**population.step(), "member": self.trial_id}
+        if self._exploit is not None:
+            metrics[EXPLOIT_SOURCE] = self._exploit["source_trial"]
+            self._exploit = None
+        return metrics
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """The member's whole state as ``member.pt``."""
+        save_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, KIND, self.population.state_dict())
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        """Continue from a checkpoint: this member's own, or another's after an exploit."""
+        population = self.population
+        state, used, refused = load_member_checkpoint(checkpoint)
+        population.load_state_dict(state)
+        self._started = True
+        if state["trial_id"] != self.trial_id:
+            event = _exploit_event(state, self.config, population.iteration)
+            population.record([event])
+            self._exploit = json.loads(event.detail)
+        if refused:  # said in the log of every replica, and in the trial's output
+            population.record([_restore_event(used, refused, population.iteration)])
+            print(f"esper: {self.trial_id} resumed from {used}: {'; '.join(refused)}")
+
+    def cleanup(self) -> None:
+        """Close the replicas' event writers and end their actors."""
+        if self._population is not None:
+            self._population.close()

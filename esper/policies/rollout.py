@@ -23,7 +23,7 @@ from esper.workloads.cohort import Cohort
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.reward import DIVERGED_REWARD
 
-__all__ = ["COMPONENTS", "Episode", "GeneralStep", "cohort_rollout", "rollout"]
+__all__ = ["COMPONENTS", "Episode", "GeneralStep", "cohort_rollout", "mean_accuracy", "rollout"]
 
 COMPONENTS = ("accuracy", "flops", "oscillation", "gsnr", "spike")
 """The reward terms, in the order of :class:`esper.workloads.reward.RewardComponents`."""
@@ -57,14 +57,17 @@ class Episode:
         general: The Surgeon General's decisions, for its MAPPO.
         bootstrap: The last global state (``None`` if the organism diverged: no bootstrap).
         metrics: ``surgeries``, ``mean_reward``, ``r_accuracy`` … ``r_spike`` (means),
-            ``online_accuracy`` and ``density`` (after the last surgery), ``diverged`` and the
-            ``policy_version`` that acted.
+            ``online_accuracy`` and ``density`` (after the last surgery), ``episode_accuracy``
+            (the mean of ``accuracies``), ``diverged`` and the ``policy_version`` that acted.
+        accuracies: The online (prequential) accuracy of every SGD step of the episode, in
+            order (a reference twin is compared on the same steps).
     """
 
     transitions: list[Transition] = field(default_factory=list)
     general: list[GeneralStep] = field(default_factory=list)
     bootstrap: torch.Tensor | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    accuracies: list[float] = field(default_factory=list)
 
 
 def _transition(d: Decision, reward: float, nxt: OrganismStep, done: bool) -> Transition:
@@ -110,6 +113,7 @@ class _EpisodeBuilder:
         self.diverged = bool(nxt.info["diverged"])
         reward = DIVERGED_REWARD if self.diverged else nxt.reward
         self.rewards.append(reward)
+        self.episode.accuracies.extend(nxt.info["accuracies"])
         if nxt.components is not None:
             self.components.append(dataclasses.asdict(nxt.components))
         if self.general is not None:
@@ -134,11 +138,17 @@ class _EpisodeBuilder:
                 for key in COMPONENTS
             },
             "online_accuracy": float(step.info["online_accuracy"]),
+            "episode_accuracy": mean_accuracy(episode.accuracies),
             "density": float(step.info["density"]),
             "diverged": self.diverged,
             "policy_version": self.policy.policy_version,
         }
         return episode, step
+
+
+def mean_accuracy(accuracies: Sequence[float]) -> float:
+    """The mean of ``accuracies`` (``nan`` when empty)."""
+    return sum(accuracies) / len(accuracies) if accuracies else float("nan")
 
 
 def _check_length(length: int) -> None:

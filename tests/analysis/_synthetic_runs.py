@@ -7,7 +7,7 @@ They follow the event-log contract (``esper.events.schema``): Parquet parts unde
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from esper.events.learning import record_iteration
 from esper.events.schema import EVENTS, METRICS
 
-__all__ = ["LAYERS", "REWARD", "write_run"]
+__all__ = ["LAYERS", "REWARD", "write_run", "write_sweep"]
 
 LAYERS = ("fc1.weight", "fc2.weight", "out.weight")
 REWARD = {"alpha": 1.0, "beta": 0.1, "gamma": 0.1, "delta": 0.0, "epsilon": 0.5}
@@ -86,7 +87,7 @@ def write_run(
             "policy_version": step,
             "node_id": ["node-a"] * n,
             "wall_time": 1.7e9 + step.astype(float),
-            "writer_id": [f"w{replica}"] * n,
+            "writer_id": [f"{trial}/w{replica}"] * n,
             "seq": step,
         }
         _write(pa.Table.from_pydict(metrics, schema=METRICS), run_dir, "metrics", trial, replica)
@@ -118,7 +119,7 @@ def write_run(
                         "policy_version": 1,
                         "wall_time": 1.7e9 + s,
                         "detail": "",
-                        "writer_id": f"w{replica}",
+                        "writer_id": f"{trial}/w{replica}",
                         "seq": len(rows["seq"]),
                     }
                     for name in rows:
@@ -134,4 +135,40 @@ def write_run(
         "config": {"workload": {"name": workload}, "experiment": {"seed": seed}},
     }
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+    return run_dir
+
+
+def write_sweep(
+    run_dir: Path,
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    bounds: Mapping[str, Sequence[float]],
+    metric: str = "fitness",
+    steps: int = 6,
+) -> Path:
+    """Write a synthetic sweep; returns ``run_dir``.
+
+    Each member (trial) of ``curves`` gets the tables of :func:`write_run` (one replica) and one
+    learning-curve row per entry of ``curves[trial]``, iterations numbered from 1: the entry's
+    metrics and ``hp/<key>`` values, as :class:`esper.platform.population.Population` records
+    them. ``run.json`` keeps the base config (:data:`REWARD`, ``heat_tau`` 1, ``search.metric``
+    ``metric``), as a sweep's does.
+    """
+    for trial in curves:
+        write_run(run_dir, trial=trial, replicas=1, steps=steps, drift_every=3)
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["command"] = "sweep"
+    meta["config"].update(
+        reward=dict(REWARD),
+        policy={"name": "emrakul", "params": {"heat_tau": 1.0}},
+        search={
+            "algorithm": "pbt",
+            "metric": metric,
+            "bounds": {k: list(b) for k, b in bounds.items()},
+        },
+    )
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=2))
+    for trial, rows in curves.items():
+        for iteration, row in enumerate(rows, 1):
+            record_iteration(run_dir, trial, {"iteration": iteration, **row})
     return run_dir

@@ -17,6 +17,7 @@ MODULES = (
     "esper.analysis.compare",
     "esper.analysis.detectors",
     "esper.analysis.runs",
+    "esper.analysis.stretches",
     "esper.events",
     "esper.files",
 )

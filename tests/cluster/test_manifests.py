@@ -2,11 +2,12 @@
 
 Ray cluster launcher configs are checked against Ray's own schema (``ray-schema.json``, shipped
 in the ray wheel) and for the fields ``ray up`` relies on; KubeRay ``RayCluster``/``RayJob``
-specs for images, resource requests, the shared volume and a GPU group; the ``esper sweep``
-commands in the RayJob and in cluster/README.md are composed, so a typo in an override fails
-here; the Dockerfile installs torch and the project; every image names the same Ray version,
-inside pyproject's range. Files are found by glob, so a new manifest is tested without
-editing this file.
+specs for images, resource requests, the shared volume and a GPU group; Ray's token
+authentication everywhere, the token coming from outside the repository and the image; the
+``esper sweep`` commands in the RayJob and in cluster/README.md are composed, so a typo in an
+override fails here; the Dockerfile installs torch and the project; every image names the same
+Ray version, inside pyproject's range. Files are found by glob, so a new manifest is tested
+without editing this file.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CLUSTER = ROOT / "cluster"
 SHARED = "/mnt/shared"
 """Where every node and pod mounts the shared storage (the ``ray_cluster`` preset's root)."""
 GPU = "nvidia.com/gpu"
+TOKEN_FILE = "~/.ray/auth_token"
+"""Ray's default token file (``ray get-auth-token --generate`` writes it)."""
 
 YAMLS = sorted([*CLUSTER.rglob("*.yaml"), *CLUSTER.rglob("*.yml")])
 DOCKERFILE = CLUSTER / "Dockerfile"
@@ -192,6 +195,8 @@ def test_launcher_runs_the_image_with_shared_storage_and_esper(path: Path) -> No
     assert docker.get("image") or (docker.get("head_image") and docker.get("worker_image"))
     assert any(f"-v {SHARED}:{SHARED}" in option for option in docker.get("run_options", []))
     for remote, local in config.get("file_mounts", {}).items():
+        if remote == TOKEN_FILE:
+            continue  # the launching user's token (test_launcher_nodes_use_token_auth)
         assert (ROOT / local).exists(), f"file_mounts {remote}: {local} is not in the repository"
     setup = " ; ".join(config["setup_commands"])
     assert "pip install" in setup and "esper --help" in setup
@@ -213,6 +218,19 @@ def test_launcher_runs_the_image_with_shared_storage_and_esper(path: Path) -> No
     assert any(
         node["resources"].get("GPU", 0) > 0 for node in config["available_node_types"].values()
     )
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=_ids(LAUNCHERS))
+def test_launcher_nodes_use_token_auth(path: Path) -> None:
+    """Every container runs with ``RAY_AUTH_MODE=token`` (``ray start`` on each node, the
+    driver), and every node gets the same token: the launching user's ~/.ray/auth_token, copied
+    by ``file_mounts``, never a file of the repository."""
+    (config,) = _documents(path)
+    options = " ".join(config["docker"].get("run_options", []))
+    assert re.search(r"(^|\s)(-e|--env)[ =]RAY_AUTH_MODE=token(\s|$)", options), options
+    mounts = config.get("file_mounts", {})
+    assert mounts.get(TOKEN_FILE) == TOKEN_FILE, f"file_mounts must copy {TOKEN_FILE} to every node"
+    assert "RAY_AUTH_TOKEN=" not in path.read_text(encoding="utf-8"), "a token in the config"
 
 
 # --- KubeRay ---------------------------------------------------------------------------------
@@ -267,6 +285,22 @@ def test_ray_cluster_has_a_gpu_group_on_the_gpu_image(label: str, spec: dict[str
     assert gpu_groups >= 1, f"{label}: no worker group requests {GPU}"
 
 
+@pytest.mark.parametrize("label, spec", CLUSTER_SPECS, ids=[label for label, _ in CLUSTER_SPECS])
+def test_ray_cluster_uses_token_auth_from_a_secret(label: str, spec: dict[str, Any]) -> None:
+    """KubeRay's ``authOptions.mode: token`` (the operator makes the Secret and sets the
+    variables), or, in each Ray container, ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from
+    a Secret; never a token written in the manifest."""
+    by_operator = spec.get("authOptions", {}).get("mode") == "token"
+    for name, group in _groups(spec):
+        env = {e["name"]: e for e in group["template"]["spec"]["containers"][0].get("env", [])}
+        assert "value" not in env.get("RAY_AUTH_TOKEN", {}), f"{label} {name}: a literal token"
+        if not by_operator:
+            assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{label} {name}"
+            assert env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef"), (
+                f"{label} {name}: RAY_AUTH_TOKEN from a Secret, or authOptions.mode: token"
+            )
+
+
 @pytest.mark.parametrize(
     "path, job", _objects("RayJob"), ids=[_name(p) for p, _ in _objects("RayJob")]
 )
@@ -316,6 +350,18 @@ def test_dockerfile_installs_torch_then_the_project_as_a_non_root_user() -> None
     users = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
     assert re.search(r'^CMD \["esper", "--help"\]$', text, re.MULTILINE)
+
+
+def test_the_image_turns_token_auth_on_and_holds_no_token() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^ENV RAY_AUTH_MODE=token$", text, re.MULTILINE)
+    assert not re.search(r"^(ENV|ARG)\s+RAY_AUTH_TOKEN", text, re.MULTILINE)
+    assert not re.search(r"^(COPY|ADD) .*auth_token", text, re.MULTILINE)
+
+
+def test_readme_says_where_the_token_comes_from() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "ray get-auth-token --generate" in text and "RAY_AUTH_TOKEN" in text
 
 
 def test_every_image_names_the_same_ray_version_inside_pyprojects_range() -> None:

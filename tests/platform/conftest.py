@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import ray
 
+from esper.platform.ray_runtime import start_local_ray
+
 TINY = [
     "policy=emrakul",
     "policy.density=0.2",
@@ -24,8 +26,8 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    """An embedded Ray with 2 logical CPUs, shut down after the module."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """An embedded Ray of its own with 2 logical CPUs, shut down after the module."""
+    start_local_ray(2)
     try:
         yield
     finally:

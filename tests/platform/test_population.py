@@ -168,3 +168,49 @@ def test_a_restarted_replica_falls_back_on_its_previous_checkpoint_and_says_so(
     assert restore["replica"].tolist() == [1] and restore["surgery_step"][0] == 3
     detail = json.loads(restore["detail"][0])
     assert detail["checkpoint"] == "replica-1.prev.pt" and "replica-1.pt" in detail["refused"][0]
+
+
+def test_fitness_is_relative_accuracy_smoothed_and_travels_with_the_state(tmp_path: Path) -> None:
+    twins = ("search.reference=rigl", "search.metric=fitness", "search.fitness_window=2",
+             "policy.training.replicas=1")  # fmt: skip
+    member = _member(tmp_path, *twins)
+    try:
+        rows = [member.step() for _ in range(2)]
+        state = member.state_dict()
+        third = member.step()
+        member.load_state_dict(state)  # a restart: the history is the state's again
+        again = member.step()
+    finally:
+        member.close()
+    relative = [r["relative_accuracy"] for r in rows]
+    assert state["fitness"]["history"] == relative
+    assert rows[1]["fitness"] == pytest.approx(sum(relative) / 2)
+    assert third["fitness"] == pytest.approx((relative[1] + third["relative_accuracy"]) / 2)
+    assert again["reference_accuracy"] == third["reference_accuracy"]  # the twins resumed exactly
+    assert again["fitness"] == pytest.approx((relative[1] + again["relative_accuracy"]) / 2)
+    other = _member(tmp_path, *twins, trial="t1")
+    try:
+        other.load_state_dict(state)  # an exploit copies the history with the rest
+        assert list(other.fitness.history) == relative
+    finally:
+        other.close()
+
+
+def test_replicas_take_their_stream_from_a_preset_and_the_scalpel_from_the_member() -> None:
+    from esper.conf import compose
+    from esper.platform.population import replica_configs
+
+    cfg = compose(
+        [
+            "policy=emrakul",
+            "workload.scalpel.mechanism.name=gumbel_softmax",
+            "workload.scalpel.mechanism.params.tau=0.7",
+            "policy.training.replicas=2",
+            "policy.training.workloads=[digits_permuted,digits_rotated]",
+        ]
+    )
+    first, second = replica_configs(cfg)
+    assert first.workload.drifts != second.workload.drifts  # two streams
+    for replica in (first, second):
+        assert replica.workload.scalpel.mechanism.name == "gumbel_softmax"
+        assert replica.workload.scalpel.mechanism.params["tau"] == 0.7

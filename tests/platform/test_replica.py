@@ -1,10 +1,14 @@
 """The replica's own code in this process (no Ray): a diverged organism is quarantined and
-continues from its last healthy restart checkpoint, with nothing duplicated in its log."""
+continues from its last healthy restart checkpoint, with nothing duplicated in its log; the
+reference twin trains on the organism's batches and resumes with it exactly."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+import pytest
 
 from esper.analysis import EventLog
 from esper.conf import compose
@@ -18,8 +22,10 @@ from tests.platform.conftest import TINY
 from tests.platform.test_population import _no_duplicate_or_missing_steps
 
 
-def _worker(tmp_path: Path) -> tuple[ReplicaWorker, CentralLearner]:
-    cfg = compose([*TINY, "policy.training.replicas=1", f"cluster.storage_path={tmp_path}"])
+def _worker(tmp_path: Path, *overrides: str) -> tuple[ReplicaWorker, CentralLearner]:
+    cfg = compose(
+        [*TINY, "policy.training.replicas=1", f"cluster.storage_path={tmp_path}", *overrides]
+    )
     run = tmp_path / "run"
     create_run(run, cfg, "run", "digits_permuted", "emrakul")
     spec = ReplicaSpec(str(run), "t0", 0, 1, to_plain(cfg), str(run / "state" / "replica-0.pt"))
@@ -76,3 +82,46 @@ def test_an_organism_that_diverges_again_from_the_same_state_is_rebuilt(tmp_path
         ["checkpoint", "diverged_at", "restored_to"],
         ["rebuilt_as"],
     ]
+
+
+def test_the_reference_twin_sees_the_organisms_batches_and_resumes_exactly(tmp_path: Path) -> None:
+    worker, learner = _worker(tmp_path, "search.reference=rigl")
+    assert worker.twins is not None
+    twin, organism = worker.twins.organisms[0], worker.organisms[0]
+    # the same first K batches on the same initial weights and masks, before any surgery
+    assert worker.twins.steps[0].info["accuracies"] == worker.steps[0].info["accuracies"]
+    worker.rollout(learner.acting_state(), 3)
+    worker.checkpoint()
+    (episode,) = worker.rollout(learner.acting_state(), 3)
+    metrics = episode.metrics
+    assert twin.sgd_step == organism.sgd_step == 7 * 10 and 0 < metrics["reference_accuracy"] < 1
+    assert metrics["relative_accuracy"] == pytest.approx(
+        metrics["episode_accuracy"] - metrics["reference_accuracy"]
+    )
+    worker.close()
+    restarted = ReplicaWorker(worker.spec)  # Ray's restart: back to the checkpoint, both of them
+    assert restarted.twins is not None and restarted.twins.organisms[0].sgd_step == 4 * 10
+    (again,) = restarted.rollout(learner.acting_state(), 3)
+    restarted.close()
+    assert again.accuracies == episode.accuracies
+    for key in ("reference_accuracy", "relative_accuracy"):
+        assert again.metrics[key] == metrics[key], key
+    _no_duplicate_or_missing_steps(tmp_path / "run")  # the twin wrote no row of its own
+
+
+def test_a_diverged_twin_takes_its_organism_back_to_the_checkpoint(tmp_path: Path) -> None:
+    worker, learner = _worker(tmp_path, "search.reference=rigl")
+    assert worker.twins is not None
+    worker.rollout(learner.acting_state(), 3)
+    worker.checkpoint()
+    for group in worker.twins.organisms[0].optimizer.param_groups:
+        group["lr"] = 1e12
+    (episode,) = worker.rollout(learner.acting_state(), 3)
+    assert not episode.metrics["diverged"] and math.isnan(episode.metrics["relative_accuracy"])
+    assert worker.organisms[0].surgery_step == worker.twins.organisms[0].surgery_step == 3
+    worker.close()
+    _no_duplicate_or_missing_steps(tmp_path / "run")
+    (detail,) = EventLog.open(tmp_path / "run").sql(
+        "SELECT detail FROM events WHERE action='quarantine'"
+    )["detail"]
+    assert json.loads(detail)["twin"] is True and json.loads(detail)["restored_to"] == 3

@@ -172,11 +172,23 @@ def test_checkpoint_file_is_checksummed_and_refuses_pickles(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "change", [{"lr": 1e-3}, {"gamma": 0.9}, {"epsilon_start": 0.5}, {"epsilon_anneal": 10}]
 )
-def test_qmix_refuses_state_saved_with_other_learning_settings(change: dict[str, Any]) -> None:
+def test_qmix_continues_a_state_with_its_own_learning_settings(change: dict[str, Any]) -> None:
+    """A PBT member explores lr, γ and ε and continues another member's state with them."""
     from esper.policies.learners import QMIXLearner
 
     saved = QMIXLearner(2, 2, 2, 2, batch_size=2, buffer_size=8).state_dict()
     other = QMIXLearner(2, 2, 2, 2, batch_size=2, buffer_size=8, **change)
+    other.load_state_dict(saved)
+    ((key, value),) = change.items()
+    assert (other.optimizer.param_groups[0]["lr"] if key == "lr" else getattr(other, key)) == value
+
+
+@pytest.mark.parametrize("change", [{"hidden": 8}, {"buffer_size": 16}, {"seed": 3}])
+def test_qmix_refuses_a_state_of_other_shapes_or_seed(change: dict[str, Any]) -> None:
+    from esper.policies.learners import QMIXLearner
+
+    saved = QMIXLearner(2, 2, 2, 2, batch_size=2, buffer_size=8).state_dict()
+    other = QMIXLearner(2, 2, 2, 2, **{"batch_size": 2, "buffer_size": 8, **change})
     with pytest.raises(ValueError, match="does not match"):
         other.load_state_dict(saved)
 

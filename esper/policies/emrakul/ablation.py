@@ -7,6 +7,9 @@
   lowest-magnitude active weights and regrows the highest dense-gradient inactive ones (Evci et
   al. 2020), at a constant turnover of 0.15 (the mean of RigL's cosine drop fraction with
   ``α = 0.3`` over its update period), while the Surgeon General still allocates densities.
+* **Specialists replaced by random surgery** (:data:`RANDOM_RULE`): the same turnover, but the
+  weights dropped and regrown are drawn uniformly at random (the handicap a fitness must rank
+  last, ``benchmarks/fitness_ranking.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ import torch
 
 from esper.policies.emrakul.actions import PRUNE_CRITERIA, REGROW_CRITERIA, SpecialistAction
 
-__all__ = ["RIGL_RULE", "SENSOR_GROUPS", "blind_columns"]
+__all__ = [
+    "FIXED_RULES",
+    "RANDOM_RULE",
+    "RANDOM_TAU",
+    "RIGL_RULE",
+    "SENSOR_GROUPS",
+    "blind_columns",
+]
 
 SENSOR_GROUPS: dict[str, tuple[str, ...]] = {
     "gradient": (
@@ -52,7 +62,22 @@ RIGL_RULE = SpecialistAction(
     regrow_mix=tuple(1.0 if c == "gradient" else 0.0 for c in REGROW_CRITERIA),
     tau=0.0,
 )
-"""What every Specialist does when the policy runs without Specialists."""
+"""What every Specialist does when the policy runs without Specialists (``fixed_rule="rigl"``)."""
+
+RANDOM_TAU = 1e6
+"""A Gumbel-top-k temperature at which the choice is a uniform random subset: the mixed scores
+are ranks in ``[0, 1]``, so ``score / τ`` vanishes beside the Gumbel noise."""
+
+RANDOM_RULE = SpecialistAction(
+    turnover=RIGL_RULE.turnover,
+    prune_mix=RIGL_RULE.prune_mix,
+    regrow_mix=tuple(1.0 if c == "random" else 0.0 for c in REGROW_CRITERIA),
+    tau=RANDOM_TAU,
+)
+"""RIGL_RULE's turnover with random drop and random regrowth (``fixed_rule="random"``)."""
+
+FIXED_RULES: dict[str, SpecialistAction] = {"rigl": RIGL_RULE, "random": RANDOM_RULE}
+"""The rules that can replace the Specialists, by name."""
 
 
 def _in_group(name: str, features: tuple[str, ...]) -> bool:

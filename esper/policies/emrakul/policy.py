@@ -24,7 +24,7 @@ import torch
 
 from esper.policies.anesthesia import HarmonicAnnealing
 from esper.policies.base import POLICIES, Policy
-from esper.policies.emrakul.ablation import RIGL_RULE, blind_columns
+from esper.policies.emrakul.ablation import FIXED_RULES, blind_columns
 from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
@@ -96,8 +96,11 @@ class EmrakulPolicy(Policy):
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
             in what the actors see (an ablation).
-        specialists: ``False`` replaces every Specialist's action by RigL's rule
-            (:data:`~esper.policies.emrakul.ablation.RIGL_RULE`; an ablation).
+        specialists: ``False`` replaces every Specialist's action by ``fixed_rule`` (an
+            ablation).
+        fixed_rule: What the Specialists are replaced by without ``specialists``: ``rigl``
+            (:data:`~esper.policies.emrakul.ablation.RIGL_RULE`) or ``random``
+            (:data:`~esper.policies.emrakul.ablation.RANDOM_RULE`, random surgery).
         data_action: Let the General also decide the data side's refresh share and selection
             rule (:meth:`SurgeonGeneral.data`; an organism without a data side ignores it).
         protect: Give the Specialists a protect bit: spare the layer's tail-serving weights
@@ -130,6 +133,7 @@ class EmrakulPolicy(Policy):
         discrete: bool = False,
         blind: Sequence[str] = (),
         specialists: bool = True,
+        fixed_rule: str = "rigl",
         data_action: bool = False,
         protect: bool = False,
         max_layers: int = 16,
@@ -148,6 +152,10 @@ class EmrakulPolicy(Policy):
             raise ValueError(f"heat_tau={heat_tau} and heat_turnover={heat_turnover} must be ≥ 1")
         if amplitude < 0:
             raise ValueError(f"amplitude={amplitude} must be ≥ 0")
+        if fixed_rule not in FIXED_RULES:
+            raise ValueError(
+                f"fixed_rule={fixed_rule!r} is unknown; valid: {', '.join(FIXED_RULES)}"
+            )
         if protect and discrete:
             raise ValueError(
                 "protect is a bit of the continuous actor; the discrete table (QMIX) has no "
@@ -171,6 +179,7 @@ class EmrakulPolicy(Policy):
         self.blind = tuple(blind)
         blind_columns([], self.blind)  # an unknown group is refused here
         self.specialists = specialists
+        self.fixed_rule = FIXED_RULES[fixed_rule]
         self.data_choice = data_action
         self.max_layers = max_layers
         self.hidden = hidden
@@ -283,7 +292,7 @@ class EmrakulPolicy(Policy):
         targets = self._targets(organism) if self.use_general else None
         actions = {}
         for name in names:
-            action = self._heated(name, chosen[name] if self.specialists else RIGL_RULE)
+            action = self._heated(name, chosen[name] if self.specialists else self.fixed_rule)
             chosen[name] = action
             target = None if targets is None else targets[name]
             actions[name] = layer_action(
@@ -374,4 +383,6 @@ class EmrakulPolicy(Policy):
         self._gain = float(episode["gain"])
         self._prior = {str(k): float(v) for k, v in episode["prior"].items()}
         annealing = episode["annealing"]
+        if annealing is not None:  # the schedule's phase is state, its amplitude this policy's
+            annealing = {**annealing, "amplitude": self.amplitude}
         self._annealing = None if annealing is None else HarmonicAnnealing(**annealing)

@@ -131,6 +131,7 @@ class MAPPOLearner:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.critic = CentralCritic(state_dim, max_agents, hidden)
+        self.lr, self.critic_lr = lr, critic_lr
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=lr, eps=1e-5)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, eps=1e-5)
         self.value_norm = RunningMeanStd()
@@ -167,8 +168,9 @@ class MAPPOLearner:
         """PPO epochs over the finished samples, then clear them.
 
         Returns:
-            Mean ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``, ``clip_fraction``
-            and the sample count (empty dict if there is nothing to learn from).
+            Mean ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``, ``clip_fraction``,
+            the sample count and the actor's ``lr`` as its optimizer holds it (empty dict if
+            there is nothing to learn from).
         """
         if not len(self.buffer):
             return {}
@@ -215,6 +217,7 @@ class MAPPOLearner:
         self.updates += 1
         out = {k: v / count for k, v in sums.items()}
         out["samples"] = float(n)
+        out["lr"] = float(self.actor_optimizer.param_groups[0]["lr"])  # the rate it ran
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -231,10 +234,21 @@ class MAPPOLearner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` (the actor's weights are restored with the policy)."""
+        """Restore :meth:`state_dict` (the actor's weights are restored with the policy).
+
+        The state supplies what was learned (weights, Adam's moments, counters); the
+        hyperparameters stay this learner's own: the learning rates are set back into the
+        optimizers' parameter groups, which the optimizers' state would otherwise overwrite
+        (after a PBT exploit the member runs its explored ``lr``, not its source's)."""
         self.critic.load_state_dict(state["critic"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        for optimizer, lr in (
+            (self.actor_optimizer, self.lr),
+            (self.critic_optimizer, self.critic_lr),
+        ):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         self.value_norm.load_state_dict(state["value_norm"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])

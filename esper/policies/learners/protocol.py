@@ -72,6 +72,9 @@ class SpecialistLearner(ABC):
     cloning of that actor is a meaningful warm start)."""
 
     params: dict[str, Any]
+    params_class: ClassVar[type]
+    """The class whose keyword arguments :attr:`params` are (what ``learner_params`` and a
+    search over ``policy.training.learner_params.*`` may set)."""
 
     @abstractmethod
     def store(self, transition: Transition) -> None:

@@ -125,13 +125,11 @@ class QMIXLearner:
         self.epsilon_start, self.epsilon_end = epsilon_start, epsilon_end
         self.epsilon_anneal, self.batch_size = epsilon_anneal, batch_size
         self.grad_clip, self.standardise_rewards = grad_clip, standardise_rewards
-        # Everything that shapes learning, checked on load (a checkpoint trained with another
-        # lr, γ or ε schedule would continue as a different learner).
-        self._config = dict(
-            sizes, seed=seed, double_q=double_q, lr=lr, gamma=gamma,
-            epsilon_start=epsilon_start, epsilon_end=epsilon_end, epsilon_anneal=epsilon_anneal,
-            grad_clip=grad_clip, standardise_rewards=standardise_rewards,
-        )  # fmt: skip
+        # What must match on load: the networks' and buffers' shapes and the seed. The
+        # learning hyperparameters (lr, γ, ε schedule, grad clip) stay this learner's own, so
+        # a PBT member continues another's state with its explored values.
+        self.lr = lr
+        self._config = dict(sizes, seed=seed, double_q=double_q)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "qmix", "init"))
@@ -316,8 +314,11 @@ class QMIXLearner:
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; the architecture and seed must match."""
-        if state["config"] != self._config:
+        """Restore :meth:`state_dict` output; the architecture and seed must match, and the
+        learning hyperparameters stay this learner's (its ``lr`` is set back into the
+        optimizer's parameter groups after Adam's state is loaded)."""
+        saved = {k: state["config"][k] for k in self._config if k in state["config"]}
+        if saved != self._config:
             raise ValueError(
                 f"QMIXLearner.load_state_dict: checkpoint config {state['config']} does not "
                 f"match this learner's {self._config}; build the learner with the same arguments"
@@ -328,6 +329,8 @@ class QMIXLearner:
         self.target_agent.load_state_dict(state["target_agent"])
         self.target_mixer.load_state_dict(state["target_mixer"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
         buffer = state["buffer"]
         for name in REPLAY_FIELDS:
             self.buffer.data[name].copy_(buffer[name])

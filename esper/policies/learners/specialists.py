@@ -48,6 +48,7 @@ class MAPPOSpecialists(SpecialistLearner):
 
     name = "mappo"
     trains_actor = True
+    params_class = MAPPOLearner
 
     def __init__(self, policy: EmrakulPolicy, **params: Any) -> None:
         _, state_dim = _networks(policy)
@@ -98,6 +99,7 @@ class QMIXSpecialists(SpecialistLearner):
     """
 
     name = "qmix"
+    params_class = QMIXLearner
 
     def __init__(self, policy: EmrakulPolicy, **params: Any) -> None:
         if policy.codec.protect:
@@ -126,11 +128,13 @@ class QMIXSpecialists(SpecialistLearner):
         self._pending += 1
 
     def update(self) -> dict[str, float]:
-        """One gradient step per transition stored since the last update; mean loss."""
+        """One gradient step per transition stored since the last update; mean loss and the
+        ``lr`` the optimizer ran."""
         losses = [self.qmix.update().get("loss", float("nan")) for _ in range(self._pending)]
         self._pending = 0
         finite = [x for x in losses if x == x]
-        return {"loss": sum(finite) / len(finite)} if finite else {}
+        lr = float(self.qmix.optimizer.param_groups[0]["lr"])
+        return {"loss": sum(finite) / len(finite), "lr": lr} if finite else {}
 
     def acting_state(self) -> dict[str, Any]:
         """The Q network (weights and sizes) and the current ε."""

@@ -1,4 +1,5 @@
-"""Ablation switches of Emrakul: blind sensor groups and Specialists replaced by RigL's rule."""
+"""Ablation switches of Emrakul: blind sensor groups and Specialists replaced by RigL's rule or
+by random surgery."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 
 from esper.conf import compose
 from esper.policies.base import make_policy
-from esper.policies.emrakul.ablation import RIGL_RULE, SENSOR_GROUPS, blind_columns
+from esper.policies.emrakul.ablation import RANDOM_RULE, RIGL_RULE, SENSOR_GROUPS, blind_columns
+from esper.policies.emrakul.actions import layer_action
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.workloads.factory import build_organism
 from tests.organisms import TINY_ORGANISM
@@ -56,3 +58,24 @@ def test_without_specialists_every_layer_follows_rigls_rule() -> None:
     sighted = _decide(EmrakulPolicy(seed=0))
     assert sighted.last is not None and set(sighted.last.actions.values()) != {RIGL_RULE}
     assert torch.equal(policy.last.obs, sighted.last.obs)
+
+
+def test_random_surgery_replaces_the_specialists_with_a_uniform_choice() -> None:
+    policy = _decide(EmrakulPolicy(specialists=False, fixed_rule="random", seed=0))
+    assert policy.last is not None and set(policy.last.actions.values()) == {RANDOM_RULE}
+    organism = build_organism(compose(TINY_ORGANISM))
+    step = organism.reset()
+    name = organism.scalpel.names[0]
+    weight = dict(organism.host.named_parameters())[name].detach().abs().reshape(-1)
+    mask = organism.scalpel.mask(name).reshape(-1)
+    drop = len(layer_action(RANDOM_RULE, organism, step, name, torch.Generator()).prune)
+    smallest = set(torch.where(mask, weight, torch.inf).argsort()[:drop].tolist())
+    prunes = [
+        set(layer_action(RANDOM_RULE, organism, step, name, torch.Generator().manual_seed(s))
+            .prune.tolist())
+        for s in range(3)
+    ]  # fmt: skip
+    assert drop > 0 and all(p != smallest for p in prunes) and prunes[0] != prunes[1]
+    assert all(bool(mask[sorted(p)].all()) for p in prunes)  # only active weights are dropped
+    with pytest.raises(ValueError, match="fixed_rule='gmp' is unknown; valid: rigl, random"):
+        EmrakulPolicy(specialists=False, fixed_rule="gmp")

@@ -159,3 +159,13 @@ def test_mappo_learns_from_a_delayed_episode_reward() -> None:
             learner.finish_path(None, ids)
         learner.update()
     assert all(abs(x - 0.3) < 0.08 for x in greedy()), greedy()
+
+
+def test_a_loaded_state_keeps_this_learners_learning_rates() -> None:
+    """Adam's state carries its parameter groups' lr; after a PBT exploit the member must run
+    its explored rates, not its source's."""
+    source = MAPPOLearner(SpecialistActor(5, 4, hidden=16), 3, 4, lr=1e-3, critic_lr=2e-3)
+    explored = MAPPOLearner(SpecialistActor(5, 4, hidden=16), 3, 4, lr=7e-3, critic_lr=9e-3)
+    explored.load_state_dict(source.state_dict())
+    assert [g["lr"] for g in explored.actor_optimizer.param_groups] == [7e-3]
+    assert [g["lr"] for g in explored.critic_optimizer.param_groups] == [9e-3]

@@ -321,3 +321,17 @@ def test_state_dict_before_any_update_loads() -> None:
     fresh.load_state_dict(learner.state_dict())
     obs, ids = torch.randn(2, 2), torch.arange(2)
     assert torch.equal(fresh.act(obs, ids), learner.act(obs, ids))
+
+
+def test_a_loaded_state_keeps_this_learners_hyperparameters() -> None:
+    """A PBT exploit loads another member's state into a learner built with explored values:
+    the shapes and seed must match, the lr, γ and ε schedule stay the learner's own."""
+    sizes: dict[str, Any] = dict(batch_size=8, buffer_size=64, seed=11)
+    source = QMIXLearner(3, 4, 3, 3, lr=1e-3, gamma=0.99, epsilon_end=0.05, **sizes)
+    _fill(source, 20, 2)
+    source.update()
+    explored = QMIXLearner(3, 4, 3, 3, lr=4e-3, gamma=0.9, epsilon_end=0.2, **sizes)
+    explored.load_state_dict(source.state_dict())
+    assert [g["lr"] for g in explored.optimizer.param_groups] == [4e-3]
+    assert (explored.gamma, explored.epsilon_end) == (0.9, 0.2)
+    assert explored.updates == source.updates
