@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -158,8 +159,25 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **_commit(),
     }
     return info
+
+
+def _commit() -> dict[str, Any]:
+    """The commit the measured code came from, and whether tracked files differed from it."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                 cwd=Path(__file__).resolve().parent)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    head = git("rev-parse", "HEAD")
+    changed = bool(git("status", "--porcelain", "--untracked-files=no")) if head else None
+    return {"commit": head or "unknown", "uncommitted_changes": changed}
 
 
 def write_results(path: Path, results: dict[str, BenchResult], skipped: dict[str, str]) -> None:

@@ -21,6 +21,7 @@ BENCHMARK_MODULES = (
     "esper.bench.perf_sense",
     "esper.bench.perf_events",
     "esper.bench.perf_platform",
+    "esper.bench.perf_sweep",
     "esper.bench.perf_throughput",
 )
 """Modules whose import registers benchmarks in :data:`~esper.bench.harness.PERF`."""

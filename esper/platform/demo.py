@@ -34,12 +34,15 @@ DEMO_OVERRIDES: tuple[str, ...] = (
     "policy.training.iterations=8",
     "policy.training.rollout=3",
     "policy.training.workloads=[digits_permuted,digits_rotated]",
-    "workload.scalpel.mechanism.name=gumbel_softmax",
-    "search.bounds.workload.scalpel.mechanism.params.tau=[0.3,3]",
+    "workload.scalpel.mechanism.name=hard_concrete",
+    "search.bounds.workload.scalpel.mechanism.params.beta=[0.3,1.5]",
 )
-"""4 members × 2 replicas (permuted and rotated digits) at 10% density, Gumbel-softmax masks,
-PBT over the reward weights and the mask temperature τ with an exploit-and-explore step every
-2 of 8 iterations."""
+"""4 members × 2 replicas (permuted and rotated digits) at 10% density, Hard Concrete gates
+(Louizos et al. 2018), PBT over the reward weights and the gates' temperature β with an
+exploit-and-explore step every 2 of 8 iterations. (Gumbel-softmax's τ shapes only the gates'
+gradients, not its hard forward pass: at these sizes RigL's online accuracy moved by 0.0004
+between τ = 0.3 and 3; Hard Concrete's β sets how far its training gates spread: 0.487 at
+β = 0.3, 0.419 at 1.5, 12 surgeries of RigL on permuted digits.)"""
 
 
 HELD_OUT_SEED_OFFSET = 1000

@@ -53,13 +53,23 @@ _FIX = (
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "ray.data", "mlflow", "alembic")
 
 
+_QUIET_ENV = "ESPER_QUIET_RAY"
+"""Set by :func:`quiet_ray`: the Ray this process starts or joins logs errors only."""
+
+
+def _ray_logging_level() -> int:
+    return logging.ERROR if os.environ.get(_QUIET_ENV) == "1" else logging.INFO
+
+
 def quiet_ray(verbose: bool = False) -> None:
     """Keep Ray's, Tune's and MLflow's banners, INFO lines and warnings off the terminal (the
     commands print their own progress); ``verbose`` leaves them as the libraries set them.
     Errors still show. Call before Ray starts: the environment switches are read then."""
     if verbose:
         return
+    os.environ[_QUIET_ENV] = "1"
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's banners print despite verbose=0
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -87,7 +97,8 @@ def start_local_ray(num_cpus: int | None) -> None:
     """A new Ray on this machine with ``num_cpus`` logical CPUs (``None``: all), never a
     cluster that ``RAY_ADDRESS`` or an earlier ``ray start`` names; it stops with
     ``ray.shutdown()`` or this process."""
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             logging_level=_ray_logging_level())  # fmt: skip
 
 
 def join_ray(address: str) -> None:
@@ -101,7 +112,7 @@ def join_ray(address: str) -> None:
     """
     if "://" not in address:  # Ray Client (ray://) authenticates through its own proxy
         _authenticate(_gcs_address(address))
-    ray.init(address=address, log_to_driver=False)
+    ray.init(address=address, log_to_driver=False, logging_level=_ray_logging_level())
 
 
 def _gcs_address(address: str) -> str:

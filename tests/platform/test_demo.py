@@ -26,6 +26,14 @@ def test_demo_sweep_tracks_members_and_logs_pbt_exploits(tmp_path: Path) -> None
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    # What a newcomer reads: no library banners or INFO lines, each member once on the
+    # leaderboard, and the best member against RigL on a held-out seed.
+    assert "Configuration for experiment" not in out.stdout and " INFO " not in out.stderr
+    assert "WARNING" not in out.stderr, out.stderr[-2000:]
+    board = out.stdout.split("leaderboard", 1)[1].split("best member", 1)[0]
+    trials = {line.split()[1] for line in board.splitlines() if "_0000" in line}
+    assert len(trials) == 4 and all(board.count(t) == 1 for t in trials), board
+    assert "Emrakul (best member" in out.stdout and "· RigL " in out.stdout and "Δ " in out.stdout
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
