@@ -9,6 +9,7 @@ against a goal. Results are written as JSON with the machine they ran on.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -220,3 +221,22 @@ def _read_results(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("results", {}), dict):
         raise ValueError(f"{path} is not a benchmark results file (no results object)")
     return data
+
+
+def processes_at_once(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float
+) -> list[Any]:
+    """Run ``target(*a, start, out)`` for each ``a`` of ``args`` in its own spawned process and
+    return what each put on ``out``, in the order they finished. ``start`` is a barrier of all
+    the processes: each times its work after it, so they all work at once (one per core is how
+    the benchmarks measure what the machine itself gives)."""
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(len(args)), ctx.Queue()
+    workers = [ctx.Process(target=target, args=(*a, start, out)) for a in args]
+    for worker in workers:
+        worker.start()
+    try:
+        return [out.get(timeout=timeout) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)

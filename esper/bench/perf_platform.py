@@ -24,7 +24,6 @@ medians. Importing this module registers the benchmarks in :data:`~esper.bench.h
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
 import shutil
@@ -44,6 +43,7 @@ from esper.bench.harness import (
     SkipBenchmark,
     alternating_median_times,
     median_time,
+    processes_at_once,
 )
 from esper.checkpoint import save_checkpoint
 from esper.conf import compose
@@ -171,19 +171,9 @@ def _plain_rollouts(overrides: Sequence[str], replica_id: int, start: Any, out: 
 
 def _plain_episode_seconds(processes: int) -> float:
     """Mean seconds per episode of ``processes`` plain processes rolling out at once."""
-    ctx = mp.get_context("spawn")
-    start, out = ctx.Barrier(processes), ctx.Queue()
-    workers = [
-        ctx.Process(target=_plain_rollouts, args=(OVERRIDES, i, start, out))
-        for i in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        seconds = [out.get(timeout=600) for _ in workers]
-    finally:
-        for worker in workers:
-            worker.join(timeout=60)
+    seconds = processes_at_once(
+        _plain_rollouts, [(OVERRIDES, i) for i in range(processes)], timeout=600
+    )
     return statistics.fmean(seconds)
 
 

@@ -18,7 +18,6 @@ in :data:`~esper.bench.harness.PERF`.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
 import tempfile
@@ -30,12 +29,12 @@ from typing import Any
 import ray
 from rich.console import Console
 
-from esper.bench.harness import PERF, BenchResult, SkipBenchmark
+from esper.bench.harness import PERF, BenchResult, SkipBenchmark, processes_at_once
 from esper.conf import compose
 from esper.config import to_plain
 from esper.events.learning import read_learning_curves
 from esper.platform.demo import DEMO_OVERRIDES
-from esper.platform.ray_runtime import start_local_ray
+from esper.platform.ray_runtime import quiet_ray, start_local_ray
 from esper.platform.replica import ReplicaSpec, ReplicaWorker
 from esper.platform.runs import create_run
 from esper.platform.sweep import run_sweep
@@ -93,19 +92,9 @@ def _plain_worker(overrides: Sequence[str], index: int, iterations: int, start: 
 
 def _plain_rate(overrides: Sequence[str], processes: int, iterations: int) -> float:
     """Surgeries per second of ``processes`` plain processes working at once."""
-    ctx = mp.get_context("spawn")
-    start, out = ctx.Barrier(processes), ctx.Queue()
-    workers = [
-        ctx.Process(target=_plain_worker, args=(overrides, i, iterations, start, out))
-        for i in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        done = [out.get(timeout=1200) for _ in workers]
-    finally:
-        for worker in workers:
-            worker.join(timeout=60)
+    done = processes_at_once(
+        _plain_worker, [(overrides, i, iterations) for i in range(processes)], timeout=1200
+    )
     return sum(s for s, _ in done) / max(t for _, t in done)
 
 
@@ -124,6 +113,7 @@ def sweep_efficiency() -> BenchResult:
     try:
         run_dir = root / "sweep"
         create_run(run_dir, cfg, "sweep", "digits_permuted", "emrakul")
+        quiet_ray()
         start_local_ray(cfg.cluster.num_cpus)
         try:
             begin = time.perf_counter()
