@@ -317,7 +317,9 @@ def test_a_killed_learner_restarts_its_trial_from_the_last_checkpoint(tmp_path: 
             assert time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.5)
         time.sleep(2.0)  # into the next iterations
-        learners = _processes_titled("ray::ImplicitFunc")  # one per member
+        # One per member: the class is MemberTrainable, which Tune's with_resources wraps.
+        learners = [*_processes_titled("ray::MemberTrainable"),
+                    *_processes_titled("ray::ResourceTrainable")]  # fmt: skip
         assert len(learners) == 2
         learners[0].kill()
         _, err = driver.communicate(timeout=400)
