@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import ray.tune.schedulers.pbt as pbt_module
 from ray import tune
-from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search import Searcher
@@ -118,26 +117,9 @@ class _OwnRandomness:
         with self._drawing():
             return super().on_trial_result(*args, **kwargs)  # type: ignore[misc]
 
-    def choose_trial_to_run(self, tune_controller: Any) -> Any:
-        """PBT's choice (a paused or pending member, the one furthest behind; in synchronous
-        mode only those before the next perturbation), paused members first.
-
-        Tune's controller stages the chosen trial, which turns it pending; PBT's own order
-        then kept choosing that member until it ran, so after the first perturbation the
-        members resumed one after another (measured on the demo: one member running at a
-        time, whatever the CPUs). Paused members first stages all of them at once."""
+    def choose_trial_to_run(self, *args: Any, **kwargs: Any) -> Any:
         with self._drawing():
-            state = self._trial_state  # type: ignore[attr-defined]
-            synch, sync_at = self._synch, self._next_perturbation_sync  # type: ignore[attr-defined]
-            candidates = [
-                t
-                for t in tune_controller.get_trials()
-                if t.status in (Trial.PENDING, Trial.PAUSED)
-                and t in state
-                and (not synch or state[t].last_train_time < sync_at)
-            ]
-            candidates.sort(key=lambda t: (t.status != Trial.PAUSED, state[t].last_train_time))
-            return candidates[0] if candidates else None
+            return super().choose_trial_to_run(*args, **kwargs)  # type: ignore[misc]
 
 
 class SeededPBT(_OwnRandomness, PopulationBasedTraining):
