@@ -153,6 +153,10 @@ class MemberTrainable(tune.Trainable):
         population = self.population
         state, used, refused = load_member_checkpoint(checkpoint)
         population.load_state_dict(state)
+        # Tune set its iteration from the checkpoint it chose; a damaged one makes the member
+        # fall back on an older file, and the member's own count is the one that holds (Tune
+        # stops a member and times PBT by it).
+        self._iteration = population.iteration
         self._started = True
         if state["trial_id"] != self.trial_id:
             event = _exploit_event(state, self.config, population.iteration)
