@@ -363,3 +363,10 @@ def test_evaluate_runs_an_agent_workload_and_its_log_reads_like_any_other(
     report = esper_here(capsys, "report", str(run), "--out", str(html))  # no special case
     assert report.returncode == 0, report.stderr[-2000:]
     assert html.stat().st_size > 10_000
+
+
+def test_leaderboard_columns_name_searched_keys_apart() -> None:
+    from esper.commands.sweep import _short
+
+    keys = ["reward.beta", "reward.gamma", "workload.scalpel.mechanism.params.beta"]
+    assert [_short(k, keys) for k in keys] == ["reward.beta", "gamma", "params.beta"]

@@ -30,8 +30,15 @@ from esper.platform.trust import sign_sweep, user_key, verify_sweep
 __all__ = ["DEMO_OVERRIDES", "demo_command", "replay_command", "run_command", "sweep_command"]
 
 
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
+def _short(key: str, keys: Sequence[str]) -> str:
+    """The shortest dotted suffix of ``key`` that no other of ``keys`` ends with
+    (``reward.beta`` → ``beta``, unless a mechanism's ``beta`` is searched too)."""
+    parts = key.split(".")
+    for n in range(1, len(parts) + 1):
+        suffix = ".".join(parts[-n:])
+        if not any(k != key and (k == suffix or k.endswith("." + suffix)) for k in keys):
+            return suffix
+    return key
 
 
 def _leaderboard(result: SweepResult, cfg: EsperConfig, console: Console) -> None:
@@ -40,7 +47,7 @@ def _leaderboard(result: SweepResult, cfg: EsperConfig, console: Console) -> Non
     sampled = [k for k in cfg.search.bounds if any(k in m for m in rows)]
     columns = {"trial": "trial", metric: "fitness", "density": "density",
                "mean_reward": "reward", "policy_version": "version"}  # fmt: skip
-    columns.update({k: _short(k) for k in sampled})
+    columns.update({k: _short(k, sampled) for k in sampled})
     table = Table(title=f"leaderboard: fitness = {metric} ({cfg.search.mode})")
     for key, title in columns.items():
         table.add_column(title, justify="left" if key == "trial" else "right", no_wrap=True)
