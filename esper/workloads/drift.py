@@ -137,7 +137,10 @@ class PermuteInputs(Drift):
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Apply a 2×3 affine matrix to images ``[n, C, H, W]`` (bilinear, zero padding)."""
+    """Apply a 2×3 affine matrix to images ``[n, C, H, W]`` (bilinear, zero padding); an
+    empty batch (a gradual schedule's sub-batch of one distribution) comes back as it is."""
+    if x.shape[0] == 0:
+        return x
     grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

@@ -88,14 +88,6 @@ def test_missing_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert not target.exists()
 
 
-def _events_wired() -> bool:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "esper", "--help"], capture_output=True, text=True, cwd=ROOT
-    ).stdout
-    return "events" in help_text
-
-
-@pytest.mark.skipif(not _events_wired(), reason="`esper events` is not wired into esper/cli.py")
 def test_esper_events_subprocess(run_dir: Path) -> None:
     query = "SELECT action, count(*) AS n FROM events GROUP BY ALL ORDER BY action"
     done = subprocess.run(

@@ -9,6 +9,7 @@ import torch
 
 from esper.workloads import (
     DRIFTS,
+    SCHEDULES,
     Affine,
     ClassIncremental,
     CovariateShift,
@@ -21,6 +22,7 @@ from esper.workloads import (
     Recurring,
     Rotate,
     make_drift,
+    make_schedule,
     make_source,
 )
 from esper.workloads.schedules import Abrupt
@@ -224,3 +226,26 @@ def test_primitives_compose_in_order(digits: PoolSource) -> None:
     labels = {int(v) for batch in stream for v in batch.y if batch.task_index == 1}
     mapping = stream.drifts[1].mapping(1)  # type: ignore[attr-defined]
     assert labels == {int(mapping[2]), int(mapping[3])}
+
+
+_SCHEDULE_PARAMS: dict[str, dict[str, object]] = {
+    "abrupt": {"task_length": 40},
+    "gradual": {"task_length": 40, "window": 20},
+    "recurring": {"task_length": 40, "window": 20},
+}
+
+
+@pytest.mark.parametrize(
+    ("drift", "schedule"), list(itertools.product(DRIFTS.names(), SCHEDULES.names()))
+)
+def test_every_drift_runs_under_every_schedule(
+    drift: str, schedule: str, digits: PoolSource
+) -> None:
+    """Through the transitions too, where a gradual schedule draws a batch from two
+    distributions and one share can be empty (image transforms once failed on it)."""
+    stream = DriftStream(
+        digits, [make_drift(drift)], make_schedule(schedule, **_SCHEDULE_PARAMS[schedule]), 16,
+        seed=0, num_tasks=3,
+    )  # fmt: skip
+    batches = list(stream)
+    assert len(batches) == 120 and all(b.x.shape == (16, *digits.x.shape[1:]) for b in batches)
