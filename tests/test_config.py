@@ -163,3 +163,8 @@ def test_out_of_range_values_are_refused_at_composition(override: list[str], nee
     with pytest.raises(ConfigError) as err:
         compose(override)
     assert needle in str(err.value)
+
+
+def test_a_host_larger_than_the_machine_is_refused_before_allocating() -> None:
+    with pytest.raises(ConfigError, match=r"workload.host \('mlp'.*40,015,200,010 parameters"):
+        compose(["workload.host.params.hidden=[200000,200000]"])

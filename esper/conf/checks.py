@@ -7,12 +7,19 @@ workload) so that each module holds one concern.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from esper.config import ComponentConfig, EsperConfig
 
-__all__ = ["REWARD_KEYS", "ConfigError", "check_component", "validate_platform"]
+__all__ = [
+    "REWARD_KEYS",
+    "ConfigError",
+    "check_component",
+    "check_host_size",
+    "validate_platform",
+]
 
 
 class ConfigError(ValueError):
@@ -98,4 +105,39 @@ def validate_platform(cfg: EsperConfig) -> None:
         raise ConfigError(
             f"cluster.replica_gpus must be ≥ 0 ({cluster.replica_gpus}) and cluster.num_cpus "
             f"≥ 1 or null ({cluster.num_cpus})"
+        )
+
+
+_BYTES_PER_PARAMETER = 16
+"""What one host parameter costs an organism at least: the weight, its gradient, the
+optimizer's momentum and the mask, 4 bytes each."""
+
+
+def check_host_size(cfg: EsperConfig) -> None:
+    """Refuse a host that cannot fit in this machine's memory, naming its size, before
+    anything is allocated: it is built on PyTorch's ``meta`` device (shapes only).
+
+    Raises:
+        ConfigError: naming ``workload.host.params``, the parameter count and the memory.
+    """
+    import torch
+
+    from esper.workloads import make_source
+    from esper.workloads.hosts import make_host
+    from esper.workloads.rl import ENVIRONMENTS
+
+    w = cfg.workload
+    if w.dataset.name in ENVIRONMENTS:  # an agent's host is sized by its environment
+        return
+    source = make_source(w.dataset.name, **dict(w.dataset.params))
+    with torch.device("meta"):
+        host = make_host(w.host.name, source.input_shape, source.num_outputs, **w.host.params)
+    parameters = sum(p.numel() for p in host.parameters())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if parameters * _BYTES_PER_PARAMETER > memory:
+        raise ConfigError(
+            f"workload.host ({w.host.name!r}, params {dict(w.host.params)}) has "
+            f"{parameters:,} parameters: at {_BYTES_PER_PARAMETER} bytes each (weights, "
+            f"gradients, momentum, masks) that is {parameters * _BYTES_PER_PARAMETER / 2**30:,.0f} "
+            f"GiB, more than this machine's {memory / 2**30:.0f} GiB; choose a smaller host"
         )

@@ -21,7 +21,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from esper.conf.checks import REWARD_KEYS, ConfigError, check_component, validate_platform
+from esper.conf.checks import (
+    REWARD_KEYS,
+    ConfigError,
+    check_component,
+    check_host_size,
+    validate_platform,
+)
 from esper.conf.searchable import check_bounds
 from esper.conf.store import GROUPS, PRIMARY, options, register
 from esper.config import ComponentConfig, EsperConfig
@@ -350,3 +356,4 @@ def _build_components(cfg: EsperConfig) -> None:
             registry[component.name](**component.params)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"{key} ({component.name!r}): {err}") from err
+    check_host_size(cfg)
