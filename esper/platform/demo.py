@@ -42,7 +42,8 @@ DEMO_OVERRIDES: tuple[str, ...] = (
 exploit-and-explore step every 2 of 8 iterations. (Gumbel-softmax's τ shapes only the gates'
 gradients, not its hard forward pass: at these sizes RigL's online accuracy moved by 0.0004
 between τ = 0.3 and 3; Hard Concrete's β sets how far its training gates spread: 0.487 at
-β = 0.3, 0.419 at 1.5, 12 surgeries of RigL on permuted digits.)"""
+β = 0.3, 0.419 at 1.5, 12 surgeries of RigL on permuted digits:
+``benchmarks/mask_temperature_effect.py``.)"""
 
 
 HELD_OUT_SEED_OFFSET = 1000

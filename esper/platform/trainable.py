@@ -138,7 +138,7 @@ class MemberTrainable(tune.Trainable):
             if population.iteration == 0:
                 population.start_fresh()  # rows an earlier attempt of this trial left go
             self._started = True
-        metrics = {**population.step(), "member": self.trial_id}
+        metrics = population.step()
         if self._exploit is not None:
             metrics[EXPLOIT_SOURCE] = self._exploit["source_trial"]
             self._exploit = None
