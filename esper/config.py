@@ -160,6 +160,17 @@ class TrainingConfig:
     imitation: int = 0
     """Surgeries of RigL demonstrations per organism, behaviour-cloned into the continuous
     Specialist actor before RL (learners that train that actor: ``mappo``)."""
+    control: str = "none"
+    """Variance-reduced credit (:mod:`esper.policies.credit`): ``none`` rewards a surgery's raw
+    online accuracy; a surgeon's name (``rigl``, ``set``, ``static`` …) gives each training
+    organism a control twin operated on by that surgeon, and the reward's accuracy term becomes
+    the organism's online accuracy minus its twin's on the same SGD steps. On the platform the
+    twin is the fitness's reference twin (``search.reference`` must be ``none`` or the same)."""
+    credit: str = "change"
+    """How the control enters the reward (:class:`esper.policies.credit.Credit`): ``level``
+    (accuracy minus the twin's) or ``change`` (that relative accuracy's change since the
+    interval before the surgery; it follows a surgery's own effect best:
+    ``benchmarks/results/credit.json``)."""
     replicas: int = 2
     """Replica organisms per population member (``esper run`` / ``esper sweep``), each under
     the next workload of ``workloads`` (cycled) and its own seed."""

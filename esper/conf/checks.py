@@ -68,6 +68,25 @@ def _check_reference(reference: str, metric: str) -> None:
         )
 
 
+def _check_control(control: str, credit: str, reference: str) -> None:
+    """``policy.training.control``: ``none`` or a control surgeon (on the platform the control
+    twin is the reference twin, so the two cannot name different surgeons), and
+    ``policy.training.credit``."""
+    from esper.policies.credit import check_control, check_credit
+
+    try:
+        check_control(control)
+        check_credit(credit)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if control != "none" and reference not in ("none", control):
+        raise ConfigError(
+            f"policy.training.control={control} and search.reference={reference}: an organism "
+            "has one twin, the control of its rewards and the reference of its fitness; name "
+            "the same surgeon in both (or search.reference=none)"
+        )
+
+
 REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")
 """The reward weights (``reward.<key>``), the only reward keys a search may vary."""
 
@@ -98,6 +117,7 @@ def validate_platform(cfg: EsperConfig) -> None:
             f"search.resample_probability must lie in [0, 1], got {search.resample_probability}"
         )
     _check_reference(search.reference, search.metric)
+    _check_control(t.control, t.credit, search.reference)
     for key in ("replica_cpus", "learner_cpus"):
         if not getattr(cluster, key) > 0:
             raise ConfigError(f"cluster.{key} must be > 0, got {getattr(cluster, key)}")

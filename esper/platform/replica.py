@@ -156,11 +156,14 @@ class ReplicaWorker:
         )
 
     def _twins(self) -> ReferenceTwins | None:
-        """The organisms' reference twins (``search.reference``; ``None`` for ``none``)."""
+        """The organisms' twins: the fitness's reference (``search.reference``) and the
+        rewards' control (``policy.training.control``), one surgeon for both (composition
+        refuses two); ``None`` when both are ``none``."""
         reference, seed = self.cfg.search.reference, self.cfg.experiment.seed
-        if reference == "none":
+        surgeon = reference if reference != "none" else self.cfg.policy.training.control
+        if surgeon == "none":
             return None
-        return ReferenceTwins(reference, self._build, self.ids, seed, self.spec.cohort > 1)
+        return ReferenceTwins(surgeon, self._build, self.ids, seed, self.spec.cohort > 1)
 
     def _recorder(self, partition: int) -> ReplicaRecorder:
         s = self.spec
@@ -189,12 +192,21 @@ class ReplicaWorker:
             self.recorders[i].record(self.organisms[i], step, version)
 
         with one_thread():
+            # Under a control the twins go first: their accuracies are the rewards' controls
+            # (a twin never depends on its organism, so the order changes nothing else).
+            training = self.cfg.policy.training
+            twins, credits = None, None
+            if training.control != "none" and self.twins is not None:
+                twins, credits = self.twins.rollout_credits(length, self.steps, training.credit)
             if self.cohort is None:
                 results = [rollout(self.organisms[0], self.steps[0], self.policies[0], length,
-                                   lambda step: record(0, step))]  # fmt: skip
+                                   lambda step: record(0, step),
+                                   None if credits is None else credits[0])]  # fmt: skip
             else:
-                results = cohort_rollout(self.cohort, self.steps, self.policies, length, record)
-            twins = self.twins.rollout(length) if self.twins is not None else None
+                results = cohort_rollout(self.cohort, self.steps, self.policies, length, record,
+                                         credits)  # fmt: skip
+            if twins is None and self.twins is not None:
+                twins = self.twins.rollout(length)
             episodes = []
             for i, (episode, step) in enumerate(results):
                 self.steps[i] = step

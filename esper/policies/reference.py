@@ -16,12 +16,14 @@ both exactly. A replica hosting a cohort trains its twins as a cohort too.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from esper.policies.base import POLICIES, Policy, make_policy
+from esper.policies.credit import Credit, twin_controls
 from esper.policies.rollout import mean_accuracy
 from esper.seeding import small_seed
 from esper.workloads.cohort import Cohort
@@ -141,6 +143,35 @@ class ReferenceTwins:
                 episodes[i].accuracies.extend(step.info["accuracies"])
                 episodes[i].diverged = bool(step.info["diverged"])
         return episodes
+
+    def sync(self, i: int, organism: Organism) -> None:
+        """Twin ``i`` takes a copy of ``organism``'s present state (host, optimizer, masks,
+        stream position, generators) and its surgeon starts afresh on it: from here on the two
+        train on the same batches (how a twin joins an organism that has already lived, e.g.
+        after the imitation warm start)."""
+        twin = self.organisms[i]
+        twin.load_state_dict(copy.deepcopy(organism.state_dict()))
+        if self.cohort is not None:
+            self.cohort.replace(i, twin)
+        self.steps[i] = twin.current()
+        self.policies[i].reset(twin, self.steps[i])
+
+    def rollout_credits(
+        self, length: int, steps: Sequence[OrganismStep], form: str
+    ) -> tuple[list[ReferenceEpisode], list[Credit]]:
+        """:meth:`rollout` the twins first, and return with their episodes each organism's
+        :class:`~esper.policies.credit.Credit` for its own episode of ``length`` surgeries
+        (``steps``: each organism's latest step, before the episode)."""
+        twins_before = [mean_accuracy(s.info["accuracies"]) for s in self.steps]
+        episodes = self.rollout(length)
+        credits = []
+        for episode, step, twin_before, organism in zip(
+            episodes, steps, twins_before, self.organisms, strict=True
+        ):
+            controls = twin_controls(episode.accuracies, length, organism.K)
+            before = (mean_accuracy(step.info["accuracies"]), twin_before)
+            credits.append(Credit(controls, organism.reward_weights.alpha, form, before))
+        return episodes, credits
 
     def rebuild(self, i: int, replica_id: int) -> None:
         """A new twin for organism ``i``, rebuilt as replica ``replica_id``."""

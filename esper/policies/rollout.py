@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from esper.policies.credit import Credit, mean_control
 from esper.policies.emrakul.policy import Decision, EmrakulPolicy
 from esper.policies.learners import Transition
 from esper.workloads.actions import LayerAction
@@ -56,7 +57,9 @@ class Episode:
         transitions: One per surgery, for the Specialists' learner.
         general: The Surgeon General's decisions, for its MAPPO.
         bootstrap: The last global state (``None`` if the organism diverged: no bootstrap).
-        metrics: ``surgeries``, ``mean_reward``, ``r_accuracy`` … ``r_spike`` (means),
+        metrics: ``surgeries``, ``mean_reward`` (of the rewards learned from: controlled
+            ones under a control twin), ``r_accuracy`` … ``r_spike`` (raw means), ``r_control``
+            (the twin's mean accuracy subtracted, ``nan`` without a control),
             ``online_accuracy`` and ``density`` (after the last surgery), ``episode_accuracy``
             (the mean of ``accuracies``), ``diverged`` and the ``policy_version`` that acted.
         accuracies: The online (prequential) accuracy of every SGD step of the episode, in
@@ -82,9 +85,16 @@ class _EpisodeBuilder:
     """One organism's episode, built surgery by surgery (shared by :func:`rollout` and
     :func:`cohort_rollout`)."""
 
-    def __init__(self, organism: Organism, step: OrganismStep, policy: EmrakulPolicy) -> None:
+    def __init__(
+        self,
+        organism: Organism,
+        step: OrganismStep,
+        policy: EmrakulPolicy,
+        credit: Credit | None = None,
+    ) -> None:
         policy.reset(organism, step)
         self.organism, self.step, self.policy = organism, step, policy
+        self.credit = credit
         self.episode = Episode()
         self.rewards: list[float] = []
         self.components: list[dict[str, float]] = []
@@ -112,6 +122,8 @@ class _EpisodeBuilder:
         assert self.decision is not None
         self.diverged = bool(nxt.info["diverged"])
         reward = DIVERGED_REWARD if self.diverged else nxt.reward
+        if self.credit is not None and not self.diverged:
+            reward = self.credit(reward, mean_accuracy(nxt.info["accuracies"]))
         self.rewards.append(reward)
         self.episode.accuracies.extend(nxt.info["accuracies"])
         if nxt.components is not None:
@@ -137,6 +149,9 @@ class _EpisodeBuilder:
                 else float("nan")
                 for key in COMPONENTS
             },
+            "r_control": mean_control(self.credit.used)
+            if self.credit is not None
+            else float("nan"),
             "online_accuracy": float(step.info["online_accuracy"]),
             "episode_accuracy": mean_accuracy(episode.accuracies),
             "density": float(step.info["density"]),
@@ -156,12 +171,18 @@ def _check_length(length: int) -> None:
         raise ValueError(f"an episode needs ≥ 1 surgery, got {length}")
 
 
+def _check_credit(credit: Credit | None, length: int) -> None:
+    if credit is not None and len(credit) < length:
+        raise ValueError(f"{len(credit)} controls for an episode of {length} surgeries")
+
+
 def rollout(
     organism: Organism,
     step: OrganismStep,
     policy: EmrakulPolicy,
     length: int,
     on_step: Callable[[OrganismStep], None] | None = None,
+    credit: Credit | None = None,
 ) -> tuple[Episode, OrganismStep]:
     """Roll ``policy`` out (exploring) on ``organism`` for up to ``length`` surgeries.
 
@@ -174,12 +195,16 @@ def rollout(
         policy: The acting policy (reset here on the organism).
         length: Surgeries in the episode (``≥ 1``).
         on_step: Called with every step (where a replica records events and metrics).
+        credit: Measures each reward against a control twin
+            (:class:`esper.policies.credit.Credit`, ``≥ length`` controls). ``None``: raw
+            rewards.
 
     Returns:
         The episode and the organism's last step.
     """
     _check_length(length)
-    builder = _EpisodeBuilder(organism, step, policy)
+    _check_credit(credit, length)
+    builder = _EpisodeBuilder(organism, step, policy, credit)
     for _ in range(length):
         nxt = organism.step(builder.decide(), data=policy.data_action())
         if on_step is not None:
@@ -195,6 +220,7 @@ def cohort_rollout(
     policies: Sequence[EmrakulPolicy],
     length: int,
     on_step: Callable[[int, OrganismStep], None] | None = None,
+    credits: Sequence[Credit] | None = None,
 ) -> list[tuple[Episode, OrganismStep]]:
     """:func:`rollout` on every member of ``cohort`` at once: each member's policy copy decides
     on its own member's step, then the cohort trains all members together.
@@ -208,13 +234,18 @@ def cohort_rollout(
         policies: One acting policy per member (each reset on its member).
         length: Surgeries in the episode (``≥ 1``).
         on_step: Called with ``(member index, step)`` for every recorded step.
+        credits: Per member, its credit (as for :func:`rollout`); ``None``: raw rewards.
 
     Returns:
         Per member, its episode and its last recorded step.
     """
     _check_length(length)
+    per_member: Sequence[Credit | None] = credits if credits is not None else [None] * len(policies)
+    for c in per_member:
+        _check_credit(c, length)
     builders = [
-        _EpisodeBuilder(m, s, p) for m, s, p in zip(cohort.members, steps, policies, strict=True)
+        _EpisodeBuilder(m, s, p, c)
+        for m, s, p, c in zip(cohort.members, steps, policies, per_member, strict=True)
     ]
     for _ in range(length):
         actions = [{} if b.diverged else b.decide() for b in builders]

@@ -12,6 +12,11 @@ the policy; the organism itself lives on across episodes), and update the learne
   divergence.
 * The Surgeon General learns with MAPPO, one step per decision, rewarded with the sum of the
   team rewards of the ``M`` surgeries it governed.
+* With a control (``policy.training.control``, e.g. ``rigl``) every organism has a control twin
+  that joins it at its first RL episode (a copy of its state) and trains on the same batches
+  under that surgeon; each reward's accuracy term is measured against the twin's
+  (:mod:`esper.policies.credit`). A twin lives as long as its organism; a diverged twin is
+  replaced by a new copy of its organism at the next episode.
 
 A diverged organism (NaN/Inf loss) ends its episode with ``done``, earns
 :data:`~esper.workloads.reward.DIVERGED_REWARD` for that surgery, and is rebuilt from its config
@@ -27,9 +32,11 @@ from typing import Any
 from esper.config import EsperConfig, TrainingConfig
 from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
+from esper.policies.credit import check_control, check_credit
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.imitation import behaviour_clone, collect_rigl_demonstrations
 from esper.policies.learners import LEARNERS
+from esper.policies.reference import ReferenceTwins
 from esper.policies.rollout import rollout
 from esper.seeding import derive_seed, small_seed
 from esper.threads import one_thread
@@ -99,6 +106,8 @@ class _Trainer:
         for i, (o, s) in enumerate(zip(self.organisms, self.steps, strict=True)):
             self._observe(i, o, s)
         self.rebuilds = [0] * len(configs)
+        self.control, self.credit = training.control, training.credit
+        self.twins: list[ReferenceTwins | None] = [None] * len(configs)
         policy.reset(self.organisms[0], self.steps[0])
         self.learner = CentralLearner(policy, training, seed)
 
@@ -112,17 +121,38 @@ class _Trainer:
         replica = len(self.configs) + offset
         self.organisms[i] = build_organism(self.configs[i], replica_id=replica)
         self.steps[i] = self.organisms[i].reset()
+        self.twins[i] = None  # a new twin joins the new organism at its next episode
         self._observe(i, self.organisms[i], self.steps[i])
 
+    def _twin(self, i: int) -> ReferenceTwins:
+        """Organism ``i``'s control twin, built (as a copy of the organism) on first use."""
+        twin = self.twins[i]
+        if twin is None:
+            config = self.configs[i]
+            twin = ReferenceTwins(
+                self.control, lambda rid: build_organism(config, replica_id=rid), [i],
+                derive_seed(self.seed, "control", i, self.rebuilds[i]),
+            )  # fmt: skip
+            twin.sync(0, self.organisms[i])
+            self.twins[i] = twin
+        return twin
+
     def episode(self, i: int, length: int) -> dict[str, Any]:
-        """Roll out ``length`` surgeries on organism ``i``, then update; returns metrics."""
+        """Roll out ``length`` surgeries on organism ``i`` (and its control twin), then update;
+        returns metrics."""
         organism = self.organisms[i]
+        credit, twin_diverged = None, False
+        if self.control != "none":
+            twins, credits = self._twin(i).rollout_credits(length, [self.steps[i]], self.credit)
+            credit, twin_diverged = credits[0], twins[0].diverged
         episode, last = rollout(
             organism, self.steps[i], self.policy, length,
-            on_step=lambda step: self._observe(i, organism, step),
+            on_step=lambda step: self._observe(i, organism, step), credit=credit,
         )  # fmt: skip
         metrics = {**episode.metrics, **self.learner.learn([episode])}
         metrics["policy_version"] = self.policy.policy_version
+        if twin_diverged:  # a fresh twin joins the (healthy) organism at its next episode
+            self.twins[i] = None
         if episode.metrics["diverged"]:
             self._rebuild(i)
         else:
@@ -152,8 +182,8 @@ def train_policy(
             result so far (the live policy and learners): where snapshots are saved.
 
     Raises:
-        ValueError: an unknown learner, a non-positive budget, or imitation with a learner that
-            does not train the continuous Specialist actor.
+        ValueError: an unknown learner or control, a non-positive budget, or imitation with a
+            learner that does not train the continuous Specialist actor.
     """
     training = cfg.policy.training
     if training.learner not in LEARNERS:
@@ -172,6 +202,8 @@ def train_policy(
             f"policy.training.imitation={training.imitation} must be ≥ 0, and only a learner of "
             "the continuous Specialist actor (mappo) can start from behaviour cloning"
         )
+    check_control(training.control)
+    check_credit(training.credit)
     seed = cfg.experiment.seed
     policy_params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
     params = {"seed": small_seed(seed, "emrakul"), **policy_params}

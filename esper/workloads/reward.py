@@ -25,8 +25,9 @@ __all__ = ["DIVERGED_REWARD", "RewardComponents", "probe_loss", "score_surgery"]
 
 DIVERGED_REWARD = -1.0
 """Team reward of a surgery after which the host diverged (NaN/Inf loss), used by the trainer
-in place of the (undefined) weighted sum. With the default weights it lies below what a live
-organism earns unless its loss spikes by more than about 8× (the spike term is unbounded)."""
+in place of the (undefined) weighted sum. Every term of a live organism's reward is bounded
+(the spike is squashed into ``[0, 1)``), so with the default weights it lies below anything a
+live organism earns (at worst ``−β − γ − ε = −0.3``)."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,14 @@ class RewardComponents:
         gsnr: Mean layer GSNR ``g``, squashed as ``g / (1 + g)``.
         spike: The damage the surgery itself does: the relative rise of the loss of the
             operated network over the unoperated one on the same next ``spike_window``
-            batches, before any training, ``max(0, (operated − control) / control)``. Both
-            see the same data, so a drift arriving with the surgery is not charged to it
-            (a no-surgery control; measuring online losses before and after, as before,
-            charged every drift to the surgeon that happened to operate at it).
+            batches, before any training, ``s = max(0, (operated − control) / control)``,
+            squashed as ``s / (1 + s)`` into ``[0, 1)``. Both see the same data, so a drift
+            arriving with the surgery is not charged to it (a no-surgery control; measuring
+            online losses before and after, as before, charged every drift to the surgeon
+            that happened to operate at it). Unsquashed, a near-zero control loss (a task
+            fitted almost perfectly) turned a harmless surgery into a rise of ×15 that
+            outweighed every other term (``benchmarks/credit.py`` found one whose own effect
+            on accuracy was −0.004); squashed, a doubling of the loss costs half the term.
     """
 
     accuracy: float
@@ -100,11 +105,13 @@ def score_surgery(
 
 
 def _spike(loss_before: float, loss_after: float) -> float:
-    """``max(0, (after − before) / before)``, ``nan`` when either loss is not finite (a
-    diverged host has no spike to speak of, and ``max(0, nan)`` would hide it as 0)."""
+    """``s / (1 + s)`` of ``s = max(0, (after − before) / before)``, ``nan`` when either loss is
+    not finite (a diverged host has no spike to speak of, and ``max(0, nan)`` would hide it as
+    0)."""
     if not (math.isfinite(loss_before) and math.isfinite(loss_after)):
         return math.nan
-    return max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12))
+    rise = max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12))
+    return rise / (1.0 + rise)
 
 
 def probe_loss(host: nn.Module, batches: Sequence[Batch], kind: str, device: torch.device) -> float:

@@ -58,7 +58,7 @@ def test_score_surgery_by_hand() -> None:
     assert (got.accuracy, got.flops) == (0.7, 0.3)
     assert got.oscillation == pytest.approx((0.2 * 100 + 0.6 * 300) / 400)
     assert got.gsnr == pytest.approx(3.0 / (1.0 + 3.0))
-    assert got.spike == pytest.approx((3.0 - 2.0) / 2.0)
+    assert got.spike == pytest.approx(0.5 / 1.5)  # a rise of half, squashed
 
 
 def test_layers_without_flipflop_records_count_as_not_oscillating() -> None:
@@ -77,11 +77,14 @@ def test_an_unmeasurable_gsnr_scores_zero(gsnr_mean: float) -> None:
     assert score_surgery(_reading({}, gsnr_mean), 0.5, 0.5, {"a": 1}, 1.0, 1.0).gsnr == 0.0
 
 
-def test_the_divergence_reward_is_below_a_live_organisms_worst_bounded_terms() -> None:
-    """Zero accuracy, dense FLOPs, every weight flipping and no GSNR. The spike is left out: it
-    is unbounded, so with the default ε = 0.1 a loss spike above 8 scores below
-    ``DIVERGED_REWARD``."""
-    worst = RewardComponents(accuracy=0.0, flops=1.0, oscillation=1.0, gsnr=0.0, spike=0.0)
+def test_the_spike_is_squashed_so_a_tiny_control_loss_cannot_blow_it_up() -> None:
+    got = score_surgery(_reading({}, 1.0), 0.5, 0.5, {"a": 1}, 1e-4, 1.0)
+    assert 0.99 < got.spike < 1.0
+
+
+def test_the_divergence_reward_is_below_a_live_organisms_worst() -> None:
+    """Zero accuracy, dense FLOPs, every weight flipping, no GSNR and the largest spike."""
+    worst = RewardComponents(accuracy=0.0, flops=1.0, oscillation=1.0, gsnr=0.0, spike=1.0)
     assert worst.weighted(RewardConfig()) > DIVERGED_REWARD
     best = RewardComponents(accuracy=1.0, flops=0.0, oscillation=0.0, gsnr=1.0, spike=0.0)
     assert DIVERGED_REWARD < 0.0 < best.weighted(RewardConfig())
