@@ -18,7 +18,9 @@ before it is trained on.
 :func:`summarize` turns many runs into the table of ``esper bench quality``: per condition the
 mean over seeds with a BCa bootstrap interval (:mod:`esper.analysis.intervals`), the
 suite-average over streams, and paired differences (same stream, same seed) of one policy
-against every other. Torch-free, like the rest of :mod:`esper.analysis`.
+against every other. :func:`between_runs` adds how independent training runs of the same
+policy differ, and what RL adds over each run's own imitation warm start. Torch-free, like the
+rest of :mod:`esper.analysis`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = [
     "METRICS",
     "SUITE",
     "RunScore",
+    "between_runs",
+    "markdown_runs",
     "markdown_tables",
     "paired_differences",
     "plasticity_summary",
@@ -261,14 +265,64 @@ def summarize(
                     diff = paired_differences(
                         scores, focus, other, density, other_density, metric, stream
                     )
-                    data = diff.to_json()
                     paired.append({
                         "policy": focus, "vs": other, "density": density,
                         "vs_density": other_density, "stream": stream, "metric": metric,
-                        "mean_diff": data["mean"], "ci": data["ci"], "n": data["n"],
-                        "better": _verdict(diff, HIGHER_IS_BETTER[metric]),
+                        **_paired_json(diff, metric),
                     })  # fmt: skip
     return results, paired
+
+
+def _paired_json(diff: Interval, metric: str) -> dict[str, Any]:
+    data = diff.to_json()
+    return {"mean_diff": data["mean"], "ci": data["ci"], "n": data["n"],
+            "better": _verdict(diff, HIGHER_IS_BETTER[metric])}  # fmt: skip
+
+
+def between_runs(
+    scores: Sequence[RunScore],
+    runs: Sequence[tuple[str, str]],
+    density: float,
+    metric: str = "online_accuracy",
+) -> dict[str, Any]:
+    """How independent training runs of one policy differ, and what RL adds in each.
+
+    Args:
+        scores: Every run of the evaluation.
+        runs: Per training run, the policy names of its trained policy and of its
+            imitation-only snapshot (the behaviour-cloned warm start before any RL update).
+        density: The density both were evaluated at.
+        metric: The metric compared.
+
+    Returns:
+        ``{"metric", "density", "runs", "min", "max", "sd"}``: per run (``run`` is its index
+        in ``runs``) its ``policy``, ``imitation``, ``suite_mean`` (the suite row's mean: per
+        seed the mean over streams, then over seeds; ``None`` when it was not evaluated) and
+        ``rl_over_imitation``, the paired difference trained − imitation-only of that run over
+        shared (stream, seed) units (``{"mean_diff", "ci", "n", "better"}``, ``None`` without
+        both). ``min``, ``max`` and ``sd`` (sample standard deviation, ``None`` below two runs)
+        are over the runs' suite means.
+    """
+    groups = _conditions(scores)
+    entries: list[dict[str, Any]] = []
+    for run, (policy, imitation) in enumerate(runs):
+        own = groups.get((policy, density), [])
+        mean = float(np.nanmean(_suite_means(own, metric))) if own else None
+        rl = None
+        if own and (imitation, density) in groups:
+            diff = paired_differences(scores, policy, imitation, density, density, metric)
+            rl = _paired_json(diff, metric)
+        entries.append({"run": run, "policy": policy, "imitation": imitation,
+                        "suite_mean": mean, "rl_over_imitation": rl})  # fmt: skip
+    means = [e["suite_mean"] for e in entries if e["suite_mean"] is not None]
+    return {
+        "metric": metric,
+        "density": density,
+        "runs": entries,
+        "min": min(means) if means else None,
+        "max": max(means) if means else None,
+        "sd": float(np.std(means, ddof=1)) if len(means) > 1 else None,
+    }
 
 
 def _verdict(diff: Interval, higher_is_better: bool) -> str:
@@ -288,27 +342,43 @@ def _cell(entry: Mapping[str, Any], digits: int = 3) -> str:
 
 
 def markdown_tables(
-    results: Sequence[Mapping[str, Any]], paired: Sequence[Mapping[str, Any]]
+    results: Sequence[Mapping[str, Any]],
+    paired: Sequence[Mapping[str, Any]],
+    allocations: Mapping[tuple[str, float], str] | None = None,
 ) -> str:
     """The suite averages (one row per policy and density) and the suite-level paired
-    differences of the focus policy, as two markdown tables (mean [95% CI])."""
+    differences of the focus policy, as two markdown tables (mean [95% CI]).
+
+    Args:
+        results: :func:`summarize`'s ``results``.
+        paired: :func:`summarize`'s ``paired``.
+        allocations: The layer allocation each ``(policy, density)`` ran under, where one was
+            chosen for it: an ``allocation`` column (``—`` for the others) and the paired
+            rows name it.
+    """
+    chosen = dict(allocations or {})
     suite = [r for r in results if r["stream"] == SUITE]
     suite.sort(key=lambda r: (-r["density"], -(r["online_accuracy"]["mean"] or 0.0)))
+    column = " allocation |" if chosen else ""
     lines = [
-        "| policy | density | online accuracy | task-end accuracy | recovery (steps) "
+        f"| policy | density |{column} online accuracy | task-end accuracy | recovery (steps) "
         "| plasticity | FLOPs | reversal rate |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if chosen else ""),
     ]
     every = max((len(r.get("streams", ())) for r in suite), default=0)
     for r in suite:
         label = r["policy"]
         if len(r.get("streams", ())) < every:  # a partial suite: say which streams
             label += f" ({', '.join(r['streams'])} only)"
+        cell = f" {chosen.get((r['policy'], r['density']), '—')} |" if chosen else ""
         lines.append(
-            f"| {label} | {r['density']:g} | {_cell(r['online_accuracy'])} "
+            f"| {label} | {r['density']:g} |{cell} {_cell(r['online_accuracy'])} "
             f"| {_cell(r['task_end_accuracy'])} | {_cell(r['recovery_steps'], 0)} "
             f"| {_cell(r['plasticity'])} | {_cell(r['flops'])} | {_cell(r['reversal_rate'])} |"
         )
+    if chosen:
+        lines += ["", "allocation: the layer allocation a baseline runs under, the better of those "
+                  "tried on the validation seeds; —: the workload's own."]  # fmt: skip
     rows = [p for p in paired if p["stream"] == SUITE and p["metric"] == "online_accuracy"]
     if rows:
         lines += [
@@ -318,10 +388,37 @@ def markdown_tables(
         ]
         for p in rows:
             vs = p["vs"] if p["vs_density"] == p["density"] else f"{p['vs']} @ {p['vs_density']:g}"
+            if (p["vs"], p["vs_density"]) in chosen:
+                vs += f" ({chosen[(p['vs'], p['vs_density'])]})"
             lines.append(
                 f"| {vs} | {p['density']:g} | "
                 f"{_cell({'mean': p['mean_diff'], 'ci': p['ci']})} | {p['n']} | {p['better']} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_runs(summary: Mapping[str, Any]) -> str:
+    """:func:`between_runs` as a markdown table (one row per training run: its suite mean and
+    its RL − imitation-only difference) and a line with the spread between runs."""
+    lines = [
+        f"| training run | suite {summary['metric'].replace('_', ' ')} "
+        "| Δ RL − imitation only [95% CI] | n | reads |",
+        "|---|---|---|---|---|",
+    ]
+    for e in summary["runs"]:
+        name = f"{e['run']} ({e['policy']}" + (f", seed {e['seed']})" if "seed" in e else ")")
+        mean = "—" if e["suite_mean"] is None else f"{e['suite_mean']:.3f}"
+        rl = e["rl_over_imitation"]
+        diff = "— | — | —" if rl is None else (
+            f"{_cell({'mean': rl['mean_diff'], 'ci': rl['ci']})} | {rl['n']} | {rl['better']}"
+        )  # fmt: skip
+        lines.append(f"| {name} | {mean} | {diff} |")
+    if summary["sd"] is not None:
+        lines += [
+            "",
+            f"Between {len(summary['runs'])} training runs at density {summary['density']:g}: "
+            f"min {summary['min']:.3f}, max {summary['max']:.3f}, sd {summary['sd']:.3f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,16 +1,21 @@
 """``esper bench quality``: train Emrakul, then score every surgeon on the drift suite.
 
-The protocol (:mod:`esper.bench.quality_suite` holds the streams and seeds):
+The protocol (:mod:`esper.bench.quality_suite` holds the streams, seeds and conditions):
 
 1. **Train** each Emrakul variant (the full policy and the trained ablations) with
-   :func:`~esper.policies.training.train_policy` on one organism per (stream, density), seeded
-   from the preset's training seed, saving a checkpoint candidate every ``snapshot_every``
-   surgeries (and after the RigL-imitation warm start).
-2. **Select** each variant's checkpoint by mean online accuracy on the validation seeds.
-3. **Evaluate** every condition on every stream and evaluation seed, one prequential run each,
-   scored by :func:`esper.analysis.quality.run_metrics`.
+   :func:`~esper.policies.training.train_policy` on one organism per (stream, density), once
+   per training seed (run 0 trains every variant, the other runs the full policy), saving a
+   checkpoint candidate every ``snapshot_every`` surgeries (and after the RigL-imitation warm
+   start).
+2. **Select** on the validation seeds, by mean online accuracy: each run's checkpoint of each
+   variant, and each sparse baseline's layer allocation at each density (its runs start while
+   Emrakul trains).
+3. **Evaluate** every condition (baselines at their chosen allocation only) on every stream and
+   evaluation seed, one prequential run each, scored by :func:`esper.analysis.quality.run_metrics`.
 4. **Summarize** with BCa bootstrap intervals and paired differences
-   (:func:`esper.analysis.quality.summarize`), write the JSON, the markdown table (and the
+   (:func:`esper.analysis.quality.summarize`), the spread between training runs and what RL
+   adds over each run's imitation warm start (:func:`esper.analysis.quality.between_runs`);
+   write the JSON (with the ``training`` provenance of every run), the markdown tables (and the
    README's, between ``<!-- quality:begin -->`` and ``<!-- quality:end -->``) and the plot of
    the loss-of-plasticity reproduction.
 
@@ -23,10 +28,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -34,25 +40,35 @@ from rich.console import Console
 from esper.analysis.plots import plasticity_curves
 from esper.analysis.quality import (
     RunScore,
+    between_runs,
+    markdown_runs,
     markdown_tables,
     plasticity_summary,
     run_metrics,
     summarize,
 )
+from esper.bench.credit import credit_summary, measure_stream
 from esper.bench.harness import machine_info
 from esper.bench.quality_suite import (
     PRESETS,
     RIGL_HORIZON,
+    SWITCHES,
     TRAINED_ABLATIONS,
     Condition,
     QualityPreset,
     Stream,
     conditions,
+    run_labels,
+    trained_variants,
 )
 from esper.bench.tasks import gather, ray_session, remote
 from esper.files import atomic_write_text, output_problem
 
-__all__ = ["README_BEGIN", "README_END", "plot_plasticity", "run_quality"]
+if TYPE_CHECKING:
+    from esper.config import EsperConfig
+    from esper.policies.training import TrainResult
+
+__all__ = ["README_BEGIN", "README_END", "TrainedVariant", "plot_plasticity", "run_quality"]
 
 README_BEGIN = "<!-- quality:begin -->"
 README_END = "<!-- quality:end -->"
@@ -66,11 +82,17 @@ def _compose(overrides: Sequence[str]) -> Any:
 
 
 def _policy_overrides(
-    stream: Stream, policy: str, density: float, horizon: float = RIGL_HORIZON
+    stream: Stream,
+    policy: str,
+    density: float,
+    horizon: float = RIGL_HORIZON,
+    allocation: str | None = None,
 ) -> list[str]:
     extra = [f"policy={policy}", f"policy.density={density}"]
     if policy == "rigl":  # RigL stops updating the mask at T_end = horizon × the stream
         extra.append(f"policy.params.t_end={max(1, int(horizon * stream.steps))}")
+    if allocation is not None:
+        extra.append(f"workload.scalpel.distribution={allocation}")
     return [*stream.overrides, *extra]
 
 
@@ -82,10 +104,12 @@ def evaluate_run(
     checkpoint: str | None = None,
     switches: tuple[tuple[str, Any], ...] = (),
     horizon: float = RIGL_HORIZON,
+    allocation: str | None = None,
 ) -> dict[str, Any]:
     """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
-    set on it) on ``stream``: its metrics and its end-of-task accuracies. A host that diverges
-    scores 0 on the steps it did not run."""
+    set on it) on ``stream``, under the layer ``allocation`` (``None``: the workload's): its
+    metrics and its end-of-task accuracies. A host that diverges scores 0 on the steps it did
+    not run."""
     from esper.analysis.quality import task_end_accuracies
     from esper.policies.base import dense_start, make_policy
     from esper.policies.checkpoints import load_policy
@@ -93,7 +117,7 @@ def evaluate_run(
     from esper.threads import one_thread
     from esper.workloads.factory import build_organism
 
-    overrides = _policy_overrides(stream, policy, density, horizon)
+    overrides = _policy_overrides(stream, policy, density, horizon, allocation)
     cfg = _compose([*overrides, f"experiment.seed={seed}"])
     start, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, density=start))
@@ -119,29 +143,66 @@ def evaluate_run(
             "diverged": report.diverged}  # fmt: skip
 
 
-def train_variant(preset: QualityPreset, variant: str, out_dir: str) -> list[tuple[int, str]]:
-    """Train one Emrakul variant on the training organisms; returns ``(surgeries, path)`` of
-    every checkpoint candidate."""
-    from esper.policies.checkpoints import save_policy
-    from esper.policies.training import TrainResult, train_policy
+@dataclass(frozen=True)
+class TrainedVariant:
+    """One Emrakul variant of one training run: what :func:`train_variant` returns.
 
-    base = [f"experiment.seed={preset.train_seed}", "policy=emrakul"]
-    if variant == "no_general":
-        base.append("policy.params.use_general=false")
-    cfg = _compose(base)
-    imitation = 0 if variant == "no_imitation" else preset.imitation
-    training = dataclasses.replace(
-        cfg.policy.training, surgeries=preset.train_surgeries, rollout=preset.rollout,
-        imitation=imitation, learner_params=dict(preset.learner_params),
-    )  # fmt: skip
+    Attributes:
+        run: Index of the training run (of ``preset.train_seeds``).
+        seed: Its training seed.
+        variant: ``emrakul`` or a trained ablation.
+        directory: Where its checkpoint candidates are.
+        snapshots: ``(surgeries, path)`` of every checkpoint candidate, in training order
+            (surgeries 0: the imitation warm start, before any RL update).
+        surgeries: Surgeries trained (RL, over all organisms).
+        hyperparameters: What it trained with: learner and its parameters, the General's
+            parameters, reward weights, ``control``, ``imitation``, ``rollout``, the budget and
+            the policy's parameters.
+    """
+
+    run: int
+    seed: int
+    variant: str
+    directory: str
+    snapshots: tuple[tuple[int, str], ...]
+    surgeries: int
+    hyperparameters: dict[str, Any]
+
+
+def _training_overrides(preset: QualityPreset, variant: str, run: int) -> list[str]:
+    """The config overrides of one training: the preset's settings, then the variant's."""
+    return [
+        f"experiment.seed={preset.train_seeds[run]}",
+        "policy=emrakul",
+        f"policy.training.surgeries={preset.train_surgeries}",
+        f"policy.training.rollout={preset.rollout}",
+        f"policy.training.imitation={preset.imitation}",
+        f"policy.training.control={preset.control}",
+        f"policy.training.credit={preset.credit}",
+        *TRAINED_ABLATIONS.get(variant, ()),
+    ]
+
+
+def train_variant(
+    preset: QualityPreset, variant: str, out_dir: str, run: int = 0
+) -> TrainedVariant:
+    """Train one Emrakul variant in training run ``run`` on its organisms (seeded
+    ``preset.organism_seeds(run)``), saving checkpoint candidates to
+    ``<out_dir>/run<run>/<variant>/``."""
+    from esper.policies.checkpoints import save_policy
+    from esper.policies.training import train_policy
+
+    cfg = _compose(_training_overrides(preset, variant, run))
+    training = dataclasses.replace(cfg.policy.training,
+                                   learner_params=dict(preset.learner_params))  # fmt: skip
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
     organisms = [
-        _compose(
-            [*_policy_overrides(s, "emrakul", d), f"experiment.seed={preset.train_seed + 1 + i}"]
+        _compose([*_policy_overrides(s, "emrakul", d), f"experiment.seed={seed}"])
+        for (s, d), seed in zip(
+            product(preset.streams, preset.densities), preset.organism_seeds(run), strict=True
         )
-        for i, (s, d) in enumerate(product(preset.streams, preset.densities))
     ]
-    folder = Path(out_dir) / variant
+    folder = Path(out_dir) / f"run{run}" / variant
     folder.mkdir(parents=True, exist_ok=True)
     saved: list[tuple[int, str]] = []
 
@@ -154,52 +215,154 @@ def train_variant(preset: QualityPreset, variant: str, out_dir: str) -> list[tup
             save_policy(path, result)
             saved.append((done, str(path)))
 
-    train_policy(cfg, organisms, on_episode=snapshot)
-    return saved
+    result = train_policy(cfg, organisms, on_episode=snapshot)
+    return TrainedVariant(
+        run, preset.train_seeds[run], variant, str(folder), tuple(saved),
+        int(result.history[-1]["surgery"]), _hyperparameters(cfg, result),
+    )  # fmt: skip
 
 
-def _variants(preset: QualityPreset) -> list[str]:
-    return ["emrakul", *(a for a in preset.ablations if a in TRAINED_ABLATIONS)]
+def _hyperparameters(cfg: EsperConfig, result: TrainResult) -> dict[str, Any]:
+    from esper.config import to_plain
+
+    training = cfg.policy.training
+    return {
+        "learner": training.learner,
+        "learner_params": to_plain(dict(result.learner.specialists.params)),
+        "general_params": to_plain(dict(training.general_params)),
+        "reward": to_plain(cfg.reward),
+        "control": training.control,
+        "imitation": training.imitation,
+        "rollout": training.rollout,
+        "surgeries": training.surgeries,
+        "policy_params": to_plain(dict(result.policy.params)),
+    }
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """A checkpoint chosen on the validation seeds."""
+
+    surgeries: int
+    path: str
+    validation: float
+
+
+def _chosen_key(run: int, variant: str) -> str:
+    """The name of a chosen checkpoint in the report: run 0's by variant, the others' with
+    ``_run<r>``."""
+    return variant if run == 0 else f"{variant}_run{run}"
 
 
 def _select(
     preset: QualityPreset,
-    snapshots: dict[str, list[tuple[int, str]]],
+    trained: Mapping[tuple[int, str], TrainedVariant],
     console: Console,
-) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """The checkpoint of each condition variant, chosen on the validation seeds."""
+) -> tuple[dict[tuple[int, str], _Choice], list[dict[str, Any]]]:
+    """Each run's checkpoint of each variant, chosen on the validation seeds (an RL one: never
+    the imitation snapshot, which is ``(run, "imitation_only")``); and the table of every
+    candidate's validation score."""
     evaluate = remote(evaluate_run)
     refs, keys = [], []
-    for variant, snaps in snapshots.items():
+    for (run, variant), t in trained.items():
         for (surgeries, path), stream, seed in product(
-            snaps, preset.streams, preset.validation_seeds
+            t.snapshots, preset.streams, preset.validation_seeds
         ):
-            refs.append(evaluate.remote(stream, "emrakul", preset.densities[0], seed, path))
-            keys.append((variant, surgeries, stream.name, seed))
+            refs.append(evaluate.remote(stream, "emrakul", preset.densities[0], seed, path,
+                                        SWITCHES.get(variant, ())))  # fmt: skip
+            keys.append((run, variant, surgeries, stream.name, seed))
     results = gather(refs, keys, "checkpoint selection (validation seeds)", console)
     table: list[dict[str, Any]] = []
-    chosen: dict[str, str] = {}
-    for variant, snaps in snapshots.items():
+    chosen: dict[tuple[int, str], _Choice] = {}
+    for (run, variant), t in trained.items():
         best = None
-        for surgeries, path in snaps:
+        for surgeries, path in t.snapshots:
             scores = [v["metrics"]["online_accuracy"] for k, v in results.items()
-                      if k[0] == variant and k[1] == surgeries]  # fmt: skip
-            mean = float(np.mean(scores))
-            table.append({"variant": variant, "surgeries": surgeries, "validation": mean})
-            if surgeries > 0 and (best is None or mean > best[0]):
-                best = (mean, path, surgeries)
-        assert best is not None, f"{variant} saved no checkpoint after RL"
-        chosen[variant] = best[1]
-        console.print(f"{variant}: checkpoint after {best[2]} surgeries (validation {best[0]:.3f})")
-        if variant == "emrakul" and snaps[0][0] == 0:
-            chosen["imitation_only"] = snaps[0][1]
+                      if k[:3] == (run, variant, surgeries)]  # fmt: skip
+            choice = _Choice(surgeries, path, float(np.mean(scores)))
+            table.append({"run": run, "variant": variant, "surgeries": surgeries,
+                          "validation": choice.validation})  # fmt: skip
+            if surgeries > 0 and (best is None or choice.validation > best.validation):
+                best = choice
+            if surgeries == 0 and variant == "emrakul":
+                chosen[(run, "imitation_only")] = choice
+        assert best is not None, f"run {run}'s {variant} saved no checkpoint after RL"
+        chosen[(run, variant)] = best
+        console.print(f"run {run} {variant}: checkpoint after {best.surgeries} surgeries "
+                      f"(validation {best.validation:.3f})")  # fmt: skip
     return chosen, table
+
+
+def _baselines(preset: QualityPreset) -> list[Condition]:
+    """The sparse baseline conditions, one per allocation the preset tries."""
+    return [c for c in conditions(preset) if c.allocation is not None]
+
+
+def _submit_allocation_runs(preset: QualityPreset) -> tuple[list[Any], list[Any]]:
+    """Start the validation runs of every allocation candidate; returns their refs and keys."""
+    evaluate = remote(evaluate_run)
+    streams = {s.name: s for s in preset.streams}
+    refs, keys = [], []
+    candidates = _baselines(preset) if len(preset.allocations) > 1 else []
+    for cond, seed in product(candidates, preset.validation_seeds):
+        for name in cond.streams:
+            refs.append(evaluate.remote(streams[name], cond.policy, cond.density, seed, None,
+                                        cond.switches, cond.horizon, cond.allocation))  # fmt: skip
+            keys.append((cond.label, cond.density, cond.allocation, name, seed))
+    return refs, keys
+
+
+def _choose_allocations(
+    preset: QualityPreset, results: Mapping[Any, dict[str, Any]], console: Console
+) -> list[dict[str, Any]]:
+    """Per (baseline, density), each allocation's mean online accuracy on the validation seeds
+    and the best (the first of ``preset.allocations`` on a tie); a preset with one allocation
+    has nothing to choose (``validation`` empty)."""
+    tried = preset.allocations if len(preset.allocations) > 1 else ()
+    rows: list[dict[str, Any]] = []
+    for label, density in dict.fromkeys((c.label, c.density) for c in _baselines(preset)):
+        validation = {
+            allocation: float(np.mean([v["metrics"]["online_accuracy"] for k, v in results.items()
+                                       if k[:3] == (label, density, allocation)]))
+            for allocation in tried
+        }  # fmt: skip
+        best = max(validation, key=validation.__getitem__) if tried else preset.allocations[0]
+        rows.append({"policy": label, "density": density, "validation": validation,
+                     "chosen": best})  # fmt: skip
+    if len(preset.allocations) > 1:
+        picks = (f"{r['policy']} at {r['density']:g}: {r['chosen']}" for r in rows)
+        console.print("allocations (validation seeds): " + ", ".join(picks))
+    return rows
+
+
+def credit_setup(preset: QualityPreset, checkpoint: str) -> list[tuple[Any, ...]]:
+    """The credit measurement's jobs (:func:`esper.bench.credit.measure_stream` arguments):
+    every stream at the first density, on run 0's organism seeds (training seeds), with
+    ``checkpoint`` acting; none when ``credit_surgeries`` is 0 or there is no control."""
+    if preset.credit_surgeries < 1 or preset.control == "none":
+        return []
+    seeds = preset.organism_seeds(0)[:: len(preset.densities)]  # each stream, 1st density
+    first, n, control = preset.densities[0], preset.credit_surgeries, preset.control
+    return [
+        (stream, first, seed, checkpoint, n, control)
+        for stream, seed in zip(preset.streams, seeds, strict=True)
+    ]
 
 
 def _check_writable(*paths: Path | None) -> None:
     for path in paths:
         if path is not None and (problem := output_problem(path)) is not None:
             raise ValueError(f"cannot write {path}: {problem}")
+
+
+def _check_configs(preset: QualityPreset) -> None:
+    """Compose every training config and every allocation once, so a bad setting (an unknown
+    ``control``, blind group or allocation) fails before any work."""
+    for run, variant in trained_variants(preset):
+        _compose(_training_overrides(preset, variant, run))
+    for allocation in preset.allocations:
+        _compose(_policy_overrides(preset.streams[0], "static", preset.densities[0],
+                                   allocation=allocation))  # fmt: skip
 
 
 def _update_readme(readme: Path, table: str, command: str) -> None:
@@ -224,12 +387,13 @@ def run_quality(
     """Run the quality benchmark ``preset_name`` (a name of :data:`PRESETS`, or a preset) and
     record it (see the module docstring).
 
-    Emrakul's checkpoint candidates go to ``<storage>/quality-<preset>-<UTC time>/<variant>/``;
-    the JSON names the chosen ones.
+    Emrakul's checkpoint candidates go to
+    ``<storage>/quality-<preset>-<UTC time>/run<r>/<variant>/``; the JSON names the chosen ones.
 
     Raises:
         KeyError: an unknown preset.
-        ValueError: an output path that cannot be written (checked before any work).
+        ValueError: an output path that cannot be written or a setting the config refuses
+            (checked before any work).
     """
     console = console or Console()
     if isinstance(preset_name, QualityPreset):
@@ -243,6 +407,7 @@ def run_quality(
         raise ValueError(f"--readme {readme} is not a file")
     if readme is not None and README_BEGIN not in readme.read_text():
         raise ValueError(f"{readme} has no {README_BEGIN} … {README_END} section")
+    _check_configs(preset)
     started = time.perf_counter()
     with ray_session(address, num_cpus):
         return _run(preset, json_path, readme, storage, started, console)
@@ -260,26 +425,51 @@ def _run(
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     out_dir = (Path(storage) / f"quality-{preset.name}-{stamp}").resolve()
     train = remote(train_variant)
-    variants = _variants(preset)
-    console.print(f"[bold]esper bench quality[/bold] {preset.name}: training {', '.join(variants)}")
-    snapshots = gather([train.remote(preset, v, str(out_dir)) for v in variants], variants,
-                        "training Emrakul", console)  # fmt: skip
-    chosen, selection = _select(preset, snapshots, console)
+    jobs = trained_variants(preset)
+    console.print(f"[bold]esper bench quality[/bold] {preset.name}: training "
+                  + ", ".join(f"{v} (run {r})" for r, v in jobs))  # fmt: skip
+    train_refs = [train.remote(preset, v, str(out_dir), r) for r, v in jobs]
+    allocation_refs, allocation_keys = _submit_allocation_runs(preset)  # while Emrakul trains
+    done = gather(train_refs, jobs, "training Emrakul", console)
+    trained = {job: done[job] for job in jobs}  # in training order, not finishing order
+    chosen, selection = _select(preset, trained, console)
+    allocation = _choose_allocations(
+        preset,
+        gather(allocation_refs, allocation_keys, "baseline allocations (validation seeds)",
+               console),
+        console,
+    )  # fmt: skip
+    picked = {(r["policy"], r["density"]): r["chosen"] for r in allocation}
+    credit_jobs = credit_setup(preset, chosen[(0, "emrakul")].path)
+    credit_refs = [remote(measure_stream).remote(*job) for job in credit_jobs]
+    evaluated = [
+        c
+        for c in conditions(preset)
+        if c.allocation is None or picked[(c.label, c.density)] == c.allocation
+    ]
     evaluate = remote(evaluate_run)
     streams = {s.name: s for s in preset.streams}
     refs, keys = [], []
-    for cond, seed in product(conditions(preset), preset.seeds):
+    for cond, seed in product(evaluated, preset.seeds):
         for name in cond.streams:
-            path = chosen[cond.variant] if cond.variant else None
+            path = chosen[(cond.run, cond.variant)].path if cond.variant else None
             args = (streams[name], cond.policy, cond.density, seed, path, cond.switches,
-                    cond.horizon)  # fmt: skip
+                    cond.horizon, cond.allocation)  # fmt: skip
             refs.append(evaluate.remote(*args))
             keys.append((cond, name, seed))
     runs = gather(refs, keys, "evaluation", console)
+    measured = gather(credit_refs, list(range(len(credit_refs))), "credit", console)
+    credit_rows = [row for i in range(len(credit_refs)) for row in measured[i]]
     scores = [RunScore(c.label, c.density, name, seed, r["metrics"])
               for (c, name, seed), r in runs.items()]  # fmt: skip
     results, paired = summarize(scores, FOCUS)
-    table = markdown_tables(results, paired)
+    for entry in results:
+        if (key := (entry["policy"], entry["density"])) in picked:
+            entry["allocation"] = picked[key]
+    spread = between_runs(scores, run_labels(preset), preset.densities[0])
+    for entry, seed in zip(spread["runs"], preset.train_seeds, strict=True):
+        entry["seed"] = seed
+    table = markdown_tables(results, paired, picked) + "\n" + markdown_runs(spread)
     command = f"esper bench quality --preset {preset.name} --json {json_path} --force"
     task_end = [
         {
@@ -298,10 +488,28 @@ def _run(
         "command": command,
         "seeds": list(preset.seeds),
         "validation_seeds": list(preset.validation_seeds),
-        "train_seed": preset.train_seed,
+        "train_seeds": list(preset.train_seeds),
         "streams": [dataclasses.asdict(s) for s in preset.streams],
+        "training": _training_section(preset, out_dir, trained, chosen, selection),
         "selection": selection,
-        "chosen": chosen,
+        "chosen": {_chosen_key(r, v): c.path for (r, v), c in chosen.items()},
+        "allocation": allocation,
+        "between_runs": spread,
+        "credit": {
+            "checkpoint": chosen[(0, "emrakul")].path,
+            "jobs": [
+                {
+                    "stream": j[0].name,
+                    "density": j[1],
+                    "seed": j[2],
+                    "surgeries": j[4],
+                    "control": j[5],
+                }
+                for j in credit_jobs
+            ],
+            "summary": credit_summary(credit_rows) if credit_rows else None,
+            "rows": credit_rows,
+        },
         "wall_s": round(time.perf_counter() - started, 1),
         "diverged": [
             {"policy": c.label, "density": c.density, "stream": n, "seed": s}
@@ -321,6 +529,54 @@ def _run(
     console.print(table)
     console.print(f"results written to {json_path} and {plot_path} in {report['wall_s']:.0f} s")
     return report
+
+
+def _training_section(
+    preset: QualityPreset,
+    out_dir: Path,
+    trained: Mapping[tuple[int, str], TrainedVariant],
+    chosen: Mapping[tuple[int, str], _Choice],
+    selection: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The ``training`` section of the report: per run its seeds and directory and, per
+    variant, the validation learning curve of its candidates (``imitation`` marks the warm
+    start's snapshot, surgeries 0), the chosen checkpoint, the surgeries trained and the
+    hyperparameters."""
+    section = []
+    for run, seed in enumerate(preset.train_seeds):
+        variants = {}
+        for (r, variant), t in trained.items():
+            if r != run:
+                continue
+            curve = [
+                {
+                    "surgeries": row["surgeries"],
+                    "validation": row["validation"],
+                    "imitation": row["surgeries"] == 0,
+                }
+                for row in selection
+                if (row["run"], row["variant"]) == (run, variant)
+            ]
+            best = chosen[(run, variant)]
+            variants[variant] = {
+                "directory": t.directory,
+                "curve": curve,
+                "imitation_validation": next(
+                    (c["validation"] for c in curve if c["imitation"]), None
+                ),
+                "chosen": {
+                    "surgeries": best.surgeries,
+                    "path": best.path,
+                    "validation": best.validation,
+                },
+                "surgeries_trained": t.surgeries,
+                "hyperparameters": t.hyperparameters,
+            }
+        section.append({
+            "run": run, "seed": seed, "organism_seeds": list(preset.organism_seeds(run)),
+            "directory": str(out_dir / f"run{run}"), "variants": variants,
+        })  # fmt: skip
+    return section
 
 
 PLOTTED = ("dense", "cbp", "static", "rigl", "rigl_continual", "emrakul")

@@ -2,10 +2,12 @@
 
 A :class:`QualityPreset` names the streams, densities, surgeons and seeds of one quality
 benchmark; :func:`conditions` expands it into the evaluations to run. Three disjoint seed sets
-keep the protocol honest: Emrakul trains on streams seeded from ``train_seed``, its checkpoint
-is chosen on ``validation_seeds``, and every number of the table comes from ``seeds``, which
-neither training nor selection ever saw. A seed draws the stream's permutations, rotations,
-class order and noise, so the three sets also differ in drift orderings.
+keep the protocol honest: Emrakul trains on streams seeded from ``train_seeds`` (one
+independent training run per seed, so the table can show how much a result owes to the run),
+every choice (a checkpoint, a baseline's layer allocation) is made on ``validation_seeds``, and
+every number of the table comes from ``seeds``, which neither training nor selection ever saw.
+A seed draws the stream's permutations, rotations, class order and noise, so the three sets
+also differ in drift orderings. The preset refuses seeds that overlap.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from typing import Any
 
 __all__ = [
     "ABLATIONS",
+    "ALLOCATIONS",
+    "LEARNING",
     "PRESETS",
     "RIGL_HORIZON",
+    "SWITCHES",
     "TRAINED_ABLATIONS",
     "Condition",
     "QualityPreset",
     "Stream",
     "conditions",
+    "run_labels",
+    "trained_variants",
 ]
 
 
@@ -78,26 +85,48 @@ SMALL_STREAMS = (
 )
 
 
+ALLOCATIONS = ("uniform", "erk")
+"""Layer allocations a sparse baseline runs under (``workload.scalpel.distribution``, the names
+of :data:`esper.workloads.scalpel.allocation.DISTRIBUTIONS`): each baseline is scored at the one
+its validation runs favour, so Emrakul is compared with every baseline at its best."""
+
+
 @dataclass(frozen=True)
 class QualityPreset:
     """One quality benchmark.
 
     Attributes:
-        name: ``small`` or ``full``.
+        name: ``small``, ``learning`` or ``full``.
         streams: The drift suite.
         densities: Density budgets every sparse surgeon runs at.
         baselines: Sparse baselines (``esper.policies.POLICIES`` names); dense runs once.
         seeds: Evaluation seeds (one run per condition, stream and seed).
-        validation_seeds: Seeds of the checkpoint selection.
-        train_seed: Base seed of the training organisms (one per stream × density).
+        validation_seeds: Seeds of every selection (checkpoints, baselines' allocations).
+        train_seeds: One independent training run of Emrakul per seed. Run ``r`` seeds its
+            policy and learners with ``train_seeds[r]`` and its organisms (one per stream ×
+            density) with the next seeds (:meth:`organism_seeds`). Run 0 trains every variant
+            and gives the headline rows; the others train the full policy only, to measure the
+            spread between runs.
         train_surgeries: Emrakul's training budget, in surgeries over all organisms.
         rollout: Surgeries per training episode.
         imitation: RigL-demonstration surgeries per training organism (warm start).
+        control: ``policy.training.control`` of the training runs: ``none`` (raw rewards) or
+            the surgeon of each organism's control twin (``rigl``: the reward's accuracy term
+            is measured against a RigL twin on the same steps; :mod:`esper.policies.credit`).
+        credit: ``policy.training.credit`` of the training runs (``level`` or ``change``).
+        credit_surgeries: Surgeries per training stream of the credit measurement
+            (:mod:`esper.bench.credit`, with run 0's chosen checkpoint, on training seeds); 0
+            skips it.
         snapshot_every: Surgeries between checkpoint candidates.
         ablations: Emrakul variants from :data:`ABLATIONS`, at the first density.
+        allocations: Layer allocations (:data:`ALLOCATIONS`) each sparse baseline is tried
+            under on the validation seeds; one entry skips that selection.
         plasticity_stream: Stream where dense backprop and dense CBP run for the loss-of-
             plasticity reproduction.
         learner_params: Keyword arguments of the Specialists' learner.
+
+    Raises:
+        ValueError: overlapping seed sets, or an empty or unknown allocation list.
     """
 
     name: str
@@ -106,17 +135,66 @@ class QualityPreset:
     baselines: tuple[str, ...] = ("static", "random", "set", "rigl", "gmp", "cbp", "redo")
     seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
     validation_seeds: tuple[int, ...] = (500,)
-    train_seed: int = 0
+    train_seeds: tuple[int, ...] = (0,)
     train_surgeries: int = 1800
     rollout: int = 16
     imitation: int = 24
+    control: str = "rigl"
+    credit: str = "change"
+    credit_surgeries: int = 40
     snapshot_every: int = 300
     ablations: tuple[str, ...] = (
         "no_general", "no_imitation", "imitation_only", "general_rigl", "blind_gradient",
         "blind_topology",
     )  # fmt: skip
+    allocations: tuple[str, ...] = ALLOCATIONS
     plasticity_stream: str = "permuted50"
     learner_params: dict[str, float] = field(default_factory=lambda: {"lr": 1e-4})
+
+    def __post_init__(self) -> None:
+        if not self.allocations or set(self.allocations) - set(ALLOCATIONS):
+            raise ValueError(
+                f"preset {self.name!r}: allocations={self.allocations} must name one or more of "
+                f"{', '.join(ALLOCATIONS)}"
+            )
+        _check_seeds(self)
+
+    def organism_seeds(self, run: int) -> tuple[int, ...]:
+        """Seeds of training run ``run``'s organisms, one per (stream, density) in that order:
+        ``train_seeds[run] + 1``, ``+ 2``, …"""
+        first = self.train_seeds[run] + 1
+        return tuple(range(first, first + len(self.streams) * len(self.densities)))
+
+
+def _check_seeds(preset: QualityPreset) -> None:
+    """Refuse a training run whose seeds (its own and its organisms') meet another run's, a
+    validation seed or an evaluation seed, and validation seeds that are evaluation seeds."""
+    name = preset.name
+    if not preset.train_seeds:
+        raise ValueError(f"preset {name!r}: train_seeds is empty; give at least one seed")
+    held_out = {"validation": set(preset.validation_seeds), "evaluation": set(preset.seeds)}
+    if both := sorted(held_out["validation"] & held_out["evaluation"]):
+        raise ValueError(
+            f"preset {name!r}: seeds {both} are both validation and evaluation seeds; "
+            "selection must never see an evaluation seed"
+        )
+    owner: dict[int, int] = {}
+    for run, seed in enumerate(preset.train_seeds):
+        block = (seed, *preset.organism_seeds(run))
+        for s in block:
+            if s in owner:
+                raise ValueError(
+                    f"preset {name!r}: training runs {owner[s]} and {run} both use seed {s} "
+                    f"(a run takes its seed and the {len(block) - 1} after it); space "
+                    f"train_seeds at least {len(block)} apart"
+                )
+            for kind, seeds in held_out.items():
+                if s in seeds:
+                    raise ValueError(
+                        f"preset {name!r}: training run {run} (seeds {seed}…{block[-1]}) uses "
+                        f"{kind} seed {s}; move train_seeds or the {kind} seeds apart"
+                    )
+            owner[s] = run
 
 
 ABLATIONS = {
@@ -129,22 +207,67 @@ ABLATIONS = {
     "GSNR, coherence, FGSF)",
     "blind_topology": "the trained policy evaluated blind to the topology sensors (structure, "
     "GNN embedding, predicted impact)",
+    "retrained_blind_gradient": "trained from scratch, same budget, never seeing the gradient "
+    "sensors, and evaluated blind to them",
+    "retrained_blind_topology": "trained from scratch, same budget, never seeing the topology "
+    "sensors, and evaluated blind to them",
 }
-"""Emrakul variants an ablation can name, and what each removes. ``no_general`` and
-``no_imitation`` are trained on their own; the others use the full policy's checkpoint."""
+"""Emrakul variants an ablation can name, and what each removes. Those of
+:data:`TRAINED_ABLATIONS` are trained on their own; the others use the full policy's
+checkpoint (``imitation_only`` its snapshot before RL)."""
 
-TRAINED_ABLATIONS = ("no_general", "no_imitation")
-"""Ablations that need a training run of their own."""
+TRAINED_ABLATIONS: dict[str, tuple[str, ...]] = {
+    "no_general": ("policy.params.use_general=false",),
+    "no_imitation": ("policy.training.imitation=0",),
+    "retrained_blind_gradient": ("policy.params.blind=[gradient]",),
+    "retrained_blind_topology": ("policy.params.blind=[topology]",),
+}
+"""Ablations that need a training run of their own, and the config overrides of that run
+(applied after the preset's training settings)."""
 
-_EVALUATION_SWITCHES: dict[str, tuple[tuple[str, Any], ...]] = {
+SWITCHES: dict[str, tuple[tuple[str, Any], ...]] = {
     "general_rigl": (("specialists", False),),
     "blind_gradient": (("blind", ("gradient",)),),
     "blind_topology": (("blind", ("topology",)),),
+    "retrained_blind_gradient": (("blind", ("gradient",)),),
+    "retrained_blind_topology": (("blind", ("topology",)),),
 }
+"""Policy attributes an ablation sets on its loaded checkpoint, in selection and evaluation
+alike (a retrained-blind checkpoint is blind already; the switch says so where it is read)."""
 
+
+LEARNING = QualityPreset(
+    "learning",
+    SMALL_STREAMS,
+    baselines=("rigl",),
+    validation_seeds=(500, 501),
+    train_seeds=(0, 100, 200),
+    ablations=(
+        "imitation_only",
+        "retrained_blind_gradient",
+        "retrained_blind_topology",
+        "blind_gradient",
+    ),
+)
+"""Does Emrakul learn? The checks of that question at a size for 2 cores: three independent
+training runs (is the gain over RigL bigger than the spread between runs, and does each run's
+RL beat its own imitation warm start?), the sensor groups ablated by retraining blind as well
+as by blinding a trained policy, and RigL (and ``rigl_continual``) at its best layer allocation.
+
+Cost, scaled from the ``small`` preset's 2092 s (3 trained variants × 1800 surgeries, 20
+checkpoint candidates and 755 evaluation runs, ≈ 4.5 M SGD steps), at ≈ 0.7 ms a step and
+≈ 0.7 s a run to start per core, and ≈ 0.16 s a training surgery with the RigL control twin
+(measured 0.16–0.25 s on a busy 2-core machine, 0.08–0.11 s without a control): 5 trainings ×
+1800 surgeries (run 0: full, retrained blind gradient and topology; runs 1 and 2: full;
+≈ 1500 core-s, three rounds of ≈ 310 s on 2 cores), 35 checkpoint candidates × 6 streams × 2
+validation seeds (420 runs, 1.8 M steps, ≈ 1600 core-s), 96 allocation runs (0.4 M steps,
+≈ 360 core-s, mostly while the last training runs) and 455 evaluation runs (15 conditions × 6
+streams × 5 seeds + dense CBP; 2.0 M steps, ≈ 1700 core-s): about 45 minutes on 2 cores, 51
+if a training surgery costs 0.25 s."""
 
 PRESETS = {
     "small": QualityPreset("small", SMALL_STREAMS),
+    "learning": LEARNING,
     "full": QualityPreset(
         "full",
         (
@@ -158,22 +281,28 @@ PRESETS = {
         plasticity_stream="permuted200",
     ),
 }
-"""The presets of ``esper bench quality``: ``small`` fits 60 minutes on 2 cores; ``full`` is
-for a Ray cluster or a GPU machine."""
+"""The presets of ``esper bench quality``: ``small`` fits 60 minutes on 2 cores; ``learning``
+(:data:`LEARNING`) asks whether Emrakul learns, in about 45; ``full`` is for a Ray cluster or a
+GPU machine."""
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One row of the table: a surgeon at a density.
+    """One row of the table: a surgeon at a density (a baseline once per layer allocation it
+    is tried under; the run keeps the one chosen on the validation seeds).
 
     Attributes:
-        label: Name in the table (policy name, or ``emrakul_<ablation>``).
+        label: Name in the table (policy name, ``emrakul_<ablation>``, ``…_run<r>``).
         policy: Policy to build (``emrakul`` conditions load a trained checkpoint).
         density: Density budget.
         streams: Stream names it runs on (every stream unless restricted).
-        variant: The Emrakul training variant whose checkpoint it uses (``None`` otherwise).
+        variant: The Emrakul training variant whose checkpoint it uses (``None`` otherwise;
+            ``imitation_only`` is the full policy's snapshot before RL).
         switches: Policy attributes set after loading the checkpoint (ablation switches).
         horizon: RigL's ``T_end`` as a fraction of the stream (RigL conditions only).
+        run: The training run whose checkpoint it uses (an index of ``train_seeds``).
+        allocation: ``workload.scalpel.distribution`` of a sparse baseline (``None``: the
+            workload's own, as dense runs and Emrakul, which was trained with it, keep).
     """
 
     label: str
@@ -183,25 +312,58 @@ class Condition:
     variant: str | None = None
     switches: tuple[tuple[str, Any], ...] = ()
     horizon: float = RIGL_HORIZON
+    run: int = 0
+    allocation: str | None = None
+
+
+def trained_variants(preset: QualityPreset) -> list[tuple[int, str]]:
+    """``(run, variant)`` of every training: run 0 trains the full policy (``emrakul``) and
+    the preset's trained ablations, every other run the full policy only."""
+    first = [(0, "emrakul"), *((0, a) for a in preset.ablations if a in TRAINED_ABLATIONS)]
+    return first + [(run, "emrakul") for run in range(1, len(preset.train_seeds))]
+
+
+def run_labels(preset: QualityPreset) -> list[tuple[str, str]]:
+    """Per training run, the labels of its full policy and of its imitation-only snapshot at
+    the first density: run 0's are the headline ``emrakul`` and ``emrakul_imitation_only``,
+    run ``r``'s ``emrakul_run<r>`` and ``emrakul_imitation_only_run<r>``."""
+    suffixes = ["", *(f"_run{r}" for r in range(1, len(preset.train_seeds)))]
+    return [(f"emrakul{s}", f"emrakul_imitation_only{s}") for s in suffixes]
 
 
 def conditions(preset: QualityPreset) -> list[Condition]:
-    """Every condition of ``preset``: dense once, each baseline and Emrakul at each density,
-    the ablations at the first density, and dense CBP on the plasticity stream."""
+    """Every condition of ``preset``: dense once; at each density each baseline once per
+    allocation, and Emrakul (run 0); the ablations at the first density; with several
+    training runs, each other run's full policy and imitation-only snapshot at the first
+    density (and run 0's imitation-only snapshot); dense CBP on the plasticity stream.
+
+    Raises:
+        KeyError: an unknown ablation.
+    """
     every = tuple(s.name for s in preset.streams)
     out = [Condition("dense", "dense", 1.0, every)]
     for density in preset.densities:
-        out += [Condition(b, b, density, every) for b in preset.baselines]
-        if "rigl" in preset.baselines:
-            out.append(Condition("rigl_continual", "rigl", density, every,
-                                 horizon=CONTINUAL_HORIZON))  # fmt: skip
+        for allocation in preset.allocations:
+            out += [Condition(b, b, density, every, allocation=allocation)
+                    for b in preset.baselines]  # fmt: skip
+            if "rigl" in preset.baselines:
+                out.append(Condition("rigl_continual", "rigl", density, every,
+                                     horizon=CONTINUAL_HORIZON, allocation=allocation))  # fmt: skip
         out.append(Condition("emrakul", "emrakul", density, every, variant="emrakul"))
     first = preset.densities[0]
     for ablation in preset.ablations:
         if ablation not in ABLATIONS:
             raise KeyError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
-        switches = _EVALUATION_SWITCHES.get(ablation, ())
-        variant = "emrakul" if switches else ablation
+        own = ablation in TRAINED_ABLATIONS or ablation == "imitation_only"
+        variant = ablation if own else "emrakul"
+        switches = SWITCHES.get(ablation, ())
         out.append(Condition(f"emrakul_{ablation}", "emrakul", first, every, variant, switches))
+    if len(preset.train_seeds) > 1:
+        labels = run_labels(preset)
+        if "imitation_only" not in preset.ablations:
+            out.append(Condition(labels[0][1], "emrakul", first, every, "imitation_only"))
+        for run, (full, imitation) in enumerate(labels[1:], start=1):
+            out.append(Condition(full, "emrakul", first, every, "emrakul", run=run))
+            out.append(Condition(imitation, "emrakul", first, every, "imitation_only", run=run))
     out.append(Condition("cbp", "cbp", 1.0, (preset.plasticity_stream,)))
     return out

@@ -10,6 +10,8 @@ import pytest
 from esper.analysis.quality import (
     SUITE,
     RunScore,
+    between_runs,
+    markdown_runs,
     markdown_tables,
     paired_differences,
     plasticity_summary,
@@ -123,3 +125,51 @@ def test_plasticity_summary_finds_a_declining_and_a_flat_learner() -> None:
     assert summary["cbp"]["slope_per_task"]["mean"] == pytest.approx(0.0, abs=1e-12)
     assert summary["dense"]["early"]["mean"] > summary["dense"]["late"]["mean"]
     assert summary["dense"]["tasks"] == 20
+
+
+def _runs_scores() -> list[RunScore]:
+    """Three training runs: RL adds 0.04, 0.02 and nothing over each run's own imitation."""
+    rng = np.random.default_rng(1)
+    out = []
+    for stream in ("a", "b"):
+        for seed in range(6):
+            base = 0.6 + rng.normal(0, 0.05)
+            for run, (gain, shift) in enumerate(((0.04, 0.0), (0.02, 0.01), (0.0, -0.01))):
+                suffix = f"_run{run}" if run else ""
+                for policy, acc in ((f"emrakul{suffix}", base + shift + gain),
+                                    (f"emrakul_imitation_only{suffix}", base + shift)):  # fmt: skip
+                    metrics = {"online_accuracy": acc + rng.normal(0, 0.002)}
+                    out.append(RunScore(policy, 0.1, stream, seed, metrics))
+    return out
+
+
+def test_between_runs_gives_each_runs_gain_over_imitation_and_the_spread() -> None:
+    labels = [("emrakul", "emrakul_imitation_only"),
+              ("emrakul_run1", "emrakul_imitation_only_run1"),
+              ("emrakul_run2", "emrakul_imitation_only_run2")]  # fmt: skip
+    summary = between_runs(_runs_scores(), labels, 0.1)
+    runs = summary["runs"]
+    assert [r["run"] for r in runs] == [0, 1, 2]
+    gains = [r["rl_over_imitation"]["mean_diff"] for r in runs]
+    assert gains == pytest.approx([0.04, 0.02, 0.0], abs=0.003)
+    assert [r["rl_over_imitation"]["better"] for r in runs][:2] == ["better", "better"]
+    assert runs[0]["rl_over_imitation"]["n"] == 12  # 2 streams × 6 seeds
+    means = [r["suite_mean"] for r in runs]
+    assert summary["min"] == min(means) and summary["max"] == max(means)
+    assert summary["sd"] == pytest.approx(float(np.std(means, ddof=1)))
+    assert means[0] - means[2] == pytest.approx(0.05, abs=0.003)
+    table = markdown_runs(summary)
+    assert "| 2 (emrakul_run2) |" in table and "Between 3 training runs at density 0.1" in table
+    # a run without its imitation snapshot, and a single run: no difference, no spread
+    alone = between_runs(_runs_scores(), [("emrakul", "missing")], 0.1)
+    assert alone["runs"][0]["rl_over_imitation"] is None and alone["sd"] is None
+    assert "Between" not in markdown_runs(alone) and "| — | — | — |" in markdown_runs(alone)
+
+
+def test_markdown_names_each_baselines_allocation() -> None:
+    results, paired = summarize(_scores(shift=0.05), "emrakul")
+    table = markdown_tables(results, paired, {("rigl", 0.1): "uniform", ("rigl", 0.05): "erk"})
+    assert "| policy | density | allocation |" in table
+    assert "| rigl | 0.1 | uniform |" in table and "| rigl | 0.05 | erk |" in table
+    assert "| emrakul | 0.1 | — |" in table and "| rigl (uniform) | 0.1 |" in table
+    assert "allocation" not in markdown_tables(results, paired)

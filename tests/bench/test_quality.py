@@ -39,14 +39,16 @@ TINY = QualityPreset(
 )
 
 
-def test_conditions_cover_every_surgeon_once_per_density() -> None:
-    labels = [(c.label, c.density) for c in conditions(PRESETS["small"])]
-    assert len(labels) == len(set(labels))
+def test_conditions_cover_every_surgeon_once_per_density_and_allocation() -> None:
+    keys = [(c.label, c.density, c.allocation) for c in conditions(PRESETS["small"])]
+    assert len(keys) == len(set(keys))
+    labels = {(label, density) for label, density, _ in keys}
     assert ("dense", 1.0) in labels and ("cbp", 1.0) in labels
     for density in (0.1, 0.05):
         for name in ("emrakul", "rigl", "rigl_continual", "set", "gmp", "cbp", "redo", "static",
                      "random"):  # fmt: skip
-            assert (name, density) in labels
+            allocations = {a for label, d, a in keys if (label, d) == (name, density)}
+            assert allocations == ({None} if name == "emrakul" else {"uniform", "erk"})
     switched = {c.label: c for c in conditions(PRESETS["small"])}["emrakul_blind_gradient"]
     assert switched.variant == "emrakul" and switched.switches == (("blind", ("gradient",)),)
     with pytest.raises(KeyError, match="unknown ablation 'bogus'"):
@@ -81,6 +83,8 @@ def test_tiny_quality_run_writes_json_plot_and_readme(tmp_path: Path) -> None:
     # the checkpoint chosen on the validation seed is one RL snapshot, never the BC one
     chosen = Path(data["chosen"]["emrakul"])
     assert chosen.exists() and not chosen.name.endswith("000000.pt")
+    assert data["training"][0]["variants"]["emrakul"]["chosen"]["path"] == str(chosen)
+    assert {r["policy"] for r in data["allocation"]} == {"static", "rigl", "rigl_continual"}
     assert (tmp_path / "quality-plasticity.png").stat().st_size > 1000
     text = readme.read_text()
     assert "old" not in text and "| emrakul | 0.2 |" in text and text.endswith("after\n")
