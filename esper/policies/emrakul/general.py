@@ -142,6 +142,7 @@ class SurgeonGeneral(nn.Module):
         self.state_dim = state_dim
         self.max_layers = max_layers
         self.data_action = data_action
+        self.hidden_dim = hidden
         self.action_dim = max_layers + 1 + (1 + len(self.STRATEGIES) if data_action else 0)
         self.body = nn.Sequential(
             nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
@@ -156,6 +157,11 @@ class SurgeonGeneral(nn.Module):
                 self.mean.bias[max_layers + 2 + rule] = 1.0
         self.log_std = nn.Parameter(torch.full((self.action_dim,), init_log_std))
 
+    def features(self, state: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The trunk's hidden representation ``[n, hidden_dim]`` of ``state`` ``[n, state_dim]``
+        that the action head reads (``ids`` unused: one agent)."""
+        return self.body(state.clamp(-10.0, 10.0))
+
     def distribution(
         self, state: torch.Tensor, ids: torch.Tensor | None = None
     ) -> GaussianBernoulli:
@@ -164,8 +170,7 @@ class SurgeonGeneral(nn.Module):
         Action layout: ``max_layers`` density logits, the annealing gain logit, then with
         ``data_action`` the refresh logit and one logit per :attr:`STRATEGIES` entry.
         """
-        h = self.body(state.clamp(-10.0, 10.0))
-        mean = self.mean(h)
+        mean = self.mean(self.features(state))
         return GaussianBernoulli(mean, self.log_std.expand_as(mean), None)
 
     def amplitude_gain(self, action: torch.Tensor) -> float:

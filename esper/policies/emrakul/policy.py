@@ -8,6 +8,10 @@ layer follows ``allocate_counts(logits, sizes, d_t)``. The logits are relative t
 densities at :meth:`EmrakulPolicy.reset`, so an untrained General keeps the initial (ERK or
 uniform) allocation.
 
+While exploring, ``sensor_dropout`` hides whole sensor groups
+(:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) at random, decision by decision;
+greedy decisions always see every sensor the policy is not blind to.
+
 Training code reads :attr:`EmrakulPolicy.last` (observations, raw actions, log-probabilities)
 after :meth:`EmrakulPolicy.act`; QMIX plugs in through :attr:`EmrakulPolicy.q_agent` with
 ``discrete=True``.
@@ -24,7 +28,7 @@ import torch
 
 from esper.policies.anesthesia import HarmonicAnnealing
 from esper.policies.base import POLICIES, Policy
-from esper.policies.emrakul.ablation import FIXED_RULES, blind_columns
+from esper.policies.emrakul.ablation import FIXED_RULES, SENSOR_GROUPS, blind_columns
 from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
@@ -96,6 +100,17 @@ class EmrakulPolicy(Policy):
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
             in what the actors see (an ablation).
+        sensor_dropout: Probability, in ``[0, 1)``, that an exploring decision (a training
+            rollout) sees a sensor group zeroed: each group of ``SENSOR_GROUPS`` is dropped
+            independently, for the whole decision (every layer and the global state), drawn
+            from the policy's own seeded stream; greedy (evaluation) decisions never drop.
+            It trains the actors to act sensibly when a group is missing or unreliable (as
+            dropout does for features, Srivastava et al. 2014), so a policy trained with it
+            degrades gracefully when blinded. It does not by itself make the policy *use* a
+            group more: a policy can tolerate a dropped group by ignoring it. Making actions
+            depend on the sensors is the auxiliary effect prediction's job (``aux_coef`` of
+            the MAPPO learner); measure either with
+            :func:`~esper.policies.emrakul.ablation.sensor_sensitivity`.
         specialists: ``False`` replaces every Specialist's action by ``fixed_rule`` (an
             ablation).
         fixed_rule: What the Specialists are replaced by without ``specialists``: ``rigl``
@@ -132,6 +147,7 @@ class EmrakulPolicy(Policy):
         greedy: bool = False,
         discrete: bool = False,
         blind: Sequence[str] = (),
+        sensor_dropout: float = 0.0,
         specialists: bool = True,
         fixed_rule: str = "rigl",
         data_action: bool = False,
@@ -156,6 +172,11 @@ class EmrakulPolicy(Policy):
             raise ValueError(
                 f"fixed_rule={fixed_rule!r} is unknown; valid: {', '.join(FIXED_RULES)}"
             )
+        if not 0.0 <= sensor_dropout < 1.0:
+            raise ValueError(
+                f"sensor_dropout={sensor_dropout} must lie in [0, 1): it is the probability that "
+                "an exploring decision loses a sensor group (0: never)"
+            )
         if protect and discrete:
             raise ValueError(
                 "protect is a bit of the continuous actor; the discrete table (QMIX) has no "
@@ -178,6 +199,7 @@ class EmrakulPolicy(Policy):
         self.discrete = discrete
         self.blind = tuple(blind)
         blind_columns([], self.blind)  # an unknown group is refused here
+        self.sensor_dropout = sensor_dropout
         self.specialists = specialists
         self.fixed_rule = FIXED_RULES[fixed_rule]
         self.data_choice = data_action
@@ -261,12 +283,11 @@ class EmrakulPolicy(Policy):
             self.reset(organism, step)
         specialist, general = self._networks()
         names = organism.scalpel.names
-        obs = torch.stack([step.observations[n].to_tensor() for n in names]).float()
-        ids = torch.arange(len(names))
-        state = step.global_state.to_tensor().float()
-        if self.blind:
-            obs[:, blind_columns(step.observations[names[0]].names, self.blind)] = 0.0
-            state[blind_columns(step.global_state.names, self.blind)] = 0.0
+        obs, ids, state = self.inputs(organism, step)
+        if explore and self.sensor_dropout > 0:
+            self._drop_sensors(
+                obs, state, step.observations[names[0]].names, step.global_state.names
+            )
         if self.discrete:
             if self.q_agent is None:
                 raise RuntimeError("discrete=True needs a QMIX learner attached as q_agent")
@@ -306,6 +327,36 @@ class EmrakulPolicy(Policy):
         )
         self._surgery += 1
         return actions
+
+    def inputs(
+        self, organism: Organism, step: OrganismStep, hide: Sequence[str] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the actors see of ``step``: layer observations ``[n, obs_dim]``, agent ids
+        ``[n]`` and the global state ``[state_dim]``, with the :attr:`blind` groups and the
+        groups ``hide`` zeroed (no sensor dropout: that is drawn by :meth:`decide`)."""
+        names = organism.scalpel.names
+        obs = torch.stack([step.observations[n].to_tensor() for n in names]).float()
+        state = step.global_state.to_tensor().float().clone()  # the step's own tensor otherwise
+        groups = (*self.blind, *hide)
+        if groups:
+            obs[:, blind_columns(step.observations[names[0]].names, groups)] = 0.0
+            state[blind_columns(step.global_state.names, groups)] = 0.0
+        return obs, torch.arange(len(names)), state
+
+    def _drop_sensors(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor,
+        obs_names: Sequence[str],
+        state_names: Sequence[str],
+    ) -> None:
+        """Zero, in place, each sensor group with probability :attr:`sensor_dropout`."""
+        draws = torch.rand(len(SENSOR_GROUPS), generator=self.generator)
+        dropped = [g for g, u in zip(SENSOR_GROUPS, draws.tolist(), strict=True)
+                   if u < self.sensor_dropout]  # fmt: skip
+        if dropped:
+            obs[:, blind_columns(obs_names, dropped)] = 0.0
+            state[blind_columns(state_names, dropped)] = 0.0
 
     def data_action(self) -> DataAction | None:
         """The General's last data-side decision (held between its decisions)."""

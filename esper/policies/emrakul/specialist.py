@@ -13,6 +13,10 @@ entries and Bernoullis for the heat burst, FGSF's forget and, when the policy ha
 protection of the layer's tail-serving weights (synchronized retention on demand, for an
 organism with a data side). :class:`ActionCodec` maps raw actions to
 :class:`~esper.policies.emrakul.actions.SpecialistAction` and back.
+
+The hidden representation the action head reads is :meth:`SpecialistActor.features` (the
+trunk); MAPPO's auxiliary effect prediction (``aux_coef`` of
+:class:`~esper.policies.learners.mappo.MAPPOLearner`) trains a second, linear head on it.
 """
 
 from __future__ import annotations
@@ -154,6 +158,7 @@ class SpecialistActor(nn.Module):
             )
         self.obs_dim = obs_dim
         self.max_layers = max_layers
+        self.hidden_dim = hidden
         self.embed = nn.Embedding(max_layers, embed_dim) if embed_dim else None
         self.body = nn.Sequential(
             nn.Linear(obs_dim + embed_dim, hidden),
@@ -171,8 +176,8 @@ class SpecialistActor(nn.Module):
             self.head.bias[ActionCodec.CONTINUOUS :] = -3.0  # rare heat, forgetting, protection
         self.log_std = nn.Parameter(torch.full((ActionCodec.CONTINUOUS,), init_log_std))
 
-    def distribution(self, obs: torch.Tensor, ids: torch.Tensor) -> GaussianBernoulli:
-        """Per-agent action distributions for ``obs`` ``[n, obs_dim]`` and layer ``ids`` ``[n]``.
+    def features(self, obs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The trunk's hidden representation ``[n, hidden_dim]`` that the action head reads.
 
         Raises:
             ValueError: wrong observation width or a layer index beyond ``max_layers``.
@@ -184,7 +189,15 @@ class SpecialistActor(nn.Module):
         x = obs.float().clamp(-10.0, 10.0)
         if self.embed is not None:
             x = torch.cat([x, self.embed(ids.long())], dim=1)
-        out = self.head(self.body(x))
+        return self.body(x)
+
+    def distribution(self, obs: torch.Tensor, ids: torch.Tensor) -> GaussianBernoulli:
+        """Per-agent action distributions for ``obs`` ``[n, obs_dim]`` and layer ``ids`` ``[n]``.
+
+        Raises:
+            ValueError: wrong observation width or a layer index beyond ``max_layers``.
+        """
+        out = self.head(self.features(obs, ids))
         mean = out[:, : ActionCodec.CONTINUOUS]
         heat = out[:, ActionCodec.CONTINUOUS :]
         return GaussianBernoulli(mean, self.log_std.expand_as(mean), heat)

@@ -10,6 +10,7 @@ rescaling) keeps the critic's regression well scaled whatever the reward's magni
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -117,6 +118,10 @@ class _Step:
 class RolloutBuffer:
     """Steps of agent groups; :meth:`finish_path` turns them into flat per-agent samples.
 
+    A sample's columns: ``obs``, ``ids``, ``state``, ``action``, ``log_prob``, ``advantage``,
+    ``return`` and ``reward`` (its step's team reward, the target of MAPPO's auxiliary effect
+    prediction).
+
     Within one path every step has the same agents (one organism); different paths may have
     different agent counts.
 
@@ -169,6 +174,7 @@ class RolloutBuffer:
             "log_prob": torch.cat([s.log_prob for s in self._path]),
             "advantage": adv.reshape(-1),
             "return": ret.reshape(-1),
+            "reward": rewards.repeat_interleave(n),  # the step's team reward, for every agent
         }
         for key, value in columns.items():
             self._rows.setdefault(key, []).append(value)
@@ -200,9 +206,12 @@ class RolloutBuffer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output. Samples finished by an Esper that kept no
+        ``reward`` column get ``nan`` rewards (unknown: the auxiliary regression skips them)."""
         self._path = [_Step(**step) for step in state["path"]]
         self._rows = {k: list(v) for k, v in state["rows"].items()}
+        if self._rows and "reward" not in self._rows:
+            self._rows["reward"] = [torch.full_like(a, math.nan) for a in self._rows["return"]]
 
 
 REPLAY_FIELDS: tuple[str, ...] = (
