@@ -1,4 +1,4 @@
-"""Quality metrics of a surgeon on a drifting stream, and the suite table with intervals.
+"""Quality metrics of a surgeon on a drifting stream, and the suite summary with intervals.
 
 One run (a policy at a density on one stream and seed) is scored from its per-step online
 accuracies, as a prequential evaluation scores it (Gama et al. 2013): every batch is predicted
@@ -19,8 +19,9 @@ before it is trained on.
 mean over seeds with a BCa bootstrap interval (:mod:`esper.analysis.intervals`), the
 suite-average over streams, and paired differences (same stream, same seed) of one policy
 against every other. :func:`between_runs` adds how independent training runs of the same
-policy differ, and what RL adds over each run's own imitation warm start. Torch-free, like the
-rest of :mod:`esper.analysis`.
+policy differ, and what RL adds over each run's own imitation warm start;
+:mod:`esper.analysis.quality_tables` renders both as markdown. Torch-free, like the rest of
+:mod:`esper.analysis`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ __all__ = [
     "SUITE",
     "RunScore",
     "between_runs",
-    "markdown_runs",
-    "markdown_tables",
     "paired_differences",
     "plasticity_summary",
     "run_metrics",
@@ -330,96 +329,6 @@ def _verdict(diff: Interval, higher_is_better: bool) -> str:
     if not diff.excludes(0.0):
         return "unresolved"
     return "better" if (diff.mean > 0) == higher_is_better else "worse"
-
-
-def _cell(entry: Mapping[str, Any], digits: int = 3) -> str:
-    mean, (low, high) = entry["mean"], entry["ci"]
-    if mean is None:
-        return "—"
-    if low is None or high is None:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def markdown_tables(
-    results: Sequence[Mapping[str, Any]],
-    paired: Sequence[Mapping[str, Any]],
-    allocations: Mapping[tuple[str, float], str] | None = None,
-) -> str:
-    """The suite averages (one row per policy and density) and the suite-level paired
-    differences of the focus policy, as two markdown tables (mean [95% CI]).
-
-    Args:
-        results: :func:`summarize`'s ``results``.
-        paired: :func:`summarize`'s ``paired``.
-        allocations: The layer allocation each ``(policy, density)`` ran under, where one was
-            chosen for it: an ``allocation`` column (``—`` for the others) and the paired
-            rows name it.
-    """
-    chosen = dict(allocations or {})
-    suite = [r for r in results if r["stream"] == SUITE]
-    suite.sort(key=lambda r: (-r["density"], -(r["online_accuracy"]["mean"] or 0.0)))
-    column = " allocation |" if chosen else ""
-    lines = [
-        f"| policy | density |{column} online accuracy | task-end accuracy | recovery (steps) "
-        "| plasticity | FLOPs | reversal rate |",
-        "|---|---|---|---|---|---|---|---|" + ("---|" if chosen else ""),
-    ]
-    every = max((len(r.get("streams", ())) for r in suite), default=0)
-    for r in suite:
-        label = r["policy"]
-        if len(r.get("streams", ())) < every:  # a partial suite: say which streams
-            label += f" ({', '.join(r['streams'])} only)"
-        cell = f" {chosen.get((r['policy'], r['density']), '—')} |" if chosen else ""
-        lines.append(
-            f"| {label} | {r['density']:g} |{cell} {_cell(r['online_accuracy'])} "
-            f"| {_cell(r['task_end_accuracy'])} | {_cell(r['recovery_steps'], 0)} "
-            f"| {_cell(r['plasticity'])} | {_cell(r['flops'])} | {_cell(r['reversal_rate'])} |"
-        )
-    if chosen:
-        lines += ["", "allocation: the layer allocation a baseline runs under, the better of those "
-                  "tried on the validation seeds; —: the workload's own."]  # fmt: skip
-    rows = [p for p in paired if p["stream"] == SUITE and p["metric"] == "online_accuracy"]
-    if rows:
-        lines += [
-            "",
-            f"| {rows[0]['policy']} − vs | density | Δ online accuracy [95% CI] | n | reads |",
-            "|---|---|---|---|---|",
-        ]
-        for p in rows:
-            vs = p["vs"] if p["vs_density"] == p["density"] else f"{p['vs']} @ {p['vs_density']:g}"
-            if (p["vs"], p["vs_density"]) in chosen:
-                vs += f" ({chosen[(p['vs'], p['vs_density'])]})"
-            lines.append(
-                f"| {vs} | {p['density']:g} | "
-                f"{_cell({'mean': p['mean_diff'], 'ci': p['ci']})} | {p['n']} | {p['better']} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def markdown_runs(summary: Mapping[str, Any]) -> str:
-    """:func:`between_runs` as a markdown table (one row per training run: its suite mean and
-    its RL − imitation-only difference) and a line with the spread between runs."""
-    lines = [
-        f"| training run | suite {summary['metric'].replace('_', ' ')} "
-        "| Δ RL − imitation only [95% CI] | n | reads |",
-        "|---|---|---|---|---|",
-    ]
-    for e in summary["runs"]:
-        name = f"{e['run']} ({e['policy']}" + (f", seed {e['seed']})" if "seed" in e else ")")
-        mean = "—" if e["suite_mean"] is None else f"{e['suite_mean']:.3f}"
-        rl = e["rl_over_imitation"]
-        diff = "— | — | —" if rl is None else (
-            f"{_cell({'mean': rl['mean_diff'], 'ci': rl['ci']})} | {rl['n']} | {rl['better']}"
-        )  # fmt: skip
-        lines.append(f"| {name} | {mean} | {diff} |")
-    if summary["sd"] is not None:
-        lines += [
-            "",
-            f"Between {len(summary['runs'])} training runs at density {summary['density']:g}: "
-            f"min {summary['min']:.3f}, max {summary['max']:.3f}, sd {summary['sd']:.3f}.",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def plasticity_summary(rows: Sequence[Mapping[str, Any]], stream: str) -> list[dict[str, Any]]:

@@ -1,23 +1,26 @@
 """``esper bench quality``: train Emrakul, then score every surgeon on the drift suite.
 
-The protocol (:mod:`esper.bench.quality_suite` holds the streams, seeds and conditions):
+This module runs the protocol end to end and writes its report; each stage's work lives in its
+own module (:mod:`esper.bench.quality_suite` holds the streams, seeds and conditions):
 
-1. **Train** each Emrakul variant (the full policy and the trained ablations) with
-   :func:`~esper.policies.training.train_policy` on one organism per (stream, density), once
-   per training seed (run 0 trains every variant, the other runs the full policy), saving a
-   checkpoint candidate every ``snapshot_every`` surgeries (and after the RigL-imitation warm
-   start).
-2. **Select** on the validation seeds, by mean online accuracy: each run's checkpoint of each
-   variant, and each sparse baseline's layer allocation at each density (its runs start while
-   Emrakul trains).
+1. **Train** (:mod:`esper.bench.quality_training`) each Emrakul variant (the full policy and
+   the trained ablations) with :func:`~esper.policies.training.train_policy` on one organism
+   per (stream, density), once per training seed (run 0 trains every variant, the other runs
+   the full policy), saving a checkpoint candidate every ``snapshot_every`` surgeries (and
+   after the RigL-imitation warm start).
+2. **Select** (:mod:`esper.bench.quality_selection`) on the validation seeds, by mean online
+   accuracy: each run's checkpoint of each variant, and each sparse baseline's layer
+   allocation at each density (its runs start while Emrakul trains).
 3. **Evaluate** every condition (baselines at their chosen allocation only) on every stream and
-   evaluation seed, one prequential run each, scored by :func:`esper.analysis.quality.run_metrics`.
+   evaluation seed, one prequential run each (:mod:`esper.bench.quality_evaluation`), scored by
+   :func:`esper.analysis.quality.run_metrics`.
 4. **Summarize** with BCa bootstrap intervals and paired differences
    (:func:`esper.analysis.quality.summarize`), the spread between training runs and what RL
    adds over each run's imitation warm start (:func:`esper.analysis.quality.between_runs`);
-   write the JSON (with the ``training`` provenance of every run), the markdown tables (and the
-   README's, between ``<!-- quality:begin -->`` and ``<!-- quality:end -->``) and the plot of
-   the loss-of-plasticity reproduction.
+   write the JSON (with the ``training`` provenance of every run), the markdown tables
+   (:mod:`esper.analysis.quality_tables`; also the README's, between
+   ``<!-- quality:begin -->`` and ``<!-- quality:end -->``) and the plot of the
+   loss-of-plasticity reproduction.
 
 Every run is a Ray task, so the same command fills a laptop's cores or, with ``--address``, a
 cluster's.
@@ -29,310 +32,51 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 
 from esper.analysis.plots import plasticity_curves
-from esper.analysis.quality import (
-    RunScore,
-    between_runs,
-    markdown_runs,
-    markdown_tables,
-    plasticity_summary,
-    run_metrics,
-    summarize,
-)
+from esper.analysis.quality import RunScore, between_runs, plasticity_summary, summarize
+from esper.analysis.quality_tables import markdown_runs, markdown_tables
 from esper.bench.credit import credit_summary, measure_stream
 from esper.bench.harness import machine_info
+from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
+from esper.bench.quality_selection import (
+    CheckpointChoice,
+    choose_allocations,
+    chosen_key,
+    select_checkpoints,
+    submit_allocation_runs,
+)
 from esper.bench.quality_suite import (
     PRESETS,
-    RIGL_HORIZON,
-    SWITCHES,
-    TRAINED_ABLATIONS,
     Condition,
     QualityPreset,
-    Stream,
     conditions,
     run_labels,
     trained_variants,
 )
+from esper.bench.quality_training import TrainedVariant, train_variant, training_overrides
 from esper.bench.tasks import gather, ray_session, remote
 from esper.files import atomic_write_text, output_problem
 
-if TYPE_CHECKING:
-    from esper.config import EsperConfig
-    from esper.policies.training import TrainResult
-
-__all__ = ["README_BEGIN", "README_END", "TrainedVariant", "plot_plasticity", "run_quality"]
+__all__ = [
+    "README_BEGIN",
+    "README_END",
+    "TrainedVariant",
+    "credit_setup",
+    "evaluate_run",
+    "plot_plasticity",
+    "run_quality",
+]
 
 README_BEGIN = "<!-- quality:begin -->"
 README_END = "<!-- quality:end -->"
 FOCUS = "emrakul"
-
-
-def _compose(overrides: Sequence[str]) -> Any:
-    from esper.conf import compose
-
-    return compose(list(overrides))
-
-
-def _policy_overrides(
-    stream: Stream,
-    policy: str,
-    density: float,
-    horizon: float = RIGL_HORIZON,
-    allocation: str | None = None,
-) -> list[str]:
-    extra = [f"policy={policy}", f"policy.density={density}"]
-    if policy == "rigl":  # RigL stops updating the mask at T_end = horizon × the stream
-        extra.append(f"policy.params.t_end={max(1, int(horizon * stream.steps))}")
-    if allocation is not None:
-        extra.append(f"workload.scalpel.distribution={allocation}")
-    return [*stream.overrides, *extra]
-
-
-def evaluate_run(
-    stream: Stream,
-    policy: str,
-    density: float,
-    seed: int,
-    checkpoint: str | None = None,
-    switches: tuple[tuple[str, Any], ...] = (),
-    horizon: float = RIGL_HORIZON,
-    allocation: str | None = None,
-) -> dict[str, Any]:
-    """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
-    set on it) on ``stream``, under the layer ``allocation`` (``None``: the workload's): its
-    metrics and its end-of-task accuracies. A host that diverges scores 0 on the steps it did
-    not run."""
-    from esper.analysis.quality import task_end_accuracies
-    from esper.policies.base import dense_start, make_policy
-    from esper.policies.checkpoints import load_policy
-    from esper.policies.evaluation import evaluate_policy
-    from esper.threads import one_thread
-    from esper.workloads.factory import build_organism
-
-    overrides = _policy_overrides(stream, policy, density, horizon, allocation)
-    cfg = _compose([*overrides, f"experiment.seed={seed}"])
-    start, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
-    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, density=start))
-    accuracies: list[float] = []
-    with one_thread():
-        organism = build_organism(cfg)
-        surgeon = load_policy(checkpoint) if checkpoint else make_policy(policy, **params)
-        for attribute, value in switches:
-            setattr(surgeon, attribute, value)
-        surgeries = stream.steps // cfg.policy.surgery_interval - 1
-        report = evaluate_policy(
-            organism,
-            surgeon,
-            surgeries,
-            on_step=lambda _, step: accuracies.extend(step.info["accuracies"]),
-        )
-    task_length = int(cfg.workload.schedule.params["task_length"])
-    acc = np.zeros(stream.steps)
-    acc[: min(len(accuracies), stream.steps)] = accuracies[: stream.steps]
-    reversal = 0.0 if np.isnan(report.oscillation) else report.oscillation
-    metrics = run_metrics(acc, task_length, report.density, report.flops, reversal)
-    return {"metrics": metrics, "task_end": task_end_accuracies(acc, task_length).tolist(),
-            "diverged": report.diverged}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrainedVariant:
-    """One Emrakul variant of one training run: what :func:`train_variant` returns.
-
-    Attributes:
-        run: Index of the training run (of ``preset.train_seeds``).
-        seed: Its training seed.
-        variant: ``emrakul`` or a trained ablation.
-        directory: Where its checkpoint candidates are.
-        snapshots: ``(surgeries, path)`` of every checkpoint candidate, in training order
-            (surgeries 0: the imitation warm start, before any RL update).
-        surgeries: Surgeries trained (RL, over all organisms).
-        hyperparameters: What it trained with: learner and its parameters, the General's
-            parameters, reward weights, ``control``, ``imitation``, ``rollout``, the budget and
-            the policy's parameters.
-    """
-
-    run: int
-    seed: int
-    variant: str
-    directory: str
-    snapshots: tuple[tuple[int, str], ...]
-    surgeries: int
-    hyperparameters: dict[str, Any]
-
-
-def _training_overrides(preset: QualityPreset, variant: str, run: int) -> list[str]:
-    """The config overrides of one training: the preset's settings, then the variant's."""
-    return [
-        f"experiment.seed={preset.train_seeds[run]}",
-        "policy=emrakul",
-        f"policy.training.surgeries={preset.train_surgeries}",
-        f"policy.training.rollout={preset.rollout}",
-        f"policy.training.imitation={preset.imitation}",
-        f"policy.training.control={preset.control}",
-        f"policy.training.credit={preset.credit}",
-        *TRAINED_ABLATIONS.get(variant, ()),
-    ]
-
-
-def train_variant(
-    preset: QualityPreset, variant: str, out_dir: str, run: int = 0
-) -> TrainedVariant:
-    """Train one Emrakul variant in training run ``run`` on its organisms (seeded
-    ``preset.organism_seeds(run)``), saving checkpoint candidates to
-    ``<out_dir>/run<run>/<variant>/``."""
-    from esper.policies.checkpoints import save_policy
-    from esper.policies.training import train_policy
-
-    cfg = _compose(_training_overrides(preset, variant, run))
-    training = dataclasses.replace(cfg.policy.training,
-                                   learner_params=dict(preset.learner_params))  # fmt: skip
-    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
-    organisms = [
-        _compose([*_policy_overrides(s, "emrakul", d), f"experiment.seed={seed}"])
-        for (s, d), seed in zip(
-            product(preset.streams, preset.densities), preset.organism_seeds(run), strict=True
-        )
-    ]
-    folder = Path(out_dir) / f"run{run}" / variant
-    folder.mkdir(parents=True, exist_ok=True)
-    saved: list[tuple[int, str]] = []
-
-    def snapshot(result: TrainResult) -> None:
-        done = int(result.history[-1]["surgery"])
-        last = saved[-1][0] if saved else -1
-        final = done >= preset.train_surgeries
-        if done == 0 or final or done - max(last, 0) >= preset.snapshot_every:
-            path = folder / f"surgery-{done:06d}.pt"
-            save_policy(path, result)
-            saved.append((done, str(path)))
-
-    result = train_policy(cfg, organisms, on_episode=snapshot)
-    return TrainedVariant(
-        run, preset.train_seeds[run], variant, str(folder), tuple(saved),
-        int(result.history[-1]["surgery"]), _hyperparameters(cfg, result),
-    )  # fmt: skip
-
-
-def _hyperparameters(cfg: EsperConfig, result: TrainResult) -> dict[str, Any]:
-    from esper.config import to_plain
-
-    training = cfg.policy.training
-    return {
-        "learner": training.learner,
-        "learner_params": to_plain(dict(result.learner.specialists.params)),
-        "general_params": to_plain(dict(training.general_params)),
-        "reward": to_plain(cfg.reward),
-        "control": training.control,
-        "imitation": training.imitation,
-        "rollout": training.rollout,
-        "surgeries": training.surgeries,
-        "policy_params": to_plain(dict(result.policy.params)),
-    }
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """A checkpoint chosen on the validation seeds."""
-
-    surgeries: int
-    path: str
-    validation: float
-
-
-def _chosen_key(run: int, variant: str) -> str:
-    """The name of a chosen checkpoint in the report: run 0's by variant, the others' with
-    ``_run<r>``."""
-    return variant if run == 0 else f"{variant}_run{run}"
-
-
-def _select(
-    preset: QualityPreset,
-    trained: Mapping[tuple[int, str], TrainedVariant],
-    console: Console,
-) -> tuple[dict[tuple[int, str], _Choice], list[dict[str, Any]]]:
-    """Each run's checkpoint of each variant, chosen on the validation seeds (an RL one: never
-    the imitation snapshot, which is ``(run, "imitation_only")``); and the table of every
-    candidate's validation score."""
-    evaluate = remote(evaluate_run)
-    refs, keys = [], []
-    for (run, variant), t in trained.items():
-        for (surgeries, path), stream, seed in product(
-            t.snapshots, preset.streams, preset.validation_seeds
-        ):
-            refs.append(evaluate.remote(stream, "emrakul", preset.densities[0], seed, path,
-                                        SWITCHES.get(variant, ())))  # fmt: skip
-            keys.append((run, variant, surgeries, stream.name, seed))
-    results = gather(refs, keys, "checkpoint selection (validation seeds)", console)
-    table: list[dict[str, Any]] = []
-    chosen: dict[tuple[int, str], _Choice] = {}
-    for (run, variant), t in trained.items():
-        best = None
-        for surgeries, path in t.snapshots:
-            scores = [v["metrics"]["online_accuracy"] for k, v in results.items()
-                      if k[:3] == (run, variant, surgeries)]  # fmt: skip
-            choice = _Choice(surgeries, path, float(np.mean(scores)))
-            table.append({"run": run, "variant": variant, "surgeries": surgeries,
-                          "validation": choice.validation})  # fmt: skip
-            if surgeries > 0 and (best is None or choice.validation > best.validation):
-                best = choice
-            if surgeries == 0 and variant == "emrakul":
-                chosen[(run, "imitation_only")] = choice
-        assert best is not None, f"run {run}'s {variant} saved no checkpoint after RL"
-        chosen[(run, variant)] = best
-        console.print(f"run {run} {variant}: checkpoint after {best.surgeries} surgeries "
-                      f"(validation {best.validation:.3f})")  # fmt: skip
-    return chosen, table
-
-
-def _baselines(preset: QualityPreset) -> list[Condition]:
-    """The sparse baseline conditions, one per allocation the preset tries."""
-    return [c for c in conditions(preset) if c.allocation is not None]
-
-
-def _submit_allocation_runs(preset: QualityPreset) -> tuple[list[Any], list[Any]]:
-    """Start the validation runs of every allocation candidate; returns their refs and keys."""
-    evaluate = remote(evaluate_run)
-    streams = {s.name: s for s in preset.streams}
-    refs, keys = [], []
-    candidates = _baselines(preset) if len(preset.allocations) > 1 else []
-    for cond, seed in product(candidates, preset.validation_seeds):
-        for name in cond.streams:
-            refs.append(evaluate.remote(streams[name], cond.policy, cond.density, seed, None,
-                                        cond.switches, cond.horizon, cond.allocation))  # fmt: skip
-            keys.append((cond.label, cond.density, cond.allocation, name, seed))
-    return refs, keys
-
-
-def _choose_allocations(
-    preset: QualityPreset, results: Mapping[Any, dict[str, Any]], console: Console
-) -> list[dict[str, Any]]:
-    """Per (baseline, density), each allocation's mean online accuracy on the validation seeds
-    and the best (the first of ``preset.allocations`` on a tie); a preset with one allocation
-    has nothing to choose (``validation`` empty)."""
-    tried = preset.allocations if len(preset.allocations) > 1 else ()
-    rows: list[dict[str, Any]] = []
-    for label, density in dict.fromkeys((c.label, c.density) for c in _baselines(preset)):
-        validation = {
-            allocation: float(np.mean([v["metrics"]["online_accuracy"] for k, v in results.items()
-                                       if k[:3] == (label, density, allocation)]))
-            for allocation in tried
-        }  # fmt: skip
-        best = max(validation, key=validation.__getitem__) if tried else preset.allocations[0]
-        rows.append({"policy": label, "density": density, "validation": validation,
-                     "chosen": best})  # fmt: skip
-    if len(preset.allocations) > 1:
-        picks = (f"{r['policy']} at {r['density']:g}: {r['chosen']}" for r in rows)
-        console.print("allocations (validation seeds): " + ", ".join(picks))
-    return rows
 
 
 def credit_setup(preset: QualityPreset, checkpoint: str) -> list[tuple[Any, ...]]:
@@ -359,10 +103,10 @@ def _check_configs(preset: QualityPreset) -> None:
     """Compose every training config and every allocation once, so a bad setting (an unknown
     ``control``, blind group or allocation) fails before any work."""
     for run, variant in trained_variants(preset):
-        _compose(_training_overrides(preset, variant, run))
+        compose_config(training_overrides(preset, variant, run))
     for allocation in preset.allocations:
-        _compose(_policy_overrides(preset.streams[0], "static", preset.densities[0],
-                                   allocation=allocation))  # fmt: skip
+        compose_config(policy_overrides(preset.streams[0], "static", preset.densities[0],
+                                        allocation=allocation))  # fmt: skip
 
 
 def _update_readme(readme: Path, table: str, command: str) -> None:
@@ -429,11 +173,11 @@ def _run(
     console.print(f"[bold]esper bench quality[/bold] {preset.name}: training "
                   + ", ".join(f"{v} (run {r})" for r, v in jobs))  # fmt: skip
     train_refs = [train.remote(preset, v, str(out_dir), r) for r, v in jobs]
-    allocation_refs, allocation_keys = _submit_allocation_runs(preset)  # while Emrakul trains
+    allocation_refs, allocation_keys = submit_allocation_runs(preset)  # while Emrakul trains
     done = gather(train_refs, jobs, "training Emrakul", console)
     trained = {job: done[job] for job in jobs}  # in training order, not finishing order
-    chosen, selection = _select(preset, trained, console)
-    allocation = _choose_allocations(
+    chosen, selection = select_checkpoints(preset, trained, console)
+    allocation = choose_allocations(
         preset,
         gather(allocation_refs, allocation_keys, "baseline allocations (validation seeds)",
                console),
@@ -492,7 +236,7 @@ def _run(
         "streams": [dataclasses.asdict(s) for s in preset.streams],
         "training": _training_section(preset, out_dir, trained, chosen, selection),
         "selection": selection,
-        "chosen": {_chosen_key(r, v): c.path for (r, v), c in chosen.items()},
+        "chosen": {chosen_key(r, v): c.path for (r, v), c in chosen.items()},
         "allocation": allocation,
         "between_runs": spread,
         "credit": {
@@ -535,7 +279,7 @@ def _training_section(
     preset: QualityPreset,
     out_dir: Path,
     trained: Mapping[tuple[int, str], TrainedVariant],
-    chosen: Mapping[tuple[int, str], _Choice],
+    chosen: Mapping[tuple[int, str], CheckpointChoice],
     selection: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
     """The ``training`` section of the report: per run its seeds and directory and, per

@@ -11,14 +11,13 @@ from esper.analysis.quality import (
     SUITE,
     RunScore,
     between_runs,
-    markdown_runs,
-    markdown_tables,
     paired_differences,
     plasticity_summary,
     run_metrics,
     summarize,
     task_end_accuracies,
 )
+from esper.analysis.quality_tables import markdown_runs, markdown_tables
 
 
 def test_task_end_is_the_last_tenth_of_each_task() -> None:

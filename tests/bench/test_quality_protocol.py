@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from esper.bench import quality
+from esper.bench import quality, quality_selection
 from esper.bench.quality import README_BEGIN, README_END, TrainedVariant, credit_setup
+from esper.bench.quality_evaluation import compose_config
 from esper.bench.quality_suite import (
     ALLOCATIONS,
     LEARNING,
@@ -24,6 +25,7 @@ from esper.bench.quality_suite import (
     run_labels,
     trained_variants,
 )
+from esper.bench.quality_training import training_overrides
 
 STREAMS = (Stream("a", (), 300), Stream("b", (), 300))
 FAKE = QualityPreset(
@@ -108,11 +110,11 @@ def test_learning_preset_expands_runs_ablations_and_allocations() -> None:
 def test_every_preset_composes_before_any_work() -> None:
     for preset in PRESETS.values():
         quality._check_configs(preset)  # the control, blind groups and allocations exist
-    blind = quality._compose(quality._training_overrides(LEARNING, "retrained_blind_topology", 2))
+    blind = compose_config(training_overrides(LEARNING, "retrained_blind_topology", 2))
     assert blind.experiment.seed == 200 and list(blind.policy.params["blind"]) == ["topology"]
     assert blind.policy.training.control == LEARNING.control
     assert blind.policy.training.surgeries == LEARNING.train_surgeries
-    bare = quality._compose(quality._training_overrides(PRESETS["small"], "no_imitation", 0))
+    bare = compose_config(training_overrides(PRESETS["small"], "no_imitation", 0))
     assert bare.policy.training.imitation == 0
     with pytest.raises(ValueError, match="control"):
         quality._check_configs(dataclasses.replace(FAKE, streams=LEARNING.streams,
@@ -161,12 +163,13 @@ class _Recorder:
 @pytest.fixture
 def faked(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
     recorder = _Recorder()
-    monkeypatch.setattr(quality, "remote", lambda fn: SimpleNamespace(remote=fn))
-    monkeypatch.setattr(
-        quality, "gather", lambda refs, keys, *_: dict(zip(keys, refs, strict=True))
-    )
+    for module in (quality, quality_selection):  # selection runs on the validation seeds
+        monkeypatch.setattr(module, "remote", lambda fn: SimpleNamespace(remote=fn))
+        monkeypatch.setattr(
+            module, "gather", lambda refs, keys, *_: dict(zip(keys, refs, strict=True))
+        )
+        monkeypatch.setattr(module, "evaluate_run", recorder.evaluate)
     monkeypatch.setattr(quality, "train_variant", recorder.train)
-    monkeypatch.setattr(quality, "evaluate_run", recorder.evaluate)
     monkeypatch.setattr(quality, "plot_plasticity", lambda report, path: None)
     return recorder
 

@@ -1,0 +1,93 @@
+"""One evaluation run of ``esper bench quality``: a surgeon on one stream and seed, scored.
+
+:func:`evaluate_run` is the unit every later stage of the benchmark is made of: checkpoint and
+allocation selection run it on the validation seeds, the table on the evaluation seeds. Each
+run is prequential (every batch predicted before it is trained on) and scored by
+:func:`esper.analysis.quality.run_metrics`. :func:`policy_overrides` and
+:func:`compose_config` build the config of a run (training composes its organisms the same
+way, so a trained policy meets the streams it will be scored on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from esper.analysis.quality import run_metrics, task_end_accuracies
+from esper.bench.quality_suite import RIGL_HORIZON, Stream
+
+__all__ = ["compose_config", "evaluate_run", "policy_overrides"]
+
+
+def compose_config(overrides: Sequence[str]) -> Any:
+    """The config the overrides compose (Hydra loads only when a config is needed)."""
+    from esper.conf import compose
+
+    return compose(list(overrides))
+
+
+def policy_overrides(
+    stream: Stream,
+    policy: str,
+    density: float,
+    horizon: float = RIGL_HORIZON,
+    allocation: str | None = None,
+) -> list[str]:
+    """The config overrides of ``policy`` at ``density`` on ``stream``: the stream's, then the
+    policy's, RigL's ``t_end`` (``horizon`` of the stream) and the layer ``allocation``
+    (``None``: the workload's)."""
+    extra = [f"policy={policy}", f"policy.density={density}"]
+    if policy == "rigl":  # RigL stops updating the mask at T_end = horizon × the stream
+        extra.append(f"policy.params.t_end={max(1, int(horizon * stream.steps))}")
+    if allocation is not None:
+        extra.append(f"workload.scalpel.distribution={allocation}")
+    return [*stream.overrides, *extra]
+
+
+def evaluate_run(
+    stream: Stream,
+    policy: str,
+    density: float,
+    seed: int,
+    checkpoint: str | None = None,
+    switches: tuple[tuple[str, Any], ...] = (),
+    horizon: float = RIGL_HORIZON,
+    allocation: str | None = None,
+) -> dict[str, Any]:
+    """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
+    set on it) on ``stream``, under the layer ``allocation`` (``None``: the workload's): its
+    metrics and its end-of-task accuracies. A host that diverges scores 0 on the steps it did
+    not run."""
+    from esper.policies.base import dense_start, make_policy
+    from esper.policies.checkpoints import load_policy
+    from esper.policies.evaluation import evaluate_policy
+    from esper.threads import one_thread
+    from esper.workloads.factory import build_organism
+
+    overrides = policy_overrides(stream, policy, density, horizon, allocation)
+    cfg = compose_config([*overrides, f"experiment.seed={seed}"])
+    start, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, density=start))
+    accuracies: list[float] = []
+    with one_thread():
+        organism = build_organism(cfg)
+        surgeon = load_policy(checkpoint) if checkpoint else make_policy(policy, **params)
+        for attribute, value in switches:
+            setattr(surgeon, attribute, value)
+        surgeries = stream.steps // cfg.policy.surgery_interval - 1
+        report = evaluate_policy(
+            organism,
+            surgeon,
+            surgeries,
+            on_step=lambda _, step: accuracies.extend(step.info["accuracies"]),
+        )
+    task_length = int(cfg.workload.schedule.params["task_length"])
+    acc = np.zeros(stream.steps)
+    acc[: min(len(accuracies), stream.steps)] = accuracies[: stream.steps]
+    reversal = 0.0 if np.isnan(report.oscillation) else report.oscillation
+    metrics = run_metrics(acc, task_length, report.density, report.flops, reversal)
+    return {"metrics": metrics, "task_end": task_end_accuracies(acc, task_length).tolist(),
+            "diverged": report.diverged}  # fmt: skip

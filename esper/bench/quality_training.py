@@ -1,0 +1,123 @@
+"""Training the Emrakul variants of ``esper bench quality``, with their checkpoint candidates.
+
+Each variant (the full policy or a trained ablation of
+:data:`~esper.bench.quality_suite.TRAINED_ABLATIONS`) of each training run trains with
+:func:`~esper.policies.training.train_policy` on one organism per (stream, density), seeded
+from the run's training seed, and saves a checkpoint candidate after the RigL-imitation warm
+start and every ``snapshot_every`` surgeries. :class:`TrainedVariant` records where the
+candidates are and what the variant trained with; choosing among them is
+:mod:`esper.bench.quality_selection`'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from esper.bench.quality_evaluation import compose_config, policy_overrides
+from esper.bench.quality_suite import TRAINED_ABLATIONS, QualityPreset
+
+if TYPE_CHECKING:
+    from esper.config import EsperConfig
+    from esper.policies.training import TrainResult
+
+__all__ = ["TrainedVariant", "train_variant", "training_overrides"]
+
+
+@dataclass(frozen=True)
+class TrainedVariant:
+    """One Emrakul variant of one training run: what :func:`train_variant` returns.
+
+    Attributes:
+        run: Index of the training run (of ``preset.train_seeds``).
+        seed: Its training seed.
+        variant: ``emrakul`` or a trained ablation.
+        directory: Where its checkpoint candidates are.
+        snapshots: ``(surgeries, path)`` of every checkpoint candidate, in training order
+            (surgeries 0: the imitation warm start, before any RL update).
+        surgeries: Surgeries trained (RL, over all organisms).
+        hyperparameters: What it trained with: learner and its parameters, the General's
+            parameters, reward weights, ``control``, ``imitation``, ``rollout``, the budget and
+            the policy's parameters.
+    """
+
+    run: int
+    seed: int
+    variant: str
+    directory: str
+    snapshots: tuple[tuple[int, str], ...]
+    surgeries: int
+    hyperparameters: dict[str, Any]
+
+
+def training_overrides(preset: QualityPreset, variant: str, run: int) -> list[str]:
+    """The config overrides of one training: the preset's settings, then the variant's."""
+    return [
+        f"experiment.seed={preset.train_seeds[run]}",
+        "policy=emrakul",
+        f"policy.training.surgeries={preset.train_surgeries}",
+        f"policy.training.rollout={preset.rollout}",
+        f"policy.training.imitation={preset.imitation}",
+        f"policy.training.control={preset.control}",
+        f"policy.training.credit={preset.credit}",
+        *TRAINED_ABLATIONS.get(variant, ()),
+    ]
+
+
+def train_variant(
+    preset: QualityPreset, variant: str, out_dir: str, run: int = 0
+) -> TrainedVariant:
+    """Train one Emrakul variant in training run ``run`` on its organisms (seeded
+    ``preset.organism_seeds(run)``), saving checkpoint candidates to
+    ``<out_dir>/run<run>/<variant>/``."""
+    from esper.policies.checkpoints import save_policy
+    from esper.policies.training import train_policy
+
+    cfg = compose_config(training_overrides(preset, variant, run))
+    training = dataclasses.replace(cfg.policy.training,
+                                   learner_params=dict(preset.learner_params))  # fmt: skip
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
+    organisms = [
+        compose_config([*policy_overrides(s, "emrakul", d), f"experiment.seed={seed}"])
+        for (s, d), seed in zip(
+            product(preset.streams, preset.densities), preset.organism_seeds(run), strict=True
+        )
+    ]
+    folder = Path(out_dir) / f"run{run}" / variant
+    folder.mkdir(parents=True, exist_ok=True)
+    saved: list[tuple[int, str]] = []
+
+    def snapshot(result: TrainResult) -> None:
+        done = int(result.history[-1]["surgery"])
+        last = saved[-1][0] if saved else -1
+        final = done >= preset.train_surgeries
+        if done == 0 or final or done - max(last, 0) >= preset.snapshot_every:
+            path = folder / f"surgery-{done:06d}.pt"
+            save_policy(path, result)
+            saved.append((done, str(path)))
+
+    result = train_policy(cfg, organisms, on_episode=snapshot)
+    return TrainedVariant(
+        run, preset.train_seeds[run], variant, str(folder), tuple(saved),
+        int(result.history[-1]["surgery"]), _hyperparameters(cfg, result),
+    )  # fmt: skip
+
+
+def _hyperparameters(cfg: EsperConfig, result: TrainResult) -> dict[str, Any]:
+    from esper.config import to_plain
+
+    training = cfg.policy.training
+    return {
+        "learner": training.learner,
+        "learner_params": to_plain(dict(result.learner.specialists.params)),
+        "general_params": to_plain(dict(training.general_params)),
+        "reward": to_plain(cfg.reward),
+        "control": training.control,
+        "imitation": training.imitation,
+        "rollout": training.rollout,
+        "surgeries": training.surgeries,
+        "policy_params": to_plain(dict(result.policy.params)),
+    }
