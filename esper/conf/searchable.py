@@ -70,6 +70,12 @@ SEARCHABLE: dict[str, ValidRange] = {
     "policy.training.learner_params.critic_lr": ValidRange(low_open=True,
                                                            meaning="MAPPO critic's rate"),
     "policy.training.learner_params.entropy_coef": ValidRange(meaning="MAPPO entropy bonus"),
+    "policy.training.learner_params.aux_coef": ValidRange(
+        meaning="weight of MAPPO's auxiliary effect prediction"
+    ),
+    "policy.training.learner_params.aux_lr": ValidRange(
+        low_open=True, meaning="learning rate of the auxiliary effect head"
+    ),
     "policy.training.learner_params.clip": ValidRange(low_open=True, meaning="PPO clip ε"),
     "policy.training.learner_params.gamma": ValidRange(high=1.0, meaning="discount γ"),
     "policy.training.learner_params.lam": ValidRange(high=1.0, meaning="GAE λ"),
