@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from esper import measures
+from esper.analysis.intervals import paired_interval
 from esper.analysis.runs import Run, RunLike, load_runs
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
     "format_value",
     "group_label",
     "mean_ci",
-    "paired_differences",
+    "paired_run_differences",
     "recovery_steps",
     "unit_summary",
 ]
@@ -293,7 +294,7 @@ def compare_runs(run_dirs: Sequence[RunLike], by: str = "reward") -> pd.DataFram
     return pd.DataFrame(rows, index=pd.Index(groups, name=by))
 
 
-def paired_differences(
+def paired_run_differences(
     runs_a: Sequence[RunLike], runs_b: Sequence[RunLike], metric: str
 ) -> pd.DataFrame:
     """Per-pair differences ``a − b`` of a metric on matched (workload, seed, replica) units.
@@ -308,8 +309,10 @@ def paired_differences(
 
     Returns:
         One row per matched pair: ``workload``, ``seed``, ``replica_id``, ``a``, ``b``,
-        ``diff``. Summarise with ``mean_ci(df["diff"])``; ``df.attrs`` also holds ``mean``,
-        ``ci`` and ``n`` of the differences.
+        ``diff``. ``df.attrs`` holds ``mean``, ``ci`` (``[low, high]``) and ``n`` of the
+        differences, and the whole ``interval``: the BCa bootstrap interval of a paired
+        difference that the quality benchmark uses too
+        (:func:`esper.analysis.intervals.paired_interval`, one definition for both).
 
     Raises:
         CompareError: an unknown metric.
@@ -334,6 +337,12 @@ def paired_differences(
     out = merged.rename(columns={f"{metric}_a": "a", f"{metric}_b": "b"})
     out["diff"] = out["a"] - out["b"]
     out = out.sort_values(keys, ignore_index=True)
-    out.attrs["mean"], out.attrs["ci"], out.attrs["n"] = mean_ci(out["diff"])
+    interval = paired_interval(out["a"], out["b"])
+    out.attrs["interval"] = interval
+    out.attrs["mean"], out.attrs["ci"], out.attrs["n"] = (
+        interval.mean,
+        [interval.low, interval.high],
+        interval.n,
+    )
     out.attrs["metric"] = metric
     return out

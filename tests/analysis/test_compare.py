@@ -19,7 +19,7 @@ from esper.analysis.compare import (
     compare_runs,
     group_label,
     mean_ci,
-    paired_differences,
+    paired_run_differences,
     recovery_steps,
 )
 from esper.analysis.compare_cli import add_compare_parser, add_report_parser
@@ -164,20 +164,21 @@ def test_compare_errors(runs: dict[str, list[Path]], tmp_path: Path) -> None:
         compare_runs([])
 
 
-def test_paired_differences(runs: dict[str, list[Path]]) -> None:
+def test_paired_run_differences(runs: dict[str, list[Path]]) -> None:
     # Reversed order on one side: pairs match on (workload, seed, replica), not position.
-    diffs = paired_differences(runs["base"], runs["cheap"][::-1], "online_accuracy")
+    diffs = paired_run_differences(runs["base"], runs["cheap"][::-1], "online_accuracy")
     assert len(diffs) == 6
     assert diffs[["seed", "replica_id"]].values.tolist() == [
         [s, r] for s in range(3) for r in range(2)
     ]
     assert diffs["diff"].to_numpy() == pytest.approx(np.full(6, 0.05))
     assert diffs.attrs["mean"] == pytest.approx(0.05) and diffs.attrs["n"] == 6
-    assert diffs.attrs["ci"] == pytest.approx(0.0, abs=1e-12)
-    unmatched = paired_differences(runs["base"][:1], runs["cheap"][1:], "flops")
+    assert diffs.attrs["ci"] == pytest.approx([0.05, 0.05])  # no spread: the point
+    assert diffs.attrs["interval"].n == 6
+    unmatched = paired_run_differences(runs["base"][:1], runs["cheap"][1:], "flops")
     assert unmatched.empty
     with pytest.raises(CompareError, match="unknown metric"):
-        paired_differences(runs["base"], runs["cheap"], "speed")
+        paired_run_differences(runs["base"], runs["cheap"], "speed")
 
 
 def test_accuracy_plot_has_lines_and_drift_markers(runs: dict[str, list[Path]]) -> None:
