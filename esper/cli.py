@@ -149,6 +149,13 @@ def _train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_policy(args: argparse.Namespace) -> int:
+    from esper.commands.export import export_command
+
+    export_command(args.run, args.trial, args.out, Console())
+    return 0
+
+
 def _add_analysis_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``events``, ``strategies``, ``compare`` and ``report``: they read run directories."""
     from esper.analysis.compare_cli import add_compare_parser, add_report_parser
@@ -263,6 +270,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, default=None, metavar="PATH", help="write here")
     add_force_flag(evaluate)
     evaluate.set_defaults(func=_evaluate)
+
+    export = sub.add_parser(
+        "export-policy",
+        help="save a sweep member's policy (the best by fitness, or --trial) as a checkpoint",
+    )
+    export.add_argument("run", type=Path, metavar="RUN", help="the sweep's (or run's) directory")
+    export.add_argument(
+        "--trial", default=None, metavar="TRIAL", help="the member (default: the best by fitness)"
+    )
+    export.add_argument("--out", type=Path, required=True, metavar="PATH", help="checkpoint path")
+    add_force_flag(export)
+    export.set_defaults(func=_export_policy)
 
     _add_analysis_parsers(sub)
 

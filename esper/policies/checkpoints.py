@@ -4,7 +4,9 @@ A policy checkpoint (kind ``policy`` of :mod:`esper.checkpoint`: tensors and pla
 checksummed) holds the policy (name, constructor parameters, whole state), the Specialists'
 learner (name, parameters, state) and the Surgeon General's, the organisms' configs as plain
 dicts, the budget and the training history. :func:`load_policy` rebuilds a ready-to-act policy:
-a policy trained with a discrete head (QMIX) acts through its restored learner.
+a policy trained with a discrete head (QMIX) acts through its restored learner. A policy exported
+from a sweep member (:mod:`esper.platform.export`) also holds a ``provenance`` dict (run, trial,
+iteration, searched values), which :func:`load_policy` does not read.
 """
 
 from __future__ import annotations
