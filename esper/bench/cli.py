@@ -1,4 +1,5 @@
-"""The ``esper bench`` subcommands: ``perf``, ``quality``, ``primacy`` and ``double-loss``.
+"""The ``esper bench`` subcommands: ``perf``, ``quality``, ``held-out``, ``primacy`` and
+``double-loss``.
 
 Each handler imports its benchmark when it runs (they load Ray and torch), records results as
 JSON with the machine, and exits 2 on bad input before any work.
@@ -22,6 +23,17 @@ def _primacy(args: argparse.Namespace) -> int:
 
     try:
         run_primacy(args.preset, args.json, args.checkpoint, args.address, args.num_cpus)
+    except ValueError as err:
+        print(f"esper: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _held_out(args: argparse.Namespace) -> int:
+    from esper.bench.held_out import run_held_out
+
+    try:
+        run_held_out(args.preset, args.checkpoint, args.json, args.address, args.num_cpus)
     except ValueError as err:
         print(f"esper: {err}", file=sys.stderr)
         return 2
@@ -107,6 +119,15 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
     add_force_flag(quality)
     quality.set_defaults(func=_quality)
+    held_out = _experiment_parser(
+        bench_sub, "held-out", "score a trained Emrakul on streams and hosts the suite never "
+        "used", "about 20 min", "held-out.json", "PATH.md",
+    )  # fmt: skip
+    held_out.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="PATH",
+        help="Emrakul's policy, e.g. benchmarks/results/quality-emrakul.pt",
+    )  # fmt: skip
+    held_out.set_defaults(func=_held_out)
     primacy = _experiment_parser(
         bench_sub, "primacy", "an agent misled first: which surgeon restores its plasticity (RL)",
         "about 20 min", "primacy.json", "PATH.md, PATH-curves.png",
