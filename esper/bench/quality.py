@@ -7,7 +7,9 @@ own module (:mod:`esper.bench.quality_suite` holds the streams, seeds and condit
    the trained ablations) with :func:`~esper.policies.training.train_policy` on one organism
    per (stream, density), once per training seed (run 0 trains every variant, the other runs
    the full policy), saving a checkpoint candidate every ``snapshot_every`` surgeries (and
-   after the RigL-imitation warm start).
+   after the RigL-imitation warm start). A preset with ``trainer="sweep"`` trains each run's
+   full policy by a PBT sweep instead (:mod:`esper.bench.quality_sweep`, in this Ray), whose
+   members' checkpoints are the candidates.
 2. **Select** (:mod:`esper.bench.quality_selection`) on the validation seeds, by mean online
    accuracy: each run's checkpoint of each variant, and each sparse baseline's layer
    allocation at each density (its runs start while Emrakul trains).
@@ -60,6 +62,7 @@ from esper.bench.quality_suite import (
     run_labels,
     trained_variants,
 )
+from esper.bench.quality_sweep import check_member_fits, is_swept, sweep_config, train_by_sweep
 from esper.bench.quality_training import TrainedVariant, train_variant, training_overrides
 from esper.bench.tasks import gather, ray_session, remote
 from esper.files import atomic_write_text, output_problem
@@ -103,7 +106,10 @@ def _check_configs(preset: QualityPreset) -> None:
     """Compose every training config and every allocation once, so a bad setting (an unknown
     ``control``, blind group or allocation) fails before any work."""
     for run, variant in trained_variants(preset):
-        compose_config(training_overrides(preset, variant, run))
+        if is_swept(preset, variant):
+            sweep_config(preset, run, Path(preset.name))  # and its organisms' seeds
+        else:
+            compose_config(training_overrides(preset, variant, run))
     for allocation in preset.allocations:
         compose_config(policy_overrides(preset.streams[0], "static", preset.densities[0],
                                         allocation=allocation))  # fmt: skip
@@ -172,9 +178,14 @@ def _run(
     jobs = trained_variants(preset)
     console.print(f"[bold]esper bench quality[/bold] {preset.name}: training "
                   + ", ".join(f"{v} (run {r})" for r, v in jobs))  # fmt: skip
-    train_refs = [train.remote(preset, v, str(out_dir), r) for r, v in jobs]
+    swept = [(r, v) for r, v in jobs if is_swept(preset, v)]  # in this process, after the tasks
+    for run, _ in swept:
+        check_member_fits(sweep_config(preset, run, out_dir))
+    tasks = [job for job in jobs if job not in swept]
+    train_refs = [train.remote(preset, v, str(out_dir), r) for r, v in tasks]
     allocation_refs, allocation_keys = submit_allocation_runs(preset)  # while Emrakul trains
-    done = gather(train_refs, jobs, "training Emrakul", console)
+    done = {job: train_by_sweep(preset, job[0], out_dir, console) for job in swept}
+    done.update(gather(train_refs, tasks, "training Emrakul", console))
     trained = {job: done[job] for job in jobs}  # in training order, not finishing order
     chosen, selection = select_checkpoints(preset, trained, console)
     allocation = choose_allocations(
@@ -284,8 +295,9 @@ def _training_section(
 ) -> list[dict[str, Any]]:
     """The ``training`` section of the report: per run its seeds and directory and, per
     variant, the validation learning curve of its candidates (``imitation`` marks the warm
-    start's snapshot, surgeries 0), the chosen checkpoint, the surgeries trained and the
-    hyperparameters."""
+    start's snapshot, surgeries 0; a sweep's name their member: ``trial_id``, ``iteration``,
+    ``searched`` …), the chosen checkpoint, the surgeries trained and the hyperparameters (a
+    sweep's: its ``run_dir``, ``best_member`` and every member's final values)."""
     section = []
     for run, seed in enumerate(preset.train_seeds):
         variants = {}
@@ -297,6 +309,7 @@ def _training_section(
                     "surgeries": row["surgeries"],
                     "validation": row["validation"],
                     "imitation": row["surgeries"] == 0,
+                    **t.sources.get(row["path"], {}),
                 }
                 for row in selection
                 if (row["run"], row["variant"]) == (run, variant)
@@ -312,6 +325,7 @@ def _training_section(
                     "surgeries": best.surgeries,
                     "path": best.path,
                     "validation": best.validation,
+                    **t.sources.get(best.path, {}),
                 },
                 "surgeries_trained": t.surgeries,
                 "hyperparameters": t.hyperparameters,

@@ -5,7 +5,7 @@ online accuracy, so the evaluation seeds stay unseen until the table:
 
 * :func:`select_checkpoints`: each training run's checkpoint of each Emrakul variant (an RL
   one, never the imitation warm start, which is kept apart as the ``imitation_only``
-  condition);
+  condition; a sweep's candidates, several members' at the same surgeries, have none);
 * :func:`submit_allocation_runs` and :func:`choose_allocations`: each sparse baseline's layer
   allocation at each density (the runs start while Emrakul trains).
 """
@@ -56,27 +56,28 @@ def select_checkpoints(
 ) -> tuple[dict[tuple[int, str], CheckpointChoice], list[dict[str, Any]]]:
     """Each run's checkpoint of each variant, chosen on the validation seeds (an RL one: never
     the imitation snapshot, which is ``(run, "imitation_only")``); and the table of every
-    candidate's validation score."""
+    candidate's validation score (``path`` names the candidate: a sweep's members can share
+    ``surgeries``)."""
     evaluate = remote(evaluate_run)
     refs, keys = [], []
     for (run, variant), t in trained.items():
-        for (surgeries, path), stream, seed in product(
-            t.snapshots, preset.streams, preset.validation_seeds
+        for (i, (_, path)), stream, seed in product(
+            enumerate(t.snapshots), preset.streams, preset.validation_seeds
         ):
             refs.append(evaluate.remote(stream, "emrakul", preset.densities[0], seed, path,
                                         SWITCHES.get(variant, ())))  # fmt: skip
-            keys.append((run, variant, surgeries, stream.name, seed))
+            keys.append((run, variant, i, stream.name, seed))
     results = gather(refs, keys, "checkpoint selection (validation seeds)", console)
     table: list[dict[str, Any]] = []
     chosen: dict[tuple[int, str], CheckpointChoice] = {}
     for (run, variant), t in trained.items():
         best = None
-        for surgeries, path in t.snapshots:
+        for i, (surgeries, path) in enumerate(t.snapshots):
             scores = [v["metrics"]["online_accuracy"] for k, v in results.items()
-                      if k[:3] == (run, variant, surgeries)]  # fmt: skip
+                      if k[:3] == (run, variant, i)]  # fmt: skip
             choice = CheckpointChoice(surgeries, path, float(np.mean(scores)))
             table.append({"run": run, "variant": variant, "surgeries": surgeries,
-                          "validation": choice.validation})  # fmt: skip
+                          "path": path, "validation": choice.validation})  # fmt: skip
             if surgeries > 0 and (best is None or choice.validation > best.validation):
                 best = choice
             if surgeries == 0 and variant == "emrakul":

@@ -16,20 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "ABLATIONS",
-    "ALLOCATIONS",
-    "LEARNING",
-    "PRESETS",
-    "RIGL_HORIZON",
-    "SWITCHES",
-    "TRAINED_ABLATIONS",
-    "Condition",
-    "QualityPreset",
-    "Stream",
-    "conditions",
-    "run_labels",
-    "trained_variants",
-]
+    "ABLATIONS", "ALLOCATIONS", "LEARNING", "PRESETS", "RIGL_HORIZON", "SWITCHES",
+    "TRAINED_ABLATIONS", "TRAINERS", "WARM_START_ABLATIONS", "Condition", "QualityPreset",
+    "Stream", "conditions", "run_labels", "trained_variants",
+]  # fmt: skip
 
 
 RIGL_HORIZON = 0.75
@@ -85,6 +75,14 @@ SMALL_STREAMS = (
 )
 
 
+TRAINERS = ("in_process", "sweep")
+"""How a preset trains its full policy (``QualityPreset.trainer``): ``in_process``
+(:mod:`esper.bench.quality_training`, after a RigL-imitation warm start) or ``sweep`` (a PBT
+sweep, :mod:`esper.bench.quality_sweep`); the trained ablations always train in process."""
+
+WARM_START_ABLATIONS = ("imitation_only", "no_imitation")
+"""Ablations of the warm start, which the sweep's trainer does not have."""
+
 ALLOCATIONS = ("uniform", "erk")
 """Layer allocations a sparse baseline runs under (``workload.scalpel.distribution``, the names
 of :data:`esper.workloads.scalpel.allocation.DISTRIBUTIONS`): each baseline is scored at the one
@@ -123,10 +121,16 @@ class QualityPreset:
             under on the validation seeds; one entry skips that selection.
         plasticity_stream: Stream where dense backprop and dense CBP run for the loss-of-
             plasticity reproduction.
-        learner_params: Keyword arguments of the Specialists' learner.
+        learner_params: Keyword arguments of the Specialists' learner (a sweep explores
+            ``lr`` around this one).
+        trainer: How the full policy trains (:data:`TRAINERS`); a sweep trains
+            ``train_surgeries`` over all its members, without imitation.
+        sweep_members: Members of the sweep's population (``trainer="sweep"``).
+        sweep_overrides: Config overrides appended to the sweep's (``cluster.replica_cpus`` …).
 
     Raises:
-        ValueError: overlapping seed sets, or an empty or unknown allocation list.
+        ValueError: overlapping seed sets, an empty or unknown allocation list, an unknown
+            trainer, or a sweep with fewer than 2 members, no ``lr`` or a warm-start ablation.
     """
 
     name: str
@@ -150,12 +154,26 @@ class QualityPreset:
     allocations: tuple[str, ...] = ALLOCATIONS
     plasticity_stream: str = "permuted50"
     learner_params: dict[str, float] = field(default_factory=lambda: {"lr": 1e-4})
+    trainer: str = "in_process"
+    sweep_members: int = 4
+    sweep_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.allocations or set(self.allocations) - set(ALLOCATIONS):
             raise ValueError(
                 f"preset {self.name!r}: allocations={self.allocations} must name one or more of "
                 f"{', '.join(ALLOCATIONS)}"
+            )
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"preset {self.name!r}: unknown trainer {self.trainer!r}; valid: "
+                             f"{', '.join(TRAINERS)}")  # fmt: skip
+        warm = [a for a in self.ablations if a in WARM_START_ABLATIONS]
+        if self.trainer == "sweep" and (self.sweep_members < 2 or warm
+                                        or "lr" not in self.learner_params):  # fmt: skip
+            raise ValueError(
+                f"preset {self.name!r}: trainer='sweep' needs sweep_members ≥ 2 (got "
+                f"{self.sweep_members}), an lr in learner_params (got {self.learner_params}) "
+                f"and no warm-start ablation (got {warm}: the sweep has no imitation)"
             )
         _check_seeds(self)
 
@@ -278,12 +296,15 @@ PRESETS = {
         validation_seeds=(500, 501, 502),
         train_surgeries=20_000,
         snapshot_every=1000,
+        ablations=("no_general", "general_rigl", "blind_gradient", "blind_topology"),
         plasticity_stream="permuted200",
+        trainer="sweep",
     ),
 }
 """The presets of ``esper bench quality``: ``small`` fits 60 minutes on 2 cores; ``learning``
 (:data:`LEARNING`) asks whether Emrakul learns, in about 45; ``full`` is for a Ray cluster or a
-GPU machine."""
+GPU machine, and trains its policy by a PBT sweep (4 members × 6 replicas × 53 iterations of 16
+surgeries: 20,352; :mod:`esper.bench.quality_sweep`)."""
 
 
 @dataclass(frozen=True)
@@ -360,10 +381,13 @@ def conditions(preset: QualityPreset) -> list[Condition]:
         out.append(Condition(f"emrakul_{ablation}", "emrakul", first, every, variant, switches))
     if len(preset.train_seeds) > 1:
         labels = run_labels(preset)
-        if "imitation_only" not in preset.ablations:
+        warm = preset.trainer == "in_process"  # a sweep has no imitation snapshot
+        if warm and "imitation_only" not in preset.ablations:
             out.append(Condition(labels[0][1], "emrakul", first, every, "imitation_only"))
         for run, (full, imitation) in enumerate(labels[1:], start=1):
             out.append(Condition(full, "emrakul", first, every, "emrakul", run=run))
-            out.append(Condition(imitation, "emrakul", first, every, "imitation_only", run=run))
+            if warm:
+                out.append(Condition(imitation, "emrakul", first, every, "imitation_only",
+                                     run=run))  # fmt: skip
     out.append(Condition("cbp", "cbp", 1.0, (preset.plasticity_stream,)))
     return out

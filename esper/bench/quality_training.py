@@ -6,13 +6,15 @@ Each variant (the full policy or a trained ablation of
 from the run's training seed, and saves a checkpoint candidate after the RigL-imitation warm
 start and every ``snapshot_every`` surgeries. :class:`TrainedVariant` records where the
 candidates are and what the variant trained with; choosing among them is
-:mod:`esper.bench.quality_selection`'s job.
+:mod:`esper.bench.quality_selection`'s job. A preset with ``trainer="sweep"`` trains each run's
+full policy by a PBT sweep instead (:mod:`esper.bench.quality_sweep`, which returns a
+:class:`TrainedVariant` too).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +41,13 @@ class TrainedVariant:
         snapshots: ``(surgeries, path)`` of every checkpoint candidate, in training order
             (surgeries 0: the imitation warm start, before any RL update).
         surgeries: Surgeries trained (RL, over all organisms).
-        hyperparameters: What it trained with: learner and its parameters, the General's
-            parameters, reward weights, ``control``, ``imitation``, ``rollout``, the budget and
-            the policy's parameters.
+        hyperparameters: What it trained with (``trainer``: ``in_process`` here, ``sweep``
+            for :func:`~esper.bench.quality_sweep.train_by_sweep`, whose keys it documents):
+            learner and its parameters, the General's parameters, reward weights,
+            ``control``, ``imitation``, ``rollout``, the budget and the policy's parameters.
+        sources: Per candidate path, where it came from, when a sweep trained it (its
+            member's ``trial_id``, ``iteration``, ``fitness`` and ``searched`` values); empty
+            for the in-process trainer, whose candidates are its own snapshots.
     """
 
     run: int
@@ -51,6 +57,7 @@ class TrainedVariant:
     snapshots: tuple[tuple[int, str], ...]
     surgeries: int
     hyperparameters: dict[str, Any]
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def training_overrides(preset: QualityPreset, variant: str, run: int) -> list[str]:
@@ -111,6 +118,7 @@ def _hyperparameters(cfg: EsperConfig, result: TrainResult) -> dict[str, Any]:
 
     training = cfg.policy.training
     return {
+        "trainer": "in_process",
         "learner": training.learner,
         "learner_params": to_plain(dict(result.learner.specialists.params)),
         "general_params": to_plain(dict(training.general_params)),
