@@ -98,7 +98,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default="small",
         choices=["small", "learning", "full"],
         help="small: ≤ 60 min on 2 cores; learning: does Emrakul learn (3 training runs, "
-        "retrained blind ablations; ≈ 45 min on 2 cores); full: a cluster or GPU machine",
+        "retrained blind ablations; ≈ 60 min on 2 cores); full: a cluster or GPU machine",
     )
     quality.add_argument(
         "--json",

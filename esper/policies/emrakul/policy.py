@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from esper.policies.anesthesia import HarmonicAnnealing
 from esper.policies.base import POLICIES, Policy
-from esper.policies.emrakul.ablation import FIXED_RULES, SENSOR_GROUPS, blind_columns
+from esper.policies.emrakul.ablation import FIXED_RULES, blind_columns
 from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
+from esper.policies.emrakul.decision import Decision, DiscreteAgent
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
+from esper.policies.emrakul.senses import actor_inputs, drop_groups
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
 from esper.seeding import generator
 from esper.workloads.actions import LayerAction
@@ -38,43 +39,6 @@ from esper.workloads.memory import DataAction
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["Decision", "DiscreteAgent", "EmrakulPolicy"]
-
-
-class DiscreteAgent(Protocol):
-    """What a discrete learner (QMIX) offers the policy."""
-
-    def act(self, obs: torch.Tensor, agent_ids: torch.Tensor, explore: bool) -> torch.Tensor:
-        """Action indices ``[n]`` for observations ``[n, d]``."""
-        ...
-
-
-@dataclass
-class Decision:
-    """One surgery's decision, as the learners need it.
-
-    Attributes:
-        layers: Layer names, in agent order.
-        obs: ``[n, obs_dim]`` Specialist observations.
-        ids: ``[n]`` agent (layer slot) indices.
-        state: ``[state_dim]`` global state.
-        raw: ``[n, codec.width]`` raw Specialist actions (``[n]`` indices if discrete).
-        log_prob: ``[n]`` log-probabilities of ``raw`` (zeros if discrete).
-        actions: The decoded Specialist actions, by layer.
-        general_raw: The raw General action (``[general.action_dim]``) if it acted now.
-        general_log_prob: Its log-probability.
-        targets: Kept-weight counts per layer (``None``: densities unchanged).
-    """
-
-    layers: list[str]
-    obs: torch.Tensor
-    ids: torch.Tensor
-    state: torch.Tensor
-    raw: torch.Tensor
-    log_prob: torch.Tensor
-    actions: dict[str, SpecialistAction]
-    general_raw: torch.Tensor | None
-    general_log_prob: torch.Tensor | None
-    targets: dict[str, int] | None
 
 
 @POLICIES.register("emrakul")
@@ -100,17 +64,8 @@ class EmrakulPolicy(Policy):
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
             in what the actors see (an ablation).
-        sensor_dropout: Probability, in ``[0, 1)``, that an exploring decision (a training
-            rollout) sees a sensor group zeroed: each group of ``SENSOR_GROUPS`` is dropped
-            independently, for the whole decision (every layer and the global state), drawn
-            from the policy's own seeded stream; greedy (evaluation) decisions never drop.
-            It trains the actors to act sensibly when a group is missing or unreliable (as
-            dropout does for features, Srivastava et al. 2014), so a policy trained with it
-            degrades gracefully when blinded. It does not by itself make the policy *use* a
-            group more: a policy can tolerate a dropped group by ignoring it. Making actions
-            depend on the sensors is the auxiliary effect prediction's job (``aux_coef`` of
-            the MAPPO learner); measure either with
-            :func:`~esper.policies.emrakul.ablation.sensor_sensitivity`.
+        sensor_dropout: Probability, in ``[0, 1)``, that an exploring decision sees a sensor
+            group zeroed (:mod:`esper.policies.emrakul.senses`: what it is for, and what not).
         specialists: ``False`` replaces every Specialist's action by ``fixed_rule`` (an
             ablation).
         fixed_rule: What the Specialists are replaced by without ``specialists``: ``rigl``
@@ -285,9 +240,8 @@ class EmrakulPolicy(Policy):
         names = organism.scalpel.names
         obs, ids, state = self.inputs(organism, step)
         if explore and self.sensor_dropout > 0:
-            self._drop_sensors(
-                obs, state, step.observations[names[0]].names, step.global_state.names
-            )
+            drop_groups(obs, state, step.observations[names[0]].names,
+                        step.global_state.names, self.sensor_dropout, self.generator)  # fmt: skip
         if self.discrete:
             if self.q_agent is None:
                 raise RuntimeError("discrete=True needs a QMIX learner attached as q_agent")
@@ -331,32 +285,10 @@ class EmrakulPolicy(Policy):
     def inputs(
         self, organism: Organism, step: OrganismStep, hide: Sequence[str] = ()
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the actors see of ``step``: layer observations ``[n, obs_dim]``, agent ids
-        ``[n]`` and the global state ``[state_dim]``, with the :attr:`blind` groups and the
-        groups ``hide`` zeroed (no sensor dropout: that is drawn by :meth:`decide`)."""
-        names = organism.scalpel.names
-        obs = torch.stack([step.observations[n].to_tensor() for n in names]).float()
-        state = step.global_state.to_tensor().float().clone()  # the step's own tensor otherwise
-        groups = (*self.blind, *hide)
-        if groups:
-            obs[:, blind_columns(step.observations[names[0]].names, groups)] = 0.0
-            state[blind_columns(step.global_state.names, groups)] = 0.0
-        return obs, torch.arange(len(names)), state
-
-    def _drop_sensors(
-        self,
-        obs: torch.Tensor,
-        state: torch.Tensor,
-        obs_names: Sequence[str],
-        state_names: Sequence[str],
-    ) -> None:
-        """Zero, in place, each sensor group with probability :attr:`sensor_dropout`."""
-        draws = torch.rand(len(SENSOR_GROUPS), generator=self.generator)
-        dropped = [g for g, u in zip(SENSOR_GROUPS, draws.tolist(), strict=True)
-                   if u < self.sensor_dropout]  # fmt: skip
-        if dropped:
-            obs[:, blind_columns(obs_names, dropped)] = 0.0
-            state[blind_columns(state_names, dropped)] = 0.0
+        """What the actors see of ``step`` (:func:`~esper.policies.emrakul.senses.actor_inputs`)
+        with the :attr:`blind` groups and the groups ``hide`` zeroed (no sensor dropout: that
+        is drawn by :meth:`decide`)."""
+        return actor_inputs(organism, step, (*self.blind, *hide))
 
     def data_action(self) -> DataAction | None:
         """The General's last data-side decision (held between its decisions)."""
