@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -18,26 +19,31 @@ from esper.files import add_force_flag
 __all__ = ["add_bench_parser"]
 
 
-def _primacy(args: argparse.Namespace) -> int:
-    from esper.bench.primacy import run_primacy
-
+def _refused_as_exit_2(run: Callable[[], object]) -> int:
+    """Run a benchmark; a ``ValueError`` (bad input, found before any work) exits 2 with its
+    message."""
     try:
-        run_primacy(args.preset, args.json, args.checkpoint, args.address, args.num_cpus)
+        run()
     except ValueError as err:
         print(f"esper: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _primacy(args: argparse.Namespace) -> int:
+    from esper.bench.primacy import run_primacy
+
+    return _refused_as_exit_2(
+        lambda: run_primacy(args.preset, args.json, args.checkpoint, args.address, args.num_cpus)
+    )
 
 
 def _held_out(args: argparse.Namespace) -> int:
     from esper.bench.held_out import run_held_out
 
-    try:
-        run_held_out(args.preset, args.checkpoint, args.json, args.address, args.num_cpus)
-    except ValueError as err:
-        print(f"esper: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return _refused_as_exit_2(
+        lambda: run_held_out(args.preset, args.checkpoint, args.json, args.address, args.num_cpus)
+    )
 
 
 def _double_loss(args: argparse.Namespace) -> int:
