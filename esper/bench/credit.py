@@ -131,7 +131,9 @@ def measure_stream(
     return rows
 
 
-def _correlation(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
+def _correlation(
+    x: np.ndarray, y: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Pearson ``r`` with a BCa bootstrap interval over the (x, y) pairs."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"r": None, "ci": [None, None], "n": len(x)}
@@ -146,7 +148,7 @@ def _correlation(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
             lambda a, b: stats.pearsonr(a, b).statistic,
             paired=True,
             vectorized=False,
-            n_resamples=2000,
+            n_resamples=resamples,
             method="BCa",
             rng=np.random.default_rng(seed),
         )
@@ -161,11 +163,11 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(stats.spearmanr(x, y).statistic)
 
 
-def credit_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def credit_summary(rows: Sequence[dict[str, Any]], resamples: int = 2000) -> dict[str, Any]:
     """Correlations with each surgery's effect of the accuracy term and of the whole reward in
     three forms (``raw``; ``level``: minus the twin's accuracy; ``change``: also minus the gap
     before the surgery, :class:`esper.policies.credit.Credit`): Pearson with BCa intervals,
-    Spearman, and the terms' spreads, pooled and per stream."""
+    Spearman, and the terms' spreads, pooled and per stream (``resamples``: the bootstrap's)."""
 
     def block(part: Sequence[dict[str, Any]]) -> dict[str, Any]:
         acc = np.array([r["accuracy"] for r in part])
@@ -183,9 +185,9 @@ def credit_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         before = reward + epsilon * spike - epsilon * unbounded
         return {
             "surgeries": len(part),
-            "accuracy_term": {k: _correlation(v, effect) for k, v in forms.items()},
-            "reward": {"before": _correlation(before, effect)}
-            | {k: _correlation(v, effect) for k, v in rewards.items()},
+            "accuracy_term": {k: _correlation(v, effect, resamples) for k, v in forms.items()},
+            "reward": {"before": _correlation(before, effect, resamples)}
+            | {k: _correlation(v, effect, resamples) for k, v in rewards.items()},
             "spearman": {k: _spearman(v, effect) for k, v in forms.items()},
             "sd": {
                 "effect": float(np.std(effect)),

@@ -28,7 +28,7 @@ def test_each_surgery_is_measured_with_without_and_against_its_twin() -> None:
     # the gap before a surgery is the one measured after the previous
     for prev, row in itertools.pairwise(rows):
         assert row["gap_before"] == pytest.approx(prev["accuracy"] - prev["accuracy_twin"])
-    summary = credit_summary(rows)
+    summary = credit_summary(rows, resamples=200)
     assert summary["pooled"]["surgeries"] == 4
     assert set(summary["pooled"]["accuracy_term"]) == {"raw", "level", "change"}
     assert "| all (pooled) | 4 |" in format_summary(summary)
@@ -45,7 +45,7 @@ def test_the_summary_correlates_each_form_with_the_effect() -> None:
                      "accuracy_without": phase, "accuracy_twin": c, "gap_before": gap,
                      "reward": a, "spike": 0.0, "epsilon": 0.1, "changed": 1})  # fmt: skip
         gap = a - c
-    pooled = credit_summary(rows)["pooled"]
+    pooled = credit_summary(rows, resamples=200)["pooled"]
     assert pooled["accuracy_term"]["level"]["r"] == pytest.approx(1.0)
     assert pooled["accuracy_term"]["raw"]["r"] < 0.5
     assert pooled["sd"]["level"] == pytest.approx(pooled["sd"]["effect"])
