@@ -25,7 +25,13 @@ from esper.config import EsperConfig, SearchAlgorithm
 from esper.platform.population import Population
 from esper.platform.progress import SweepProgress
 from esper.platform.search import param_space, scheduler, search_algorithm
-from esper.platform.tracking import EsperMLflowCallback, mlflow_uri, run_tags
+from esper.platform.tracking import (
+    EsperMLflowCallback,
+    artifact_root,
+    mlflow_uri,
+    prepare_experiment,
+    run_tags,
+)
 from esper.platform.trainable import KIND, MemberTrainable, sampled_values
 
 __all__ = [
@@ -111,6 +117,7 @@ def run_config(cfg: EsperConfig, run_dir: Path, console: Console) -> tune.RunCon
         else list(cfg.search.bounds)
     )
     uri = mlflow_uri(cfg, run_dir.parent)
+    prepare_experiment(uri, run_dir.name, artifact_root(cfg, run_dir.parent))
     return tune.RunConfig(
         name=TUNE_DIR,
         storage_path=str(run_dir),

@@ -25,7 +25,7 @@ from esper.platform.runs import config_digest
 from esper.platform.search import RUN_DIR_KEY
 from esper.platform.trainable import EXPLOIT_SOURCE
 
-__all__ = ["EsperMLflowCallback", "mlflow_uri", "run_tags"]
+__all__ = ["EsperMLflowCallback", "artifact_root", "mlflow_uri", "prepare_experiment", "run_tags"]
 
 
 def mlflow_uri(cfg: EsperConfig, storage: Path) -> str:
@@ -33,6 +33,24 @@ def mlflow_uri(cfg: EsperConfig, storage: Path) -> str:
     if cfg.cluster.mlflow_uri:
         return cfg.cluster.mlflow_uri
     return f"sqlite:///{(storage / 'mlflow.db').resolve()}"
+
+
+def artifact_root(cfg: EsperConfig, storage: Path) -> Path | None:
+    """Where the default store's artifacts go: ``<storage>/mlartifacts``, beside
+    ``mlflow.db``, so that the store and its artifacts move (or are deleted) together with the
+    runs. ``None`` with ``cluster.mlflow_uri`` set: that server decides."""
+    return None if cfg.cluster.mlflow_uri else (storage / "mlartifacts").resolve()
+
+
+def prepare_experiment(uri: str, name: str, artifacts: Path | None) -> None:
+    """Create the MLflow experiment ``name`` with its artifacts under ``artifacts`` (the
+    callback would otherwise create it with MLflow's default, ``./mlruns`` of the current
+    directory, outside the runs); an existing experiment is left as it is."""
+    if artifacts is None:
+        return
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=artifacts.as_uri())
 
 
 def _git_revision() -> str:

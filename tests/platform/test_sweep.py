@@ -68,6 +68,8 @@ def test_random_sweep_tracks_every_member(tmp_path: Path, monkeypatch: pytest.Mo
 def _members_tracked(tmp_path: Path, run: Path) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
+    # the artifacts live beside the store, under the runs' storage, not in ./mlruns
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2
     for r in runs:
@@ -118,6 +120,8 @@ def test_tiny_pbt_sweep_applies_what_it_explores(tiny_pbt: tuple[Path, str, floa
         assert len(set(rates)) > 1, rates
     client = mlflow.MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
+    # the artifacts live beside the store, under the runs' storage, not in ./mlruns
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2
     for r in runs:
