@@ -282,7 +282,7 @@ validation seeds (420 runs, 1.8 M steps, ≈ 1600 core-s), 96 allocation runs (0
 ≈ 360 core-s, mostly while the last training runs) and 455 evaluation runs (15 conditions × 6
 streams × 5 seeds + dense CBP; 2.0 M steps, ≈ 1700 core-s): about 45 minutes on 2 cores, 51
 if a training surgery costs 0.25 s. Measured (2026-12-06, f6079cf, the machine shared with other
-work): 57 minutes, of which training 28 (a surgery with its twin ≈ 0.5 s under that load)."""
+work): 57 minutes, of which training 28 (a surgery with its twin ≈ 0.37 core-s under that load)."""
 
 PRESETS = {
     "small": QualityPreset("small", SMALL_STREAMS),
