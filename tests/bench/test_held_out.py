@@ -49,6 +49,10 @@ def _signature(overrides: tuple[str, ...]) -> tuple[str, tuple[str, ...], str]:
     return workload.dataset.name, drifts, workload.schedule.name
 
 
+_DEFAULT_BUILDS = ("rotated_gradual", "mnist1d_labels_gradual")
+"""Streams built on every host in the default suite (one per source); the rest with -m slow."""
+
+
 def test_every_held_out_stream_has_a_drift_or_schedule_no_suite_stream_has() -> None:
     suite = [_signature(s.overrides) for p in QUALITY_PRESETS.values() for s in p.streams]
     drifts = {d for _, ds, _ in suite for d in ds}
@@ -69,7 +73,12 @@ def test_every_held_out_stream_has_a_drift_or_schedule_no_suite_stream_has() -> 
 
 
 @pytest.mark.parametrize("host", list(HOSTS))
-@pytest.mark.parametrize("held", SMALL.streams, ids=lambda h: h.stream.name)
+@pytest.mark.parametrize(
+    "held",
+    [h if h.stream.name in _DEFAULT_BUILDS else pytest.param(h, marks=pytest.mark.slow)
+     for h in SMALL.streams],
+    ids=lambda h: h.stream.name,
+)  # fmt: skip
 def test_every_stream_builds_an_organism_on_every_host(held: HeldOutStream, host: str) -> None:
     from torch import nn
 

@@ -48,8 +48,9 @@ def _run_dir(storage: Path, kind: str) -> Path:
     return run
 
 
+@pytest.mark.slow  # the default suite's end-to-end Ray + Tune run is the tiny PBT sweep's
 def test_random_sweep_tracks_every_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default suite's end-to-end Ray + Tune run: two members searched at random."""
+    """Two members searched at random, tracked and signed."""
     monkeypatch.setenv(SECRET_ENV, str(tmp_path / "secret"))  # the driver's signing key
     args = [*_SWEEP, "search=random", "policy.training.iterations=2"]
     out = _esper("sweep", *args, f"cluster.storage_path={tmp_path}")
@@ -87,9 +88,9 @@ _PBT_BOUNDS = "search.bounds={reward.beta:[0,0.5],policy.training.learner_params
 
 @pytest.fixture(scope="module")
 def tiny_pbt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float]:
-    """The default suite's PBT sweep, run once for the tests below: 2 members, perturbations
-    at iterations 2 and 4, the Specialists' lr and β searched. Returns the storage, the
-    command's output and its wall time."""
+    """The default suite's end-to-end Ray + Tune run, once for the tests below: 2 members,
+    perturbations at iterations 2 and 4, the Specialists' lr and β searched. Returns the
+    storage, the command's output and its wall time."""
     storage = tmp_path_factory.mktemp("pbt")
     env = {**os.environ, SECRET_ENV: str(storage / "secret")}
     args = [*_SWEEP, "policy.training.iterations=5", "search.resample_probability=0", _PBT_BOUNDS]
@@ -102,7 +103,9 @@ def tiny_pbt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float
     return storage, out.stdout, time.monotonic() - started
 
 
-def test_tiny_pbt_sweep_applies_what_it_explores(tiny_pbt: tuple[Path, str, float]) -> None:
+def test_tiny_pbt_sweep_applies_what_it_explores(
+    tiny_pbt: tuple[Path, str, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An exploit happens, the member runs its explored values (the optimizer's lr is the
     explored one), MLflow keeps each member's schedule and its exploits, every writer closed,
     and the leaderboard lists each member once."""
@@ -118,10 +121,11 @@ def test_tiny_pbt_sweep_applies_what_it_explores(tiny_pbt: tuple[Path, str, floa
     for trial in set(exploits["trial"]):  # the explored lr differs from the one before
         rates = [r[f"hp/{_LR}"] for r in curves if r["trial"] == trial]
         assert len(set(rates)) > 1, rates
+    _members_tracked(storage, run)  # params, metrics, tags and artifacts of every member
+    monkeypatch.setenv(SECRET_ENV, str(storage / "secret"))  # the driver's signing key
+    verify_sweep(run, trust=False)  # signed as it stopped, with this user's key
     client = mlflow.MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
-    # the artifacts live beside the store, under the runs' storage, not in ./mlruns
-    assert experiment.artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2
     for r in runs:
