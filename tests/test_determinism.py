@@ -55,7 +55,7 @@ def _sweep_tables(storage: Path) -> dict[str, pd.DataFrame]:
     out = subprocess.run([sys.executable, "-m", "esper", "sweep", *args],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    (run,) = [p for p in storage.iterdir() if p.is_dir()]
+    (run,) = [p for p in storage.iterdir() if p.is_dir() and p.name != "mlartifacts"]
     loaded = load_run(run)
     tables = {}
     for name, table in (("events", loaded.events), ("metrics", loaded.metrics)):

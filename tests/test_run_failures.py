@@ -20,7 +20,7 @@ _REGRESSION = ["workload=slowly_changing_regression", "policy=rigl", "policy.den
 
 
 def _only_run(storage: Path) -> Path:
-    (run,) = [p for p in storage.iterdir() if p.is_dir()]
+    (run,) = [p for p in storage.iterdir() if p.is_dir() and p.name != "mlartifacts"]
     return run
 
 

@@ -34,7 +34,8 @@ def test_demo_sweep_tracks_members_and_logs_pbt_exploits(tmp_path: Path) -> None
     trials = {line.split()[1] for line in board.splitlines() if "_0000" in line}
     assert len(trials) == 4 and all(board.count(t) == 1 for t in trials), board
     assert "Emrakul (best member" in out.stdout and "· RigL " in out.stdout and "Δ " in out.stdout
-    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name != "mlartifacts"]
+    assert (tmp_path / "mlartifacts").is_dir()  # the store's artifacts, beside it
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
     runs = client.search_runs([experiment.experiment_id])
