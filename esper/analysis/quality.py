@@ -109,7 +109,9 @@ def run_metrics(
         accuracy: Online accuracy of each SGD step of the stream, in order.
         task_length: Steps per task (tasks start at multiples of it).
         density: Final global density.
-        flops: Final sparse ÷ dense forward FLOPs.
+        flops: Sparse ÷ dense forward FLOPs, averaged over the run's SGD steps (the final
+            ratio under a fixed budget; results recorded before the elastic budget, 2026-12-06,
+            hold the final ratio, which differs only for GMP's dense start).
         reversal_rate: Mean mask reversal rate over surgeries (0 for policies that never
             change a mask).
         recovery_window: Steps averaged by the recovery rule.

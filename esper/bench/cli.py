@@ -102,9 +102,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     quality.add_argument(
         "--preset",
         default="small",
-        choices=["small", "learning", "full"],
+        choices=["small", "learning", "elastic", "full"],
         help="small: ≤ 60 min on 2 cores; learning: does Emrakul learn (3 training runs, "
-        "retrained blind ablations; ≈ 60 min on 2 cores); full: a cluster or GPU machine",
+        "retrained blind ablations; ≈ 60 min on 2 cores); elastic: an elastic budget against "
+        "RigL and scripted breathing at equal mean FLOPs (≈ 30 min); full: a cluster or GPU "
+        "machine",
     )
     quality.add_argument(
         "--json",

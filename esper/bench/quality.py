@@ -79,7 +79,6 @@ __all__ = [
 
 README_BEGIN = "<!-- quality:begin -->"
 README_END = "<!-- quality:end -->"
-FOCUS = "emrakul"
 
 
 def credit_setup(preset: QualityPreset, checkpoint: str) -> list[tuple[Any, ...]]:
@@ -217,7 +216,7 @@ def _run(
     credit_rows = [row for i in range(len(credit_refs)) for row in measured[i]]
     scores = [RunScore(c.label, c.density, name, seed, r["metrics"])
               for (c, name, seed), r in runs.items()]  # fmt: skip
-    results, paired = summarize(scores, FOCUS)
+    results, paired = summarize(scores, preset.focus)
     for entry in results:
         if (key := (entry["policy"], entry["density"])) in picked:
             entry["allocation"] = picked[key]

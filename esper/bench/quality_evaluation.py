@@ -40,7 +40,7 @@ def policy_overrides(
     policy's, RigL's ``t_end`` (``horizon`` of the stream) and the layer ``allocation``
     (``None``: the workload's)."""
     extra = [f"policy={policy}", f"policy.density={density}"]
-    if policy == "rigl":  # RigL stops updating the mask at T_end = horizon × the stream
+    if policy in ("rigl", "rigl_elastic"):  # RigL's mask stops at T_end = horizon × stream
         extra.append(f"policy.params.t_end={max(1, int(horizon * stream.steps))}")
     if allocation is not None:
         extra.append(f"workload.scalpel.distribution={allocation}")
@@ -88,6 +88,6 @@ def evaluate_run(
     acc = np.zeros(stream.steps)
     acc[: min(len(accuracies), stream.steps)] = accuracies[: stream.steps]
     reversal = 0.0 if np.isnan(report.oscillation) else report.oscillation
-    metrics = run_metrics(acc, task_length, report.density, report.flops, reversal)
+    metrics = run_metrics(acc, task_length, report.density, report.mean_flops, reversal)
     return {"metrics": metrics, "task_end": task_end_accuracies(acc, task_length).tolist(),
             "diverged": report.diverged}  # fmt: skip

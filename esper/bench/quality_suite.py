@@ -15,9 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from esper.bench.quality_variants import (
+    ABLATIONS,
+    EVERY_DENSITY,
+    SWITCHES,
+    TRAINED_ABLATIONS,
+    WARM_START_ABLATIONS,
+)
+
 __all__ = [
-    "ABLATIONS", "ALLOCATIONS", "LEARNING", "PRESETS", "RIGL_HORIZON", "SWITCHES",
-    "TRAINED_ABLATIONS", "TRAINERS", "WARM_START_ABLATIONS", "Condition", "QualityPreset",
+    "ABLATIONS", "ALLOCATIONS", "ELASTIC", "EVERY_DENSITY", "LEARNING", "PRESETS",
+    "RIGL_HORIZON", "SWITCHES", "TRAINED_ABLATIONS", "TRAINERS", "WARM_START_ABLATIONS",
+    "Condition", "QualityPreset",
     "Stream", "conditions", "run_labels", "trained_variants",
 ]  # fmt: skip
 
@@ -80,9 +89,6 @@ TRAINERS = ("in_process", "sweep")
 (:mod:`esper.bench.quality_training`, after a RigL-imitation warm start) or ``sweep`` (a PBT
 sweep, :mod:`esper.bench.quality_sweep`); the trained ablations always train in process."""
 
-WARM_START_ABLATIONS = ("imitation_only", "no_imitation")
-"""Ablations of the warm start, which the sweep's trainer does not have."""
-
 ALLOCATIONS = ("uniform", "erk")
 """Layer allocations a sparse baseline runs under (``workload.scalpel.distribution``, the names
 of :data:`esper.workloads.scalpel.allocation.DISTRIBUTIONS`): each baseline is scored at the one
@@ -127,6 +133,8 @@ class QualityPreset:
             ``train_surgeries`` over all its members, without imitation.
         sweep_members: Members of the sweep's population (``trainer="sweep"``).
         sweep_overrides: Config overrides appended to the sweep's (``cluster.replica_cpus`` …).
+        focus: The condition every paired difference is taken from (``emrakul``, or a variant's
+            label such as ``emrakul_elastic``).
 
     Raises:
         ValueError: overlapping seed sets, an empty or unknown allocation list, an unknown
@@ -157,6 +165,7 @@ class QualityPreset:
     trainer: str = "in_process"
     sweep_members: int = 4
     sweep_overrides: tuple[str, ...] = ()
+    focus: str = "emrakul"
 
     def __post_init__(self) -> None:
         if not self.allocations or set(self.allocations) - set(ALLOCATIONS):
@@ -215,45 +224,6 @@ def _check_seeds(preset: QualityPreset) -> None:
             owner[s] = run
 
 
-ABLATIONS = {
-    "no_general": "trained and evaluated without the Surgeon General (layer densities stay ERK)",
-    "no_imitation": "trained by RL alone, without the RigL-imitation warm start",
-    "imitation_only": "the behaviour-cloned RigL imitation before any RL update",
-    "general_rigl": "the trained policy with its Specialists replaced by RigL's rule (the "
-    "General still allocates)",
-    "blind_gradient": "the trained policy evaluated blind to the gradient sensors (Fisher, "
-    "GSNR, coherence, FGSF)",
-    "blind_topology": "the trained policy evaluated blind to the topology sensors (structure, "
-    "GNN embedding, predicted impact)",
-    "retrained_blind_gradient": "trained from scratch, same budget, never seeing the gradient "
-    "sensors, and evaluated blind to them",
-    "retrained_blind_topology": "trained from scratch, same budget, never seeing the topology "
-    "sensors, and evaluated blind to them",
-}
-"""Emrakul variants an ablation can name, and what each removes. Those of
-:data:`TRAINED_ABLATIONS` are trained on their own; the others use the full policy's
-checkpoint (``imitation_only`` its snapshot before RL)."""
-
-TRAINED_ABLATIONS: dict[str, tuple[str, ...]] = {
-    "no_general": ("policy.params.use_general=false",),
-    "no_imitation": ("policy.training.imitation=0",),
-    "retrained_blind_gradient": ("policy.params.blind=[gradient]",),
-    "retrained_blind_topology": ("policy.params.blind=[topology]",),
-}
-"""Ablations that need a training run of their own, and the config overrides of that run
-(applied after the preset's training settings)."""
-
-SWITCHES: dict[str, tuple[tuple[str, Any], ...]] = {
-    "general_rigl": (("specialists", False),),
-    "blind_gradient": (("blind", ("gradient",)),),
-    "blind_topology": (("blind", ("topology",)),),
-    "retrained_blind_gradient": (("blind", ("gradient",)),),
-    "retrained_blind_topology": (("blind", ("topology",)),),
-}
-"""Policy attributes an ablation sets on its loaded checkpoint, in selection and evaluation
-alike (a retrained-blind checkpoint is blind already; the switch says so where it is read)."""
-
-
 LEARNING = QualityPreset(
     "learning",
     SMALL_STREAMS,
@@ -284,9 +254,25 @@ streams × 5 seeds + dense CBP; 2.0 M steps, ≈ 1700 core-s): about 45 minutes 
 if a training surgery costs 0.25 s. Measured (2026-12-06, f6079cf, the machine shared with other
 work): 57 minutes, of which training 28 (a surgery with its twin ≈ 0.37 core-s under that load)."""
 
+ELASTIC = QualityPreset(
+    "elastic",
+    SMALL_STREAMS,
+    baselines=("rigl", "rigl_elastic"),
+    ablations=("elastic",),
+    credit_surgeries=0,
+    focus="emrakul_elastic",
+)
+"""Does an elastic budget help? Emrakul trained with an elastic budget (``emrakul_elastic``) at
+mean FLOPs 0.10 and 0.05 against RigL at the fixed budget, ``rigl_elastic`` (RigL breathing on
+a scripted schedule at the same mean FLOPs: elasticity without learning), the fixed-budget
+Emrakul trained the same way, and dense. Two trainings of 1,800 surgeries run side by side;
+with 156 selection and 335 evaluation runs, about 30 minutes on 2 cores (scaled from
+:data:`LEARNING`'s costs)."""
+
 PRESETS = {
     "small": QualityPreset("small", SMALL_STREAMS),
     "learning": LEARNING,
+    "elastic": ELASTIC,
     "full": QualityPreset(
         "full",
         (
@@ -379,7 +365,9 @@ def conditions(preset: QualityPreset) -> list[Condition]:
         own = ablation in TRAINED_ABLATIONS or ablation == "imitation_only"
         variant = ablation if own else "emrakul"
         switches = SWITCHES.get(ablation, ())
-        out.append(Condition(f"emrakul_{ablation}", "emrakul", first, every, variant, switches))
+        for density in preset.densities if ablation in EVERY_DENSITY else (first,):
+            out.append(Condition(f"emrakul_{ablation}", "emrakul", density, every, variant,
+                                 switches))  # fmt: skip
     if len(preset.train_seeds) > 1:
         labels = run_labels(preset)
         warm = preset.trainer == "in_process"  # a sweep has no imitation snapshot

@@ -32,6 +32,8 @@ class EvaluationReport:
         density: Global density at the end (parameter-weighted over masked tensors).
         densities: Final density per layer.
         flops: Final sparse ÷ dense forward FLOPs.
+        mean_flops: Sparse ÷ dense forward FLOPs averaged over every SGD step (what an elastic
+            budget holds; equal to ``flops`` under a fixed one).
         oscillation: Mean flip-flop rate over surgeries.
         reward: Mean weighted reward.
         components: Mean of each raw reward component.
@@ -54,6 +56,7 @@ class EvaluationReport:
     accuracy_by_task: dict[int, float] = field(default_factory=dict)
     events: int = 0
     diverged: bool = False
+    mean_flops: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (task keys as strings)."""
@@ -91,12 +94,17 @@ def evaluate_policy(
     rewards: list[float] = []
     components: dict[str, list[float]] = {}
     n_events = 0
+    shape = organism.stream.source.input_shape
+    flop_steps = organism.scalpel.flops(shape).ratio * organism.sgd_step
     if on_events is not None and step.events:
         on_events(step.events)
     if on_step is not None:
         on_step(-1, step)
     for i in range(surgeries):
+        before = organism.sgd_step
         step = organism.step(policy.act(organism, step), data=policy.data_action())
+        assert step.components is not None
+        flop_steps += step.components.flops * (organism.sgd_step - before)
         policy.observe(organism, step)
         n_events += len(step.events)
         if on_events is not None and step.events:
@@ -104,7 +112,6 @@ def evaluate_policy(
         accuracy.append(step.info["online_accuracy"])
         by_task.setdefault(step.info["task_index"], []).append(step.info["online_accuracy"])
         rewards.append(step.reward)
-        assert step.components is not None
         for key, value in asdict(step.components).items():
             components.setdefault(key, []).append(value)
         if on_step is not None:
@@ -119,11 +126,12 @@ def evaluate_policy(
         final_accuracy=accuracy[-1] if accuracy else float("nan"),
         density=organism.scalpel.global_density(),
         densities=organism.scalpel.densities(),
-        flops=organism.scalpel.flops(organism.stream.source.input_shape).ratio,
+        flops=organism.scalpel.flops(shape).ratio,
         oscillation=_mean(components.get("oscillation", [])),
         reward=_mean(rewards),
         components={k: _mean(v) for k, v in components.items()},
         accuracy_by_task={k: _mean(v) for k, v in sorted(by_task.items())},
         events=n_events,
         diverged=bool(step.info["diverged"]),
+        mean_flops=flop_steps / organism.sgd_step if organism.sgd_step else float("nan"),
     )

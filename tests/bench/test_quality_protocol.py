@@ -14,9 +14,10 @@ from rich.console import Console
 
 from esper.bench import quality, quality_selection
 from esper.bench.quality import README_BEGIN, README_END, TrainedVariant, credit_setup
-from esper.bench.quality_evaluation import compose_config
+from esper.bench.quality_evaluation import compose_config, policy_overrides
 from esper.bench.quality_suite import (
     ALLOCATIONS,
+    ELASTIC,
     LEARNING,
     PRESETS,
     QualityPreset,
@@ -105,6 +106,20 @@ def test_learning_preset_expands_runs_ablations_and_allocations() -> None:
     labels = [c.label for c in conditions(single)]
     assert not any("run" in label or "imitation" in label for label in labels)
     assert {c.allocation for c in conditions(single) if c.policy == "rigl"} == {"erk"}
+
+
+def test_elastic_preset_compares_the_elastic_variant_at_every_density() -> None:
+    conds = conditions(ELASTIC)
+    elastic = [c for c in conds if c.label == "emrakul_elastic"]
+    assert sorted(c.density for c in elastic) == [0.05, 0.1]
+    assert all(c.variant == "elastic" for c in elastic)
+    assert {c.density for c in conds if c.label == "rigl_elastic"} == {0.05, 0.1}
+    assert (0, "elastic") in trained_variants(ELASTIC) and ELASTIC.focus == "emrakul_elastic"
+    trained = compose_config(training_overrides(ELASTIC, "elastic", 0))
+    assert trained.policy.params["elastic"] is True
+    stream = ELASTIC.streams[0]
+    overrides = policy_overrides(stream, "rigl_elastic", 0.05)
+    assert f"policy.params.t_end={int(0.75 * stream.steps)}" in overrides
 
 
 def test_every_preset_composes_before_any_work() -> None:

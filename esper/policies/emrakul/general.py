@@ -122,6 +122,8 @@ class SurgeonGeneral(nn.Module):
         data_action: Also output the data side's action (refresh share and selection rule).
         strategy: The rule an untrained General keeps choosing (the organism's own; default
             ``reservoir``).
+        elastic: Also output the global density it asks for (an elastic budget,
+            :mod:`esper.policies.elastic`), last in the action.
     """
 
     STRATEGIES = tuple(SELECTIONS.names())
@@ -135,6 +137,7 @@ class SurgeonGeneral(nn.Module):
         init_log_std: float = -1.0,
         data_action: bool = False,
         strategy: str | None = None,
+        elastic: bool = False,
     ) -> None:
         super().__init__()
         if state_dim < 1 or max_layers < 1:
@@ -142,8 +145,10 @@ class SurgeonGeneral(nn.Module):
         self.state_dim = state_dim
         self.max_layers = max_layers
         self.data_action = data_action
+        self.elastic = elastic
         self.hidden_dim = hidden
-        self.action_dim = max_layers + 1 + (1 + len(self.STRATEGIES) if data_action else 0)
+        self.action_dim = (max_layers + 1 + (1 + len(self.STRATEGIES) if data_action else 0)
+                           + int(elastic))  # fmt: skip
         self.body = nn.Sequential(
             nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
         )
@@ -168,7 +173,8 @@ class SurgeonGeneral(nn.Module):
         """The action distribution for ``state`` ``[n, state_dim]`` (``ids`` unused: one agent).
 
         Action layout: ``max_layers`` density logits, the annealing gain logit, then with
-        ``data_action`` the refresh logit and one logit per :attr:`STRATEGIES` entry.
+        ``data_action`` the refresh logit and one logit per :attr:`STRATEGIES` entry, then with
+        ``elastic`` the global density logit.
         """
         mean = self.mean(self.features(state))
         return GaussianBernoulli(mean, self.log_std.expand_as(mean), None)
@@ -177,11 +183,16 @@ class SurgeonGeneral(nn.Module):
         """The annealing gain in ``[0, 2]`` encoded by ``action`` (one raw General action)."""
         return float(2.0 * torch.sigmoid(action[self.max_layers]))
 
+    def density_logit(self, action: torch.Tensor) -> float | None:
+        """The elastic budget's density logit in ``action`` (``None`` without ``elastic``)."""
+        return float(action[-1]) if self.elastic else None
+
     def data(self, action: torch.Tensor) -> DataAction | None:
         """The data side's action encoded by ``action``: refresh share ``sigmoid`` of its logit,
         the rule of the largest strategy logit (``None`` without ``data_action``)."""
         if not self.data_action:
             return None
         refresh = float(torch.sigmoid(action[self.max_layers + 1]))
-        choice = int(action[self.max_layers + 2 :].argmax())
+        end = self.max_layers + 2 + len(self.STRATEGIES)
+        choice = int(action[self.max_layers + 2 : end].argmax())
         return DataAction(refresh=refresh, strategy=self.STRATEGIES[choice])

@@ -27,9 +27,11 @@ import torch
 
 from esper.policies.anesthesia import HarmonicAnnealing
 from esper.policies.base import POLICIES, Policy
+from esper.policies.elastic import ElasticDensity
 from esper.policies.emrakul.ablation import FIXED_RULES, blind_columns
 from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
 from esper.policies.emrakul.decision import Decision, DiscreteAgent
+from esper.policies.emrakul.episode import EpisodeState
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
 from esper.policies.emrakul.senses import actor_inputs, drop_groups
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
@@ -53,6 +55,10 @@ class EmrakulPolicy(Policy):
         max_turnover: Turnover of a saturated Specialist.
         amplitude: Harmonic annealing amplitude of the global target (0: none); it acts
             through the General's allocation, so it needs ``use_general``.
+        elastic: The General also chooses the global density, in ``[budget / elastic_span,
+            budget · elastic_span]``, held to a mean FLOPs ratio of ``budget`` over the run
+            (:mod:`esper.policies.elastic`); its state gains the account's features.
+        elastic_span: The elastic density range's factor (≥ 1).
         period: Harmonic annealing period, in surgeries.
         sedation_steps: SGD steps a Specialist's sedation lasts.
         heat_surgeries: Surgeries a heat burst lasts.
@@ -92,6 +98,8 @@ class EmrakulPolicy(Policy):
         min_density: float = 0.01,
         max_turnover: float = 0.5,
         amplitude: float = 0.0,
+        elastic: bool = False,
+        elastic_span: float = 2.0,
         period: int = 8,
         sedation_steps: int = 10,
         heat_surgeries: int = 3,
@@ -123,6 +131,12 @@ class EmrakulPolicy(Policy):
             raise ValueError(f"heat_tau={heat_tau} and heat_turnover={heat_turnover} must be ≥ 1")
         if amplitude < 0:
             raise ValueError(f"amplitude={amplitude} must be ≥ 0")
+        if elastic and (not use_general or amplitude > 0 or elastic_span < 1):
+            raise ValueError(
+                f"elastic=True needs use_general=True (got {use_general}), amplitude=0 (got "
+                f"{amplitude}: both would move the global density) and elastic_span ≥ 1 (got "
+                f"{elastic_span})"
+            )
         if fixed_rule not in FIXED_RULES:
             raise ValueError(
                 f"fixed_rule={fixed_rule!r} is unknown; valid: {', '.join(FIXED_RULES)}"
@@ -146,6 +160,8 @@ class EmrakulPolicy(Policy):
         self.min_density = min_density
         self.codec = ActionCodec(max_turnover, sedation_steps, protect=protect)
         self.amplitude = amplitude
+        self.elastic = elastic
+        self.elastic_span = elastic_span
         self.period = period
         self.heat = (heat_surgeries, heat_tau, heat_turnover)
         self.regrow_init = regrow_init
@@ -168,7 +184,7 @@ class EmrakulPolicy(Policy):
         self.q_agent: DiscreteAgent | None = None
         self.last: Decision | None = None
         self.generator = generator(seed, "emrakul", "act")
-        self._episode_reset()
+        self.episode = EpisodeState()
 
     # -- networks ------------------------------------------------------------------------
 
@@ -181,9 +197,14 @@ class EmrakulPolicy(Policy):
                 obs_dim, self.max_layers, self.hidden, self.embed_dim, bits=self.codec.bits
             )
             self.general = SurgeonGeneral(
-                state_dim, self.max_layers, self.hidden, data_action=self.data_choice,
-                strategy=strategy,
+                state_dim + self._extra, self.max_layers, self.hidden,
+                data_action=self.data_choice, strategy=strategy, elastic=self.elastic,
             )  # fmt: skip
+
+    @property
+    def _extra(self) -> int:
+        """State columns the policy adds to the organism's global state (the account's)."""
+        return len(ElasticDensity.FEATURES) if self.elastic else 0
 
     def _networks(self) -> tuple[SpecialistActor, SurgeonGeneral]:
         if self.specialist is None or self.general is None:
@@ -191,15 +212,6 @@ class EmrakulPolicy(Policy):
         return self.specialist, self.general
 
     # -- the Policy interface ------------------------------------------------------------
-
-    def _episode_reset(self) -> None:
-        self._surgery = 0
-        self._heat_left: dict[str, int] = {}
-        self._logits: torch.Tensor | None = None
-        self._gain = 1.0
-        self._prior: dict[str, float] = {}
-        self._annealing: HarmonicAnnealing | None = None
-        self._data: DataAction | None = None
 
     def reset(self, organism: Organism, first: OrganismStep) -> None:
         """Start an episode: build the networks on first use, note the initial allocation."""
@@ -214,17 +226,19 @@ class EmrakulPolicy(Policy):
             side = organism.data_side
             self.build(obs_dim, state_dim, side.memory.default.strategy if side else None)
         specialist, general = self._networks()
-        if specialist.obs_dim != obs_dim or general.state_dim != state_dim:
+        if specialist.obs_dim != obs_dim or general.state_dim != state_dim + self._extra:
             raise ValueError(
                 f"the policy was built for observations of width {specialist.obs_dim} and "
                 f"states of width {general.state_dim}, this organism has {obs_dim} and "
                 f"{state_dim}"
             )
-        self._episode_reset()
+        self.episode = EpisodeState()
         budget = self.budget if self.budget is not None else organism.scalpel.global_density()
         floor = min(self.min_density, budget)
-        self._annealing = HarmonicAnnealing(budget, self.amplitude, self.period, floor=floor)
-        self._prior = {n: max(organism.scalpel.density(n), 1e-6) for n in names}
+        self.episode.annealing = HarmonicAnnealing(budget, self.amplitude, self.period, floor=floor)
+        if self.elastic:
+            self.episode.elastic = ElasticDensity(budget, self.elastic_span, organism)
+        self.episode.prior = {n: max(organism.scalpel.density(n), 1e-6) for n in names}
 
     def act(self, organism: Organism, step: OrganismStep) -> dict[str, LayerAction]:
         """Sample (or, if :attr:`greedy`, take the modes of) the surgery after ``step``."""
@@ -234,7 +248,7 @@ class EmrakulPolicy(Policy):
         self, organism: Organism, step: OrganismStep, explore: bool = True
     ) -> dict[str, LayerAction]:
         """:meth:`act` with explicit exploration; the decision is kept in :attr:`last`."""
-        if self._annealing is None:
+        if self.episode.annealing is None:
             self.reset(organism, step)
         specialist, general = self._networks()
         names = organism.scalpel.names
@@ -255,15 +269,17 @@ class EmrakulPolicy(Policy):
                 log_prob = dist.log_prob(raw)
             chosen = {n: self.codec.decode(r) for n, r in zip(names, raw, strict=True)}
         general_raw = general_log_prob = None
-        if self.use_general and self._surgery % self.general_interval == 0:
+        if self.use_general and self.episode.surgery % self.general_interval == 0:
             with torch.no_grad():
                 gdist = general.distribution(state.unsqueeze(0))
                 g = gdist.sample(self.generator) if explore else gdist.mode()
                 general_log_prob = gdist.log_prob(g)[0]
             general_raw = g[0]
-            self._logits = general_raw[: len(names)].clone()
-            self._gain = general.amplitude_gain(general_raw)
-            self._data = general.data(general_raw)
+            self.episode.logits = general_raw[: len(names)].clone()
+            self.episode.gain = general.amplitude_gain(general_raw)
+            self.episode.data = general.data(general_raw)
+            if self.episode.elastic is not None:
+                self.episode.elastic.ask_logit(float(general.density_logit(general_raw) or 0.0))
         targets = self._targets(organism) if self.use_general else None
         actions = {}
         for name in names:
@@ -279,7 +295,7 @@ class EmrakulPolicy(Policy):
         self.last = Decision(
             names, obs, ids, state, raw, log_prob, chosen, general_raw, general_log_prob, targets
         )
-        self._surgery += 1
+        self.episode.surgery += 1
         return actions
 
     def inputs(
@@ -288,29 +304,39 @@ class EmrakulPolicy(Policy):
         """What the actors see of ``step`` (:func:`~esper.policies.emrakul.senses.actor_inputs`)
         with the :attr:`blind` groups and the groups ``hide`` zeroed (no sensor dropout: that
         is drawn by :meth:`decide`)."""
-        return actor_inputs(organism, step, (*self.blind, *hide))
+        obs, ids, state = actor_inputs(organism, step, (*self.blind, *hide))
+        if self.elastic:  # the account (zeros before the episode starts)
+            seen = self.episode.elastic.features() if self.episode.elastic else [0.0] * self._extra
+            state = torch.cat([state, torch.tensor(seen, dtype=state.dtype)])
+        return obs, ids, state
 
     def data_action(self) -> DataAction | None:
         """The General's last data-side decision (held between its decisions)."""
-        return self._data
+        return self.episode.data
 
     def _targets(self, organism: Organism) -> dict[str, int]:
-        assert self._annealing is not None and self._logits is not None
+        episode = self.episode
+        assert episode.annealing is not None and episode.logits is not None
         names = organism.scalpel.names
-        density = self._annealing.target(self._surgery, self._gain)
-        prior = torch.tensor([math.log(self._prior[n]) for n in names])
+        logits = episode.logits + torch.tensor([math.log(episode.prior[n]) for n in names])
         sizes = [organism.scalpel.numel(n) for n in names]
-        floor = min(self.min_density, density)
-        counts = allocate_counts(self._logits + prior, sizes, density, floor)
+
+        def allocate(density: float) -> list[int]:
+            return allocate_counts(logits, sizes, density, min(self.min_density, density))
+
+        if episode.elastic is not None:  # the density the account grants
+            counts = episode.elastic.counts(organism, allocate)[1]
+        else:
+            counts = allocate(episode.annealing.target(episode.surgery, episode.gain))
         return dict(zip(names, counts, strict=True))
 
     def _heated(self, name: str, action: SpecialistAction) -> SpecialistAction:
         surgeries, tau_factor, turnover_factor = self.heat
-        left = self._heat_left.get(name, 0)
+        left = self.episode.heat_left.get(name, 0)
         if action.heat and left == 0:
             left = surgeries
         if left > 0:
-            self._heat_left[name] = left - 1
+            self.episode.heat_left[name] = left - 1
             return action.heated(tau_factor, turnover_factor, self.codec.max_turnover)
         return action
 
@@ -331,20 +357,13 @@ class EmrakulPolicy(Policy):
         return {
             "params": dict(self.params),
             "obs_dim": None if specialist is None else specialist.obs_dim,
-            "state_dim": None if general is None else general.state_dim,
+            "state_dim": None if general is None else general.state_dim - self._extra,
             "specialist": None if specialist is None else specialist.state_dict(),
             "general": None if general is None else general.state_dict(),
             "policy_version": self.policy_version,
             "generator": self.generator.get_state(),
             "discrete": self.discrete,
-            "episode": {
-                "surgery": self._surgery,
-                "heat_left": dict(self._heat_left),
-                "logits": None if self._logits is None else self._logits.clone(),
-                "gain": self._gain,
-                "prior": dict(self._prior),
-                "annealing": None if self._annealing is None else self._annealing.state_dict(),
-            },
+            "episode": self.episode.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -358,14 +377,4 @@ class EmrakulPolicy(Policy):
         self.policy_version = int(state["policy_version"])
         self.generator.set_state(state["generator"])
         self.discrete = bool(state["discrete"])
-        episode = state["episode"]
-        self._surgery = int(episode["surgery"])
-        self._heat_left = {str(k): int(v) for k, v in episode["heat_left"].items()}
-        logits = episode["logits"]
-        self._logits = None if logits is None else logits.clone()
-        self._gain = float(episode["gain"])
-        self._prior = {str(k): float(v) for k, v in episode["prior"].items()}
-        annealing = episode["annealing"]
-        if annealing is not None:  # the schedule's phase is state, its amplitude this policy's
-            annealing = {**annealing, "amplitude": self.amplitude}
-        self._annealing = None if annealing is None else HarmonicAnnealing(**annealing)
+        self.episode = EpisodeState.from_state_dict(state["episode"], self.amplitude)
