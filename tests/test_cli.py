@@ -191,7 +191,8 @@ def test_evaluate_every_baseline_at_90_percent_sparsity(
     assert "Baselines" in out.stdout and "Mean reward components" in out.stdout
     reports = {r["policy"]: r for r in json.loads(path.read_text())["reports"]}
     assert set(reports) == {"dense", "static", "gmp", "set", "rigl", "cbp", "redo", "random",
-                            "fgsf", "periodic_reset"}  # fmt: skip
+                            "fgsf", "periodic_reset", "shrink_perturb", "swr",
+                            "rigl_elastic"}  # fmt: skip
     for name, report in reports.items():
         assert report["surgeries"] == 2
         assert set(report["components"]) == {"accuracy", "flops", "oscillation", "gsnr", "spike"}
@@ -199,7 +200,7 @@ def test_evaluate_every_baseline_at_90_percent_sparsity(
             assert report["density"] == pytest.approx(0.1, abs=0.002)  # its schedule
     assert reports["dense"]["density"] == reports["periodic_reset"]["density"] == 1.0
     runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 10
+    assert len(runs) == 13
     for run in runs:
         assert {"run.json", "config.yaml", "report.json", "metrics"} <= {
             p.name for p in run.iterdir()

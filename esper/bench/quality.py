@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from itertools import product
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from esper.analysis.breathing import breathing_summary
 from esper.analysis.plots import plasticity_curves
 from esper.analysis.quality import RunScore, between_runs, plasticity_summary, summarize
 from esper.analysis.quality_tables import markdown_runs, markdown_tables
@@ -273,6 +275,18 @@ def _run(
         "results": results,
         "paired": paired,
         "plasticity": plasticity_summary(task_end, preset.plasticity_stream),
+        "breathing": breathing_summary(
+            [
+                {
+                    "policy": c.label,
+                    "density": c.density,
+                    "stream": n,
+                    "seed": s,
+                    "breathing": r.get("breathing", math.nan),
+                }
+                for (c, n, s), r in runs.items()
+            ]
+        ),
         "task_end": task_end,
         "runs": [s.to_json() for s in scores],
     }

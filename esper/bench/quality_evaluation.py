@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from esper.analysis.breathing import breathing_correlation
 from esper.analysis.quality import run_metrics, task_end_accuracies
 from esper.bench.quality_suite import RIGL_HORIZON, Stream
 
@@ -59,8 +60,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
     set on it) on ``stream``, under the layer ``allocation`` (``None``: the workload's): its
-    metrics and its end-of-task accuracies. A host that diverges scores 0 on the steps it did
-    not run."""
+    metrics, its end-of-task accuracies and its breathing correlation
+    (:func:`~esper.analysis.breathing.breathing_correlation`; NaN under a fixed budget). A host
+    that diverges scores 0 on the steps it did not run."""
     from esper.policies.base import dense_start, make_policy
     from esper.policies.checkpoints import load_policy
     from esper.policies.evaluation import evaluate_policy
@@ -72,22 +74,27 @@ def evaluate_run(
     start, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, density=start))
     accuracies: list[float] = []
+    losses: list[float] = []  # per interval: the reset's, then one per surgery
+    densities: list[float] = []  # after each surgery
+
+    def note(index: int, step: Any) -> None:
+        accuracies.extend(step.info["accuracies"])
+        losses.append(float(step.info["online_loss"]))
+        if index >= 0:
+            densities.append(float(step.info["density"]))
+
     with one_thread():
         organism = build_organism(cfg)
         surgeon = load_policy(checkpoint) if checkpoint else make_policy(policy, **params)
         for attribute, value in switches:
             setattr(surgeon, attribute, value)
         surgeries = stream.steps // cfg.policy.surgery_interval - 1
-        report = evaluate_policy(
-            organism,
-            surgeon,
-            surgeries,
-            on_step=lambda _, step: accuracies.extend(step.info["accuracies"]),
-        )
+        report = evaluate_policy(organism, surgeon, surgeries, on_step=note)
     task_length = int(cfg.workload.schedule.params["task_length"])
     acc = np.zeros(stream.steps)
     acc[: min(len(accuracies), stream.steps)] = accuracies[: stream.steps]
     reversal = 0.0 if np.isnan(report.oscillation) else report.oscillation
     metrics = run_metrics(acc, task_length, report.density, report.mean_flops, reversal)
     return {"metrics": metrics, "task_end": task_end_accuracies(acc, task_length).tolist(),
-            "diverged": report.diverged}  # fmt: skip
+            "diverged": report.diverged,
+            "breathing": breathing_correlation(losses, densities)}  # fmt: skip

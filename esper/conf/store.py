@@ -153,6 +153,18 @@ def _policies() -> dict[str, PolicyConfig]:
     options["rigl"] = PolicyConfig(
         name="rigl", density=budget, params={"alpha": 0.3, "delta_t": 100, "t_end": 1100}
     )
+    options["rigl_elastic"] = PolicyConfig(  # RigL's settings, breathing around the budget
+        name="rigl_elastic", density=budget, params={"alpha": 0.3, "delta_t": 100, "t_end": 1100}
+    )
+    # Shrink & Perturb once per task, when new data arrives as in Ash & Adams; SWR with the
+    # paper's incremental-CIFAR period and threshold (its permuted-MNIST period, 2048 steps,
+    # outlasts the stream).
+    options["shrink_perturb"] = PolicyConfig(
+        name="shrink_perturb", density=budget, params={"interval": 300}
+    )
+    options["swr"] = PolicyConfig(
+        name="swr", density=budget, params={"interval": 128, "factor": 5e-4}
+    )
     return options
 
 

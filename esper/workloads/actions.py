@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from esper.workloads.forgetting import PERTURB, SHRINK
 from esper.workloads.scalpel import REGROW_INITS, Scalpel
 
 __all__ = ["InvalidActionError", "LayerAction", "cut"]
@@ -46,6 +47,10 @@ class LayerAction:
         forget: Flat indices of weights to shrink and perturb (Fisher-guided selective
             forgetting, :func:`esper.workloads.forgetting.shrink_perturb`); their mask state
             does not change.
+        forget_shrink: ``λ`` of the forget, the fraction of each forgotten weight kept, in
+            ``[0, 1]`` (default :data:`~esper.workloads.forgetting.SHRINK`).
+        forget_perturb: Scale of the fresh initial-distribution draw the forget adds, in
+            ``[0, 1]`` (default :data:`~esper.workloads.forgetting.PERTURB`).
         target_density: The layer density the surgeon now aims for (the Surgeon General's
             allocation, in ``[0, 1]``), recorded as a ``budget`` event; the prune/regrow
             indices enact it.
@@ -63,6 +68,8 @@ class LayerAction:
     reset_units: torch.Tensor | Sequence[int] = ()
     target_density: float | None = None
     forget: torch.Tensor | Sequence[int] = ()
+    forget_shrink: float = SHRINK
+    forget_perturb: float = PERTURB
     protect: bool = False
 
     def __post_init__(self) -> None:
@@ -109,6 +116,10 @@ class LayerAction:
             raise InvalidActionError(
                 f"{where}target_density={self.target_density} must lie in [0, 1]"
             )
+        for field_name in ("forget_shrink", "forget_perturb"):
+            value = getattr(self, field_name)
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise InvalidActionError(f"{where}{field_name}={value} must lie in [0, 1]")
         if self.regrow_init not in REGROW_INITS:
             raise InvalidActionError(
                 f"{where}regrow_init={self.regrow_init!r} is unknown; valid: "

@@ -46,7 +46,15 @@ def operate(
             count = reset_units(org.host, org.scalpel, org.optimizer, name, units, org.generator)
             events.append(org.events.event(ctx, name, "reset", units, value=float(count)))
         if (forget := torch.as_tensor(act.forget, dtype=torch.int64).view(-1)).numel():
-            count = shrink_perturb(org.host, org.optimizer, name, forget, org.generator)
+            count = shrink_perturb(
+                org.host,
+                org.optimizer,
+                name,
+                forget,
+                org.generator,
+                shrink=act.forget_shrink,
+                perturb=act.forget_perturb,
+            )
             events.append(org.events.event(ctx, name, "forget", forget, value=float(count)))
         if act.tau is not None:
             org.scalpel.set_temperature(name, act.tau)

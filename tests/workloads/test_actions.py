@@ -39,6 +39,11 @@ BAD_FIELDS: list[tuple[str, Any]] = [
     ("target_density", 1.5),
     ("target_density", _NAN),
     ("regrow_init", "no_such_init"),
+    ("forget_shrink", 1.5),
+    ("forget_shrink", -0.1),
+    ("forget_shrink", _NAN),
+    ("forget_perturb", 2.0),
+    ("forget_perturb", _NAN),
 ]
 
 
@@ -64,6 +69,8 @@ def test_an_unknown_regrow_init_lists_the_valid_ones() -> None:
         {"target_density": 0.0},
         {"target_density": 1.0},
         {"regrow_init": "zero"},
+        {"forget_shrink": 0.0, "forget_perturb": 1.0},
+        {"forget_shrink": 1.0, "forget_perturb": 0.0},
     ],
 )
 def test_values_at_the_edges_of_each_range_are_accepted(kwargs: dict[str, Any]) -> None:

@@ -24,10 +24,13 @@ SMALL: dict[str, dict[str, Any]] = {
     "random": {"delta_t": 6},
     "redo": {"interval": 6},
     "rigl": {"delta_t": 6, "t_end": 60},
+    "rigl_elastic": {"delta_t": 6, "t_end": 60},
     "set": {"delta_t": 6},
     "static": {"density": 0.1},
     "fgsf": {"density": 0.1, "fraction": 0.05},
     "periodic_reset": {"interval": 6},
+    "shrink_perturb": {"interval": 6},
+    "swr": {"interval": 6, "factor": 0.5},
 }
 
 
@@ -68,7 +71,7 @@ def test_every_baseline_runs_two_surgeries_and_checkpoints(name: str) -> None:
     second = clone.act(org, step)
     assert first.keys() == second.keys()
     for layer, action in first.items():
-        for field in ("prune", "regrow", "reset_units"):
+        for field in ("prune", "regrow", "reset_units", "forget"):
             a = torch.as_tensor(getattr(action, field), dtype=torch.int64)
             b = torch.as_tensor(getattr(second[layer], field), dtype=torch.int64)
             assert torch.equal(a.sort().values, b.sort().values), (layer, field)
@@ -92,6 +95,8 @@ def test_every_baseline_runs_two_surgeries_and_checkpoints(name: str) -> None:
         ("cbp", {"maturity_threshold": -1}, "maturity_threshold"),
         ("redo", {"threshold": -0.5}, "threshold"),
         ("redo", {"interval": 0}, "period"),
+        ("shrink_perturb", {"shrink": 1.5}, "shrink"),
+        ("swr", {"factor": -1.0}, "factor"),
     ],
 )
 def test_constructors_reject_bad_hyperparameters(
