@@ -73,11 +73,12 @@ class Episode:
     accuracies: list[float] = field(default_factory=list)
 
 
-def _transition(d: Decision, reward: float, nxt: OrganismStep, done: bool) -> Transition:
+def _transition(
+    d: Decision, reward: float, nxt: OrganismStep, next_state: torch.Tensor, done: bool
+) -> Transition:
     next_obs = torch.stack([nxt.observations[n].to_tensor() for n in d.layers]).float()
     return Transition(
-        d.obs, d.ids, d.state, d.raw, d.log_prob, reward,
-        next_obs, nxt.global_state.to_tensor().float(), done,
+        d.obs, d.ids, d.state, d.raw, d.log_prob, reward, next_obs, next_state, done,
     )  # fmt: skip
 
 
@@ -130,7 +131,9 @@ class _EpisodeBuilder:
             self.components.append(dataclasses.asdict(nxt.components))
         if self.general is not None:
             self.general.reward += reward
-        self.episode.transitions.append(_transition(self.decision, reward, nxt, self.diverged))
+        self.episode.transitions.append(
+            _transition(self.decision, reward, nxt, self.policy.state_of(nxt), self.diverged)
+        )
         self.step = nxt
         return self.diverged
 
@@ -139,7 +142,7 @@ class _EpisodeBuilder:
         if self.general is not None:
             self.general.done = self.diverged
             episode.general.append(self.general)
-        episode.bootstrap = None if self.diverged else step.global_state.to_tensor().float()
+        episode.bootstrap = None if self.diverged else self.policy.state_of(step)
         episode.metrics = {
             "surgeries": len(self.rewards),
             "mean_reward": sum(self.rewards) / len(self.rewards),

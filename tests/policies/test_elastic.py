@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 from esper.conf import compose
 from esper.policies.baselines.elastic_rigl import ElasticRigL
+from esper.policies.checkpoints import load_policy, save_policy
 from esper.policies.elastic import ElasticBudget, ElasticDensity, FlopCost, elastic_bounds
 from esper.policies.emrakul import EmrakulPolicy
 from esper.policies.evaluation import evaluate_policy
+from esper.policies.training import train_policy
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism
 from tests.organisms import TINY_ORGANISM
@@ -155,3 +158,27 @@ def test_scripted_detector_flags_a_loss_jump_only() -> None:
     assert [policy.detect(x) for x in (1.0, 1.1, 0.9, 2.0, math.nan, 1.0)] == [
         False, False, False, True, False, False,
     ]  # fmt: skip
+
+
+def test_an_elastic_emrakul_trains_with_the_account_in_every_state(tmp_path: Path) -> None:
+    """Training sees the account's features in the decisions' states, the next states and the
+    bootstrap alike (the critics' inputs), and the trained policy loads back elastic."""
+    cfg = compose([
+        "policy=emrakul", "policy.density=0.2", "policy.surgery_interval=3",
+        "workload.batch_size=16", "workload.host.params.hidden=[16,8]",
+        "workload.organism.sense_batches=2", "workload.organism.spike_window=2",
+        "policy.training.surgeries=8", "policy.training.rollout=4", "experiment.seed=1",
+        "+policy.params.general_interval=2", "+policy.params.elastic=true",
+        "policy.training.imitation=2", "policy.training.control=rigl",
+    ])  # fmt: skip
+    result = train_policy(cfg)
+    assert result.policy.elastic and result.policy.policy_version == 3  # imitation + 2 updates
+    policy = load_policy(save_policy(tmp_path / "elastic.pt", result))
+    assert isinstance(policy, EmrakulPolicy) and policy.elastic
+    organism = build_organism(cfg)
+    step = organism.reset()
+    policy.reset(organism, step)
+    policy.act(organism, step)
+    assert policy.last is not None
+    assert policy.last.state.numel() == step.global_state.width + len(ElasticDensity.FEATURES)
+    assert torch.equal(policy.state_of(step)[: step.global_state.width], policy.last.state[:-3])

@@ -306,9 +306,18 @@ class EmrakulPolicy(Policy):
         is drawn by :meth:`decide`)."""
         obs, ids, state = actor_inputs(organism, step, (*self.blind, *hide))
         if self.elastic:  # the account (zeros before the episode starts)
-            seen = self.episode.elastic.features() if self.episode.elastic else [0.0] * self._extra
-            state = torch.cat([state, torch.tensor(seen, dtype=state.dtype)])
+            extra = self.state_of(step)[state.numel() :]
+            state = torch.cat([state, extra])
         return obs, ids, state
+
+    def state_of(self, step: OrganismStep) -> torch.Tensor:
+        """The critic's state after ``step``: its global state, and the account's features
+        under an elastic budget (what :attr:`last` ``.state`` holds at a decision)."""
+        state = step.global_state.to_tensor().float()
+        if not self.elastic:
+            return state
+        seen = self.episode.elastic.features() if self.episode.elastic else [0.0] * self._extra
+        return torch.cat([state, torch.tensor(seen, dtype=state.dtype)])
 
     def data_action(self) -> DataAction | None:
         """The General's last data-side decision (held between its decisions)."""
