@@ -108,10 +108,11 @@ class MemoryConfig:
 
 
 class Optimizer(str, Enum):
-    """Optimizer of the host network."""
+    """Optimizer of the host network (``esper.workloads.optimizers.OPTIMIZERS``)."""
 
     sgd = "sgd"
     adam = "adam"
+    upgd = "upgd"
 
 
 @dataclass
@@ -131,11 +132,23 @@ class WorkloadConfig:
     host: ComponentConfig = field(default_factory=lambda: ComponentConfig("mlp"))
     """Host network: ``mlp``, ``cnn`` or ``transformer``."""
     optimizer: Optimizer = Optimizer.sgd
-    """Optimizer of the host network."""
+    """Optimizer of the host network: ``sgd``, ``adam`` (decoupled weight decay, as AdamW) or
+    ``upgd`` (utility-based perturbed gradient descent, Elsayed & Mahmood 2024)."""
     lr: float = 0.02
     """Learning rate of the host network."""
     momentum: float = 0.9
-    """SGD momentum (ignored by Adam)."""
+    """SGD momentum (ignored by Adam and UPGD)."""
+    weight_decay: float = 0.0
+    """Weight decay of the host's parameters: coupled for SGD (``g + wd·θ``), decoupled for Adam
+    and UPGD (``θ·(1 − lr·wd)``). 0: none."""
+    l2_init: float = 0.0
+    """L2 Init's λ (Kumar et al. 2023, "Maintaining Plasticity in Continual Learning via
+    Regenerative Regularization"): the loss gains ``λ‖θ − θ₀‖²`` toward the weights the organism
+    started from, on active weights (``esper.workloads.l2_init``). 0: off; the paper sweeps
+    1e-2 … 1e-5."""
+    optimizer_params: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of the optimizer (UPGD: ``beta_utility``, ``sigma``; Adam:
+    ``betas``, ``eps``); unknown names are rejected with the allowed ones."""
     scalpel: ScalpelConfig = field(default_factory=ScalpelConfig)
     """Masks on the host's prunable tensors."""
     organism: OrganismConfig = field(default_factory=OrganismConfig)

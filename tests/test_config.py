@@ -68,7 +68,7 @@ def test_host_initialisation_is_seeded() -> None:
         ),
         (["nonsense=1"], "unknown key 'nonsense'; valid keys at the top level: workload"),
         (["workload.batch_size=abc"], "invalid value 'abc' for 'workload.batch_size'"),
-        (["workload.optimizer=rmsprop"], "expected one of [sgd, adam]"),
+        (["workload.optimizer=rmsprop"], "expected one of [sgd, adam, upgd]"),
         (
             ["workload.host.name=resnet"],
             "unknown host 'resnet' at workload.host.name; valid hosts: cnn, mlp, transformer",

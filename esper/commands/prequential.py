@@ -81,7 +81,7 @@ def run_prequential(
     seed = cfg.experiment.seed
     stream = build_stream(cfg.workload, seed)
     model = build_host(cfg.workload, stream, seed)
-    optimizer = build_optimizer(cfg.workload, model)
+    optimizer = build_optimizer(cfg.workload, model, seed=seed)
     total = cfg.experiment.steps or len(stream)
     kind = stream.source.kind
     name = run_name(cfg, "prequential", workload)

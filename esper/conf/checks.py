@@ -7,17 +7,19 @@ workload) so that each module holds one concern.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from esper.config import ComponentConfig, EsperConfig
+from esper.config import ComponentConfig, EsperConfig, WorkloadConfig
 
 __all__ = [
     "REWARD_KEYS",
     "ConfigError",
     "check_component",
     "check_host_size",
+    "check_optimizer",
     "validate_platform",
 ]
 
@@ -49,6 +51,31 @@ def check_component(
                 f"unknown parameter {key}.params.{name} for {registry.kind} {component.name!r}; "
                 f"allowed: {', '.join(allowed) or '(none)'}"
             )
+
+
+_OWN_KEYS = ("lr", "momentum", "weight_decay")
+"""Optimizer arguments with a workload key of their own (not ``workload.optimizer_params``)."""
+
+
+def check_optimizer(w: WorkloadConfig) -> None:
+    """``workload.weight_decay``, ``workload.l2_init`` and ``workload.optimizer_params``: the
+    optimizer is built once over a dummy tensor, so that an unknown name or a value it refuses
+    is reported now, naming the key."""
+    import torch
+
+    from esper.registry import InvalidParameterError
+    from esper.workloads.optimizers import make_optimizer
+
+    for key, value in (("weight_decay", w.weight_decay), ("l2_init", w.l2_init)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"workload.{key} must be a finite number ≥ 0 (0: off), got {value}")
+    for key in w.optimizer_params:
+        if key in _OWN_KEYS:
+            raise ConfigError(f"set workload.{key}, not workload.optimizer_params.{key}")
+    try:
+        make_optimizer(w, [{"params": [torch.zeros(1, requires_grad=True)]}])
+    except (InvalidParameterError, ValueError, TypeError) as err:
+        raise ConfigError(f"workload.optimizer={w.optimizer.value}: {err}") from err
 
 
 def _check_reference(reference: str, metric: str) -> None:

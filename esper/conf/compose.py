@@ -26,6 +26,7 @@ from esper.conf.checks import (
     ConfigError,
     check_component,
     check_host_size,
+    check_optimizer,
     validate_platform,
 )
 from esper.conf.searchable import check_bounds
@@ -51,7 +52,8 @@ def _check_groups(overrides: Sequence[str]) -> None:
             raise ConfigError(f"unknown {key} {value!r}; valid {key}s: {', '.join(options(key))}")
 
 
-_FREE_DICTS = (".params", ".sensors", ".learner_params", ".general_params", ".retention")
+_FREE_DICTS = (".params", ".sensors", ".learner_params", ".general_params", ".retention",
+               ".optimizer_params")  # fmt: skip
 
 
 def _free_params(override: str) -> str:
@@ -299,6 +301,7 @@ def validate(cfg: EsperConfig) -> None:
         raise ConfigError(f"workload.lr must be a finite number > 0, got {w.lr}")
     if not 0.0 <= w.momentum < 1.0:
         raise ConfigError(f"workload.momentum must lie in [0, 1), got {w.momentum}")
+    check_optimizer(w)
     for key in REWARD_KEYS:
         value = getattr(cfg.reward, key)
         if not (math.isfinite(value) and 0.0 <= value <= _MAX_WEIGHT):

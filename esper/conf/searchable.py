@@ -59,6 +59,8 @@ SEARCHABLE: dict[str, ValidRange] = {
     "policy.params.amplitude": ValidRange(high=1.0, meaning="annealing amplitude"),
     "policy.params.max_turnover": ValidRange(low_open=True, high=1.0,
                                              meaning="largest turnover a Specialist may ask"),
+    "workload.l2_init": ValidRange(low_open=True,  # λ = 0 has no anchors for PBT to copy
+                                   meaning="L2 Init's λ, pull toward the initial weights"),
     "workload.scalpel.mechanism.params.tau": ValidRange(low_open=True,
                                                         meaning="mask temperature τ"),
     "workload.scalpel.mechanism.params.beta": ValidRange(low_open=True,

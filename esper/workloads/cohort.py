@@ -49,6 +49,7 @@ from esper.workloads.organism import Organism
 from esper.workloads.prequential import StepRecord, stacked_batch_loss
 from esper.workloads.rl.agent import ENVIRONMENTS
 from esper.workloads.scalpel.mechanisms.hard import HardMask
+from esper.workloads.sgd import has_step_hooks
 from esper.workloads.timestep import OrganismStep
 
 __all__ = ["Cohort", "CohortError", "check_cohort_config"]
@@ -69,6 +70,9 @@ def check_cohort_config(workload: WorkloadConfig, cohort: int) -> None:
         return
     needs = {
         "workload.optimizer": (workload.optimizer.value, "sgd"),
+        "workload.weight_decay": (workload.weight_decay, 0.0),
+        "workload.l2_init": (workload.l2_init, 0.0),
+        "workload.optimizer_params": (dict(workload.optimizer_params), {}),
         "workload.scalpel.mechanism.name": (workload.scalpel.mechanism.name, "masked"),
         "workload.scalpel.penalty_weight": (workload.scalpel.penalty_weight, 0.0),
         "workload.memory.capacity": (workload.memory.capacity, 0),
@@ -126,6 +130,9 @@ def _check(organism: Organism, index: int) -> None:
     opt = organism.optimizer
     if type(opt) is not torch.optim.SGD:
         raise CohortError(f"{where}: optimizer {type(opt).__name__}; a cohort trains with SGD")
+    if has_step_hooks(opt):
+        raise CohortError(f"{where}: its optimizer has step hooks (L2 Init?), which the batched "
+                          "step does not run; a cohort needs workload.l2_init=0")  # fmt: skip
     for group in opt.param_groups:
         for key, plain in (("weight_decay", 0), ("dampening", 0), ("nesterov", False),
                            ("maximize", False)):  # fmt: skip

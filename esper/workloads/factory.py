@@ -11,13 +11,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from esper.config import EsperConfig, Optimizer, WorkloadConfig
+from esper.config import EsperConfig, WorkloadConfig
 from esper.registry import build
 from esper.seeding import small_seed
 from esper.workloads.datasets import make_source
 from esper.workloads.drift import make_drift
 from esper.workloads.hosts import Host, make_host
+from esper.workloads.l2_init import L2Init
 from esper.workloads.memory import DataSide, Memory, Retention
+from esper.workloads.optimizers import make_optimizer
 from esper.workloads.organism import Organism
 from esper.workloads.rl import ENV_DRIFTS, AgentSource, AgentStream
 from esper.workloads.rl.contact import decision_critical
@@ -112,30 +114,36 @@ def build_host(
 
 
 def build_optimizer(
-    cfg: WorkloadConfig, model: nn.Module, scalpel: Scalpel | None = None
+    cfg: WorkloadConfig, model: nn.Module, scalpel: Scalpel | None = None, seed: int = 0
 ) -> torch.optim.Optimizer:
-    """The host network's optimizer (``workload.optimizer``, ``lr``, ``momentum``).
+    """The host network's optimizer (``workload.optimizer`` with ``lr``, ``momentum``,
+    ``weight_decay`` and ``optimizer_params``: :data:`~esper.workloads.optimizers.OPTIMIZERS`;
+    its noise, if any, seeded from ``seed``), with L2 Init attached when ``workload.l2_init``
+    is above 0 (:class:`~esper.workloads.l2_init.L2Init`, anchored at the weights as they are
+    now: build it once they hold their initial values).
 
     With a ``scalpel``, each prunable tensor gets a parameter group of its own (named by the
     ``"layer"`` key, so sedation can damp single layers), the other host parameters one group,
-    and the mask mechanism's learnable parts (gate logits) one without weight decay.
+    and the mask mechanism's learnable parts (gate logits) one without weight decay; UPGD's
+    perturbation and L2 Init's pull then act on the masked tensors' supports only.
     """
-    groups: list[dict[str, Any]]
-    if scalpel is None:
-        groups = [{"params": list(model.parameters())}]
-    else:
-        named = dict(model.named_parameters())
+    named = dict(model.named_parameters())
+    groups: list[dict[str, Any]] = [{"params": list(named.values())}]
+    mechanism: list[torch.Tensor] = []
+    supports: dict[str, torch.Tensor] = {}
+    if scalpel is not None:
         prunable = {id(named[n]) for n in scalpel.names}
         groups = [{"params": [named[n]], "layer": n} for n in scalpel.names]
         rest = [p for p in model.parameters() if id(p) not in prunable]
         if rest:
             groups.append({"params": rest})
-        extra = list(scalpel.parameters())
-        if extra:
-            groups.append({"params": extra, "weight_decay": 0.0})
-    if cfg.optimizer == Optimizer.adam:
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        mechanism = list(scalpel.parameters())
+        supports = {n: scalpel.mask(n) for n in scalpel.names}
+    by_param: dict[torch.Tensor, torch.Tensor] = {named[n]: s for n, s in supports.items()}
+    optimizer = make_optimizer(cfg, groups, mechanism, seed, by_param)
+    if cfg.l2_init > 0:
+        L2Init(optimizer, named, cfg.l2_init, supports)  # lives in the optimizer's hooks
+    return optimizer
 
 
 def _rescale_init(host: nn.Module, scalpel: Scalpel) -> None:
@@ -193,7 +201,7 @@ def build_organism(
         stream,
         scalpel,
         NervousSystem(sensors, loss_fn=loss_fn, boundary_fn=boundary_fn),
-        build_optimizer(w, host, scalpel),
+        build_optimizer(w, host, scalpel, seed),
         surgery_interval=cfg.policy.surgery_interval,
         reward=cfg.reward,
         penalty_weight=w.scalpel.penalty_weight,

@@ -134,7 +134,14 @@ class MLP(Host):
         num_outputs: Classes, or 1 for regression.
         hidden: Widths of the hidden layers.
         activation: ``relu``, ``gelu`` or ``tanh``.
+        layer_norm: Put a LayerNorm (with its affine scale and shift) between each hidden
+            Linear and its activation, ``norms.i`` after ``layers.i``: the normalisation that,
+            with weight decay, Lyle et al. 2024 ("Disentangling the Causes of Plasticity Loss
+            in Neural Networks", arXiv 2402.18762) find keeps networks plastic. Its parameters
+            stay dense (only Linear weights are prunable).
     """
+
+    norms: nn.ModuleList | None
 
     def __init__(
         self,
@@ -142,17 +149,21 @@ class MLP(Host):
         num_outputs: int,
         hidden: Sequence[int] = (128, 128),
         activation: str = "relu",
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         widths = [math.prod(input_shape), *hidden, num_outputs]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.act = _activation(activation)
+        self.norms = nn.ModuleList(nn.LayerNorm(w) for w in hidden) if layer_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i < len(self.layers) - 1:
+                if self.norms is not None:
+                    h = self.norms[i](h)
                 h = self.act(h)
         return h
 
@@ -166,9 +177,13 @@ class MLP(Host):
         ``h Wᵀ`` form, which was itself twice as fast as the ``vmap`` form. Module hooks do
         not run (the layers are not called).
 
+        With LayerNorms the generic form runs instead.
+
         Raises:
             ValueError: ``params`` is not one weight and one bias per layer.
         """
+        if self.norms is not None:
+            return super().stacked_forward(params, x)
         if len(params) != 2 * len(self.layers):
             raise ValueError(
                 f"{len(params)} stacked tensors for {len(self.layers)} layers: expected a "

@@ -11,23 +11,29 @@ first buffer a copy of ``g``; ``p ← p − lr·buf``), in the same
 order, so results are bit-identical (tests pin a trajectory recorded with ``SGD.step``).
 
 Only plain SGD is handled (one momentum > 0 for every group; no weight decay, dampening,
-Nesterov, maximize or fused step): anything else returns ``False`` and the caller steps the
-optimizer itself.
+Nesterov, maximize or fused step; no step hooks, such as L2 Init's, which ``step()`` runs):
+anything else returns ``False`` and the caller steps the optimizer itself.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["clear_grads", "sgd_step"]
+__all__ = ["clear_grads", "has_step_hooks", "sgd_step"]
 
 
 _PLAIN = (0, 0, False, False, None, False)
 
 
+def has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` runs hooks of its own (L2 Init's gradient term), which an
+    update that bypasses ``step()`` would skip."""
+    return bool(optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks)
+
+
 def _momentum(optimizer: torch.optim.Optimizer) -> float | None:
     """The momentum shared by every group of a plain SGD optimizer, else ``None``."""
-    if type(optimizer) is not torch.optim.SGD:
+    if type(optimizer) is not torch.optim.SGD or has_step_hooks(optimizer):
         return None
     momenta = set()
     for g in optimizer.param_groups:

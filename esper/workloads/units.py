@@ -11,6 +11,9 @@ et al. 2023, arXiv 2302.12902; dopamine ``labs/redo/weight_recyclers.py``) reviv
    jump (the new unit starts silent and is recruited by gradient descent), and
 3. resetting the optimizer's per-weight state (momentum, Adam moments) at every touched weight.
 
+A unit followed by a LayerNorm (an MLP host with ``layer_norm``) also gets its LayerNorm scale
+back to 1 and shift to 0, as ``cbp_linear`` resets its ``ln_layer``.
+
 Here the unit's fresh incoming weights are drawn only on the layer's mask support: a sparse
 unit is revived with its current connectivity. ``cbp_linear`` also moves the unit's mean
 contribution into the consuming layer's bias; that needs the unit's running mean activation,
@@ -47,12 +50,15 @@ class UnitWiring:
             ``u·width … (u+1)·width − 1``.
         width: Columns of ``consumer`` per unit (1, or the pooled spatial size when the last
             convolution feeds the first Linear through a flatten).
+        norm: The LayerNorm module right after the layer, whose entry ``u`` of scale and shift
+            unit ``u`` owns, or ``None``.
     """
 
     layer: str
     bias: str | None
     consumer: str
     width: int
+    norm: str | None = None
 
     def outgoing(self, consumer_weight: torch.Tensor, units: int) -> torch.Tensor:
         """``Σ |w_out|`` per unit, shape ``(units,)`` (the CBP contribution's weight factor)."""
@@ -116,7 +122,10 @@ def unit_wiring(host: nn.Module, layer: str) -> UnitWiring:
     if not isinstance(owner, (nn.Linear, nn.Conv1d, nn.Conv2d)):
         raise ValueError(f"{layer!r} is not the weight of a Linear or Conv layer")
     bias = f"{module}.bias" if owner.bias is not None else None
-    return UnitWiring(layer, bias, f"{consumer}.weight", width)
+    norm = None
+    if isinstance(host, MLP) and host.norms is not None:  # norms.i follows layers.i
+        norm = "norms." + module.removeprefix("layers.")
+    return UnitWiring(layer, bias, f"{consumer}.weight", width, norm)
 
 
 @torch.no_grad()
@@ -131,8 +140,9 @@ def reset_units(
     """Re-initialise output units ``units`` of ``layer`` (CBP, ReDo).
 
     Incoming weights on the mask support are drawn from ``U(±1/√fan_in)`` (torch's default
-    Linear/Conv init), the bias is zeroed, the consuming layer's columns of the units are zeroed,
-    and the optimizer's per-weight state is reset at all of them.
+    Linear/Conv init), the bias is zeroed, a following LayerNorm's scale and shift are set to 1
+    and 0, the consuming layer's columns of the units are zeroed, and the optimizer's per-weight
+    state is reset at all of them.
 
     Args:
         host: The host network.
@@ -175,6 +185,11 @@ def reset_units(
         bias = params[wiring.bias]
         bias[idx] = 0.0
         reset_optimizer_state(optimizer, bias, idx)
+    if wiring.norm is not None:
+        for suffix, value in (("weight", 1.0), ("bias", 0.0)):
+            affine = params[f"{wiring.norm}.{suffix}"]
+            affine[idx] = value
+            reset_optimizer_state(optimizer, affine, idx)
     consumer = params[wiring.consumer]
     columns = (idx.view(-1, 1) * wiring.width + torch.arange(wiring.width, device=device)).view(-1)
     consumer[:, columns] = 0.0

@@ -90,6 +90,7 @@ def test_each_member_follows_its_lone_trajectory_under_rigl_with_sedation() -> N
         _SMALL_CNN,  # the generic vmap form of the stacked forward
         ["workload=slowly_changing_regression"],  # the MLP's own form; a regression loss
         ["workload.host.params.activation=tanh", "workload.host.params.hidden=[32,16]"],
+        ["workload.host.params.layer_norm=true", "workload.host.params.hidden=[32,16]"],
     ],
 )
 def test_members_follow_their_lone_trajectories_on_every_stacked_form(
@@ -152,6 +153,9 @@ def test_a_replaced_member_leaves_the_others_untouched() -> None:
     [
         (["workload.scalpel.mechanism.name=straight_through"], "member 1: mask mechanism"),
         (["workload.optimizer=adam"], "member 1: optimizer Adam"),
+        (["workload.optimizer=upgd"], "member 1: optimizer UPGD"),
+        (["workload.l2_init=1e-3"], "member 1: its optimizer has step hooks"),
+        (["workload.weight_decay=1e-3"], "member 1: SGD weight_decay"),
         (["workload.host.params.hidden=[32,8]"], "member 1 differs from member 0"),
         (["policy.surgery_interval=5"], "member 1 differs from member 0"),
         (["workload.organism.sensors.fused=true"], "member 1: fused sensing"),

@@ -175,3 +175,41 @@ def test_a_cohort_on_cuda_follows_each_members_lone_trajectory() -> None:
         assert next(c.host.parameters()).is_cuda
         for x, y in zip(a.host.parameters(), c.host.parameters(), strict=True):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+_PLASTICITY = ("workload.optimizer=upgd", "workload.l2_init=1e-3", "workload.weight_decay=1e-4",
+               "workload.host.params.layer_norm=true")  # fmt: skip
+
+
+def test_upgd_and_l2_init_on_a_layer_norm_host_resume_on_cuda() -> None:
+    """UPGD's noise generator and L2 Init's anchors, saved and loaded on the CPU, continue on
+    CUDA under RigL, and pruned weights stay exactly zero there."""
+
+    def build() -> tuple[Organism, Policy, OrganismStep]:
+        organism = build_organism(compose([*_BASE, "experiment.device=cuda", *_PLASTICITY]))
+        policy = make_policy("rigl", **_POLICIES["rigl"])
+        first = organism.reset()
+        policy.reset(organism, first)
+        return organism, policy, first
+
+    organism, policy, step = build()
+    step, _ = _roll(organism, policy, step, 2)
+    buffer = io.BytesIO()
+    torch.save({"organism": organism.state_dict(), "policy": policy.state_dict()}, buffer)
+    _, expected = _roll(organism, policy, step, 2)
+    weights = {n: p.detach().clone() for n, p in organism.host.named_parameters()}
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True, map_location="cpu")
+    organism, policy, _ = build()
+    organism.load_state_dict(saved["organism"])
+    policy.load_state_dict(saved["policy"])
+    _assert_on_device(organism)
+    last = organism._last
+    assert last is not None
+    restored = OrganismStep(last.observations, last.global_state, 0.0, None, [], last)
+    _, got = _roll(organism, policy, restored, 2)
+    assert got == expected and any(any(a[1] or a[2] for a in s) for s in expected)
+    for name, p in organism.host.named_parameters():
+        assert torch.equal(p.detach(), weights[name]), name
+        if name in organism.scalpel.names:
+            assert torch.all(p.detach()[~organism.scalpel.mask(name)] == 0), name

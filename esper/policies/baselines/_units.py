@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from esper.workloads.organism import Organism, OrganismStep
-from esper.workloads.sensors import ACTIVATIONS
 from esper.workloads.sensors.activity import unit_matrix
 from esper.workloads.units import unit_wiring
 
@@ -25,11 +24,12 @@ def _resettable_layers(organism: Organism) -> list[str]:
 
 
 def _mean_abs_activation(organism: Organism, step: OrganismStep, name: str) -> torch.Tensor:
-    """``mean |h|`` per output unit of ``name`` on the sensing batch, after its activation
-    (computed where the reading is, returned on the CPU)."""
+    """``mean |h|`` per output unit of ``name`` on the sensing batch, as its units emit it
+    (after its normalisation, if any, and its activation; computed where the reading is,
+    returned on the CPU)."""
     graph = organism.nervous.graph
     i = graph.names.index(name)
-    activation = ACTIVATIONS[graph.activations[i]]
     pre = step.reading.gradients.outputs[name]
-    matrix = unit_matrix(activation(pre), channels_first=graph.kinds[i].startswith("conv"))
+    emitted = graph.unit_output(organism.host, i, pre)
+    matrix = unit_matrix(emitted, channels_first=graph.kinds[i].startswith("conv"))
     return matrix.abs().mean(dim=0).cpu()

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from esper.seeding import derive_seed, generator
-from esper.workloads.sensors.activity import ACTIVATIONS, activity_statistics
+from esper.workloads.sensors.activity import activity_statistics
 from esper.workloads.sensors.capture import prunable_parameters
 from esper.workloads.sensors.config import SensorConfig
 from esper.workloads.sensors.features import (
@@ -188,7 +188,7 @@ class NervousSystem:
         hessian = self._hessian(model, x, y, checked, probes)
         activity = {
             n: activity_statistics(
-                ACTIVATIONS[graph.activations[i]](report.outputs[n]),
+                graph.unit_output(model, i, report.outputs[n]),
                 channels_first=graph.kinds[i].startswith("conv"),
                 threshold=c.dormant_threshold,
             )

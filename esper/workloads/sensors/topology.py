@@ -7,7 +7,9 @@ transformer host, whose attention unpacks ``x.shape``): a ``TorchFunctionMode`` 
 tensor with the prunable layers it last came from, and each layer's input tags become its
 in-edges. Residual streams, attention's q/k/v fan-out and parallel branches appear as they
 run. The same pass records which activation function (if any) is applied directly to each
-layer's output, so ReDo scores can be taken after it.
+layer's output, and any normalisation module in between (a LayerNorm between a hidden Linear
+and its activation), so ReDo scores can be taken on what the units emit
+(:meth:`LayerGraph.unit_output`).
 
 Node features combine structure (type, fan-in/out, degrees, depth and *path share*: the
 fraction of input-to-output paths through the node, 1 for a bottleneck and ``1/k`` for one of
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from esper.workloads.sensors.activity import ACTIVATIONS
 from esper.workloads.sensors.capture import layer_modules, prunable_parameters
 
 __all__ = ["STRUCTURAL_FEATURES", "LayerGraph", "TopologyEncoder", "trace_layer_graph"]
@@ -68,6 +71,9 @@ _ACTIVATION_FUNCS: dict[Any, str] = {
     F.leaky_relu: "leaky_relu",
 }
 
+_NORMS = (nn.LayerNorm, nn.GroupNorm)
+"""Normalisation modules a layer's output may pass through on its way to the activation."""
+
 
 @dataclass(frozen=True)
 class LayerGraph:
@@ -79,9 +85,12 @@ class LayerGraph:
         fan_in: Inputs per output unit (``in_features``, or ``in_channels·kernel``).
         fan_out: Outputs per input unit (``out_features``, or ``out_channels·kernel``).
         numel: Weights per node.
-        activations: Activation applied directly to each node's output (``"identity"`` if
-            none was seen); a key of :data:`~esper.workloads.sensors.activity.ACTIVATIONS`.
+        activations: Activation applied to each node's output, directly or after its
+            normalisation (``"identity"`` if none was seen); a key of
+            :data:`~esper.workloads.sensors.activity.ACTIVATIONS`.
         edges: ``(source, target)`` node indices; always from an earlier-called node.
+        norms: Per node, the name of the normalisation module (LayerNorm, GroupNorm) applied
+            directly to its output, ``""`` for none; empty: none anywhere.
     """
 
     names: tuple[str, ...]
@@ -91,9 +100,18 @@ class LayerGraph:
     numel: tuple[int, ...]
     activations: tuple[str, ...]
     edges: tuple[tuple[int, int], ...] = field(default=())
+    norms: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def unit_output(self, model: nn.Module, i: int, output: Tensor) -> Tensor:
+        """Node ``i``'s layer output (``output``, as recorded by its forward hook) as its units
+        emit it: through its normalisation module of ``model``, if any, then its activation."""
+        norm = self.norms[i] if self.norms else ""
+        if norm:
+            output = model.get_submodule(norm)(output)
+        return ACTIVATIONS[self.activations[i]](output)
 
     def predecessors(self, i: int) -> list[int]:
         """Nodes with an edge into node ``i``."""
@@ -194,6 +212,7 @@ class _Tracer(TorchFunctionMode):
         self.keep: list[Tensor] = []  # keeps tagged tensors alive so their ids stay unique
         self.outputs: dict[int, str] = {}
         self.activations: dict[str, str] = {}
+        self.norms: dict[str, str] = {}
 
     def tags_of(self, values: Iterable[Any]) -> frozenset[str]:
         found: set[str] = set()
@@ -253,6 +272,19 @@ def trace_layer_graph(
                 tracer.outputs[id(out)] = name
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    for norm_name, norm in model.named_modules():
+        if not isinstance(norm, _NORMS):
+            continue
+
+        def normalised(
+            mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = norm_name
+        ) -> None:
+            layer = tracer.outputs.get(id(args[0])) if args else None
+            if layer is not None and isinstance(out, Tensor):  # still that layer's output
+                tracer.norms.setdefault(layer, name)
+                tracer.outputs[id(out)] = layer
+
+        handles.append(norm.register_forward_hook(normalised))
     try:
         with torch.no_grad(), tracer:
             model(example_input)
@@ -275,6 +307,7 @@ def trace_layer_graph(
         numel=tuple(weights[n].numel() for n in names),
         activations=tuple(tracer.activations.get(n, "identity") for n in names),
         edges=tuple(edges),
+        norms=tuple(tracer.norms.get(n, "") for n in names) if tracer.norms else (),
     )
 
 
