@@ -276,6 +276,8 @@ def _duck_type(t: pa.DataType) -> str:
         return "BIGINT"
     if pa.types.is_floating(t):
         return "DOUBLE"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
     if pa.types.is_list(t):
         return "UINTEGER[]"
     raise TypeError(f"no DuckDB type for {t}")

@@ -80,6 +80,11 @@ class SurgicalEvent:
         wall_time: Unix time of the decision.
         detail: Structured context as JSON text (``exploit``: the source trial and the values
             that changed), ``""`` otherwise.
+        policy_tau: The selection temperature the surgeon chose for this layer at this surgery
+            (Emrakul's Specialist ``τ``, heat included; ``nan`` for surgeons without one). Unlike
+            ``tau`` it exists under every mask mechanism.
+        heat: Whether the layer was in a heat burst at this surgery (``None``: the surgeon has
+            no heat decision).
     """
 
     run_id: str
@@ -113,6 +118,8 @@ class SurgicalEvent:
     policy_version: int = 0
     wall_time: float = 0.0
     detail: str = ""
+    policy_tau: float = float("nan")
+    heat: bool | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:

@@ -27,9 +27,10 @@ __all__ = [
     "schema_for",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever a column is added, removed or changes type (2: ``events.detail``,
-``metrics.policy_version`` and ``metrics.node_id``)."""
+``metrics.policy_version`` and ``metrics.node_id``; 3: ``events.policy_tau`` and
+``events.heat``). Readers read older logs too: a column a file lacks reads as null."""
 
 _F64 = pa.float64()
 _EVENT_TYPES: dict[str, pa.DataType] = {
@@ -47,6 +48,7 @@ _EVENT_TYPES: dict[str, pa.DataType] = {
     "policy_version": pa.int64(),
     "wall_time": _F64,
     "detail": pa.string(),
+    "heat": pa.bool_(),
 }
 _BOOKKEEPING = [pa.field("writer_id", pa.string()), pa.field("seq", pa.int64())]
 

@@ -54,6 +54,10 @@ class LayerAction:
         target_density: The layer density the surgeon now aims for (the Surgeon General's
             allocation, in ``[0, 1]``), recorded as a ``budget`` event; the prune/regrow
             indices enact it.
+        policy_tau: The surgeon's selection temperature for the layer, recorded on its events
+            (``None``: none); it changes nothing by itself (``tau`` sets the mechanism's).
+        heat: Whether the surgeon has the layer in a heat burst, recorded on its events
+            (``None``: the surgeon has no heat decision).
         protect: Refuse this surgery's prunes of the layer's weights that serve tail classes,
             and keep the samples they serve in the buffer (synchronized retention on demand,
             :mod:`esper.workloads.memory.retention`; needs a data side, else it does nothing).
@@ -71,6 +75,8 @@ class LayerAction:
     forget_shrink: float = SHRINK
     forget_perturb: float = PERTURB
     protect: bool = False
+    policy_tau: float | None = None
+    heat: bool | None = None
 
     def __post_init__(self) -> None:
         self._check_fields("")
@@ -112,6 +118,10 @@ class LayerAction:
             )
         if self.tau is not None and not (math.isfinite(self.tau) and self.tau > 0):
             raise InvalidActionError(f"{where}tau={self.tau} must be a finite number > 0")
+        if self.policy_tau is not None and not (
+            math.isfinite(self.policy_tau) and self.policy_tau >= 0
+        ):
+            raise InvalidActionError(f"{where}policy_tau={self.policy_tau} must be finite, ≥ 0")
         if self.target_density is not None and not 0.0 <= self.target_density <= 1.0:
             raise InvalidActionError(
                 f"{where}target_density={self.target_density} must lie in [0, 1]"

@@ -32,6 +32,7 @@ def operate(
     touched: dict[str, dict[str, float]] = {}
     changed: dict[str, int] = {}
     for name, act in actions.items():
+        first = len(events)
         density_before = org.scalpel.density(name)
         active = max(1, int(org.scalpel.mask(name).sum()))
         pruned, regrown = _cut(org, name, act)
@@ -62,6 +63,10 @@ def operate(
         if act.sedation_steps > 0 and act.sedation != 1.0:
             org.sedation.sedate(name, act.sedation, act.sedation_steps)
             events.append(org.events.event(ctx, name, "sedate", value=act.sedation))
+        for event in events[first:]:  # the surgeon's decision, on every row of its layer
+            if act.policy_tau is not None:
+                event.policy_tau = float(act.policy_tau)
+            event.heat = act.heat
         touched[name] = {
             "prune_fraction": pruned.numel() / active,
             "regrow_fraction": regrown.numel() / active,

@@ -119,6 +119,7 @@ def write_run(
                         "policy_version": 1,
                         "wall_time": 1.7e9 + s,
                         "detail": "",
+                        "heat": None,
                         "writer_id": f"{trial}/w{replica}",
                         "seq": len(rows["seq"]),
                     }

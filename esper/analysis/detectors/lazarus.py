@@ -6,10 +6,15 @@ a short accuracy loss to leave a poor basin, then cools down into a better one.
 
 Criterion, per replica:
 
-1. **Burst**: a surgery step whose temperature events carry τ above ``tau_factor`` × the
-   replica's median τ, or whose prune+regrow turnover (sum of ``count``) is strictly above the
-   replica's ``turnover_quantile`` of per-step turnover. Burst steps closer than ``merge_gap``
-   are one burst, dated by its first step.
+1. **Burst**: a surgery step where the surgeon heated the topology. Since schema 3 every event
+   row carries the surgeon's own decision: its heat bit (``heat``) and selection temperature
+   (``policy_tau``); a step is a burst when any of its rows has ``heat`` true or a
+   ``policy_tau`` above ``tau_factor`` × the replica's median. Logs without those decisions
+   (older logs, surgeons without a temperature) fall back to the Scalpel's temperature events
+   (``tau`` of ``temperature`` rows). Turnover alone is not heat: a top-decile turnover finds
+   "bursts" in almost any run (RigL's scheduled swaps included), so it counts only when asked
+   for (``turnover_quantile``). Burst steps closer than ``merge_gap`` are one burst, dated by
+   its first step; ``burst_by`` says which signal found it.
 2. **Pre level**: mean ``online_accuracy`` over the ``pre_window`` metric rows before the burst.
 3. **Drop**: the minimum accuracy in ``(burst, burst + window]`` (the trough) is at least
    ``min_drop`` below the pre level.
@@ -37,6 +42,7 @@ _COLUMNS = [
     "burst_end_step",
     "burst_tau",
     "burst_turnover",
+    "burst_by",
     "pre_level",
     "trough_step",
     "trough",
@@ -47,24 +53,40 @@ _COLUMNS = [
 ]
 
 
-def _bursts(ev: pd.DataFrame, tau_factor: float, turnover_quantile: float) -> pd.DataFrame:
-    """Per-step τ and turnover with a ``burst`` flag."""
-    temp = ev[ev["action"] == "temperature"]
-    tau = (
-        temp.groupby("surgery_step")["tau"].max() if "tau" in ev.columns else pd.Series(dtype=float)
-    )
+def _decided(ev: pd.DataFrame) -> bool:
+    """Whether the log carries the surgeon's heat decisions (schema ≥ 3, a surgeon with heat)."""
+    return "heat" in ev.columns and bool(ev["heat"].notna().any())
+
+
+def _bursts(ev: pd.DataFrame, tau_factor: float, turnover_quantile: float | None) -> pd.DataFrame:
+    """Per-step τ, turnover and heat with a ``burst`` flag and the signal behind it (``by``)."""
     churn = ev[ev["action"].isin(["prune", "regrow"])].groupby("surgery_step")["count"].sum()
-    steps = pd.DataFrame({"tau": tau, "turnover": churn}).sort_index()
+    by_step = ev.groupby("surgery_step")
+    if _decided(ev):
+        heat = by_step["heat"].agg(lambda h: bool(h.fillna(False).astype(bool).any()))
+        tau = by_step["policy_tau"].max() if "policy_tau" in ev.columns else None
+        source = "policy_tau"
+    else:
+        heat = pd.Series(dtype=bool)
+        temp = ev[ev["action"] == "temperature"]
+        tau = temp.groupby("surgery_step")["tau"].max() if "tau" in ev.columns else None
+        source = "tau"
+    steps = pd.DataFrame(
+        {"tau": tau if tau is not None else pd.Series(dtype=float), "turnover": churn,
+         "heat": heat}
+    ).sort_index()  # fmt: skip
     steps["turnover"] = steps["turnover"].fillna(0.0)
-    flag = pd.Series(False, index=steps.index)
+    steps["heat"] = steps["heat"].fillna(False).astype(bool)
+    steps["by"] = np.where(steps["heat"], "heat", "")
     taus = steps["tau"].dropna()
-    if len(taus) > 0:
-        median = float(np.median(taus))
-        flag |= steps["tau"].gt(tau_factor * median).fillna(False) & (median > 0)
-    if (steps["turnover"] > 0).any():
+    if len(taus) > 0 and (median := float(np.median(taus))) > 0:
+        hot = steps["tau"].gt(tau_factor * median).fillna(False) & (steps["by"] == "")
+        steps.loc[hot, "by"] = source
+    if turnover_quantile is not None and (steps["turnover"] > 0).any():
         threshold = float(np.quantile(steps["turnover"], turnover_quantile))
-        flag |= steps["turnover"] > threshold
-    steps["burst"] = flag
+        churned = (steps["turnover"] > threshold) & (steps["by"] == "")
+        steps.loc[churned, "by"] = "turnover"
+    steps["burst"] = steps["by"] != ""
     return steps
 
 
@@ -72,8 +94,8 @@ def lazarus(
     events: pd.DataFrame,
     metrics: pd.DataFrame,
     *,
-    tau_factor: float = 1.5,
-    turnover_quantile: float = 0.9,
+    tau_factor: float = 3.0,
+    turnover_quantile: float | None = None,
     window: int = 20,
     pre_window: int = 5,
     min_drop: float = 0.02,
@@ -84,10 +106,13 @@ def lazarus(
     """Detect Lazarus tunnelling episodes (burst → accuracy drop → recovery above the old level).
 
     Args:
-        events: The ``events`` table (``surgery_step``, ``action``, ``tau``, ``count``).
+        events: The ``events`` table (``surgery_step``, ``action``, ``count``; ``heat`` and
+            ``policy_tau``, or ``tau``).
         metrics: The ``metrics`` table (``surgery_step``, ``online_accuracy``).
-        tau_factor: τ above this multiple of the replica's median τ is a heat burst (> 1).
-        turnover_quantile: Prune+regrow turnover strictly above this quantile is a burst.
+        tau_factor: τ above this multiple of the replica's median τ is a heat burst (> 1;
+            Emrakul's heat multiplies τ by 10 by default).
+        turnover_quantile: Also count prune+regrow turnover strictly above this quantile as a
+            burst (``None``, the default: heat only; the criterion before schema 3 used 0.9).
         window: Surgery steps after the burst in which the drop and recovery must happen.
         pre_window: Metric rows averaged for the pre-burst and recovered levels.
         min_drop: Least accuracy drop below the pre level that counts as a drop.
@@ -97,11 +122,14 @@ def lazarus(
 
     Returns:
         One row per episode: replica keys and the columns ``burst_step``, ``burst_end_step``,
-        ``burst_tau``, ``burst_turnover``, ``pre_level``, ``trough_step``, ``trough``,
+        ``burst_tau``, ``burst_turnover``, ``burst_by``, ``pre_level``, ``trough_step``, ``trough``,
         ``recovery_step``, ``recovered_level``, ``steps_to_recover`` and ``net_gain``.
     """
     _check(tau_factor > 1.0, f"lazarus: tau_factor must be > 1, got {tau_factor}")
-    _check(0.0 < turnover_quantile < 1.0, "lazarus: turnover_quantile must be in (0, 1)")
+    _check(
+        turnover_quantile is None or 0.0 < turnover_quantile < 1.0,
+        "lazarus: turnover_quantile must be in (0, 1) or None",
+    )
     _check(window >= 1 and pre_window >= 1, "lazarus: window and pre_window must be >= 1")
     _check(min_drop >= 0 and merge_gap >= 0, "lazarus: min_drop and merge_gap must be >= 0")
     _require(events, ["surgery_step", "action", "count"], "events", "lazarus")
@@ -163,6 +191,7 @@ def lazarus(
                     "burst_end_step": end,
                     "burst_tau": float(burst["tau"].max()),
                     "burst_turnover": float(burst["turnover"].sum()),
+                    "burst_by": ",".join(sorted(set(burst["by"]))),
                     "pre_level": pre,
                     "trough_step": int(win_steps[t]),
                     "trough": trough,

@@ -247,6 +247,7 @@ def layer_action(
     target: int | None = None,
     regrow_init: str = "zero",
     mechanism_tau: bool = False,
+    heat: bool = False,
 ) -> LayerAction:
     """Decode ``action`` on layer ``name`` into the organism's :class:`LayerAction`.
 
@@ -260,6 +261,7 @@ def layer_action(
         regrow_init: Initial value of regrown weights (``zero`` as RigL).
         mechanism_tau: Also pin the mask mechanism's temperature to ``τ`` (only for mechanisms
             that have one).
+        heat: Whether the layer is in a heat burst (recorded on its events with ``τ``).
     """
     mask = organism.scalpel.mask(name).reshape(-1).cpu()  # the decision is made on the CPU
     active = int(mask.count_nonzero())
@@ -301,6 +303,8 @@ def layer_action(
         forget=forget,
         regrow_init=regrow_init,
         tau=action.tau if mechanism_tau and _has_temperature(organism, name) else None,
+        policy_tau=action.tau,
+        heat=heat,
         sedation=action.sedation,
         sedation_steps=action.sedation_steps if action.sedation < 1.0 else 0,
         protect=action.protect,

@@ -65,7 +65,10 @@ class EmrakulPolicy(Policy):
         heat_tau: Factor on ``τ`` during a heat burst.
         heat_turnover: Factor on turnover during a heat burst (capped at ``max_turnover``).
         regrow_init: Initial value of regrown weights (``zero`` as RigL).
-        mechanism_tau: Also pin the mask mechanism's temperature to the Specialist's ``τ``.
+        mechanism_tau: Also pin the mask mechanism's temperature to the Specialist's ``τ``
+            (only where the mechanism has one: ``gumbel_softmax``, ``hard_concrete``; on by
+            default, so τ and heat bursts act on the mask there). Every event records the
+            Specialist's ``τ`` and heat bit either way (``policy_tau``, ``heat``).
         greedy: Act with the distributions' modes (evaluation) instead of sampling.
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
@@ -106,7 +109,7 @@ class EmrakulPolicy(Policy):
         heat_tau: float = 10.0,
         heat_turnover: float = 2.0,
         regrow_init: str = "zero",
-        mechanism_tau: bool = False,
+        mechanism_tau: bool = True,
         greedy: bool = False,
         discrete: bool = False,
         blind: Sequence[str] = (),
@@ -283,12 +286,12 @@ class EmrakulPolicy(Policy):
         targets = self._targets(organism) if self.use_general else None
         actions = {}
         for name in names:
-            action = self._heated(name, chosen[name] if self.specialists else self.fixed_rule)
-            chosen[name] = action
+            decided = chosen[name] if self.specialists else self.fixed_rule
+            action = chosen[name] = self._heated(name, decided)
             target = None if targets is None else targets[name]
             actions[name] = layer_action(
                 action, organism, step, name, self.generator, target, self.regrow_init,
-                self.mechanism_tau,
+                self.mechanism_tau, heat=action is not decided,
             )  # fmt: skip
             if general_raw is not None and target is not None:  # a new allocation this surgery
                 actions[name].target_density = target / organism.scalpel.numel(name)
