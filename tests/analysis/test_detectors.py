@@ -252,14 +252,21 @@ def test_retention_flags_the_high_fisher_layer_spared_under_pressure() -> None:
     assert list(found["layer"]) == ["tail"]
     ep = found.iloc[0]
     assert ep["pressure_steps"] == 9
-    assert ep["fisher_concentration"] == pytest.approx(50.0)
-    assert ep["fisher_ratio"] == pytest.approx(25.0)
+    # sizes from the resizing prunes: tail 1 ÷ 0.002 = 500 weights, x and y 100 ÷ 0.1 = 1,000
+    assert ep["fisher_per_weight"] == pytest.approx(10.0 / (0.2 * 500))
+    assert ep["fisher_ratio"] == pytest.approx(50.0)
     assert ep["rate_ratio"] == pytest.approx(0.05)
     assert ep["kept_weights"] == 20
 
 
 def test_retention_no_false_positive_when_fisher_is_ordinary() -> None:
-    assert retention(_retention_log(tail_fisher=0.4), pd.DataFrame()).empty
+    # 0.4 over 100 active weights is twice the others' Fisher per weight; 0.2 is theirs
+    assert retention(_retention_log(tail_fisher=0.2), pd.DataFrame()).empty
+    assert len(retention(_retention_log(tail_fisher=0.4), pd.DataFrame())) == 1
+    # A spared layer ten times larger holds ten times the trace at the same Fisher per weight:
+    # not retention (trace ÷ density, the former measure, made it 5× the others)
+    sizes = {"tail": 5000, "x": 1000, "y": 1000}
+    assert retention(_retention_log(tail_fisher=2.0), pd.DataFrame(), layer_sizes=sizes).empty
     with pytest.raises(ValueError, match="rate_factor"):
         retention(_retention_log(tail_fisher=10.0), pd.DataFrame(), rate_factor=2.0)
 

@@ -50,13 +50,21 @@ def test_a_class_that_loses_samples_and_serving_weights_together_is_one_case():
     assert row["tail_samples_evicted"] == 3
 
 
-def test_min_pruned_raises_the_bar_and_runs_without_a_data_side_report_nothing():
+def test_a_case_needs_a_meaningful_share_of_the_serving_weights_cut():
     rows = [_row(1, "a", "serve", [3, 4], value=7.0), _row(1, "a", "prune", [4]),
             _row(1, "", "evict", value=7.0, count=1, reason="replaced")]  # fmt: skip
-    assert double_loss(pd.DataFrame(rows), pd.DataFrame(), min_pruned=2).iloc[0][
+    assert double_loss(pd.DataFrame(rows), pd.DataFrame()).iloc[0]["double_loss_cases"] == 1
+    assert double_loss(pd.DataFrame(rows), pd.DataFrame(), min_share=0.75).iloc[0][
         "double_loss_cases"] == 0  # fmt: skip
+    # One of a class's 12 serving weights (over two layers) cut while it loses samples: an
+    # eviction, not a double loss (it used to count as one)
+    grazed = [_row(1, "a", "serve", range(8), value=7.0), _row(1, "b", "serve", [0, 1, 2, 3],
+              value=7.0), _row(1, "b", "prune", [3, 50]),
+              _row(1, "", "evict", value=7.0, count=2, reason="replaced")]  # fmt: skip
+    row = double_loss(pd.DataFrame(grazed), pd.DataFrame()).iloc[0]
+    assert row["served_weights_pruned"] == 1 and row["double_loss_cases"] == 0
     plain = pd.DataFrame([_row(1, "a", "prune", [4]), _row(1, "a", "regrow", [5])])
     assert double_loss(plain, pd.DataFrame()).empty
     assert "double_loss" in DETECTORS
-    with pytest.raises(ValueError, match="min_pruned"):
-        double_loss(plain, pd.DataFrame(), min_pruned=0)
+    with pytest.raises(ValueError, match="min_share"):
+        double_loss(plain, pd.DataFrame(), min_share=0.0)

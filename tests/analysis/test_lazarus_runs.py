@@ -18,19 +18,18 @@ import torch
 from esper.analysis.detectors.lazarus import lazarus
 from esper.analysis.runs import load_run
 from esper.conf import compose
-from esper.platform.runs import RunRecorder, run_state
 from esper.policies.base import Policy, make_policy
-from esper.policies.evaluation import evaluate_policy
 from esper.workloads.actions import LayerAction
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
+from tests.analysis._real_runs import baseline_run, scripted_run
 from tests.organisms import TINY_ORGANISM
 
 # One 400-step task (no drift to confound a drop), K = 10: 39 surgeries; lr 0.1 so the tiny
 # host learns within the run.
-_ONE_TASK = [*TINY_ORGANISM, "workload.num_tasks=1", "workload.schedule.params.task_length=400",
+_ONE_TASK = ["workload.num_tasks=1", "workload.schedule.params.task_length=400",
              "policy.surgery_interval=10", "workload.lr=0.1"]  # fmt: skip
-_DRIFTING = [*TINY_ORGANISM, "workload=digits_permuted", "workload.num_tasks=4",
+_DRIFTING = ["workload=digits_permuted", "workload.num_tasks=4",
              "workload.schedule.params.task_length=100", "policy.surgery_interval=10",
              "workload.lr=0.1"]  # fmt: skip
 _SURGERIES = 39
@@ -66,16 +65,18 @@ class ScriptedLazarus(Policy):
 
 
 def _recorded(tmp: Path, overrides: list[str], policy: Policy) -> tuple[pd.DataFrame, Any]:
-    cfg = compose([*overrides, f"cluster.storage_path={tmp}"])
-    organism = build_organism(cfg)
-    run_dir = tmp / policy.name
-    with run_state(run_dir), RunRecorder(run_dir, cfg, "evaluate", "test", policy.name) as rec:
-        evaluate_policy(
-            organism, policy, _SURGERIES,
-            on_step=lambda _, s: rec.step(organism, s), on_events=rec.events,
-        )  # fmt: skip
-    run = load_run(run_dir)
+    """A real run of ``policy`` (:mod:`tests.analysis._real_runs`): its events and metrics."""
+    if isinstance(policy, ScriptedLazarus):
+        run = scripted_run(tmp, policy, overrides)
+    else:
+        run = baseline_run(tmp, policy.name, [*overrides, *_params(policy)])
     return run.events, run.metrics
+
+
+def _params(policy: Policy) -> list[str]:
+    return (
+        ["policy.params.delta_t=10", "policy.params.t_end=10000"] if policy.name == "rigl" else []
+    )
 
 
 def test_a_planted_heat_burst_is_found_with_its_decision(tmp_path: Path) -> None:
@@ -102,8 +103,7 @@ def test_null_runs_of_rigl_and_static_have_under_5_percent_false_positives(
     """Window = a surgery step where an episode could start; RigL's scheduled swaps and a
     static mask on a drifting stream carry no heat decision, so none may be reported (the
     criterion before schema 3, top-decile turnover, counted RigL's updates as bursts)."""
-    params = {"delta_t": 10, "t_end": 10_000} if name == "rigl" else {}
-    events, metrics = _recorded(tmp_path, _DRIFTING, make_policy(name, **params))
+    events, metrics = _recorded(tmp_path, _DRIFTING, make_policy(name))
     assert events["heat"].isna().all()
     windows = metrics["surgery_step"].nunique()
     assert len(lazarus(events, metrics)) <= 0.05 * windows
@@ -113,12 +113,13 @@ def test_a_log_written_before_schema_3_still_reads_and_falls_back_to_the_scalpel
     tmp_path: Path,
 ) -> None:
     events, metrics = _recorded(tmp_path, _ONE_TASK, ScriptedLazarus(burst=12))
-    for part in (tmp_path / "scripted_lazarus" / "events").rglob("*.parquet"):
+    (run_dir,) = tmp_path.iterdir()
+    for part in (run_dir / "events").rglob("*.parquet"):
         table = pq.read_table(part)
         older = table.drop_columns(["policy_tau", "heat"])
         pq.write_table(older.replace_schema_metadata(
             {**table.schema.metadata, b"esper.schema_version": b"2"}), part)  # fmt: skip
-    old = load_run(tmp_path / "scripted_lazarus").events
+    old = load_run(run_dir).events
     assert len(old) == len(events) and old["heat"].isna().all()
     assert old["policy_tau"].isna().all()
     assert lazarus(old, metrics).empty  # masked: no temperature events, and turnover is not heat
@@ -126,7 +127,7 @@ def test_a_log_written_before_schema_3_still_reads_and_falls_back_to_the_scalpel
 
 
 def test_emrakul_records_its_tau_and_heat_on_every_row() -> None:
-    cfg = compose(_ONE_TASK)
+    cfg = compose([*TINY_ORGANISM, *_ONE_TASK])
     organism = build_organism(cfg)
     policy = make_policy("emrakul", budget=0.2, seed=1)
     step = organism.reset()

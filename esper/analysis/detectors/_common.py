@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,3 +80,33 @@ def _long_indices(events: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     long["_order"] = (long["action"] == "regrow").astype(np.int8)
     long = long.sort_values([*keys, "layer", "index", "surgery_step", "_order"], kind="stable")
     return long.drop(columns="_order").reset_index(drop=True)
+
+
+def _resized_sizes(events: pd.DataFrame) -> dict[str, int]:
+    """Weights per layer, from the surgeries that resized it: the net count change of its
+    prune/regrow rows (regrown − pruned) ÷ its density change, median over such surgeries.
+    Layers never resized (pure swaps, untouched) are missing."""
+    cols = {"surgery_step", "layer", "action", "count", "density_before", "density_after"}
+    if events.empty or not cols <= set(events.columns):
+        return {}
+    rows = events[events["action"].isin(["prune", "regrow"]) & (events["layer"] != "")]
+    rows = rows.dropna(subset=["density_before", "density_after"])
+    if rows.empty:
+        return {}
+    signed = rows["count"].where(rows["action"] == "regrow", -rows["count"]).astype(float)
+    moves = (
+        signed.groupby(
+            [rows["layer"], rows["surgery_step"], rows["density_before"], rows["density_after"]]
+        )
+        .sum()
+        .reset_index(name="net")
+    )
+    moves["delta"] = moves["density_after"] - moves["density_before"]
+    moves = moves[(moves["delta"].abs() > 0) & (moves["net"] != 0)]
+    ratio = (moves["net"] / moves["delta"]).groupby(moves["layer"]).median()
+    return {str(layer): max(round(float(v)), 1) for layer, v in ratio.items()}
+
+
+def _sizes(events: pd.DataFrame, given: Mapping[str, int] | None) -> dict[str, int]:
+    """``given`` layer sizes, completed by :func:`_resized_sizes`."""
+    return {**_resized_sizes(events), **(dict(given) if given is not None else {})}

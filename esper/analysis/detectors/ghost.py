@@ -17,18 +17,46 @@ Criterion, per replica and layer:
   the return) was a prune (only active weights can be pruned). Weights never touched by an
   event are unknown and left out, which makes the test conservative.
 * **Reactivation**: the regrown indices ``R`` in the first ``return_window`` surgery steps of
-  the return. ``overlap_fraction = |R ∩ A| / |R|`` is compared with the chance a uniformly
-  random regrowth from the inactive weights lands in ``A``:
-  ``chance = |A ∩ inactive| / n_inactive``, where ``n_inactive`` is estimated from the first
-  regrow row's ``density_before`` and the layer size (``layer_sizes`` or, failing that, the
-  count ÷ density change of the layer's events, or the largest index + 1). A one-sided
-  binomial test gives ``p_value``; episodes with ``lift >= min_lift``, ``p_value < alpha``
-  and at least ``min_overlap`` reactivated weights are reported.
+  the return. ``overlap_fraction = |R ∩ A| / |R|`` is compared with ``chance``, the larger of
+
+  - the *uniform* chance that a random regrowth from the inactive weights lands in ``A``:
+    ``|A ∩ inactive| / n_inactive``, where ``n_inactive`` is estimated from the first regrow
+    row's ``density_before`` and the layer's size (``layer_sizes``, else the net count change ÷
+    density change of a surgery that resized the layer, else its largest touched index + 1,
+    which underestimates the size and so overestimates the chance), and
+  - the surgeon's *habit*: the share of the layer's regrowth between the two visits (while
+    other distributions were shown) that landed in the same ``A``.
+
+  ``lift = overlap_fraction ÷ chance``. ``p_value`` is the larger of a one-sided binomial test
+  against the uniform chance and a one-sided Fisher exact test of the return's regrowth
+  against the habit's. Episodes with ``lift >= min_lift``, ``overlap_fraction >=
+  min_fraction``, ``p_value < alpha`` and at least ``min_overlap`` reactivated weights are
+  reported.
+
+Validated on real runs (``tests/analysis/test_detectors_real.py``): a scripted surgeon that
+puts a circuit to sleep when its distribution leaves and wakes it on the return is found at
+every return; RigL on the same recurring permuted stream fired in 11 of 12 (layer, return)
+windows under the former criterion, for three reasons, each fixed here:
+
+* the layer-size fallback took the largest index over *all* layers, so a small layer's chance
+  was underestimated up to 13× (lift 10–13 on the 160-weight output layer);
+* against the uniform chance alone any non-uniform surgeon "reactivates ghosts": RigL regrows
+  the inactive weights of largest gradient, largely those it pruned a few surgeries ago (a
+  weight regrown at zero is the first dropped), at any time; the habit is that baseline;
+* RigL's gradient regrowth does restore part of the input layer's old circuit when a
+  permutation returns (up to 3.7× its habit in 9 of 24 input-layer windows over 6 seeds), but
+  mixed into its turnover: at most 34% of what the layer regrows in the window (48% in the
+  output layer, where that is no more than chance). A surgeon that keeps
+  circuits restores them as a block; ``min_fraction`` asks that the old circuit be at least
+  half of the return's regrowth. Its price: a ghost wake followed by heavy turnover within the
+  window is diluted below half (a waking surgeon doing RigL swaps in between: 31–38% over five
+  surgeries); ``return_window=1`` examines the first surgery of a return alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +69,7 @@ from esper.analysis.detectors._common import (
     _long_indices,
     _replica_keys,
     _require,
+    _sizes,
 )
 
 __all__ = ["ghost"]
@@ -55,9 +84,12 @@ _COLUMNS = [
     "overlap_fraction",
     "active_last_seen",
     "n_inactive",
+    "uniform_chance",
+    "habit",
     "chance",
     "lift",
     "p_value",
+    "detected",
 ]
 
 
@@ -98,20 +130,6 @@ def _visits(
     )
 
 
-def _layer_size(
-    ev: pd.DataFrame, long: pd.DataFrame, layer_sizes: Mapping[str, int] | None, layer: str
-) -> int:
-    if layer_sizes is not None and layer in layer_sizes:
-        return int(layer_sizes[layer])
-    rows = ev[(ev["layer"] == layer) & ev["action"].isin(["prune", "regrow"])]
-    if {"density_before", "density_after"} <= set(rows.columns):
-        delta = (rows["density_after"] - rows["density_before"]).abs()
-        ok = (delta > 0) & (rows["count"] > 0)
-        if ok.any():
-            return max(round(float(np.median(rows["count"][ok] / delta[ok]))), 1)
-    return int(long["index"].max()) + 1
-
-
 def _active_at(weights: pd.DataFrame, end: int, until: int) -> np.ndarray:
     """Weights known active at step ``end`` (see the module criterion)."""
     upto = weights[weights["surgery_step"] <= end].groupby("index")["action"].last()
@@ -129,6 +147,72 @@ def _inactive_before(weights: pd.DataFrame, step: int) -> np.ndarray:
     return last.index[last == "prune"].to_numpy(dtype=np.int64)
 
 
+def _habit(weights: pd.DataFrame, active: np.ndarray, last_end: int, start: int) -> tuple[int, int]:
+    """The layer's regrowth between the two visits (unique weights) and how much of it landed
+    in ``active``."""
+    between = weights[
+        (weights["action"] == "regrow") & weights["surgery_step"].between(last_end + 1, start - 1)
+    ]["index"].unique()
+    return len(between), int(np.isin(between, active).sum())
+
+
+def _episode(
+    ev: pd.DataFrame,
+    weights: pd.DataFrame,
+    layer: str,
+    last_end: int,
+    start: int,
+    stop: int,
+    sizes: Mapping[str, int],
+) -> dict[str, Any] | None:
+    """The evidence of one (layer, return) window; ``None`` when nothing can be examined."""
+    grown = weights[(weights["action"] == "regrow") & weights["surgery_step"].between(start, stop)]
+    if grown.empty:
+        return None
+    regrown = grown["index"].unique()
+    active = _active_at(weights, last_end, start)
+    if len(active) == 0:
+        return None
+    reactivated = int(np.isin(regrown, active).sum())
+    known_inactive = np.union1d(_inactive_before(weights, start), regrown)
+    size = sizes.get(layer, int(weights["index"].max()) + 1)  # a lower bound: conservative
+    rows = ev[
+        (ev["layer"] == layer)
+        & (ev["action"] == "regrow")
+        & ev["surgery_step"].between(start, stop)
+    ]
+    n_inactive = len(known_inactive)
+    if "density_before" in rows.columns and rows["density_before"].notna().any():
+        first = float(rows.sort_values("surgery_step")["density_before"].dropna().iloc[0])
+        n_inactive = max(n_inactive, round((1.0 - first) * size))
+    uniform = float(np.isin(known_inactive, active).sum()) / max(n_inactive, 1)
+    between, hits = _habit(weights, active, last_end, start)
+    habit = hits / between if between else float("nan")
+    chance = max(uniform, habit) if between else uniform
+    fraction = reactivated / len(regrown)
+    p_value = stats.binomtest(
+        reactivated, len(regrown), min(max(uniform, 1e-12), 1.0), alternative="greater"
+    ).pvalue
+    if between:
+        table = [[reactivated, len(regrown) - reactivated], [hits, between - hits]]
+        p_value = max(p_value, stats.fisher_exact(table, alternative="greater").pvalue)
+    return {
+        "layer": layer,
+        "last_seen_step": last_end,
+        "return_step": start,
+        "regrown": len(regrown),
+        "reactivated": reactivated,
+        "overlap_fraction": fraction,
+        "active_last_seen": len(active),
+        "n_inactive": n_inactive,
+        "uniform_chance": uniform,
+        "habit": habit,
+        "chance": chance,
+        "lift": fraction / chance if chance > 0 else float("inf"),
+        "p_value": float(p_value),
+    }
+
+
 def ghost(
     events: pd.DataFrame,
     metrics: pd.DataFrame,
@@ -138,8 +222,10 @@ def ghost(
     layer_sizes: Mapping[str, int] | None = None,
     return_window: int = 5,
     min_lift: float = 2.0,
+    min_fraction: float = 0.5,
     min_overlap: int = 3,
     alpha: float = 0.01,
+    keep_rejected: bool = False,
 ) -> pd.DataFrame:
     """Detect ghost-circuit reactivation on the return of a recurring distribution.
 
@@ -152,18 +238,25 @@ def ghost(
         layer_sizes: Number of weights per layer (estimated when absent).
         return_window: Surgery steps at the start of a return whose regrowth is examined.
         min_lift: Least ``overlap_fraction ÷ chance``.
+        min_fraction: Least ``overlap_fraction``, in (0, 1]: the old circuit must be this
+            share of the return's regrowth.
         min_overlap: Least number of reactivated weights.
-        alpha: Significance level of the one-sided binomial test.
+        alpha: Significance level of the one-sided tests.
+        keep_rejected: Also return the windows examined that fail the criterion (a layer that
+            regrew in a return's window and has weights known active when its distribution was
+            last seen): the denominator of a false-positive rate.
 
     Returns:
-        One row per (replica, layer, return): replica keys, ``layer``, ``distribution``,
-        ``last_seen_step`` (end of the previous visit), ``return_step``, ``regrown``,
-        ``reactivated``, ``overlap_fraction``, ``active_last_seen``, ``n_inactive``, ``chance``,
-        ``lift`` and ``p_value``.
+        One row per detected (replica, layer, return): replica keys, ``layer``,
+        ``distribution``, ``last_seen_step`` (end of the previous visit), ``return_step``,
+        ``regrown``, ``reactivated``, ``overlap_fraction``, ``active_last_seen``,
+        ``n_inactive``, ``uniform_chance``, ``habit``, ``chance``, ``lift``, ``p_value`` and
+        ``detected`` (false only on the rows ``keep_rejected`` adds).
     """
     _check(period is None or period >= 1, f"ghost: period must be >= 1, got {period}")
     _check(return_window >= 1, "ghost: return_window must be >= 1")
     _check(min_lift >= 1.0, "ghost: min_lift must be >= 1")
+    _check(0.0 < min_fraction <= 1.0, "ghost: min_fraction must be in (0, 1]")
     _check(min_overlap >= 1, "ghost: min_overlap must be >= 1")
     _check(0.0 < alpha < 1.0, "ghost: alpha must be in (0, 1)")
     needed = ["surgery_step", "layer", "action", "count", "indices"]
@@ -175,12 +268,13 @@ def ghost(
         "distribution" in metrics.columns or "task_index" in metrics.columns
     )
     metric_groups = dict(_groups(metrics, keys)) if use_metrics else {}
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for key, ev in _groups(events, keys):
         visits = _visits(ev, metric_groups.get(key), period, mapping)
         long = _long_indices(ev, [])
         if long.empty:
             continue
+        sizes = _sizes(ev, layer_sizes)
         for i in range(1, len(visits)):
             ret = visits.iloc[i]
             earlier = visits.iloc[:i]
@@ -191,57 +285,16 @@ def ghost(
             start = int(ret["start"])
             stop = min(int(ret["end"]), start + return_window - 1)
             for layer, weights in long.groupby("layer", sort=True):
-                grown = weights[
-                    (weights["action"] == "regrow") & weights["surgery_step"].between(start, stop)
-                ]
-                if grown.empty:
+                ep = _episode(ev, weights, str(layer), last_end, start, stop, sizes)
+                if ep is None:
                     continue
-                regrown = grown["index"].unique()
-                active = _active_at(weights, last_end, start)
-                if len(active) == 0:
-                    continue
-                reactivated = int(np.isin(regrown, active).sum())
-                known_inactive = np.union1d(_inactive_before(weights, start), regrown)
-                size = _layer_size(ev, long, layer_sizes, str(layer))
-                rows = ev[
-                    (ev["layer"] == layer)
-                    & (ev["action"] == "regrow")
-                    & ev["surgery_step"].between(start, stop)
-                ]
-                n_inactive = len(known_inactive)
-                if "density_before" in rows.columns and rows["density_before"].notna().any():
-                    first = float(
-                        rows.sort_values("surgery_step")["density_before"].dropna().iloc[0]
-                    )
-                    n_inactive = max(n_inactive, round((1.0 - first) * size))
-                chance = float(np.isin(known_inactive, active).sum()) / max(n_inactive, 1)
-                fraction = reactivated / len(regrown)
-                lift = fraction / chance if chance > 0 else float("inf")
-                p_value = float(
-                    stats.binomtest(
-                        reactivated,
-                        len(regrown),
-                        min(max(chance, 1e-12), 1.0),
-                        alternative="greater",
-                    ).pvalue
+                detected = bool(
+                    ep["reactivated"] >= min_overlap
+                    and ep["overlap_fraction"] >= min_fraction
+                    and ep["lift"] >= min_lift
+                    and ep["p_value"] < alpha
                 )
-                if reactivated < min_overlap or lift < min_lift or p_value >= alpha:
-                    continue
-                out.append(
-                    {
-                        **dict(zip(keys, key, strict=True)),
-                        "layer": layer,
-                        "distribution": ret["distribution"],
-                        "last_seen_step": last_end,
-                        "return_step": start,
-                        "regrown": len(regrown),
-                        "reactivated": reactivated,
-                        "overlap_fraction": fraction,
-                        "active_last_seen": len(active),
-                        "n_inactive": n_inactive,
-                        "chance": chance,
-                        "lift": lift,
-                        "p_value": p_value,
-                    }
-                )
-    return pd.DataFrame(out) if out else _empty(keys, _COLUMNS)
+                if detected or keep_rejected:
+                    row = {**dict(zip(keys, key, strict=True)), **ep}
+                    out.append({**row, "distribution": ret["distribution"], "detected": detected})
+    return pd.DataFrame(out)[[*keys, *_COLUMNS]] if out else _empty(keys, _COLUMNS)

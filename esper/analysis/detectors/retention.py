@@ -7,26 +7,37 @@ is low, so the capacity to process rare samples survives compression.
 Criterion, per replica, over *pressure steps* (surgery steps where the replica prunes more
 weights than it regrows, or a ``budget`` event sets a target below a layer's density):
 
-* each layer's **Fisher concentration** is ``fisher_trace ÷ density_before`` (Fisher per unit
-  of active density: a sparse layer holding a large Fisher trace has high-information weights);
+* each layer's **Fisher per weight** is ``fisher_trace ÷ (density_before × size)``, the mean
+  empirical Fisher of its active weights (``fisher_trace`` sums over them);
 * each layer's **prune rate** is the relative density it loses,
   ``(density_before − density_after) ÷ density_before`` summed over its prune rows of the step
   (0 when it is not pruned while others are).
 
-A layer is *retained* when, over at least ``min_steps`` pressure steps, its median Fisher
-concentration is at least ``fisher_factor`` × the median over the replica's other layers and
-its mean prune rate is at most ``rate_factor`` × theirs. Weight-level evidence from the
-``indices``: ``kept_weights`` counts the layer's regrown weights never pruned afterwards
-although pressure steps followed.
+A layer is *retained* when, over at least ``min_steps`` pressure steps, its median Fisher per
+weight is at least ``fisher_factor`` × the median over the replica's other layers and its mean
+prune rate is at most ``rate_factor`` × theirs. Weight-level evidence from the ``indices``:
+``kept_weights`` counts the layer's regrown weights never pruned afterwards although pressure
+steps followed.
+
+Layer sizes come from ``layer_sizes``, else from the surgeries that resized the layer (net
+count change ÷ density change); a layer of unknown size is left out of the comparison. The
+Fisher measure used to be ``fisher_trace ÷ density_before`` ("per unit of density"), which is
+the layer's *size* times its Fisher per weight: on real runs of a 64-32-16-10 MLP it ranked the
+2,048-weight input layer first (4.7× the others) while the 160-weight output layer holds 3–6×
+more Fisher per weight, so a surgeon sparing the output layer's informative weights went
+unseen and one sparing the largest layer for any reason would have been called retention
+(``tests/analysis/test_detectors_real.py``).
 
 Limits: the events carry no weight magnitudes and only a layer-level Fisher trace, so
 "low magnitude" and "contact-aware" cannot be checked per weight; the detector reports the
-layer-level signature (pressure, high Fisher concentration, protected from pruning), and needs
+layer-level signature (pressure, high Fisher per weight, protected from pruning), and needs
 at least two layers to compare. A run with a data side records the weight-level evidence
 (``serve``, ``protect``, ``retain``, ``evict`` events): the ``double_loss`` detector reads it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,6 +49,7 @@ from esper.analysis.detectors._common import (
     _long_indices,
     _replica_keys,
     _require,
+    _sizes,
 )
 
 __all__ = ["retention"]
@@ -45,13 +57,14 @@ __all__ = ["retention"]
 _COLUMNS = [
     "layer",
     "pressure_steps",
-    "fisher_concentration",
-    "others_fisher_concentration",
+    "fisher_per_weight",
+    "others_fisher_per_weight",
     "fisher_ratio",
     "prune_rate",
     "others_prune_rate",
     "rate_ratio",
     "kept_weights",
+    "detected",
 ]
 
 
@@ -82,9 +95,11 @@ def retention(
     events: pd.DataFrame,
     metrics: pd.DataFrame,
     *,
+    layer_sizes: Mapping[str, int] | None = None,
     fisher_factor: float = 2.0,
     rate_factor: float = 0.5,
     min_steps: int = 3,
+    keep_rejected: bool = False,
 ) -> pd.DataFrame:
     """Detect synchronized retention (high-Fisher layers spared while the replica prunes).
 
@@ -93,14 +108,20 @@ def retention(
             ``density_before``, ``density_after``, ``fisher_trace``; ``value`` of budget rows
             and ``indices`` when present).
         metrics: Unused (kept for the common detector signature).
-        fisher_factor: Least ratio of the layer's Fisher concentration to the other layers'.
+        layer_sizes: Number of weights per layer (estimated from resizing surgeries when
+            absent; a layer of unknown size is not compared).
+        fisher_factor: Least ratio of the layer's Fisher per weight to the other layers'.
         rate_factor: Largest ratio of the layer's prune rate to the other layers'.
         min_steps: Least number of pressure steps with the layer's Fisher trace known.
+        keep_rejected: Also return the layers examined (at least ``min_steps`` pressure steps,
+            others with Fisher and pruning to compare with) that fail the criterion: the
+            denominator of a false-positive rate.
 
     Returns:
         One row per retained layer: replica keys, ``layer``, ``pressure_steps``,
-        ``fisher_concentration``, ``others_fisher_concentration``, ``fisher_ratio``,
-        ``prune_rate``, ``others_prune_rate``, ``rate_ratio`` and ``kept_weights``.
+        ``fisher_per_weight``, ``others_fisher_per_weight``, ``fisher_ratio``,
+        ``prune_rate``, ``others_prune_rate``, ``rate_ratio``, ``kept_weights`` and
+        ``detected`` (false only on the rows ``keep_rejected`` adds).
     """
     del metrics
     _check(fisher_factor >= 1.0, f"retention: fisher_factor must be >= 1, got {fisher_factor}")
@@ -127,48 +148,53 @@ def retention(
         pressure = _pressure_steps(ev)
         if len(pressure) == 0:
             continue
-        at = ev[ev["surgery_step"].isin(pressure)]
+        sizes = _sizes(ev, layer_sizes)
+        at = ev[ev["surgery_step"].isin(pressure) & ev["layer"].isin(list(sizes))]
         fisher = at.dropna(subset=["fisher_trace", "density_before"])
         fisher = fisher[fisher["density_before"] > 0]
-        conc = (
-            (fisher["fisher_trace"] / fisher["density_before"])
+        size = fisher["layer"].astype(object).map(sizes).astype(float)  # Arrow strings too
+        active = fisher["density_before"].astype(float) * size
+        per_weight = (
+            (fisher["fisher_trace"] / active)
             .groupby([fisher["surgery_step"], fisher["layer"]])
             .median()
             .unstack("layer")
         )
-        if conc.shape[1] < 2:
+        if per_weight.shape[1] < 2:
             continue
         prunes = at[(at["action"] == "prune") & (at["density_before"] > 0)]
         rate = (prunes["density_before"] - prunes["density_after"]) / prunes["density_before"]
         rate = rate.groupby([prunes["surgery_step"], prunes["layer"]]).sum().unstack("layer")
-        rate = rate.reindex(index=conc.index, columns=conc.columns).fillna(0.0)
+        rate = rate.reindex(index=per_weight.index, columns=per_weight.columns).fillna(0.0)
         kept = _kept_weights(ev, pressure)
-        for layer in conc.columns:
-            steps = conc[layer].notna()
+        for layer in per_weight.columns:
+            steps = per_weight[layer].notna()
             if int(steps.sum()) < min_steps:
                 continue
-            others = conc.columns.drop(layer)
-            own_f = float(conc.loc[steps, layer].median())
-            other_f = float(np.nanmedian(conc.loc[steps, others].to_numpy()))
+            others = per_weight.columns.drop(layer)
+            own_f = float(per_weight.loc[steps, layer].median())
+            other_f = float(np.nanmedian(per_weight.loc[steps, others].to_numpy()))
             own_r = float(rate.loc[steps, layer].mean())
             other_r = float(rate.loc[steps, others].to_numpy().mean())
             if not other_f > 0 or other_r <= 0:
                 continue
             f_ratio, r_ratio = own_f / other_f, own_r / other_r
-            if f_ratio < fisher_factor or r_ratio > rate_factor:
+            detected = f_ratio >= fisher_factor and r_ratio <= rate_factor
+            if not (detected or keep_rejected):
                 continue
             out.append(
                 {
                     **dict(zip(keys, key, strict=True)),
                     "layer": layer,
                     "pressure_steps": int(steps.sum()),
-                    "fisher_concentration": own_f,
-                    "others_fisher_concentration": other_f,
+                    "fisher_per_weight": own_f,
+                    "others_fisher_per_weight": other_f,
                     "fisher_ratio": f_ratio,
                     "prune_rate": own_r,
                     "others_prune_rate": other_r,
                     "rate_ratio": r_ratio,
                     "kept_weights": int(kept.get(layer, 0)),
+                    "detected": detected,
                 }
             )
     return pd.DataFrame(out) if out else _empty(keys, _COLUMNS)
