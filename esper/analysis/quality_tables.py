@@ -30,6 +30,7 @@ def markdown_tables(
     results: Sequence[Mapping[str, Any]],
     paired: Sequence[Mapping[str, Any]],
     allocations: Mapping[tuple[str, float], str] | None = None,
+    options: Mapping[tuple[str, float], str] | None = None,
 ) -> str:
     """The suite averages (one row per policy and density) and the suite-level paired
     differences of the focus policy, as two markdown tables (mean [95% CI]).
@@ -40,22 +41,29 @@ def markdown_tables(
         allocations: The layer allocation each ``(policy, density)`` ran under, where one was
             chosen for it: an ``allocation`` column (``—`` for the others) and the paired
             rows name it.
+        options: The config options each ``(policy, density)`` ran with, where they were
+            chosen for it (an anchor's grid point): an ``options`` column, named in the
+            paired rows too.
     """
     chosen = dict(allocations or {})
+    tuned = dict(options or {})
     suite = [r for r in results if r["stream"] == SUITE]
     suite.sort(key=lambda r: (-r["density"], -(r["online_accuracy"]["mean"] or 0.0)))
-    column = " allocation |" if chosen else ""
+    column = (" allocation |" if chosen else "") + (" options |" if tuned else "")
     lines = [
         f"| policy | density |{column} online accuracy | task-end accuracy | recovery (steps) "
         "| plasticity | FLOPs | reversal rate |",
-        "|---|---|---|---|---|---|---|---|" + ("---|" if chosen else ""),
+        "|---|---|---|---|---|---|---|---|" + "---|" * (bool(chosen) + bool(tuned)),
     ]
     every = max((len(r.get("streams", ())) for r in suite), default=0)
     for r in suite:
         label = r["policy"]
         if len(r.get("streams", ())) < every:  # a partial suite: say which streams
             label += f" ({', '.join(r['streams'])} only)"
-        cell = f" {chosen.get((r['policy'], r['density']), '—')} |" if chosen else ""
+        key = (r["policy"], r["density"])
+        cell = (f" {chosen.get(key, '—')} |" if chosen else "") + (
+            f" {tuned.get(key, '—')} |" if tuned else ""
+        )
         lines.append(
             f"| {label} | {r['density']:g} |{cell} {_cell(r['online_accuracy'])} "
             f"| {_cell(r['task_end_accuracy'])} | {_cell(r['recovery_steps'], 0)} "
@@ -64,6 +72,9 @@ def markdown_tables(
     if chosen:
         lines += ["", "allocation: the layer allocation a baseline runs under, the better of those "
                   "tried on the validation seeds; —: the workload's own."]  # fmt: skip
+    if tuned:
+        lines += ["", "options: the config options an anchor runs with, the best point of its "
+                  "grid on the validation seeds; —: none chosen."]  # fmt: skip
     rows = [p for p in paired if p["stream"] == SUITE and p["metric"] == "online_accuracy"]
     if rows:
         lines += [
@@ -73,8 +84,9 @@ def markdown_tables(
         ]
         for p in rows:
             vs = p["vs"] if p["vs_density"] == p["density"] else f"{p['vs']} @ {p['vs_density']:g}"
-            if (p["vs"], p["vs_density"]) in chosen:
-                vs += f" ({chosen[(p['vs'], p['vs_density'])]})"
+            named = [m[k] for m in (chosen, tuned) if (k := (p["vs"], p["vs_density"])) in m]
+            if named:
+                vs += f" ({'; '.join(named)})"
             lines.append(
                 f"| {vs} | {p['density']:g} | "
                 f"{_cell({'mean': p['mean_diff'], 'ci': p['ci']})} | {p['n']} | {p['better']} |"

@@ -1,5 +1,5 @@
-"""The ``esper bench`` subcommands: ``perf``, ``quality``, ``held-out``, ``primacy`` and
-``double-loss``.
+"""The ``esper bench`` subcommands: ``perf``, ``quality``, ``held-out``, ``primacy``,
+``strategies`` and ``double-loss``.
 
 Each handler imports its benchmark when it runs (they load Ray and torch), records results as
 JSON with the machine, and exits 2 on bad input before any work.
@@ -46,6 +46,23 @@ def _held_out(args: argparse.Namespace) -> int:
     )
 
 
+def _strategies(args: argparse.Namespace) -> int:
+    from esper.bench.strategies import run_strategies
+
+    checkpoints: dict[str, Path] = {}
+    for given in args.checkpoint:
+        label, sep, path = given.partition("=")
+        if not sep or not label or not path:
+            print(f"esper: --checkpoint {given!r} must be LABEL=PATH", file=sys.stderr)
+            return 2
+        checkpoints[label] = Path(path)
+    return _refused_as_exit_2(
+        lambda: run_strategies(
+            args.preset, checkpoints, args.json, Path(args.storage), args.address, args.num_cpus
+        )
+    )
+
+
 def _double_loss(args: argparse.Namespace) -> int:
     from esper.bench.double_loss import run_double_loss
 
@@ -65,7 +82,7 @@ def _quality(args: argparse.Namespace) -> int:
 
     try:
         run_quality(args.preset, args.json, args.readme, args.address, args.num_cpus,
-                    args.storage)  # fmt: skip
+                    args.storage, checkpoint=args.checkpoint)  # fmt: skip
     except (KeyError, ValueError) as err:
         print(f"esper: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
@@ -102,11 +119,12 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     quality.add_argument(
         "--preset",
         default="small",
-        choices=["small", "learning", "elastic", "full"],
-        help="small: ≤ 60 min on 2 cores; learning: does Emrakul learn (3 training runs, "
-        "retrained blind ablations; ≈ 60 min on 2 cores); elastic: an elastic budget against "
-        "RigL and scripted breathing at equal mean FLOPs (≈ 30 min); full: a cluster or GPU "
-        "machine",
+        choices=["small", "learning", "elastic", "anchors", "full"],
+        help="small: every baseline, anchor and ablation (≈ 60 min on 2 cores); learning: does "
+        "Emrakul learn (3 training runs, retrained blind ablations; ≈ 60 min on 2 cores); "
+        "elastic: an elastic budget against RigL and scripted breathing at equal mean FLOPs "
+        "(≈ 30 min); anchors: a --checkpoint against RigL, Shrink & Perturb, SWR, UPGD, L2 "
+        "Init and layer norm + weight decay (≈ 27 min); full: a cluster or GPU machine",
     )
     quality.add_argument(
         "--json",
@@ -125,6 +143,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     quality.add_argument("--address", default=None, help="join this Ray cluster")
     quality.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     quality.add_argument("--storage", default="runs", help="where checkpoint candidates go")
+    quality.add_argument(
+        "--checkpoint", type=Path, default=None, metavar="PATH",
+        help="evaluate this Emrakul policy instead of training one (presets without ablations "
+        "and with one training run), e.g. benchmarks/results/quality-learning-emrakul.pt",
+    )  # fmt: skip
     add_force_flag(quality)
     quality.set_defaults(func=_quality)
     held_out = _experiment_parser(
@@ -145,6 +168,17 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="PATH", help="Emrakul's policy (default: the quality benchmark's)",
     )  # fmt: skip
     primacy.set_defaults(func=_primacy)
+    strategies = _experiment_parser(
+        bench_sub, "strategies", "which of the seed's strategies trained Emrakuls show, how "
+        "often, and whether they help", "about 5 min", "strategies.json",
+        "PATH-breathing.png, PATH-lazarus.png",
+    )  # fmt: skip
+    strategies.add_argument(
+        "--checkpoint", action="append", default=[], metavar="LABEL=PATH",
+        help="an Emrakul policy and its label in the report (repeat for several)",
+    )  # fmt: skip
+    strategies.add_argument("--storage", default="runs", help="where the recorded runs go")
+    strategies.set_defaults(func=_strategies)
     double = _experiment_parser(
         bench_sub, "double-loss", "weights and data pruned together: does synchronized "
         "retention help?", "about 2 min", "double-loss.json", "PATH.md, PATH-tail.png",

@@ -1,7 +1,7 @@
 """``esper bench quality``: train Emrakul, then score every surgeon on the drift suite.
 
 This module runs the protocol end to end and writes its report; each stage's work lives in its
-own module (:mod:`esper.bench.quality_suite` holds the streams, seeds and conditions):
+own module (:mod:`esper.bench.quality_suite` holds the presets, seeds and conditions):
 
 1. **Train** (:mod:`esper.bench.quality_training`) each Emrakul variant (the full policy and
    the trained ablations) with :func:`~esper.policies.training.train_policy` on one organism
@@ -9,11 +9,13 @@ own module (:mod:`esper.bench.quality_suite` holds the streams, seeds and condit
    the full policy), saving a checkpoint candidate every ``snapshot_every`` surgeries (and
    after the RigL-imitation warm start). A preset with ``trainer="sweep"`` trains each run's
    full policy by a PBT sweep instead (:mod:`esper.bench.quality_sweep`, in this Ray), whose
-   members' checkpoints are the candidates.
+   members' checkpoints are the candidates. With ``checkpoint`` (``--checkpoint``) nothing
+   trains and ``emrakul`` is that file (a preset with ablations or several runs refuses it).
 2. **Select** (:mod:`esper.bench.quality_selection`) on the validation seeds, by mean online
-   accuracy: each run's checkpoint of each variant, and each sparse baseline's layer
-   allocation at each density (its runs start while Emrakul trains).
-3. **Evaluate** every condition (baselines at their chosen allocation only) on every stream and
+   accuracy: each run's checkpoint of each variant, each sparse baseline's layer allocation
+   and each anchor's allocation and options (:mod:`esper.bench.quality_anchors`) at each
+   density (their runs start while Emrakul trains).
+3. **Evaluate** every condition (baselines and anchors as chosen only) on every stream and
    evaluation seed, one prequential run each (:mod:`esper.bench.quality_evaluation`), scored by
    :func:`esper.analysis.quality.run_metrics`.
 4. **Summarize** with BCa bootstrap intervals and paired differences
@@ -34,7 +36,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,11 @@ from esper.bench.credit import credit_summary, measure_stream
 from esper.bench.harness import machine_info
 from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
 from esper.bench.quality_selection import (
-    CheckpointChoice,
-    choose_allocations,
+    choose_candidates,
     chosen_key,
     select_checkpoints,
-    submit_allocation_runs,
+    submit_candidate_runs,
+    training_section,
 )
 from esper.bench.quality_suite import (
     PRESETS,
@@ -65,7 +66,13 @@ from esper.bench.quality_suite import (
     trained_variants,
 )
 from esper.bench.quality_sweep import check_member_fits, is_swept, sweep_config, train_by_sweep
-from esper.bench.quality_training import TrainedVariant, train_variant, training_overrides
+from esper.bench.quality_training import (
+    TrainedVariant,
+    check_given_checkpoint,
+    given_checkpoint,
+    train_variant,
+    training_overrides,
+)
 from esper.bench.tasks import gather, ray_session, remote
 from esper.files import atomic_write_text, output_problem
 
@@ -103,10 +110,11 @@ def _check_writable(*paths: Path | None) -> None:
             raise ValueError(f"cannot write {path}: {problem}")
 
 
-def _check_configs(preset: QualityPreset) -> None:
-    """Compose every training config and every allocation once, so a bad setting (an unknown
-    ``control``, blind group or allocation) fails before any work."""
-    for run, variant in trained_variants(preset):
+def _check_configs(preset: QualityPreset, trains: bool = True) -> None:
+    """Compose every training config (where it ``trains``), every allocation and every
+    anchor's candidates once, so a bad setting (an unknown ``control``, blind group,
+    allocation or config key) fails before any work."""
+    for run, variant in trained_variants(preset) if trains else ():
         if is_swept(preset, variant):
             sweep_config(preset, run, Path(preset.name))  # and its organisms' seeds
         else:
@@ -114,6 +122,10 @@ def _check_configs(preset: QualityPreset) -> None:
     for allocation in preset.allocations:
         compose_config(policy_overrides(preset.streams[0], "static", preset.densities[0],
                                         allocation=allocation))  # fmt: skip
+    for c in conditions(preset):
+        if c.config_overrides and c.allocation in (None, preset.allocations[0]):
+            compose_config(policy_overrides(preset.streams[0], c.policy, c.density,
+                                            overrides=c.config_overrides))  # fmt: skip
 
 
 def _update_readme(readme: Path, table: str, command: str) -> None:
@@ -134,17 +146,21 @@ def run_quality(
     num_cpus: int | None = None,
     storage: str = "runs",
     console: Console | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Run the quality benchmark ``preset_name`` (a name of :data:`PRESETS`, or a preset) and
     record it (see the module docstring).
 
     Emrakul's checkpoint candidates go to
     ``<storage>/quality-<preset>-<UTC time>/run<r>/<variant>/``; the JSON names the chosen ones.
+    With ``checkpoint``, nothing trains: ``emrakul`` is that policy (the JSON's ``training``
+    section records its path and SHA-256).
 
     Raises:
         KeyError: an unknown preset.
-        ValueError: an output path that cannot be written or a setting the config refuses
-            (checked before any work).
+        ValueError: an output path that cannot be written, a setting the config refuses, or
+            a ``checkpoint`` that is missing or given to a preset that trains several
+            policies (checked before any work).
     """
     console = console or Console()
     if isinstance(preset_name, QualityPreset):
@@ -158,10 +174,12 @@ def run_quality(
         raise ValueError(f"--readme {readme} is not a file")
     if readme is not None and README_BEGIN not in readme.read_text():
         raise ValueError(f"{readme} has no {README_BEGIN} … {README_END} section")
-    _check_configs(preset)
+    if checkpoint is not None:
+        check_given_checkpoint(preset, checkpoint)
+    _check_configs(preset, trains=checkpoint is None)
     started = time.perf_counter()
     with ray_session(address, num_cpus):
-        return _run(preset, json_path, readme, storage, started, console)
+        return _run(preset, json_path, readme, storage, started, console, checkpoint)
 
 
 def _run(
@@ -171,46 +189,51 @@ def _run(
     storage: str,
     started: float,
     console: Console,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     plot_path = json_path.with_name(json_path.stem + "-plasticity.png")
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     out_dir = (Path(storage) / f"quality-{preset.name}-{stamp}").resolve()
     train = remote(train_variant)
-    jobs = trained_variants(preset)
-    console.print(f"[bold]esper bench quality[/bold] {preset.name}: training "
-                  + ", ".join(f"{v} (run {r})" for r, v in jobs))  # fmt: skip
+    jobs = trained_variants(preset) if checkpoint is None else []
+    doing = ("training " + ", ".join(f"{v} (run {r})" for r, v in jobs) if jobs
+             else f"evaluating {checkpoint} as emrakul")  # fmt: skip
+    console.print(f"[bold]esper bench quality[/bold] {preset.name}: {doing}")
     swept = [(r, v) for r, v in jobs if is_swept(preset, v)]  # in this process, after the tasks
     for run, _ in swept:
         check_member_fits(sweep_config(preset, run, out_dir))
     tasks = [job for job in jobs if job not in swept]
     train_refs = [train.remote(preset, v, str(out_dir), r) for r, v in tasks]
-    allocation_refs, allocation_keys = submit_allocation_runs(preset)  # while Emrakul trains
+    candidate_refs, candidate_keys = submit_candidate_runs(preset)  # while Emrakul trains
     done = {job: train_by_sweep(preset, job[0], out_dir, console) for job in swept}
     done.update(gather(train_refs, tasks, "training Emrakul", console))
     trained = {job: done[job] for job in jobs}  # in training order, not finishing order
-    chosen, selection = select_checkpoints(preset, trained, console)
-    allocation = choose_allocations(
+    if checkpoint is None:
+        chosen, selection = select_checkpoints(preset, trained, console)
+        paths = {key: c.path for key, c in chosen.items()}
+        training: Any = training_section(preset, out_dir, trained, chosen, selection)
+    else:
+        paths, selection = {(0, "emrakul"): str(checkpoint.resolve())}, []
+        training = given_checkpoint(checkpoint)  # a dict, where runs are a list
+    choices = choose_candidates(
         preset,
-        gather(allocation_refs, allocation_keys, "baseline allocations (validation seeds)",
+        gather(candidate_refs, candidate_keys, "allocations and options (validation seeds)",
                console),
         console,
     )  # fmt: skip
-    picked = {(r["policy"], r["density"]): r["chosen"] for r in allocation}
-    credit_jobs = credit_setup(preset, chosen[(0, "emrakul")].path)
+    picked = {(r["policy"], r["density"]): r["chosen"] for r in choices.allocation}
+    options = {(r["policy"], r["density"]): r["chosen"] for r in choices.options}
+    credit_jobs = credit_setup(preset, paths[(0, "emrakul")])
     credit_refs = [remote(measure_stream).remote(*job) for job in credit_jobs]
-    evaluated = [
-        c
-        for c in conditions(preset)
-        if c.allocation is None or picked[(c.label, c.density)] == c.allocation
-    ]
+    evaluated = [c for c in conditions(preset) if choices.evaluates(c)]
     evaluate = remote(evaluate_run)
     streams = {s.name: s for s in preset.streams}
     refs, keys = [], []
     for cond, seed in product(evaluated, preset.seeds):
         for name in cond.streams:
-            path = chosen[(cond.run, cond.variant)].path if cond.variant else None
+            path = paths[(cond.run, cond.variant)] if cond.variant else None
             args = (streams[name], cond.policy, cond.density, seed, path, cond.switches,
-                    cond.horizon, cond.allocation)  # fmt: skip
+                    cond.horizon, cond.allocation, cond.config_overrides)  # fmt: skip
             refs.append(evaluate.remote(*args))
             keys.append((cond, name, seed))
     runs = gather(refs, keys, "evaluation", console)
@@ -222,11 +245,15 @@ def _run(
     for entry in results:
         if (key := (entry["policy"], entry["density"])) in picked:
             entry["allocation"] = picked[key]
+        if key in options:
+            entry["options"] = options[key]
     spread = between_runs(scores, run_labels(preset), preset.densities[0])
     for entry, seed in zip(spread["runs"], preset.train_seeds, strict=True):
         entry["seed"] = seed
-    table = markdown_tables(results, paired, picked) + "\n" + markdown_runs(spread)
-    command = f"esper bench quality --preset {preset.name} --json {json_path} --force"
+    shown = {key: " ".join(chosen) for key, chosen in options.items() if chosen}
+    table = markdown_tables(results, paired, picked, shown) + "\n" + markdown_runs(spread)
+    given = f" --checkpoint {checkpoint}" if checkpoint is not None else ""
+    command = f"esper bench quality --preset {preset.name}{given} --json {json_path} --force"
     task_end = [
         {
             "policy": c.label,
@@ -246,13 +273,14 @@ def _run(
         "validation_seeds": list(preset.validation_seeds),
         "train_seeds": list(preset.train_seeds),
         "streams": [dataclasses.asdict(s) for s in preset.streams],
-        "training": _training_section(preset, out_dir, trained, chosen, selection),
+        "training": training,
         "selection": selection,
-        "chosen": {chosen_key(r, v): c.path for (r, v), c in chosen.items()},
-        "allocation": allocation,
+        "chosen": {chosen_key(r, v): path for (r, v), path in paths.items()},
+        "allocation": choices.allocation,
+        "options": choices.options,
         "between_runs": spread,
         "credit": {
-            "checkpoint": chosen[(0, "emrakul")].path,
+            "checkpoint": paths[(0, "emrakul")],
             "jobs": [
                 {
                     "stream": j[0].name,
@@ -297,57 +325,6 @@ def _run(
     console.print(table)
     console.print(f"results written to {json_path} and {plot_path} in {report['wall_s']:.0f} s")
     return report
-
-
-def _training_section(
-    preset: QualityPreset,
-    out_dir: Path,
-    trained: Mapping[tuple[int, str], TrainedVariant],
-    chosen: Mapping[tuple[int, str], CheckpointChoice],
-    selection: Sequence[Mapping[str, Any]],
-) -> list[dict[str, Any]]:
-    """The ``training`` section of the report: per run its seeds and directory and, per
-    variant, the validation learning curve of its candidates (``imitation`` marks the warm
-    start's snapshot, surgeries 0; a sweep's name their member: ``trial_id``, ``iteration``,
-    ``searched`` …), the chosen checkpoint, the surgeries trained and the hyperparameters (a
-    sweep's: its ``run_dir``, ``best_member`` and every member's final values)."""
-    section = []
-    for run, seed in enumerate(preset.train_seeds):
-        variants = {}
-        for (r, variant), t in trained.items():
-            if r != run:
-                continue
-            curve = [
-                {
-                    "surgeries": row["surgeries"],
-                    "validation": row["validation"],
-                    "imitation": row["surgeries"] == 0,
-                    **t.sources.get(row["path"], {}),
-                }
-                for row in selection
-                if (row["run"], row["variant"]) == (run, variant)
-            ]
-            best = chosen[(run, variant)]
-            variants[variant] = {
-                "directory": t.directory,
-                "curve": curve,
-                "imitation_validation": next(
-                    (c["validation"] for c in curve if c["imitation"]), None
-                ),
-                "chosen": {
-                    "surgeries": best.surgeries,
-                    "path": best.path,
-                    "validation": best.validation,
-                    **t.sources.get(best.path, {}),
-                },
-                "surgeries_trained": t.surgeries,
-                "hyperparameters": t.hyperparameters,
-            }
-        section.append({
-            "run": run, "seed": seed, "organism_seeds": list(preset.organism_seeds(run)),
-            "directory": str(out_dir / f"run{run}"), "variants": variants,
-        })  # fmt: skip
-    return section
 
 
 PLOTTED = ("dense", "cbp", "static", "rigl", "rigl_continual", "emrakul")

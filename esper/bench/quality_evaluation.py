@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,16 +38,18 @@ def policy_overrides(
     density: float,
     horizon: float = RIGL_HORIZON,
     allocation: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[str]:
     """The config overrides of ``policy`` at ``density`` on ``stream``: the stream's, then the
-    policy's, RigL's ``t_end`` (``horizon`` of the stream) and the layer ``allocation``
-    (``None``: the workload's)."""
+    policy's, RigL's ``t_end`` (``horizon`` of the stream), the layer ``allocation``
+    (``None``: the workload's) and the condition's own ``overrides`` (an anchor's optimizer
+    or host options, :attr:`~esper.bench.quality_condition.Condition.config_overrides`)."""
     extra = [f"policy={policy}", f"policy.density={density}"]
     if policy in ("rigl", "rigl_elastic"):  # RigL's mask stops at T_end = horizon × stream
         extra.append(f"policy.params.t_end={max(1, int(horizon * stream.steps))}")
     if allocation is not None:
         extra.append(f"workload.scalpel.distribution={allocation}")
-    return [*stream.overrides, *extra]
+    return [*stream.overrides, *extra, *overrides]
 
 
 def evaluate_run(
@@ -57,20 +61,25 @@ def evaluate_run(
     switches: tuple[tuple[str, Any], ...] = (),
     horizon: float = RIGL_HORIZON,
     allocation: str | None = None,
+    overrides: tuple[str, ...] = (),
+    record_to: str | None = None,
 ) -> dict[str, Any]:
     """One prequential run of ``policy`` (or the checkpoint, with the ablation ``switches``
-    set on it) on ``stream``, under the layer ``allocation`` (``None``: the workload's): its
+    set on it) on ``stream``, under the layer ``allocation`` (``None``: the workload's) and
+    the condition's own config ``overrides`` (:func:`policy_overrides`): its
     metrics, its end-of-task accuracies and its breathing correlation
     (:func:`~esper.analysis.breathing.breathing_correlation`; NaN under a fixed budget). A host
-    that diverges scores 0 on the steps it did not run."""
+    that diverges scores 0 on the steps it did not run. With ``record_to`` the run's events and
+    metrics are also written there as a run directory (as ``esper evaluate`` writes one), for
+    the detectors (:mod:`esper.bench.strategies`)."""
     from esper.policies.base import dense_start, make_policy
     from esper.policies.checkpoints import load_policy
     from esper.policies.evaluation import evaluate_policy
     from esper.threads import one_thread
     from esper.workloads.factory import build_organism
 
-    overrides = policy_overrides(stream, policy, density, horizon, allocation)
-    cfg = compose_config([*overrides, f"experiment.seed={seed}"])
+    composed = policy_overrides(stream, policy, density, horizon, allocation, overrides)
+    cfg = compose_config([*composed, f"experiment.seed={seed}"])
     start, params = dense_start(cfg.policy.density, cfg.policy.name, cfg.policy.params)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, density=start))
     accuracies: list[float] = []
@@ -83,13 +92,27 @@ def evaluate_run(
         if index >= 0:
             densities.append(float(step.info["density"]))
 
-    with one_thread():
+    with one_thread(), ExitStack() as stack:
         organism = build_organism(cfg)
         surgeon = load_policy(checkpoint) if checkpoint else make_policy(policy, **params)
         for attribute, value in switches:
             setattr(surgeon, attribute, value)
         surgeries = stream.steps // cfg.policy.surgery_interval - 1
-        report = evaluate_policy(organism, surgeon, surgeries, on_step=note)
+        on_events = None
+        if record_to is not None:
+            from esper.platform.runs import RunRecorder, run_state
+
+            stack.enter_context(run_state(Path(record_to)))  # marked once the tables flush
+            recorder = stack.enter_context(
+                RunRecorder(Path(record_to), cfg, "bench", stream.name, surgeon.name)
+            )
+            noted, on_events = note, recorder.events
+
+            def note(index: int, step: Any) -> None:
+                noted(index, step)
+                recorder.step(organism, step)
+
+        report = evaluate_policy(organism, surgeon, surgeries, on_step=note, on_events=on_events)
     task_length = int(cfg.workload.schedule.params["task_length"])
     acc = np.zeros(stream.steps)
     acc[: min(len(accuracies), stream.steps)] = accuracies[: stream.steps]

@@ -1,10 +1,12 @@
-"""The drift suite and protocol of ``esper bench quality``: streams, presets and conditions.
+"""The protocol of ``esper bench quality``: presets and conditions (streams:
+:mod:`esper.bench.quality_streams`).
 
-A :class:`QualityPreset` names the streams, densities, surgeons and seeds of one quality
-benchmark; :func:`conditions` expands it into the evaluations to run. Three disjoint seed sets
-keep the protocol honest: Emrakul trains on streams seeded from ``train_seeds`` (one
-independent training run per seed, so the table can show how much a result owes to the run),
-every choice (a checkpoint, a baseline's layer allocation) is made on ``validation_seeds``, and
+A :class:`QualityPreset` names the streams, densities, surgeons, plasticity anchors
+(:mod:`esper.bench.quality_anchors`) and seeds of one quality benchmark; :func:`conditions`
+expands it into the evaluations to run. Three disjoint seed sets keep the protocol honest:
+Emrakul trains on streams seeded from ``train_seeds`` (one independent training run per seed,
+so the table can show how much a result owes to the run), every choice (a checkpoint, a
+baseline's layer allocation, an anchor's options) is made on ``validation_seeds``, and
 every number of the table comes from ``seeds``, which neither training nor selection ever saw.
 A seed draws the stream's permutations, rotations, class order and noise, so the three sets
 also differ in drift orderings. The preset refuses seeds that overlap.
@@ -13,8 +15,10 @@ also differ in drift orderings. The preset refuses seeds that overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from esper.bench.quality_anchors import ANCHORS
+from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON, Condition
+from esper.bench.quality_streams import SMALL_STREAMS, Stream, drift_stream
 from esper.bench.quality_variants import (
     ABLATIONS,
     EVERY_DENSITY,
@@ -24,70 +28,20 @@ from esper.bench.quality_variants import (
 )
 
 __all__ = [
-    "ABLATIONS", "ALLOCATIONS", "ELASTIC", "EVERY_DENSITY", "LEARNING", "PRESETS",
-    "RIGL_HORIZON", "SWITCHES", "TRAINED_ABLATIONS", "TRAINERS", "WARM_START_ABLATIONS",
-    "Condition", "QualityPreset",
+    "ABLATIONS", "ALLOCATIONS", "ANCHOR_PRESET", "CONTINUAL_HORIZON", "ELASTIC", "EVERY_DENSITY",
+    "LEARNING", "PRESETS", "RIGL_HORIZON", "SMALL_STREAMS", "SPARSE_BASELINES", "SWITCHES",
+    "TRAINED_ABLATIONS", "TRAINERS", "WARM_START_ABLATIONS", "Condition", "QualityPreset",
     "Stream", "conditions", "run_labels", "trained_variants",
 ]  # fmt: skip
-
-
-RIGL_HORIZON = 0.75
-"""RigL's ``T_end`` as a fraction of the stream: Evci et al. 2020 stop updating the mask at 75%
-of training. On a drifting stream that freezes the mask for the last quarter, so the suite also
-runs ``rigl_continual`` (``T_end`` = 10 × the stream: a near-constant drop fraction ``α``
-throughout), the stronger baseline for continual learning."""
-
-CONTINUAL_HORIZON = 10.0
-"""``T_end`` of ``rigl_continual``, as a fraction of the stream."""
-
-
-@dataclass(frozen=True)
-class Stream:
-    """One drifting stream of the suite.
-
-    Attributes:
-        name: Short name used in the table.
-        overrides: Config overrides that compose it (a workload preset and its changes).
-        steps: SGD steps of the stream (``num_tasks × task_length``).
-    """
-
-    name: str
-    overrides: tuple[str, ...]
-    steps: int
-
-
-def _digits(name: str, preset: str, tasks: int, task_length: int, *extra: str) -> Stream:
-    overrides = (f"workload={preset}", f"workload.num_tasks={tasks}",
-                 f"workload.schedule.params.task_length={task_length}", *extra)  # fmt: skip
-    return Stream(name, overrides, tasks * task_length)
-
-
-SMALL_STREAMS = (
-    # Long enough to expose loss of plasticity (Dohare et al. 2024 use thousands of tasks on
-    # MNIST; 50 is what a 60-minute budget on 2 cores affords).
-    _digits("permuted50", "digits_permuted", 50, 200),
-    _digits(
-        "class_incremental",
-        "digits_class_incremental",
-        5,
-        300,
-        "workload.drifts.0.params.shuffle=true",
-    ),
-    _digits("label_permuted", "digits_label_permuted", 5, 300),
-    _digits("mnist1d_covariate", "mnist1d_covariate", 5, 300),
-    # The regression stream of Dohare et al. with a 100-unit host: the paper's 5 hidden units
-    # leave nothing to prune at 90-95% sparsity. Online accuracy is 1 / (1 + MSE).
-    _digits(
-        "regression", "slowly_changing_regression", 10, 1000, "workload.host.params.hidden=[100]"
-    ),
-    _digits("recurring", "digits_recurring", 6, 300),  # A → B → A → B → A → B
-)
 
 
 TRAINERS = ("in_process", "sweep")
 """How a preset trains its full policy (``QualityPreset.trainer``): ``in_process``
 (:mod:`esper.bench.quality_training`, after a RigL-imitation warm start) or ``sweep`` (a PBT
 sweep, :mod:`esper.bench.quality_sweep`); the trained ablations always train in process."""
+
+SPARSE_BASELINES = ("static", "random", "set", "rigl", "gmp", "cbp", "redo")
+"""The sparse baselines of a preset unless it names its own."""
 
 ALLOCATIONS = ("uniform", "erk")
 """Layer allocations a sparse baseline runs under (``workload.scalpel.distribution``, the names
@@ -100,10 +54,12 @@ class QualityPreset:
     """One quality benchmark.
 
     Attributes:
-        name: ``small``, ``learning`` or ``full``.
+        name: Its key in :data:`PRESETS`.
         streams: The drift suite.
         densities: Density budgets every sparse surgeon runs at.
         baselines: Sparse baselines (``esper.policies.POLICIES`` names); dense runs once.
+        anchors: Plasticity anchors (:data:`~esper.bench.quality_anchors.ANCHORS` names):
+            optimizer and host options on a surgeon, at every density or once dense.
         seeds: Evaluation seeds (one run per condition, stream and seed).
         validation_seeds: Seeds of every selection (checkpoints, baselines' allocations).
         train_seeds: One independent training run of Emrakul per seed. Run ``r`` seeds its
@@ -138,13 +94,15 @@ class QualityPreset:
 
     Raises:
         ValueError: overlapping seed sets, an empty or unknown allocation list, an unknown
-            trainer, or a sweep with fewer than 2 members, no ``lr`` or a warm-start ablation.
+            anchor or trainer, or a sweep with fewer than 2 members, no ``lr`` or a warm-start
+            ablation.
     """
 
     name: str
     streams: tuple[Stream, ...]
     densities: tuple[float, ...] = (0.1, 0.05)
-    baselines: tuple[str, ...] = ("static", "random", "set", "rigl", "gmp", "cbp", "redo")
+    baselines: tuple[str, ...] = SPARSE_BASELINES
+    anchors: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
     validation_seeds: tuple[int, ...] = (500,)
     train_seeds: tuple[int, ...] = (0,)
@@ -173,6 +131,9 @@ class QualityPreset:
                 f"preset {self.name!r}: allocations={self.allocations} must name one or more of "
                 f"{', '.join(ALLOCATIONS)}"
             )
+        if unknown := [a for a in self.anchors if a not in ANCHORS]:
+            raise ValueError(f"preset {self.name!r}: unknown anchors {unknown}; valid: "
+                             f"{', '.join(ANCHORS)}")  # fmt: skip
         if self.trainer not in TRAINERS:
             raise ValueError(f"preset {self.name!r}: unknown trainer {self.trainer!r}; valid: "
                              f"{', '.join(TRAINERS)}")  # fmt: skip
@@ -269,14 +230,44 @@ Emrakul trained the same way, and dense. Two trainings of 1,800 surgeries run si
 with 156 selection and 335 evaluation runs, about 30 minutes on 2 cores (scaled from
 :data:`LEARNING`'s costs)."""
 
+ANCHOR_PRESET = QualityPreset(
+    "anchors",
+    SMALL_STREAMS,
+    baselines=("rigl", "shrink_perturb", "swr"),
+    anchors=tuple(ANCHORS),
+    ablations=(),
+    allocations=("erk",),
+    credit_surgeries=0,
+)
+"""Emrakul against the plasticity baselines, for 2 cores: RigL (and ``rigl_continual``), Shrink
+& Perturb and SWR at ERK, and every anchor of :data:`~esper.bench.quality_anchors.ANCHORS`
+(UPGD, L2 Init and layer norm + weight decay on the static mask and dense, UPGD under RigL),
+each at the options its validation runs favour. Meant for ``--checkpoint`` (a trained policy
+that never saw these evaluation seeds, such as the ``learning`` preset's: trained on its own
+seeds, its checkpoint chosen on validation seeds 500 and 501): nothing trains; without it,
+run 0 trains and its checkpoint is chosen first.
+
+Cost, at :data:`LEARNING`'s ≈ 3.7 core-s an evaluation run (its 455 runs, 2.0 M steps, took
+≈ 1700 core-s): 30 option candidates (11 at each density, 8 dense) × 6 streams × 1 validation
+seed = 180 validation runs (0.8 M steps, ≈ 670 core-s), then 665 evaluation runs (22
+conditions × 6 streams × 5 seeds + dense CBP; 2.9 M steps, ≈ 2460 core-s): about 27 minutes on
+2 cores. UPGD's steps (a noise draw and a utility trace per weight) are not measured yet; at
+1.5 × an SGD step its 240 runs would add ≈ 4 minutes."""
+
 PRESETS = {
-    "small": QualityPreset("small", SMALL_STREAMS),
+    "small": QualityPreset(
+        "small",
+        SMALL_STREAMS,
+        baselines=(*SPARSE_BASELINES, "shrink_perturb", "swr"),
+        anchors=tuple(ANCHORS),
+    ),
     "learning": LEARNING,
     "elastic": ELASTIC,
+    "anchors": ANCHOR_PRESET,
     "full": QualityPreset(
         "full",
         (
-            _digits("permuted200", "digits_permuted", 200, 300),
+            drift_stream("permuted200", "digits_permuted", 200, 300),
             *SMALL_STREAMS[1:],
         ),
         seeds=tuple(range(1000, 1010)),
@@ -288,40 +279,13 @@ PRESETS = {
         trainer="sweep",
     ),
 }
-"""The presets of ``esper bench quality``: ``small`` fits 60 minutes on 2 cores; ``learning``
-(:data:`LEARNING`) asks whether Emrakul learns, in about 45; ``full`` is for a Ray cluster or a
-GPU machine, and trains its policy by a PBT sweep (4 members × 6 replicas × 53 iterations of 16
-surgeries: 20,352; :mod:`esper.bench.quality_sweep`)."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One row of the table: a surgeon at a density (a baseline once per layer allocation it
-    is tried under; the run keeps the one chosen on the validation seeds).
-
-    Attributes:
-        label: Name in the table (policy name, ``emrakul_<ablation>``, ``…_run<r>``).
-        policy: Policy to build (``emrakul`` conditions load a trained checkpoint).
-        density: Density budget.
-        streams: Stream names it runs on (every stream unless restricted).
-        variant: The Emrakul training variant whose checkpoint it uses (``None`` otherwise;
-            ``imitation_only`` is the full policy's snapshot before RL).
-        switches: Policy attributes set after loading the checkpoint (ablation switches).
-        horizon: RigL's ``T_end`` as a fraction of the stream (RigL conditions only).
-        run: The training run whose checkpoint it uses (an index of ``train_seeds``).
-        allocation: ``workload.scalpel.distribution`` of a sparse baseline (``None``: the
-            workload's own, as dense runs and Emrakul, which was trained with it, keep).
-    """
-
-    label: str
-    policy: str
-    density: float
-    streams: tuple[str, ...]
-    variant: str | None = None
-    switches: tuple[tuple[str, Any], ...] = ()
-    horizon: float = RIGL_HORIZON
-    run: int = 0
-    allocation: str | None = None
+"""The presets of ``esper bench quality``: ``small`` (every baseline and anchor, the ablations)
+took 35 minutes on 2 cores before Shrink & Perturb, SWR and the anchors joined it, which add
+360 validation and 450 evaluation runs (≈ 3000 core-s at :data:`ANCHOR_PRESET`'s rates): about
+60; ``learning`` (:data:`LEARNING`) asks whether Emrakul learns, in about 45; ``anchors``
+(:data:`ANCHOR_PRESET`) scores a given checkpoint against the plasticity baselines, in about
+27; ``full`` is for a Ray cluster or a GPU machine, and trains its policy by a PBT sweep (4
+members × 6 replicas × 53 iterations of 16 surgeries: 20,352; :mod:`esper.bench.quality_sweep`)."""
 
 
 def trained_variants(preset: QualityPreset) -> list[tuple[int, str]]:
@@ -340,8 +304,9 @@ def run_labels(preset: QualityPreset) -> list[tuple[str, str]]:
 
 
 def conditions(preset: QualityPreset) -> list[Condition]:
-    """Every condition of ``preset``: dense once; at each density each baseline once per
-    allocation, and Emrakul (run 0); the ablations at the first density; with several
+    """Every condition of ``preset``: dense (and the dense anchors) once; at each density each
+    baseline once per allocation, each sparse anchor once per allocation and option set, and
+    Emrakul (run 0); the ablations at the first density; with several
     training runs, each other run's full policy and imitation-only snapshot at the first
     density (and run 0's imitation-only snapshot); dense CBP on the plasticity stream.
 
@@ -349,7 +314,7 @@ def conditions(preset: QualityPreset) -> list[Condition]:
         KeyError: an unknown ablation.
     """
     every = tuple(s.name for s in preset.streams)
-    out = [Condition("dense", "dense", 1.0, every)]
+    out = [Condition("dense", "dense", 1.0, every), *_anchors(preset, 1.0, None)]
     for density in preset.densities:
         for allocation in preset.allocations:
             out += [Condition(b, b, density, every, allocation=allocation)
@@ -357,6 +322,7 @@ def conditions(preset: QualityPreset) -> list[Condition]:
             if "rigl" in preset.baselines:
                 out.append(Condition("rigl_continual", "rigl", density, every,
                                      horizon=CONTINUAL_HORIZON, allocation=allocation))  # fmt: skip
+            out += _anchors(preset, density, allocation)
         out.append(Condition("emrakul", "emrakul", density, every, variant="emrakul"))
     first = preset.densities[0]
     for ablation in preset.ablations:
@@ -380,3 +346,16 @@ def conditions(preset: QualityPreset) -> list[Condition]:
                                      run=run))  # fmt: skip
     out.append(Condition("cbp", "cbp", 1.0, (preset.plasticity_stream,)))
     return out
+
+
+def _anchors(preset: QualityPreset, density: float, allocation: str | None) -> list[Condition]:
+    """The preset's anchors at ``density`` (the dense ones at 1, the others below), once per
+    option set of their grid."""
+    every = tuple(s.name for s in preset.streams)
+    return [
+        Condition(name, anchor.policy, density, every, allocation=allocation,
+                  overrides=anchor.overrides, options=options)
+        for name in preset.anchors
+        if (anchor := ANCHORS[name]).dense == (density == 1.0)
+        for options in anchor.options()
+    ]  # fmt: skip

@@ -8,12 +8,14 @@ start and every ``snapshot_every`` surgeries. :class:`TrainedVariant` records wh
 candidates are and what the variant trained with; choosing among them is
 :mod:`esper.bench.quality_selection`'s job. A preset with ``trainer="sweep"`` trains each run's
 full policy by a PBT sweep instead (:mod:`esper.bench.quality_sweep`, which returns a
-:class:`TrainedVariant` too).
+:class:`TrainedVariant` too). With ``--checkpoint`` nothing trains: :func:`check_given_checkpoint`
+refuses a preset that needs training of its own and :func:`given_checkpoint` records the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -26,7 +28,13 @@ if TYPE_CHECKING:
     from esper.config import EsperConfig
     from esper.policies.training import TrainResult
 
-__all__ = ["TrainedVariant", "train_variant", "training_overrides"]
+__all__ = [
+    "TrainedVariant",
+    "check_given_checkpoint",
+    "given_checkpoint",
+    "train_variant",
+    "training_overrides",
+]
 
 
 @dataclass(frozen=True)
@@ -129,3 +137,30 @@ def _hyperparameters(cfg: EsperConfig, result: TrainResult) -> dict[str, Any]:
         "surgeries": training.surgeries,
         "policy_params": to_plain(dict(result.policy.params)),
     }
+
+
+def check_given_checkpoint(preset: QualityPreset, checkpoint: Path) -> None:
+    """Refuse to evaluate a given Emrakul ``checkpoint`` instead of training, where ``preset``
+    needs more than one policy (ablations or several training runs) or the file is missing.
+
+    Raises:
+        ValueError: naming ``--checkpoint`` and what the preset would train.
+    """
+    trains = [f"ablations {list(preset.ablations)}"] if preset.ablations else []
+    if len(preset.train_seeds) > 1:
+        trains.append(f"{len(preset.train_seeds)} training runs")
+    if trains:
+        raise ValueError(
+            f"--checkpoint evaluates one given policy, but preset {preset.name!r} has "
+            f"{' and '.join(trains)}, which it trains; drop --checkpoint or use a preset "
+            "without them (anchors)"
+        )
+    if not checkpoint.is_file():
+        raise ValueError(f"--checkpoint {checkpoint} is not a file")
+
+
+def given_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """The report's ``training`` section when nothing trained: the checkpoint evaluated as
+    ``emrakul``, as given, and its SHA-256."""
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    return {"trained": False, "checkpoint": str(checkpoint), "sha256": digest}

@@ -40,15 +40,21 @@ TINY = QualityPreset(
 
 
 def test_conditions_cover_every_surgeon_once_per_density_and_allocation() -> None:
-    keys = [(c.label, c.density, c.allocation) for c in conditions(PRESETS["small"])]
+    small = conditions(PRESETS["small"])
+    keys = [(c.label, c.density, c.allocation, c.options) for c in small]
     assert len(keys) == len(set(keys))
-    labels = {(label, density) for label, density, _ in keys}
+    labels = {(label, density) for label, density, _, _ in keys}
     assert ("dense", 1.0) in labels and ("cbp", 1.0) in labels
     for density in (0.1, 0.05):
         for name in ("emrakul", "rigl", "rigl_continual", "set", "gmp", "cbp", "redo", "static",
-                     "random"):  # fmt: skip
-            allocations = {a for label, d, a in keys if (label, d) == (name, density)}
+                     "random", "shrink_perturb", "swr", "upgd", "l2_init", "ln_wd",
+                     "rigl_upgd"):  # fmt: skip
+            allocations = {a for label, d, a, _ in keys if (label, d) == (name, density)}
             assert allocations == ({None} if name == "emrakul" else {"uniform", "erk"})
+    upgd = [c for c in small if (c.label, c.density, c.allocation) == ("upgd", 0.1, "erk")]
+    assert [c.options for c in upgd] == [(f"workload.lr={lr}",) for lr in ("0.02", "0.06", "0.2")]
+    for name in ("dense_upgd", "dense_l2_init", "dense_ln_wd"):
+        assert {(d, a) for label, d, a, _ in keys if label == name} == {(1.0, None)}
     switched = {c.label: c for c in conditions(PRESETS["small"])}["emrakul_blind_gradient"]
     assert switched.variant == "emrakul" and switched.switches == (("blind", ("gradient",)),)
     with pytest.raises(KeyError, match="unknown ablation 'bogus'"):

@@ -141,8 +141,10 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.trained: list[tuple[int, str]] = []
 
     def train(self, preset: QualityPreset, variant: str, out_dir: str, run: int) -> TrainedVariant:
+        self.trained.append((run, variant))
         folder = f"{out_dir}/run{run}/{variant}"
         snaps = tuple((s, f"{folder}/surgery-{s:06d}.pt") for s in (0, 4, 8))
         hyper = {"control": preset.control, "imitation": preset.imitation,
@@ -160,23 +162,27 @@ class _Recorder:
         switches: tuple[tuple[str, Any], ...] = (),
         horizon: float = 0.75,
         allocation: str | None = None,
+        overrides: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         self.calls.append({"policy": policy, "seed": seed, "checkpoint": checkpoint,
-                           "allocation": allocation, "switches": switches})  # fmt: skip
+                           "allocation": allocation, "switches": switches,
+                           "overrides": overrides, "density": density})  # fmt: skip
         noise = 0.01 * ((seed * 7 + ord(stream.name)) % 5)
         acc = 0.5 + noise
         if checkpoint is not None:  # later snapshots are better; run 1 is a little worse
             acc += 0.02 * int(checkpoint[-9:-3]) / 4 - (0.01 if "/run1/" in checkpoint else 0)
         if allocation is not None:  # uniform wins on validation seeds, erk on evaluation ones
             acc += 0.05 * ((allocation == "uniform") == (seed < 1000))
+        if overrides:  # the middle step size wins on validation seeds, the largest on evaluation
+            acc += 0.03 * (f"workload.lr={0.06 if seed < 1000 else 0.2}" in overrides)
         metrics = {"online_accuracy": acc, "task_end_accuracy": acc, "recovery_steps": 10.0,
                    "plasticity": 0.0, "final_density": density, "flops": density,
                    "reversal_rate": 0.0}  # fmt: skip
         return {"metrics": metrics, "task_end": [acc, acc], "diverged": False}
 
 
-@pytest.fixture
-def faked(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
+def fake_runs(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
+    """Replace training, evaluation, Ray and the plot by a :class:`_Recorder`."""
     recorder = _Recorder()
     for module in (quality, quality_selection):  # selection runs on the validation seeds
         monkeypatch.setattr(module, "remote", lambda fn: SimpleNamespace(remote=fn))
@@ -189,12 +195,20 @@ def faked(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
     return recorder
 
 
-def _report(tmp_path: Path, preset: QualityPreset = FAKE) -> tuple[dict[str, Any], str]:
+@pytest.fixture
+def faked(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
+    return fake_runs(monkeypatch)
+
+
+def _report(
+    tmp_path: Path, preset: QualityPreset = FAKE, checkpoint: Path | None = None
+) -> tuple[dict[str, Any], str]:
     readme = tmp_path / "README.md"
     readme.write_text(f"{README_BEGIN}\n{README_END}\n")
     out = tmp_path / "quality.json"
     with (tmp_path / "log.txt").open("w") as log:
-        report = quality._run(preset, out, readme, str(tmp_path / "runs"), 0.0, Console(file=log))
+        report = quality._run(preset, out, readme, str(tmp_path / "runs"), 0.0, Console(file=log),
+                              checkpoint)  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(report, default=str))
     return report, readme.read_text()
 
