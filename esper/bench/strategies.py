@@ -71,6 +71,9 @@ class StrategiesPreset:
     k: int = 5
 
 
+PER_LAYER = ("flipflop",)
+"""Detectors that summarise each layer of a run rather than find episodes in it."""
+
 _SHORT_NAMES = ("class_incremental", "label_permuted", "mnist1d_covariate", "recurring")
 _SHORT = tuple(s for s in SMALL_STREAMS if s.name in _SHORT_NAMES)
 
@@ -202,6 +205,10 @@ def _report(
                 "runs_with_episodes": sum(len(e) > 0 for e in episodes),
                 "per_100_surgeries": 100.0 * count / surgeries if surgeries else None,
             }  # fmt: skip
+            if detector in PER_LAYER:  # one row per layer and run: a rate, not episodes
+                rates = [float(v) for e in episodes for v in e.get("rate", [])]
+                entry["mean_rate"] = float(np.mean(rates)) if rates else None
+                entry["episodes"] = entry["per_100_surgeries"] = None
             if (column := EPISODE_START.get(detector)) is not None:
                 entry["effect"] = episode_effects(
                     [(m, e[column].astype(int).tolist() if len(e) else [])
@@ -249,9 +256,14 @@ def _markdown(report: dict[str, Any]) -> str:
             ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None else ""
             shown = f"{effect['mean_diff']:+.3f}{ci} (n={effect['episodes']})"
         rate = e["per_100_surgeries"]
-        lines.append(f"| {e['surgeon']} | {e['density']} | {e['detector']} | {e['episodes']} | "
-                     f"{e['runs_with_episodes']}/{e['runs']} | "
-                     f"{'n/a' if rate is None else f'{rate:.2f}'} | {shown} |")  # fmt: skip
+        if "mean_rate" in e:  # a per-layer rate
+            mean = e["mean_rate"]
+            count, rate_cell = "—", f"mean rate {'n/a' if mean is None else f'{mean:.3f}'}"
+        else:
+            count, rate_cell = str(e["episodes"]), "n/a" if rate is None else f"{rate:.2f}"
+        runs = f"{e['runs_with_episodes']}/{e['runs']}"
+        lines.append(f"| {e['surgeon']} | {e['density']} | {e['detector']} | {count} | {runs} "
+                     f"| {rate_cell} | {shown} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -279,7 +291,7 @@ def _plot(detected: Detected, json_path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, points in sorted(by_surgeon.items()):
         xs, ys = zip(*points, strict=True) if points else ((), ())
-        if len(set(ys)) > 1:  # a fixed budget has nothing to show
+        if ys and max(ys) - min(ys) > 0.005:  # a fixed budget (rounding aside) shows nothing
             ax.scatter(xs, ys, s=6, alpha=0.4, label=label)
     ax.set_xlabel("loss surprise before the surgery, log(L_t / L_t-1)")
     ax.set_ylabel("global density set at the surgery")
