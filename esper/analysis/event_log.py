@@ -6,6 +6,8 @@ A run directory holds ``RUN/<table>/trial=T/replica=R/part-NNNNNN.parquet`` for 
 the writer's temporary files (``.part-*.tmp``) are not. The run's metadata (``run.json``) is
 read by :mod:`esper.analysis.runs`, whose :class:`~esper.analysis.runs.Run` opens this log.
 ``trial`` and ``replica`` are hive partition columns (string and int32) next to the data columns.
+SQL runs on the sandboxed DuckDB connection of :mod:`esper.analysis.sandbox`; the integrity checks
+(:meth:`EventLog.gaps`, :meth:`EventLog.damage`) are those of :mod:`esper.analysis.integrity`.
 
 Example:
     >>> log = EventLog.open("runs/r1")  # doctest: +SKIP
@@ -25,6 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from esper.analysis.integrity import describe_damage, manifests_of, unreadable_parts, writer_gaps
+from esper.analysis.sandbox import QueryError, one_select, sandboxed_connection, view_sql
 from esper.events.paths import PART_GLOB
 from esper.events.schema import TABLES, schema_for
 
@@ -37,11 +41,6 @@ Filters = Mapping[str, Any]
 """``{column: value or list of values}``; values of one column are OR-ed, columns AND-ed."""
 
 _PART_GLOB = f"trial=*/replica=*/{PART_GLOB}"
-_DUCKDB_HIVE_TYPES = "{'trial': VARCHAR, 'replica': INTEGER}"
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class EventLog:
@@ -159,14 +158,7 @@ class EventLog:
         auto-loaded, and the configuration is locked before any query.
         """
         if self._con is None:
-            con = duckdb.connect(
-                config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-            )
-            root = _sql_string(str(self.run_dir.resolve()) + os.sep)
-            con.execute(f"SET allowed_directories = [{root}]")
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-            self._con = con
+            self._con = sandboxed_connection(self.run_dir)
         for name in TABLES:  # cheap; a table that got its first part since is then seen
             self._con.execute(self._view_sql(name))
         return self._con
@@ -180,11 +172,11 @@ class EventLog:
             duckdb.Error: the query is invalid or reads outside the run (DuckDB's message
                 names the problem).
         """
-        return self.duckdb().execute(_one_select(query)).df()
+        return self.duckdb().execute(one_select(query)).df()
 
     def sql_arrow(self, query: str) -> pa.Table:
         """:meth:`sql` as an Arrow table."""
-        relation = self.duckdb().sql(_one_select(query))
+        relation = self.duckdb().sql(one_select(query))
         return relation.to_arrow_table() if relation is not None else pa.table({})
 
     def close(self) -> None:
@@ -203,17 +195,23 @@ class EventLog:
 
     def gaps(self, name: str = "events") -> pd.DataFrame:
         """Per writer, the sequence numbers expected against those present: reveals loss
-        (:func:`esper.analysis.integrity.writer_gaps`)."""
-        from esper.analysis.integrity import writer_gaps
-
-        return writer_gaps(self, name)
+        (:func:`esper.analysis.integrity.writer_gaps` on the readable parts)."""
+        con = self.duckdb()
+        return writer_gaps(con, name, manifests_of(self.run_dir / name))
 
     def damage(self) -> list[str]:
-        """What is wrong with this log, one sentence each (``[]``: intact); unreadable parts
-        are excluded from every later read (:func:`esper.analysis.integrity.damage`)."""
-        from esper.analysis.integrity import damage
+        """What is wrong with this log, one sentence each, naming the part or writer (``[]``:
+        intact; :func:`esper.analysis.integrity.describe_damage`).
 
-        return damage(self)
+        Unreadable parts are added to :attr:`excluded` first, so the gap check (and every
+        later read) runs on the readable ones; the rows they held then show as missing.
+        """
+        problems: list[str] = []
+        for name in self.tables():
+            unreadable = unreadable_parts(self.parts(name))
+            self.excluded.update(unreadable)
+            problems += describe_damage(self.run_dir, name, unreadable, self.gaps(name))
+        return problems
 
     # -- internals -------------------------------------------------------------------------
 
@@ -222,42 +220,9 @@ class EventLog:
         return pa.schema(list(schema) + list(PARTITIONS), metadata=schema.metadata)
 
     def _view_sql(self, name: str) -> str:
-        root = self.run_dir.resolve() / name
-        if not self.parts(name):
-            cols = ", ".join(
-                f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in self._full_schema(name)
-            )
-            return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"
-        glob = _sql_string(str(root / _PART_GLOB))
-        if self.excluded:  # name the readable parts one by one
-            glob = "[" + ", ".join(_sql_string(str(p.resolve())) for p in self.parts(name)) + "]"
-        return (
-            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({glob}, "
-            f"hive_partitioning = true, hive_types = {_DUCKDB_HIVE_TYPES}, union_by_name = true)"
-        )
-
-
-class QueryError(ValueError):
-    """A query the event log's sandbox refuses to run (it is not one ``SELECT``)."""
-
-
-_READING = ("SELECT", "EXPLAIN")
-
-
-def _one_select(query: str) -> str:
-    """``query`` if it is exactly one ``SELECT`` (or ``EXPLAIN``) statement.
-
-    Raises:
-        QueryError: naming what was found instead.
-        duckdb.Error: the query does not parse.
-    """
-    statements = duckdb.extract_statements(query)
-    if len(statements) != 1:
-        raise QueryError(f"one statement per query, got {len(statements)}")
-    kind = statements[0].type.name
-    if kind not in _READING:
-        raise QueryError(f"only SELECT queries are run on an event log, not {kind}")
-    return query
+        # with parts left out, the readable ones are named one by one instead of globbed
+        glob = None if self.excluded else self.run_dir.resolve() / name / _PART_GLOB
+        return view_sql(name, self._full_schema(name), self.parts(name), glob)
 
 
 def _check_table(name: str) -> pa.Schema:
@@ -265,22 +230,6 @@ def _check_table(name: str) -> pa.Schema:
         return schema_for(name)
     except KeyError:
         raise KeyError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}") from None
-
-
-def _duck_type(t: pa.DataType) -> str:
-    if pa.types.is_string(t):
-        return "VARCHAR"
-    if pa.types.is_int32(t):
-        return "INTEGER"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_list(t):
-        return "UINTEGER[]"
-    raise TypeError(f"no DuckDB type for {t}")
 
 
 def _filter_expression(

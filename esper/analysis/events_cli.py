@@ -68,8 +68,8 @@ def events_command(args: argparse.Namespace) -> int:
     """Handler of ``esper events``; returns the exit status (2 on bad input)."""
     import duckdb
 
-    from esper.analysis.event_log import QueryError
     from esper.analysis.runs import RunError, load_run
+    from esper.analysis.sandbox import QueryError
 
     if args.fmt == "parquet" and args.out is None:
         return _fail("--format parquet needs --out PATH (Parquet is not written to a terminal)")

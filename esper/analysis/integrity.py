@@ -4,29 +4,31 @@ Every writer numbers its rows 0, 1, 2, … and, when it closes, records its row 
 ``_writer-<id>.json`` manifest beside its parts. A part deleted, a part truncated (its Parquet
 footer unreadable), a writer that never closed or rows written twice show up here, so that a
 reader can say what is missing instead of answering from part of the data.
+
+These functions take what they check (a table's directory, its parts, a connection with a view
+of the table); :meth:`esper.analysis.event_log.EventLog.gaps` and
+:meth:`~esper.analysis.event_log.EventLog.damage` call them on a run's log.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from esper.events.schema import TABLES
-
-if TYPE_CHECKING:
-    from esper.analysis.event_log import EventLog
-
-__all__ = ["damage", "manifests_of", "unreadable_parts", "writer_gaps"]
+__all__ = ["describe_damage", "manifests_of", "unreadable_parts", "writer_gaps"]
 
 
-def manifests_of(log: EventLog, name: str) -> dict[str, dict[str, Any]]:
-    """The closed writers' manifests of table ``name``, by writer id (unreadable ones skipped)."""
+def manifests_of(table_dir: Path) -> dict[str, dict[str, Any]]:
+    """The closed writers' manifests under a table's directory, by writer id (unreadable ones
+    skipped)."""
     found: dict[str, dict[str, Any]] = {}
-    for path in (log.run_dir / name).glob("trial=*/replica=*/_writer-*.json"):
+    for path in table_dir.glob("trial=*/replica=*/_writer-*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -36,10 +38,10 @@ def manifests_of(log: EventLog, name: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-def unreadable_parts(log: EventLog, name: str) -> list[Path]:
-    """Parts of table ``name`` whose Parquet footer cannot be read (truncated, overwritten)."""
+def unreadable_parts(parts: Iterable[Path]) -> list[Path]:
+    """The ``parts`` whose Parquet footer cannot be read (truncated, overwritten)."""
     bad = []
-    for part in log.parts(name):
+    for part in parts:
         try:
             pq.read_metadata(part)
         except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
@@ -47,37 +49,44 @@ def unreadable_parts(log: EventLog, name: str) -> list[Path]:
     return bad
 
 
-def damage(log: EventLog) -> list[str]:
-    """Every problem of ``log``, one sentence each, naming the part or writer (``[]``: whole).
+def describe_damage(
+    run_dir: Path, name: str, unreadable: Iterable[Path], gaps: pd.DataFrame
+) -> list[str]:
+    """The problems of table ``name``, one sentence each, naming the part or writer.
 
-    Unreadable parts are added to ``log.excluded`` first, so the gap check (and every later
-    read of ``log``) runs on the readable ones; the rows they held then show as missing.
+    Args:
+        run_dir: The run directory (parts are named relative to it).
+        name: The table.
+        unreadable: Its parts that cannot be read (:func:`unreadable_parts`).
+        gaps: Its :func:`writer_gaps`, computed on the readable parts.
     """
-    problems: list[str] = []
-    for name in TABLES:
-        if not (log.run_dir / name).is_dir():
-            continue
-        for part in unreadable_parts(log, name):
-            log.excluded.add(part)
-            where = part.relative_to(log.run_dir)
-            problems.append(f"{where} cannot be read (truncated or not Parquet)")
-        gaps = writer_gaps(log, name)
-        for row in gaps.itertuples(index=False):
-            at = f"{name} writer {row.writer_id} (trial {row.trial}, replica {row.replica})"
-            if row.missing:
-                ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in row.missing_ranges)
-                problems.append(f"{at} misses {row.missing} of {row.expected} rows (seq {ranges})")
-            if row.duplicates:
-                problems.append(f"{at} has {row.duplicates} duplicated rows")
+    problems = [
+        f"{part.relative_to(run_dir)} cannot be read (truncated or not Parquet)"
+        for part in unreadable
+    ]
+    for row in gaps.itertuples(index=False):
+        at = f"{name} writer {row.writer_id} (trial {row.trial}, replica {row.replica})"
+        if row.missing:
+            ranges = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in row.missing_ranges)
+            problems.append(f"{at} misses {row.missing} of {row.expected} rows (seq {ranges})")
+        if row.duplicates:
+            problems.append(f"{at} has {row.duplicates} duplicated rows")
     return problems
 
 
-def writer_gaps(log: EventLog, name: str = "events") -> pd.DataFrame:
+def writer_gaps(
+    con: duckdb.DuckDBPyConnection, name: str, manifests: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
     """Per writer, the sequence numbers expected against those present: reveals loss.
 
     Each writer numbers its rows 0, 1, 2, … with no gaps. Rows are expected up to the
     highest ``seq`` present, or up to the row count the writer recorded on ``close()``
     (which also reveals a lost *last* part).
+
+    Args:
+        con: A DuckDB connection with a view named ``name`` over the table's readable parts.
+        name: The table.
+        manifests: The table's writer manifests (:func:`manifests_of`).
 
     Returns:
         One row per ``writer_id``: ``trial``, ``replica``, ``rows`` (present),
@@ -98,7 +107,6 @@ def writer_gaps(log: EventLog, name: str = "events") -> pd.DataFrame:
         "duplicates",
         "closed",
     ]
-    con = log.duckdb()
     present = con.execute(
         f"""
         SELECT writer_id, any_value(trial) AS trial, any_value(replica) AS replica,
@@ -116,7 +124,6 @@ def writer_gaps(log: EventLog, name: str = "events") -> pd.DataFrame:
         ) WHERE seq - prev > 1 ORDER BY writer_id, start
         """
     ).df()
-    manifests = manifests_of(log, name)
     ranges: dict[str, list[tuple[int, int]]] = {}
     for row in holes.itertuples(index=False):
         ranges.setdefault(str(row.writer_id), []).append((int(row.start), int(row.stop)))

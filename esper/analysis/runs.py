@@ -1,6 +1,6 @@
 """Run directories as analysis reads them: metadata, the composed config, and the event log.
 
-A run directory (what :class:`esper.platform.runs.RunRecorder` writes) holds ``run.json`` (run
+A run directory (what :class:`esper.platform.recorder.RunRecorder` writes) holds ``run.json`` (run
 id, command, workload, policy, seed, reward weights and the composed config), ``config.yaml``,
 and the ``events`` and ``metrics`` tables as Parquet parts under
 ``RUN/<table>/trial=T/replica=R/`` (read by :class:`~esper.analysis.event_log.EventLog`).
@@ -108,7 +108,7 @@ class Run:
 
     def damage(self) -> list[str]:
         """What is missing or broken in the run's tables, one sentence each (``[]``: whole;
-        :func:`esper.analysis.integrity.damage`). Call it before reading the tables:
+        :meth:`esper.analysis.event_log.EventLog.damage`). Call it before reading the tables:
         unreadable parts are then left out of them."""
         with self.open_log() as log:
             problems = log.damage()

@@ -50,8 +50,9 @@ from esper.conf import compose
 from esper.config import EsperConfig, to_plain
 from esper.platform.population import Population
 from esper.platform.ray_runtime import start_local_ray
+from esper.platform.recorder import ReplicaRecorder
 from esper.platform.replica import ReplicaSpec, ReplicaWorker
-from esper.platform.runs import ReplicaRecorder, create_run
+from esper.platform.runs import create_run
 from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
 from esper.policies.emrakul.policy import EmrakulPolicy

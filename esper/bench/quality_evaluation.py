@@ -100,7 +100,8 @@ def evaluate_run(
         surgeries = stream.steps // cfg.policy.surgery_interval - 1
         on_events = None
         if record_to is not None:
-            from esper.platform.runs import RunRecorder, run_state
+            from esper.platform.recorder import RunRecorder
+            from esper.platform.runs import run_state
 
             stack.enter_context(run_state(Path(record_to)))  # marked once the tables flush
             recorder = stack.enter_context(

@@ -15,7 +15,8 @@ from esper.commands.naming import chosen_workload
 from esper.conf import ConfigError, compose
 from esper.config import EsperConfig
 from esper.files import atomic_write_text
-from esper.platform.runs import RunRecorder, new_run_dir, run_state
+from esper.platform.recorder import RunRecorder
+from esper.platform.runs import new_run_dir, run_state
 from esper.policies.base import POLICIES, Policy, dense_start, make_policy
 from esper.policies.baselines import BASELINES
 from esper.policies.evaluation import EvaluationReport, evaluate_policy

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from esper.conf import compose
 from esper.config import EsperConfig
 from esper.files import atomic_write_text
-from esper.platform.runs import RunRecorder, new_run_dir, run_state
+from esper.platform.recorder import RunRecorder
+from esper.platform.runs import new_run_dir, run_state
 from esper.policies.checkpoints import save_policy
 from esper.policies.training import TrainResult, train_policy
 from esper.workloads.organism import Organism, OrganismStep

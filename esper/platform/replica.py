@@ -39,7 +39,7 @@ from esper.conf import from_plain
 from esper.events.paths import part_dir, truncate_partition
 from esper.events.record import SurgicalEvent
 from esper.files import atomic_write_text
-from esper.platform.runs import ReplicaRecorder
+from esper.platform.recorder import ReplicaRecorder
 from esper.policies.base import make_policy
 from esper.policies.central import load_acting_state
 from esper.policies.emrakul.policy import EmrakulPolicy

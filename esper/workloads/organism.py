@@ -32,7 +32,7 @@ from esper.workloads.anesthesia import Sedation
 from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
 from esper.workloads.memory import DataAction, DataSide
-from esper.workloads.operation import operate
+from esper.workloads.operation import Patient, operate
 from esper.workloads.prequential import (
     OnlineWindow,
     PendingScores,
@@ -186,7 +186,7 @@ class Organism:
         loss_before = self._window.mean("loss", last=self.spike_window)
         probe = self.stream.peek(self.spike_window)  # the same batches with and without surgery
         control = probe_loss(self.host, probe, self.kind, self.device)
-        events, touched, changed = operate(self, actions, self._context())
+        events, touched, changed = operate(self._patient(), actions, self._context())
         operated = probe_loss(self.host, probe, self.kind, self.device)
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
@@ -235,6 +235,11 @@ class Organism:
     def age(self, name: str) -> torch.Tensor:
         """Per weight of ``name`` (flat), surgeries since its mask state last changed."""
         return self.mask_age.age(name, self.surgery_step)
+
+    def _patient(self) -> Patient:
+        """The parts a surgery operates on (:func:`~esper.workloads.operation.operate`)."""
+        return Patient(self.host, self.scalpel, self.optimizer, self.generator, self.events,
+                       self.mask_age, self.sedation)  # fmt: skip
 
     def _validate(self, actions: Mapping[str, LayerAction]) -> None:
         if unknown := [n for n in actions if n not in self.scalpel.names]:

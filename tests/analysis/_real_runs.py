@@ -3,7 +3,7 @@
 
 A registered baseline runs through ``esper evaluate``'s own code
 (:func:`esper.commands.evaluate.evaluate_command`); a scripted surgeon through the same steps
-(:class:`~esper.platform.runs.RunRecorder` fed by
+(:class:`~esper.platform.recorder.RunRecorder` fed by
 :func:`~esper.policies.evaluation.evaluate_policy`), as the command would run it.
 """
 
@@ -17,7 +17,8 @@ from rich.console import Console
 from esper.analysis.runs import Run, load_run
 from esper.commands.evaluate import evaluate_command
 from esper.conf import compose
-from esper.platform.runs import RunRecorder, new_run_dir, run_state
+from esper.platform.recorder import RunRecorder
+from esper.platform.runs import new_run_dir, run_state
 from esper.policies.base import Policy
 from esper.policies.evaluation import evaluate_policy
 from esper.workloads.factory import build_organism

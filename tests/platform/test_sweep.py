@@ -17,7 +17,6 @@ import psutil
 import pytest
 
 from esper.analysis import EventLog
-from esper.analysis.integrity import writer_gaps
 from esper.events.learning import read_learning_curves
 from esper.platform.trust import SECRET_ENV, verify_sweep
 from tests.platform.conftest import TINY
@@ -134,7 +133,7 @@ def test_tiny_pbt_sweep_applies_what_it_explores(
     tagged = [r for r in runs if "exploited_from" in r.data.tags]
     assert tagged and any(k.startswith("exploit.") for k in tagged[0].data.tags)
     for table in ("events", "metrics"):
-        gaps = writer_gaps(log, table)
+        gaps = log.gaps(table)
         assert len(gaps) and gaps["closed"].all(), gaps  # every writer left its manifest
     board = stdout.split("leaderboard", 1)[1].split("best member", 1)[0]
     for trial in {r["trial"] for r in curves}:

@@ -8,9 +8,10 @@ BackPACK extends a backward (Dangel et al. 2020, ICLR, arXiv 1912.10985): forwar
 each layer's input ``a``, tensor hooks on its output keep the output gradient ``δ`` that
 autograd computes anyway, and one extra product per layer gives ``Σ_b g_b² = B²·(δ²)ᵀ(a²)``
 (``δ`` is the gradient of the *mean* loss, ``δ_b = ∂ℓ_b/∂z_b / B``). The mean gradient is the
-weight's own ``.grad``, read before the optimizer step. The definitions (population variance,
-the GSNR's variance floor, coherence over active weights) are those of
-:mod:`esper.workloads.sensors.gradients`, and the results agree with it to float tolerance.
+weight's own ``.grad``, read before the optimizer step. The GSNR and the layer summaries
+(population variance, the GSNR's variance floor, coherence over active weights) are computed
+by :func:`~esper.workloads.sensors.gradients.finish_statistics`, as in the full pass, and the
+results agree with it to float tolerance.
 
 Under a Scalpel whose gradient hook masks ``.grad`` (``masked``), the mean at pruned weights
 is the masked gradient, 0, so their GSNR is 0; their Fisher stays dense. Layers that are not
@@ -112,43 +113,19 @@ def fused_training_step(
         for handle in handles:
             handle.remove()
     batch = x.shape[0]
-    stats = {}
+    slots = Slots({n: named[n] for n in names}, 3)  # (ḡ, F, GSNR) per layer
     with torch.no_grad():
         for name in names:
-            mean = named[name].grad  # zero_grad(set_to_none) later drops it, never edits it
-            assert mean is not None
+            grad = named[name].grad
+            assert grad is not None
+            mean, fisher, _ = slots.of(name)
+            mean.copy_(grad)
             a, d = inputs[name], deltas[name]
             d2 = d * d
-            fisher = torch.addmm(mean, d2.t(), a * a, beta=0.0, alpha=float(batch))  # F
-            stats[name] = _summary(mean, fisher, batch, checked.get(name), eps)
+            torch.addmm(mean, d2.t(), a * a, beta=0.0, alpha=float(batch), out=fisher)  # F
+        stats = finish_statistics(list(names), slots, batch, checked, eps)
     optimizer.step()
     return loss.detach(), stats
-
-
-def _summary(
-    mean: Tensor, fisher: Tensor, batch: int, mask: Tensor | None, eps: float
-) -> GradientStats:
-    mean2 = mean * mean
-    gsnr = torch.sub(fisher, mean2).clamp_min_(eps)  # the population variance, floored
-    torch.div(mean2, gsnr, out=gsnr)
-    active = mean.numel() if mask is None else int(mask.sum())
-    if mask is None:
-        sums = torch.stack([mean2.sum(), fisher.sum(), gsnr.sum()]).tolist()
-    else:
-        weight = mask.reshape(-1).to(fisher.dtype)
-        flat = torch.stack([mean2.reshape(-1), fisher.reshape(-1), gsnr.reshape(-1)])
-        sums = flat.mv(weight).tolist()
-    mean_sq, trace, gsnr_sum = sums
-    return GradientStats(
-        mean=mean,
-        fisher=fisher,
-        gsnr=gsnr,
-        fisher_trace=trace,
-        gsnr_mean=gsnr_sum / max(active, 1),
-        coherence=mean_sq / trace if trace > 0 else 0.0,
-        active=active,
-        samples=batch,
-    )
 
 
 @dataclass

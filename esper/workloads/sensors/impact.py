@@ -8,18 +8,23 @@ are the layer's topology embedding, its sensor summaries and the candidate actio
 idea of predicting a change's functional effect from a structural embedding: Yan et al.
 2020, "Does Unsupervised Architecture Representation Learning Help Neural Architecture
 Search?", NeurIPS, arXiv 2006.06936), plus a constant for the intercept. Computed in double
-precision.
+precision. What it learns from is a surgery's loss change credited layer by layer
+(:class:`ImpactCredit`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ImpactPredictor", "train_encoder_on_impact"]
+__all__ = ["IMPACT_BASELINE_RATE", "ImpactCredit", "ImpactPredictor", "train_encoder_on_impact"]
+
+IMPACT_BASELINE_RATE = 0.1
+"""Rate of the running baseline of surgery-interval loss changes (about the last 10)."""
 
 
 class ImpactPredictor:
@@ -98,6 +103,43 @@ class ImpactPredictor:
         self.p = state["p"].clone().to(torch.float64)
         self.updates = int(state["updates"])
         self.mean_abs_error = float(state["mean_abs_error"])
+
+
+class ImpactCredit:
+    """Which share of a surgery interval's loss change each layer operated on is credited with.
+
+    The surgery is credited with the change's excess over a running baseline of past
+    intervals' changes (rate :data:`IMPACT_BASELINE_RATE`, REINFORCE's variance-reducing
+    baseline, Williams 1992: drifts and ordinary learning are in both), and each touched layer
+    with the share of it that its changed weights are of all changed weights, instead of every
+    layer with the whole change.
+
+    Attributes:
+        baseline: The running baseline of interval loss changes.
+    """
+
+    def __init__(self) -> None:
+        self.baseline = 0.0
+
+    def credit(
+        self, touched: Iterable[str], changed: Mapping[str, int], observed_delta: float
+    ) -> dict[str, float]:
+        """Each touched layer's credited loss change, for layers whose weights changed (``{}``
+        for a non-finite change, a diverged interval, which leaves the baseline as it was).
+
+        Args:
+            touched: The layers the surgery acted on.
+            changed: Per layer, how many of its weights changed mask state.
+            observed_delta: The interval's loss change.
+        """
+        if not math.isfinite(observed_delta):
+            return {}
+        excess = observed_delta - self.baseline
+        self.baseline += IMPACT_BASELINE_RATE * excess
+        layers = list(touched)
+        total = sum(changed.get(name, 0) for name in layers)
+        return {name: excess * changed[name] / total
+                for name in layers if total and changed.get(name, 0)}  # fmt: skip
 
 
 def train_encoder_on_impact(

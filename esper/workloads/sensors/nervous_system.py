@@ -20,7 +20,6 @@ crosses into it is a Python float or an explicit CPU copy.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +41,7 @@ from esper.workloads.sensors.flipflop import FlipFlopDetector
 from esper.workloads.sensors.fused import TrainingTraffic
 from esper.workloads.sensors.gradients import BoundaryFn, LossFn, check_masks, gradient_statistics
 from esper.workloads.sensors.hessian import HessianStats, hutchinson
-from esper.workloads.sensors.impact import ImpactPredictor, train_encoder_on_impact
+from esper.workloads.sensors.impact import ImpactCredit, ImpactPredictor, train_encoder_on_impact
 from esper.workloads.sensors.reading import Reading
 from esper.workloads.sensors.state import (
     LAYER_FEATURES,
@@ -55,9 +54,6 @@ from esper.workloads.sensors.topology import LayerGraph, TopologyEncoder, trace_
 __all__ = ["NervousSystem"]
 
 _STATE_VERSION = 1
-
-IMPACT_BASELINE_RATE = 0.1
-"""Rate of the running baseline of surgery-interval loss changes (about the last 10)."""
 
 
 class NervousSystem:
@@ -89,7 +85,7 @@ class NervousSystem:
         self._hessian_trace: dict[str, float] = {}
         self._losses: list[float] = []
         self._count = 0
-        self._impact_baseline = 0.0
+        self.credit = ImpactCredit()
         self._graph: LayerGraph | None = None
         self.encoder: TopologyEncoder | None = None
         self.impact: ImpactPredictor | None = None
@@ -335,21 +331,13 @@ class NervousSystem:
     ) -> None:
         """Teach the impact predictor (and the topology encoder) one surgery's loss change.
 
-        The surgery is credited with the change's excess over a running baseline of past
-        intervals' changes (rate :data:`IMPACT_BASELINE_RATE`, REINFORCE's variance-reducing
-        baseline, Williams 1992: drifts and ordinary learning are in both), and each touched
-        layer with the share of it that its changed weights (``changed``) are of all changed
-        weights, instead of every layer with the whole change. With ``gnn_lr > 0`` the
-        encoder takes one step toward predicting these credits first
+        Each touched layer is credited with its share of the change's excess over a running
+        baseline (:class:`~esper.workloads.sensors.impact.ImpactCredit`; ``changed``: its
+        weights that changed mask state). With ``gnn_lr > 0`` the encoder takes one step
+        toward predicting these credits first
         (:func:`~esper.workloads.sensors.impact.train_encoder_on_impact`).
         """
-        if not math.isfinite(observed_delta):
-            return
-        excess = observed_delta - self._impact_baseline
-        self._impact_baseline += IMPACT_BASELINE_RATE * excess
-        total = sum(changed.get(name, 0) for name in actions)
-        credited = {name: excess * changed[name] / total
-                    for name in actions if total and changed.get(name, 0)}  # fmt: skip
+        credited = self.credit.credit(actions, changed, observed_delta)
         if credited and self.config.gnn_lr > 0:  # the encoder first, on the coefficients used
             assert self.encoder is not None and self.impact is not None
             encoder, names, width = self.encoder, list(self.graph.names), self.config.embedding
@@ -377,7 +365,7 @@ class NervousSystem:
             "fgsf": self.trigger.state_dict(),
             "flipflop": self.flipflop.state_dict(),
             "impact": self.impact.state_dict(),
-            "impact_baseline": self._impact_baseline,
+            "impact_baseline": self.credit.baseline,
             "encoder": {k: v.clone() for k, v in self.encoder.state_dict().items()},
         }
 
@@ -396,5 +384,5 @@ class NervousSystem:
         self.trigger.load_state_dict(state["fgsf"])
         self.flipflop.load_state_dict(state["flipflop"])
         self.impact.load_state_dict(state["impact"])
-        self._impact_baseline = float(state.get("impact_baseline", 0.0))
+        self.credit.baseline = float(state.get("impact_baseline", 0.0))
         self.encoder.load_state_dict(state["encoder"])
