@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -133,22 +134,7 @@ def test_checkpoint_loaded_on_the_cpu_continues_on_cuda(mechanism: str) -> None:
         policy.reset(organism, first)
         return organism, policy, first
 
-    organism, policy, step = build()
-    step, _ = _roll(organism, policy, step, 2)
-    buffer = io.BytesIO()
-    torch.save({"organism": organism.state_dict(), "policy": policy.state_dict()}, buffer)
-    _, expected = _roll(organism, policy, step, 2)
-
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True, map_location="cpu")
-    organism, policy, _ = build()
-    organism.load_state_dict(saved["organism"])
-    policy.load_state_dict(saved["policy"])
-    _assert_on_device(organism)
-    last = organism._last
-    assert last is not None
-    restored = OrganismStep(last.observations, last.global_state, 0.0, None, [], last)
-    _, got = _roll(organism, policy, restored, 2)
+    _, expected, got = _resumed(build)
     assert got == expected
     assert any(any(a[1] or a[2] for a in surgery) for surgery in expected)
 
@@ -192,6 +178,20 @@ def test_upgd_and_l2_init_on_a_layer_norm_host_resume_on_cuda() -> None:
         policy.reset(organism, first)
         return organism, policy, first
 
+    (organism, weights), expected, got = _resumed(build)
+    assert got == expected and any(any(a[1] or a[2] for a in s) for s in expected)
+    for name, p in organism.host.named_parameters():
+        assert torch.equal(p.detach(), weights[name]), name
+        if name in organism.scalpel.names:
+            assert torch.all(p.detach()[~organism.scalpel.mask(name)] == 0), name
+
+
+def _resumed(
+    build: Callable[[], tuple[Organism, Policy, OrganismStep]],
+) -> tuple[tuple[Organism, dict[str, torch.Tensor]], list[Any], list[Any]]:
+    """Roll a built organism 2 surgeries, save it on the CPU, roll 2 more (``expected``); load
+    the save into a fresh build on its device and roll the same 2 (``got``). Returns the
+    restored organism with the original's weights after its last 2, and both rolls."""
     organism, policy, step = build()
     step, _ = _roll(organism, policy, step, 2)
     buffer = io.BytesIO()
@@ -208,8 +208,4 @@ def test_upgd_and_l2_init_on_a_layer_norm_host_resume_on_cuda() -> None:
     assert last is not None
     restored = OrganismStep(last.observations, last.global_state, 0.0, None, [], last)
     _, got = _roll(organism, policy, restored, 2)
-    assert got == expected and any(any(a[1] or a[2] for a in s) for s in expected)
-    for name, p in organism.host.named_parameters():
-        assert torch.equal(p.detach(), weights[name]), name
-        if name in organism.scalpel.names:
-            assert torch.all(p.detach()[~organism.scalpel.mask(name)] == 0), name
+    return (organism, weights), expected, got
