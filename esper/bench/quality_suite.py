@@ -14,11 +14,18 @@ also differ in drift orderings. The preset refuses seeds that overlap.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from esper.bench.quality_anchors import ANCHORS
 from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON, Condition
-from esper.bench.quality_streams import SMALL_STREAMS, Stream, drift_stream
+from esper.bench.quality_streams import (
+    SMALL_STREAMS,
+    STANDARD_PART_STREAM,
+    STANDARD_STREAM,
+    Stream,
+    drift_stream,
+)
 from esper.bench.quality_variants import (
     ABLATIONS,
     EVERY_DENSITY,
@@ -29,7 +36,8 @@ from esper.bench.quality_variants import (
 
 __all__ = [
     "ABLATIONS", "ALLOCATIONS", "ANCHOR_PRESET", "CONTINUAL_HORIZON", "ELASTIC", "EVERY_DENSITY",
-    "LEARNING", "PRESETS", "RIGL_HORIZON", "SMALL_STREAMS", "SPARSE_BASELINES", "SWITCHES",
+    "LEARNING", "PRESETS", "RIGL_HORIZON", "SMALL_STREAMS", "SPARSE_BASELINES", "STANDARD",
+    "STANDARD_PART", "SWITCHES",
     "TRAINED_ABLATIONS", "TRAINERS", "WARM_START_ABLATIONS", "Condition", "QualityPreset",
     "Stream", "conditions", "run_labels", "trained_variants",
 ]  # fmt: skip
@@ -254,6 +262,45 @@ conditions × 6 streams × 5 seeds + dense CBP; 2.9 M steps, ≈ 2460 core-s): a
 2 cores. Measured (2026-12-06, commit b4d7083, the machine partly shared with a test run):
 41 minutes (``wall_s`` 2436), 180 validation runs in ≈ 13 and 665 evaluation runs in ≈ 27."""
 
+STANDARD = QualityPreset(
+    "standard",
+    (STANDARD_STREAM,),
+    baselines=("rigl",),
+    anchors=("upgd", "rigl_upgd", "dense_upgd"),
+    seeds=(1000, 1001, 1002),
+    ablations=(),
+    allocations=("erk",),
+    credit_surgeries=0,
+    plasticity_stream=STANDARD_STREAM.name,
+)
+"""One published protocol reproduced as closely as the data allows: UPGD's input-permuted
+MNIST (Elsayed & Mahmood, ICLR 2024: 200 tasks × 5,000 steps, batch 1, a 300×150 ReLU MLP, 20
+seeds) on MNIST-1D (:func:`~esper.bench.quality_streams.standard_stream` says what differs:
+40-dimensional generated inputs instead of 784 pixels, a pool of 60,000 generated samples,
+surgeries every 100 steps, sparse budgets, 3 evaluation seeds instead of 20). Emrakul (a
+``--checkpoint``: nothing trains, as :data:`ANCHOR_PRESET`) against RigL (and
+``rigl_continual``) at ERK, UPGD on the static mask, under RigL and dense (their step size
+chosen on validation seed 500 from :data:`~esper.bench.quality_anchors.UPGD_LR`, the suite's
+grid, all above this stream's SGD step of 0.01), dense backprop and dense CBP, at densities
+0.1 and 0.05.
+
+For a cluster (``--address``): 15 validation runs (UPGD's 3 step sizes × 5 conditions) and 39
+evaluation runs (13 conditions × 3 seeds), each of 1M steps. Cost, from a short timing at
+batch 1 on a busy 2-core machine (2026-12-06): ≈ 0.7 ms a step for SGD surgeons, dense and
+CBP, ≈ 1.6 ms under UPGD, so ≈ 12 minutes a run (≈ 27 under UPGD), ≈ 65,000 core-s in all:
+about 9 hours on 2 cores, about an hour on a cluster of 54 CPUs (every validation run at
+once, then every evaluation run). Generating the 60,000 samples (all distinct) takes 13–16 s,
+once per worker process. A run cannot yet resume from a checkpoint of its own (resumable long
+runs are not available): a worker lost mid-run loses that run."""
+
+STANDARD_PART = dataclasses.replace(
+    STANDARD, name="standard_part", streams=(STANDARD_PART_STREAM,), seeds=(1000,)
+)
+"""The stated fraction of :data:`STANDARD` that 2 cores afford: its first 10 tasks (50,000 steps
+a run, 1/20 of the stream), one evaluation seed (1000), otherwise the same protocol. 15
+validation and 13 evaluation runs, ≈ 1,900 core-s at :data:`STANDARD`'s rates: about 20
+minutes on 2 cores."""
+
 PRESETS = {
     "small": QualityPreset(
         "small",
@@ -264,6 +311,8 @@ PRESETS = {
     "learning": LEARNING,
     "elastic": ELASTIC,
     "anchors": ANCHOR_PRESET,
+    "standard": STANDARD,
+    "standard_part": STANDARD_PART,
     "full": QualityPreset(
         "full",
         (
@@ -284,7 +333,9 @@ took 35 minutes on 2 cores before Shrink & Perturb, SWR and the anchors joined i
 360 validation and 450 evaluation runs (≈ 3000 core-s at :data:`ANCHOR_PRESET`'s rates): about
 60; ``learning`` (:data:`LEARNING`) asks whether Emrakul learns, in about 45; ``anchors``
 (:data:`ANCHOR_PRESET`) scores a given checkpoint against the plasticity baselines, in about
-27; ``full`` is for a Ray cluster or a GPU machine, and trains its policy by a PBT sweep (4
+27; ``standard`` (:data:`STANDARD`) reproduces UPGD's input-permuted MNIST on MNIST-1D for a
+cluster, ``standard_part`` (:data:`STANDARD_PART`) its first 10 tasks in about 20; ``full`` is
+for a Ray cluster or a GPU machine, and trains its policy by a PBT sweep (4
 members × 6 replicas × 53 iterations of 16 surgeries: 20,352; :mod:`esper.bench.quality_sweep`)."""
 
 

@@ -159,6 +159,10 @@ _BYTES_PER_PARAMETER = 16
 """What one host parameter costs an organism at least: the weight, its gradient, the
 optimizer's momentum and the mask, 4 bytes each."""
 
+_SHAPE_PROBE = 16
+"""Examples of a pool source built only to read its input shape and classes (generating the
+60,000 of the ``standard`` stream's MNIST-1D pool would cost every composition seconds)."""
+
 
 def check_host_size(cfg: EsperConfig) -> None:
     """Refuse a host that cannot fit in this machine's memory, naming its size, before
@@ -170,13 +174,17 @@ def check_host_size(cfg: EsperConfig) -> None:
     import torch
 
     from esper.workloads import make_source
+    from esper.workloads.datasets import SOURCES
     from esper.workloads.hosts import make_host
     from esper.workloads.rl import ENVIRONMENTS
 
     w = cfg.workload
     if w.dataset.name in ENVIRONMENTS:  # an agent's host is sized by its environment
         return
-    source = make_source(w.dataset.name, **dict(w.dataset.params))
+    params = dict(w.dataset.params)
+    if "num_samples" in inspect.signature(SOURCES[w.dataset.name]).parameters:
+        params["num_samples"] = _SHAPE_PROBE  # a pool's shapes do not depend on its size
+    source = make_source(w.dataset.name, **params)
     with torch.device("meta"):
         host = make_host(w.host.name, source.input_shape, source.num_outputs, **w.host.params)
     parameters = sum(p.numel() for p in host.parameters())

@@ -58,6 +58,21 @@ def _workloads() -> dict[str, WorkloadConfig]:
         "mnist1d_permuted": WorkloadConfig(
             dataset=_c("mnist1d"), drifts=[_c("permute_inputs")], schedule=abrupt
         ),
+        # UPGD's input-permuted MNIST (Elsayed & Mahmood, ICLR 2024) as closely as MNIST-1D
+        # allows: 60,000 generated samples (MNIST's training-set size) with a new input
+        # permutation every 5,000 steps, 200 tasks (1M samples), batch 1, a 300×150 ReLU MLP,
+        # plain SGD (UPGD's baselines and UPGD itself have no momentum) at step size 0.01,
+        # not tuned here. The ``standard`` quality preset (esper.bench.quality_streams).
+        "mnist1d_permuted_standard": WorkloadConfig(
+            dataset=_c("mnist1d", num_samples=60_000),
+            drifts=[_c("permute_inputs", first_identity=False)],
+            schedule=_c("abrupt", task_length=5000),
+            num_tasks=200,
+            batch_size=1,
+            host=_c("mlp", hidden=[300, 150]),
+            lr=0.01,
+            momentum=0.0,
+        ),
         "mnist1d_covariate": WorkloadConfig(
             dataset=_c("mnist1d"), drifts=[_c("covariate_shift", shift=1.0)], schedule=abrupt
         ),
