@@ -66,9 +66,11 @@ class EmrakulPolicy(Policy):
         heat_turnover: Factor on turnover during a heat burst (capped at ``max_turnover``).
         regrow_init: Initial value of regrown weights (``zero`` as RigL).
         mechanism_tau: Also pin the mask mechanism's temperature to the Specialist's ``τ``
-            (only where the mechanism has one: ``gumbel_softmax``, ``hard_concrete``; on by
-            default, so τ and heat bursts act on the mask there). Every event records the
-            Specialist's ``τ`` and heat bit either way (``policy_tau``, ``heat``).
+            (only where the mechanism has one: ``gumbel_softmax``, ``hard_concrete``). Off by
+            default: the Specialist's selection τ (about 0.001–0.05) is on another scale than
+            a mechanism's temperature, and pinning it would overwrite a temperature a sweep
+            searches. Every event records the Specialist's ``τ`` and heat bit either way
+            (``policy_tau``, ``heat``).
         greedy: Act with the distributions' modes (evaluation) instead of sampling.
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
@@ -109,7 +111,7 @@ class EmrakulPolicy(Policy):
         heat_tau: float = 10.0,
         heat_turnover: float = 2.0,
         regrow_init: str = "zero",
-        mechanism_tau: bool = True,
+        mechanism_tau: bool = False,
         greedy: bool = False,
         discrete: bool = False,
         blind: Sequence[str] = (),
