@@ -33,7 +33,7 @@ from rich.console import Console
 
 from esper.analysis.quality import SUITE, RunScore, summarize
 from esper.analysis.quality_tables import markdown_tables
-from esper.bench import quality_suite
+from esper.bench import quality_presets
 from esper.bench.harness import machine_info
 from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
 from esper.bench.quality_suite import CONTINUAL_HORIZON, RIGL_HORIZON, Condition, Stream
@@ -150,7 +150,7 @@ def suite_seeds() -> set[int]:
     """Every seed a quality preset uses: training runs and their organisms, validation and
     evaluation seeds."""
     used: set[int] = set()
-    for preset in quality_suite.PRESETS.values():
+    for preset in quality_presets.PRESETS.values():
         used |= {*preset.seeds, *preset.validation_seeds}
         for run, seed in enumerate(preset.train_seeds):
             used |= {seed, *preset.organism_seeds(run)}
@@ -244,7 +244,7 @@ def novelty(stream: Stream) -> dict[str, list[str]]:
     """The source, drift and schedule kinds of ``stream`` that no stream of any quality preset
     uses (``{}``: nothing is held out)."""
     seen: dict[str, set[str]] = {"source": set(), "drift": set(), "schedule": set()}
-    suite = {s.overrides: s for p in quality_suite.PRESETS.values() for s in p.streams}
+    suite = {s.overrides: s for p in quality_presets.PRESETS.values() for s in p.streams}
     for overrides in suite:
         for part, names in _kinds(overrides).items():
             seen[part] |= names

@@ -50,6 +50,7 @@ from esper.analysis.quality_tables import markdown_runs, markdown_tables
 from esper.bench.credit import credit_summary, measure_stream
 from esper.bench.harness import machine_info
 from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
+from esper.bench.quality_presets import PRESETS
 from esper.bench.quality_selection import (
     choose_candidates,
     chosen_key,
@@ -58,7 +59,6 @@ from esper.bench.quality_selection import (
     training_section,
 )
 from esper.bench.quality_suite import (
-    PRESETS,
     Condition,
     QualityPreset,
     conditions,

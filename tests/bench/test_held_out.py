@@ -29,7 +29,7 @@ from esper.bench.held_out import (
     suite_seeds,
 )
 from esper.bench.quality_evaluation import compose_config
-from esper.bench.quality_suite import PRESETS as QUALITY_PRESETS
+from esper.bench.quality_presets import PRESETS as QUALITY_PRESETS
 from esper.bench.quality_suite import SMALL_STREAMS, Stream
 from esper.cli import main
 

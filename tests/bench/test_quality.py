@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from esper.bench.quality import README_BEGIN, README_END, run_quality
-from esper.bench.quality_suite import PRESETS, QualityPreset, Stream, conditions
+from esper.bench.quality_presets import PRESETS
+from esper.bench.quality_suite import QualityPreset, Stream, conditions
 from esper.cli import main
 
 TINY = QualityPreset(

@@ -14,14 +14,8 @@ import pytest
 from esper.bench.quality import run_quality
 from esper.bench.quality_anchors import ANCHORS, UPGD_REFERENCE, Anchor
 from esper.bench.quality_evaluation import compose_config, policy_overrides
-from esper.bench.quality_suite import (
-    ANCHOR_PRESET,
-    LEARNING,
-    PRESETS,
-    SMALL_STREAMS,
-    Condition,
-    conditions,
-)
+from esper.bench.quality_presets import ANCHOR_PRESET, LEARNING, PRESETS
+from esper.bench.quality_suite import SMALL_STREAMS, Condition, conditions
 from esper.cli import main
 from tests.bench.test_quality_protocol import FAKE, _Recorder, _report, fake_runs
 

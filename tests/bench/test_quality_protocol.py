@@ -15,11 +15,9 @@ from rich.console import Console
 from esper.bench import quality, quality_selection
 from esper.bench.quality import README_BEGIN, README_END, TrainedVariant, credit_setup
 from esper.bench.quality_evaluation import compose_config, policy_overrides
+from esper.bench.quality_presets import ELASTIC, LEARNING, PRESETS
 from esper.bench.quality_suite import (
     ALLOCATIONS,
-    ELASTIC,
-    LEARNING,
-    PRESETS,
     QualityPreset,
     Stream,
     conditions,

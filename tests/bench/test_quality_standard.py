@@ -7,20 +7,14 @@ import dataclasses
 import pytest
 
 from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
+from esper.bench.quality_presets import PRESETS, STANDARD, STANDARD_PART
 from esper.bench.quality_selection import _candidates
 from esper.bench.quality_streams import (
     STANDARD_PART_STREAM,
     STANDARD_STREAM,
     standard_stream,
 )
-from esper.bench.quality_suite import (
-    PRESETS,
-    STANDARD,
-    STANDARD_PART,
-    QualityPreset,
-    Stream,
-    conditions,
-)
+from esper.bench.quality_suite import QualityPreset, Stream, conditions
 from esper.cli import _parser
 from esper.workloads.datasets import mnist1d
 

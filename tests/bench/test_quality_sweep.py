@@ -17,7 +17,8 @@ from rich.console import Console
 from esper.bench import quality, quality_selection
 from esper.bench.quality import run_quality
 from esper.bench.quality_evaluation import compose_config
-from esper.bench.quality_suite import PRESETS, TRAINERS, QualityPreset, Stream, conditions
+from esper.bench.quality_presets import PRESETS
+from esper.bench.quality_suite import TRAINERS, QualityPreset, Stream, conditions
 from esper.bench.quality_sweep import (
     SEARCH_BOUNDS,
     is_swept,
