@@ -49,7 +49,10 @@ class ClassImbalance(Drift):
             )
         classes = source.num_outputs
         if unknown := [c for c in self.rare if not 0 <= c < classes]:
-            raise ValueError(f"drift 'imbalance': rare classes {unknown} not in 0..{classes - 1}")
+            raise ValueError(
+                f"drift 'imbalance': rare classes {unknown} not in dataset {source.name!r}'s "
+                f"classes 0..{classes - 1}"
+            )
         if len(set(self.rare)) >= classes:
             raise ValueError("drift 'imbalance': at least one class must stay common")
         if not 0.0 < self.fraction < 1.0 / classes:

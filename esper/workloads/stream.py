@@ -174,7 +174,7 @@ class DriftStream:
             x_old, y_old = self.draw(phase.current, n - n_in, step)
             x_new, y_new = self.draw(phase.incoming, n_in, step)
             x = torch.empty((n, *x_old.shape[1:]), dtype=x_old.dtype)
-            y = torch.empty((n,), dtype=y_old.dtype)
+            y = torch.empty((n, *y_old.shape[1:]), dtype=y_old.dtype)
             x[~from_incoming], y[~from_incoming] = x_old, y_old
             x[from_incoming], y[from_incoming] = x_new, y_new
             fraction = n_in / n
