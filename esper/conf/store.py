@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from hydra.core.config_store import ConfigStore
 
+from esper.conf.checks import ConfigError
 from esper.config import (
     ClusterConfig,
     ComponentConfig,
@@ -241,7 +242,13 @@ _OPTIONS: dict[str, Callable[[], Mapping[str, object]]] = {
 
 
 def options(group: str) -> list[str]:
-    """The option names of config group ``group``, sorted."""
+    """The option names of config group ``group``, sorted.
+
+    Raises:
+        ConfigError: ``group`` is not a config group (the message lists the groups).
+    """
+    if group not in _OPTIONS:
+        raise ConfigError(f"unknown config group {group!r}; valid groups: {', '.join(GROUPS)}")
     return sorted(_OPTIONS[group]())
 
 
