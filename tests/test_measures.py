@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from esper import measures
 from esper.measures import recovery_steps
 
 
@@ -35,3 +36,38 @@ def test_fewer_steps_than_the_window_is_none(after: list[float], window: int) ->
 def test_a_window_below_one_is_refused(window: int) -> None:
     with pytest.raises(ValueError, match=rf"window={window} must be ≥ 1"):
         recovery_steps([1.0, 1.0], 0.5, window)
+
+
+# --- mask churn: three measures, one definition each -----------------------------------------
+
+_HISTORY = np.array(
+    [  # weights: 0 flip-flops, 1 moves on, 2 stays, 3 regrown late, 4 reverses at the end
+        [1, 1, 1, 0, 1],
+        [0, 1, 1, 0, 0],
+        [1, 0, 1, 0, 0],
+        [0, 0, 1, 1, 1],
+    ],
+    dtype=bool,
+)
+
+
+def test_flip_counts_and_rate_count_every_change() -> None:
+    assert measures.flip_counts(_HISTORY).tolist() == [3, 1, 0, 1, 2]
+    assert measures.flip_rate(_HISTORY) == pytest.approx(7 / (5 * 3))
+    assert measures.flip_rate(_HISTORY[:1]) == 0.0
+
+
+def test_reversal_rate_counts_latest_changes_that_undo_an_earlier_one() -> None:
+    # changed at the last update: 0 (changed before), 3 (first change), 4 (changed before)
+    assert measures.reversal_rate(_HISTORY) == pytest.approx(2 / 5)
+    assert measures.reversal_rate(_HISTORY[:2]) == 0.0
+
+
+def test_regrow_repruned_needs_inactive_active_inactive() -> None:
+    assert measures.regrow_repruned(_HISTORY).tolist() == [True, False, False, False, False]
+    assert not measures.regrow_repruned(_HISTORY[:1]).any()
+
+
+def test_a_history_must_be_a_bool_matrix() -> None:
+    with pytest.raises(ValueError, match="bool"):
+        measures.flip_rate(_HISTORY.astype(int))

@@ -57,9 +57,10 @@ def _evidence_ghost(df: pd.DataFrame) -> str:
 
 
 def _evidence_flipflop(df: pd.DataFrame) -> str:
-    worst = df.loc[df["rate"].astype(float).idxmax()]
+    worst = df.loc[df["regrow_reprune_share"].astype(float).idxmax()]
     return (
-        f"worst layer {worst['layer']} rate {_fmt(float(worst['rate']), '.2f')}; "
+        f"worst layer {worst['layer']} regrow-reprune share "
+        f"{_fmt(float(worst['regrow_reprune_share']), '.2f')}; "
         f"weight {worst['worst_index']} flipped {worst['worst_flips']}×"
     )
 

@@ -205,8 +205,8 @@ def _report(
                 "runs_with_episodes": sum(len(e) > 0 for e in episodes),
                 "per_100_surgeries": 100.0 * count / surgeries if surgeries else None,
             }  # fmt: skip
-            if detector in PER_LAYER:  # one row per layer and run: a rate, not episodes
-                rates = [float(v) for e in episodes for v in e.get("rate", [])]
+            if detector in PER_LAYER:  # one row per layer and run: a share, not episodes
+                rates = [float(v) for e in episodes for v in e.get("regrow_reprune_share", [])]
                 entry["mean_rate"] = float(np.mean(rates)) if rates else None
                 entry["episodes"] = entry["per_100_surgeries"] = None
             if (column := EPISODE_START.get(detector)) is not None:

@@ -75,7 +75,8 @@ class SurgicalEvent:
         fisher_trace: Empirical Fisher trace of the layer at the surgery.
         gsnr: Mean GSNR of the layer at the surgery.
         hessian_trace: Hutchinson trace of the layer at the surgery.
-        flipflop_rate: Mask flip-flop rate of the layer at the surgery.
+        flip_rate: Mask flips per weight per update over the sensor's window at the surgery
+            (:func:`esper.measures.flip_rate`; ``flipflop_rate`` before schema 4).
         policy_version: Version of the policy weights that decided.
         wall_time: Unix time of the decision.
         detail: Structured context as JSON text (``exploit``: the source trial and the values
@@ -114,7 +115,7 @@ class SurgicalEvent:
     fisher_trace: float = float("nan")
     gsnr: float = float("nan")
     hessian_trace: float = float("nan")
-    flipflop_rate: float = float("nan")
+    flip_rate: float = float("nan")
     policy_version: int = 0
     wall_time: float = 0.0
     detail: str = ""

@@ -27,10 +27,12 @@ __all__ = [
     "schema_for",
 ]
 
-SCHEMA_VERSION = 3
-"""Bumped whenever a column is added, removed or changes type (2: ``events.detail``,
+SCHEMA_VERSION = 4
+"""Bumped whenever a column is added, removed, renamed or changes type (2: ``events.detail``,
 ``metrics.policy_version`` and ``metrics.node_id``; 3: ``events.policy_tau`` and
-``events.heat``). Readers read older logs too: a column a file lacks reads as null."""
+``events.heat``; 4: ``events.flipflop_rate`` renamed ``flip_rate``, the measure it holds).
+Readers read older logs too: a column a file lacks reads as null (a schema-3 log's flip rate
+stays in its files under the old name)."""
 
 _F64 = pa.float64()
 _EVENT_TYPES: dict[str, pa.DataType] = {

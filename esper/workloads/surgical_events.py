@@ -47,7 +47,7 @@ class EventContext:
 
 def sensor_fields(reading: Reading | None, layer: str) -> dict[str, float]:
     """The event columns read from the sensors for ``layer`` (``nan`` where not measured)."""
-    out = dict.fromkeys(("fisher_trace", "gsnr", "hessian_trace", "flipflop_rate"), _NAN)
+    out = dict.fromkeys(("fisher_trace", "gsnr", "hessian_trace", "flip_rate"), _NAN)
     if reading is None or not layer:
         return out
     stats = reading.gradients.layers.get(layer)
@@ -58,7 +58,7 @@ def sensor_fields(reading: Reading | None, layer: str) -> dict[str, float]:
         out["hessian_trace"] = hessian.trace
     flip = reading.flipflop.get(layer)
     if flip is not None:
-        out["flipflop_rate"] = flip.rate
+        out["flip_rate"] = flip.flip_rate
     return out
 
 
@@ -119,7 +119,7 @@ class EventBuilder:
             fisher_trace=sensed["fisher_trace"],
             gsnr=sensed["gsnr"],
             hessian_trace=sensed["hessian_trace"],
-            flipflop_rate=sensed["flipflop_rate"],
+            flip_rate=sensed["flip_rate"],
             wall_time=time.time(),
         )
 

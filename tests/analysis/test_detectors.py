@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from esper import measures
 from esper.analysis.detectors import (
     DETECTORS,
     breathing,
@@ -205,15 +206,31 @@ def _flipflop_log(second_prune: int) -> pd.DataFrame:
     return _events(rows)
 
 
-def test_flipflop_rates_per_layer_and_worst_offender() -> None:
+def test_flip_rates_per_layer_and_worst_offender() -> None:
     found = flipflop(_flipflop_log(second_prune=3), pd.DataFrame())
     assert list(found["layer"]) == ["fc1"]
     ep = found.iloc[0]
     assert ep["flips"] == 11 and ep["flipping_weights"] == 10 and ep["touched_weights"] == 100
-    assert ep["rate"] == pytest.approx(0.1) and ep["surgeries"] == 5
+    assert ep["regrow_reprune_share"] == pytest.approx(0.1) and ep["surgeries"] == 5
     assert ep["worst_index"] == 5 and ep["worst_flips"] == 2
     top = flipflop_offenders(_flipflop_log(second_prune=3), top=3)
     assert top["index"].iloc[0] == 5 and list(top["flips"]) == [2, 1, 1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_detector_counts_what_the_sensors_measure_defines(seed: int) -> None:
+    """From a dense start, within one window, the weights the detector finds flipping in the
+    event log are those :func:`esper.measures.regrow_repruned` finds in the mask history."""
+    rng = np.random.default_rng(seed)
+    history = np.vstack([np.ones((1, 40), bool), rng.random((6, 40)) < 0.5])
+    rows = []
+    for t in range(1, len(history)):
+        was, now = history[t - 1], history[t]
+        for action, moved in (("prune", was & ~now), ("regrow", ~was & now)):
+            if moved.any():
+                rows.append(_event(t, "fc1", action, indices=np.flatnonzero(moved).tolist()))
+    flips = flipflop_offenders(_events(rows), window=len(history), top=40)
+    assert sorted(flips["index"]) == np.flatnonzero(measures.regrow_repruned(history)).tolist()
 
 
 def test_flipflop_no_false_positive_outside_the_window() -> None:

@@ -14,7 +14,7 @@ from esper.workloads.sensors import Reading
 from esper.workloads.surgical_events import EventBuilder, EventContext, sensor_fields
 from tests.workloads.test_organism import _organism
 
-SENSOR_COLUMNS = ("fisher_trace", "gsnr", "hessian_trace", "flipflop_rate")
+SENSOR_COLUMNS = ("fisher_trace", "gsnr", "hessian_trace", "flip_rate")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_an_event_takes_its_columns_from_context_masks_and_reading(
     stats = reading.gradients.layers[name]
     assert (event.fisher_trace, event.gsnr) == (stats.fisher_trace, stats.gsnr_mean)
     assert event.hessian_trace == reading.hessian[name].trace
-    assert event.flipflop_rate == reading.flipflop[name].rate
+    assert event.flip_rate == reading.flipflop[name].flip_rate
     assert start <= event.wall_time <= time.time()
 
 
@@ -122,7 +122,7 @@ def test_sensor_fields_read_each_sensor_of_the_layer(organism: Organism, reading
         "fisher_trace": reading.gradients.layers[name].fisher_trace,
         "gsnr": reading.gradients.layers[name].gsnr_mean,
         "hessian_trace": reading.hessian[name].trace,
-        "flipflop_rate": reading.flipflop[name].rate,
+        "flip_rate": reading.flipflop[name].flip_rate,
     }
 
 
@@ -133,7 +133,7 @@ def test_sensor_fields_are_nan_where_the_reading_lacks_the_layer(
     no_probes = dataclasses.replace(reading, hessian={}, flipflop={})
     fields = sensor_fields(no_probes, name)
     assert fields["fisher_trace"] == reading.gradients.layers[name].fisher_trace
-    assert math.isnan(fields["hessian_trace"]) and math.isnan(fields["flipflop_rate"])
+    assert math.isnan(fields["hessian_trace"]) and math.isnan(fields["flip_rate"])
     no_gradients = dataclasses.replace(
         reading, gradients=dataclasses.replace(reading.gradients, layers={})
     )

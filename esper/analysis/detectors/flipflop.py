@@ -5,9 +5,13 @@ worst offenders show where the policy cannot make up its mind.
 
 Criterion, per replica and layer, from the ``indices`` of prune and regrow events: a flip is
 three consecutive events of the same weight reading prune → regrow → prune with the last at
-most ``window`` surgery steps after the first. The layer's ``rate`` is the share of weights
-touched by pruning that flipped at least once; layers with ``rate >= min_rate`` and at least
-one flip are reported, with their worst offender (weight index and flips).
+most ``window`` surgery steps after the first: the pattern that
+:func:`esper.measures.regrow_repruned` finds in a window of mask history, here read from the
+event log. The layer's ``regrow_reprune_share`` is the share of weights touched by pruning that
+flipped at least once (the sensor's share is over all the layer's weights, in its own window of
+mask updates); layers with a share ``>= min_share`` and at least one flip are reported, with
+their worst offender (weight index and flips). Not the sensor's flip rate (all turnover) nor
+the reward's reversal rate (:mod:`esper.measures`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ _COLUMNS = [
     "flips",
     "flipping_weights",
     "touched_weights",
-    "rate",
+    "regrow_reprune_share",
     "surgeries",
     "flips_per_surgery",
     "worst_index",
@@ -84,7 +88,7 @@ def flipflop(
     metrics: pd.DataFrame,
     *,
     window: int = 10,
-    min_rate: float = 0.0,
+    min_share: float = 0.0,
 ) -> pd.DataFrame:
     """Detect flip-flopping layers (prune → regrow → prune of the same weight within a window).
 
@@ -92,17 +96,18 @@ def flipflop(
         events: The ``events`` table (``surgery_step``, ``layer``, ``action``, ``indices``).
         metrics: Unused (kept for the common detector signature).
         window: Most surgery steps from the first prune to the second.
-        min_rate: Least share of pruned weights that flipped for a layer to be reported.
+        min_share: Least share of pruned weights that flipped for a layer to be reported.
 
     Returns:
         One row per flip-flopping layer: replica keys, ``layer``, ``flips``,
-        ``flipping_weights``, ``touched_weights``, ``rate``, ``surgeries`` (distinct steps with
-        prune/regrow in the layer), ``flips_per_surgery``, ``worst_index``, ``worst_flips``;
-        highest rate first.
+        ``flipping_weights``, ``touched_weights``, ``regrow_reprune_share``, ``surgeries``
+        (distinct steps with prune/regrow in the layer), ``flips_per_surgery``, ``worst_index``,
+        ``worst_flips``;
+        highest share first.
     """
     del metrics
     _check(window >= 1, f"flipflop: window must be >= 1, got {window}")
-    _check(0.0 <= min_rate <= 1.0, "flipflop: min_rate must be in [0, 1]")
+    _check(0.0 <= min_share <= 1.0, "flipflop: min_share must be in [0, 1]")
     _require(events, ["surgery_step", "layer", "action", "indices"], "events", "flipflop")
     keys, per_weight, long = _flips(events, window)
     if long.empty:
@@ -125,8 +130,10 @@ def flipflop(
             columns={"index": "worst_index", "flips": "worst_flips"}
         )
     )
-    agg["rate"] = agg["flipping_weights"] / agg["touched_weights"]
+    agg["regrow_reprune_share"] = agg["flipping_weights"] / agg["touched_weights"]
     agg["flips_per_surgery"] = agg["flips"] / agg["surgeries"]
-    agg = agg[agg["rate"] >= min_rate].reset_index()
-    agg = agg.sort_values("rate", ascending=False, kind="stable").reset_index(drop=True)
+    agg = agg[agg["regrow_reprune_share"] >= min_share].reset_index()
+    agg = agg.sort_values("regrow_reprune_share", ascending=False, kind="stable").reset_index(
+        drop=True
+    )
     return agg[[*keys, *_COLUMNS]]

@@ -55,7 +55,7 @@ SENSOR_GROUPS: dict[str, tuple[str, ...]] = {
         "fgsf",
     ),
     "curvature": ("slog_hessian_trace",),
-    "mask_history": ("flipflop_rate", "oscillating_fraction"),
+    "mask_history": ("flip_rate", "regrow_reprune_share"),
     "activity": ("dormant_fraction", "rank_ratio"),
     "topology": (
         "log_fan_in",

@@ -27,7 +27,7 @@ NODE_SENSOR_FEATURES = (
     "log_gsnr",
     "coherence",
     "slog_hessian_trace",
-    "flipflop_rate",
+    "flip_rate",
     "dormant_fraction",
     "rank_ratio",
 )
@@ -80,8 +80,8 @@ def layer_features(
         "fisher_trend": _clip(trends[0]),
         "gsnr_trend": _clip(trends[1]),
         "fgsf": float(fgsf),
-        "flipflop_rate": flipflop.rate if flipflop is not None else 0.0,
-        "oscillating_fraction": flipflop.oscillating_fraction if flipflop is not None else 0.0,
+        "flip_rate": flipflop.flip_rate if flipflop is not None else 0.0,
+        "regrow_reprune_share": flipflop.regrow_reprune_share if flipflop is not None else 0.0,
         "dormant_fraction": activity.dormant_fraction if activity is not None else 0.0,
         "rank_ratio": activity.rank_ratio if activity is not None else 0.0,
     }

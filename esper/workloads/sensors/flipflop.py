@@ -6,12 +6,10 @@ instability discussed for RigL by Evci et al. 2020, "Rigging the Lottery", ICML,
 arXiv 1911.11134, and measured as mask "flips" by Liu et al. 2021, "Do We Actually Need Dense
 Over-Parameterization? In-Time Over-Parameterization in Sparse Training", ICML,
 arXiv 2102.02887). The detector keeps the last ``window`` masks of every layer and reports,
-per weight, how often its state changed between consecutive masks in the window; per layer,
-the flip rate (flips per weight per update); the reversal rate (the fraction of weights whose
-change at the latest update undid a change made earlier in the window: turnover that moves on
-to new weights is not a reversal, a weight dropped and regrown, or regrown and dropped, is);
-and the flat indices of weights that oscillate, i.e. whose states within the window contain
-inactive → active → inactive.
+per weight, how often its state changed between consecutive masks in the window, and per layer
+the three measures of :mod:`esper.measures`, each defined there once: the flip rate (all
+turnover), the reversal rate (turnover undone within the window) and the weights pruned,
+regrown and pruned again.
 
 The history is a small summary kept on the CPU: masks recorded from a CUDA organism are copied
 to the CPU once per update, and every statistic is a CPU tensor.
@@ -23,8 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from esper import measures
 
 __all__ = ["FlipFlopDetector", "FlipFlopStats"]
 
@@ -36,20 +37,19 @@ class FlipFlopStats:
     Attributes:
         flips: Per weight, the number of state changes between consecutive masks (int64,
             the mask's shape).
-        rate: Flips per weight per mask update, in ``[0, 1]`` (0 with fewer than two masks).
-        oscillating: Flat indices (int64) of weights pruned, regrown and pruned again
-            within the window, ascending.
-        oscillating_fraction: ``len(oscillating)`` over the layer's size.
+        flip_rate: Flips per weight per mask update (:func:`esper.measures.flip_rate`).
+        regrow_repruned: Flat indices (int64) of weights pruned, regrown and pruned again
+            within the window, ascending (:func:`esper.measures.regrow_repruned`).
+        regrow_reprune_share: ``len(regrow_repruned)`` over the layer's size.
         updates: Number of masks in the window.
-        reversal_rate: Fraction of the layer's weights whose state changed at the latest
-            update back to a state they had left earlier in the window (0 with fewer than
-            three masks).
+        reversal_rate: Fraction of the layer's weights whose latest change undid an earlier
+            one in the window (:func:`esper.measures.reversal_rate`).
     """
 
     flips: Tensor
-    rate: float
-    oscillating: Tensor
-    oscillating_fraction: float
+    flip_rate: float
+    regrow_repruned: Tensor
+    regrow_reprune_share: float
     updates: int
     reversal_rate: float = 0.0
 
@@ -93,27 +93,15 @@ class FlipFlopDetector:
         if not history:
             raise KeyError(f"no mask recorded for {name!r}; recorded: {', '.join(self._history)}")
         shape = self._shapes[name]
-        updates, numel = len(history), history[0].numel()
-        masks = torch.stack(history)  # [updates, numel], over the window at once
-        changed = masks[1:] != masks[:-1]  # at update t (t ≥ 1)
-        flips = changed.sum(dim=0)
-        seen_inactive = (~masks).cumsum(dim=0) > 0  # inactive at some mask up to t
-        regrown = (masks[1:] & seen_inactive[:-1]).cumsum(dim=0) > 0  # active after inactive
-        regrown_before = torch.cat([torch.zeros_like(regrown[:1]), regrown[:-1]])
-        oscillating = (regrown_before & ~masks[1:]).any(dim=0)  # inactive again after it
-        indices = oscillating.nonzero().view(-1)
-        rate = float(flips.sum()) / (numel * (updates - 1)) if updates > 1 else 0.0
-        reversal_rate = 0.0
-        if updates > 2:  # changed now, and changed earlier in the window: back where it was
-            changed_now = changed[-1]
-            reversal_rate = float((changed_now & (flips > changed_now.long())).sum()) / numel
+        masks = torch.stack(history).numpy()  # [updates, numel], over the window at once
+        repruned = torch.from_numpy(np.flatnonzero(measures.regrow_repruned(masks)))
         stats = FlipFlopStats(
-            flips=flips.view(shape),
-            rate=rate,
-            oscillating=indices,
-            oscillating_fraction=len(indices) / max(numel, 1),
-            updates=updates,
-            reversal_rate=reversal_rate,
+            flips=torch.from_numpy(measures.flip_counts(masks)).view(shape),
+            flip_rate=measures.flip_rate(masks),
+            regrow_repruned=repruned,
+            regrow_reprune_share=len(repruned) / max(masks.shape[1], 1),
+            updates=len(history),
+            reversal_rate=measures.reversal_rate(masks),
         )
         self._cache[name] = stats
         return stats

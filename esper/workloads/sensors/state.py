@@ -47,8 +47,8 @@ LAYER_FEATURES = (
     "fisher_trend",  # relative change of the Fisher trace over the FGSF window
     "gsnr_trend",  # relative change of the mean GSNR over the FGSF window
     "fgsf",  # 1 if the FGSF trigger fired for this layer at this reading
-    "flipflop_rate",  # mask flips per weight per mask update
-    "oscillating_fraction",  # fraction of weights pruned, regrown and pruned again
+    "flip_rate",  # mask flips per weight per mask update
+    "regrow_reprune_share",  # fraction of weights pruned, regrown and pruned again
     "dormant_fraction",  # fraction of τ-dormant units (ReDo)
     "rank_ratio",  # entropy effective rank / its maximum
     "predicted_impact",  # predicted loss change of the reference surgery
@@ -62,7 +62,7 @@ GLOBAL_LAYER_FEATURES = (
     "log_gsnr",
     "coherence",
     "slog_hessian_trace",
-    "flipflop_rate",
+    "flip_rate",
     "dormant_fraction",
     "rank_ratio",
     "fgsf",

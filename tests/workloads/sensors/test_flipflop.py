@@ -31,11 +31,11 @@ def test_counts_over_full_history() -> None:
     st = det.layer("w")
     assert st.updates == 5
     assert st.flips.view(-1).tolist() == [3, 0, 3, 1, 1, 1]
-    assert st.rate == pytest.approx(9 / (6 * 4))
+    assert st.flip_rate == pytest.approx(9 / (6 * 4))
     # pruned → regrown → pruned: weight 0 (1,0,1,0) and weight 2 (0,1,0,1: regrown then
     # pruned after having been pruned at the start).
-    assert st.oscillating.tolist() == [0, 2]
-    assert st.oscillating_fraction == pytest.approx(2 / 6)
+    assert st.regrow_repruned.tolist() == [0, 2]
+    assert st.regrow_reprune_share == pytest.approx(2 / 6)
 
 
 def test_window_forgets_old_updates() -> None:
@@ -45,14 +45,14 @@ def test_window_forgets_old_updates() -> None:
     st = det.layer("w")  # keeps the last three masks
     assert st.updates == 3
     assert st.flips.view(-1).tolist() == [1, 0, 1, 1, 1, 0]
-    assert st.oscillating.tolist() == []  # weight 2 is 0,0,1 in the window
+    assert st.regrow_repruned.tolist() == []  # weight 2 is 0,0,1 in the window
 
 
 def test_single_update_and_errors() -> None:
     det = FlipFlopDetector(window=4)
     det.update(_masks(SCRIPT)[0])
     st = det.layer("w")
-    assert st.rate == 0.0 and st.oscillating.numel() == 0
+    assert st.flip_rate == 0.0 and st.regrow_repruned.numel() == 0
     with pytest.raises(ValueError, match="changed shape"):
         det.update({"w": torch.ones(6, dtype=torch.bool)})
     with pytest.raises(ValueError, match="bool"):
@@ -74,8 +74,8 @@ def test_state_dict_round_trip_continues_exactly() -> None:
         a.update(m)
         b.update(m)
     sa, sb = a.layer("w"), b.layer("w")
-    assert torch.equal(sa.flips, sb.flips) and torch.equal(sa.oscillating, sb.oscillating)
-    assert sa.rate == sb.rate
+    assert torch.equal(sa.flips, sb.flips) and torch.equal(sa.regrow_repruned, sb.regrow_repruned)
+    assert sa.flip_rate == sb.flip_rate
 
 
 def test_reversals_count_changes_undone_within_the_window_not_turnover() -> None:
@@ -90,7 +90,7 @@ def test_reversals_count_changes_undone_within_the_window_not_turnover() -> None
     for row in ([1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]):
         turnover.update(_masks([row])[0])
     stats = turnover.layer("w")
-    assert stats.rate > 0 and stats.reversal_rate == 0.0
+    assert stats.flip_rate > 0 and stats.reversal_rate == 0.0
 
 
 def _reference(history: list[torch.Tensor]) -> tuple[list[int], list[int], float]:
@@ -121,5 +121,5 @@ def test_statistics_equal_the_mask_by_mask_definition_on_random_histories(update
         st = det.layer("w")
         flips, oscillating, reversal = _reference(history)
         assert st.flips.view(-1).tolist() == flips and st.flips.dtype == torch.int64
-        assert st.oscillating.tolist() == oscillating
+        assert st.regrow_repruned.tolist() == oscillating
         assert st.reversal_rate == reversal

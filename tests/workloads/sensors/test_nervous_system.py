@@ -56,7 +56,7 @@ def test_reading_shapes_and_values(kind: str) -> None:
     assert torch.isfinite(reading.global_state.to_tensor()).all()
     first = reading.observations[layers[0]]
     assert first["density"] == pytest.approx(float(_masks(model, 1)[layers[0]].float().mean()))
-    assert first["flipflop_rate"] > 0.0
+    assert first["flip_rate"] > 0.0
     assert 0.0 <= first["coherence"] <= 1.0 and 0.0 < first["rank_ratio"] <= 1.0
     assert reading.global_state["L00.present"] == 1.0
     assert reading.global_state[f"L{len(layers):02d}.present"] == 0.0

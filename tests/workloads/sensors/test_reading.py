@@ -57,7 +57,7 @@ def test_round_trip_through_a_weights_only_load_gives_an_equal_reading(reading: 
         assert back.hessian[name].trace == hessian.trace
         assert torch.equal(back.hessian[name].diagonal, hessian.diagonal)
     for name, flip in reading.flipflop.items():
-        assert back.flipflop[name].rate == flip.rate
+        assert back.flipflop[name].flip_rate == flip.flip_rate
         assert torch.equal(back.flipflop[name].flips, flip.flips)
     assert back.fgsf == reading.fgsf
     assert torch.equal(back.embeddings, reading.embeddings)
