@@ -56,6 +56,8 @@ class BenchResult:
         goal: The target for ``ratio``.
         direction: ``"<="`` if ``ratio`` must be at most ``goal``, ``">="`` if at least.
         notes: Anything a reader needs to interpret the number (sizes, repeats).
+        floor: The physical limit of ``ratio`` measured or computed in the same run, where the
+            goal is set relative to it (``None`` otherwise).
     """
 
     ours_s: float
@@ -65,6 +67,7 @@ class BenchResult:
     goal: float
     direction: Literal["<=", ">="]
     notes: str = ""
+    floor: float | None = None
 
     @property
     def met(self) -> bool:

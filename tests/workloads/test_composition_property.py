@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from esper.workloads import DriftStream, make_drift, make_source, make_schedule
+from esper.workloads import DriftStream, make_drift, make_schedule, make_source
 from esper.workloads.datasets import SOURCES, Source
 from esper.workloads.drift import DRIFTS
 from esper.workloads.schedules import SCHEDULES

@@ -1,30 +1,24 @@
-"""Gradient statistics from the training step's own backward: no second sensing pass.
+"""Fused sensing: gradient statistics from the training steps' own traffic, no sensing pass.
 
 :func:`gradient_statistics <esper.workloads.sensors.gradients.gradient_statistics>` runs a
-forward and a backward of its own. On the step before a surgery the organism already runs
-both to train, so :func:`fused_training_step` takes one training step and reads the Fisher
-diagonal, GSNR and coherence of every Linear weight fed a matrix from that same backward, as
-BackPACK extends a backward (Dangel et al. 2020, ICLR, arXiv 1912.10985): forward hooks keep
-each layer's input ``a``, tensor hooks on its output keep the output gradient ``δ`` that
-autograd computes anyway, and one extra product per layer gives ``Σ_b g_b² = B²·(δ²)ᵀ(a²)``
-(``δ`` is the gradient of the *mean* loss, ``δ_b = ∂ℓ_b/∂z_b / B``). The mean gradient is the
-weight's own ``.grad``, read before the optimizer step. The GSNR and the layer summaries
-(population variance, the GSNR's variance floor, coherence over active weights) are computed
-by :func:`~esper.workloads.sensors.gradients.finish_statistics`, as in the full pass, and the
-results agree with it to float tolerance.
+forward and a backward of its own over the organism's recent batches. Those batches were just
+trained on, so the forward and the backward already ran: :class:`TrainingTraffic` (what
+``workload.organism.sensors.fused=true`` turns on) keeps each prunable layer's input ``a``,
+output and output gradient ``δ`` from the last few training steps, as BackPACK extends a
+backward (Dangel et al. 2020, ICLR, arXiv 1912.10985): forward hooks keep the inputs, tensor
+hooks on the outputs keep the gradients autograd computes anyway. The report then sums them
+into the same :class:`~esper.workloads.sensors.gradients.GradientReport` the full pass makes,
+with the same per-sample definitions (for a Linear layer fed a matrix, one extra product per
+layer gives ``Σ_b g_b² = (δ²)ᵀ(a²)``), boundary samples and layer outputs, for Linear and Conv
+weights alike; the summaries (population variance, the GSNR's variance floor, coherence over
+active weights) are :func:`~esper.workloads.sensors.gradients.finish_statistics`'s, as in the
+full pass.
 
-Under a Scalpel whose gradient hook masks ``.grad`` (``masked``), the mean at pruned weights
-is the masked gradient, 0, so their GSNR is 0; their Fisher stays dense. Layers that are not
-Linear-on-a-matrix (convolutions, sequences) are not covered: use the full sensing pass.
-
-:class:`TrainingTraffic` is what the organism uses (``workload.organism.sensors.fused``): it
-keeps each prunable layer's input, output and output gradient from the last few training steps
-(the very batches the full pass would read again) and sums them into the same
-:class:`~esper.workloads.sensors.gradients.GradientReport` the full pass makes, with the same
-per-sample definitions, boundary samples and layer outputs, for Linear and Conv weights alike.
 The only difference is *when* the parameters are read: each batch at the parameters of the step
 that trained on it, before its update, instead of all batches after the last update. With a
-learning rate of 0 the two reports agree to float tolerance.
+learning rate of 0 the two reports agree to float tolerance. The mean gradient is formed from
+the traffic too (dense, at pruned weights as well): the optimizer's own gradient is masked
+there, and the GSNR and regrowth read the dense one.
 """
 
 from __future__ import annotations
@@ -42,7 +36,6 @@ from esper.workloads.sensors.capture import LayerCall, check_unmodified, layer_m
 from esper.workloads.sensors.gradients import (
     BoundaryFn,
     GradientReport,
-    GradientStats,
     LossFn,
     boundary_samples,
     check_masks,
@@ -50,82 +43,7 @@ from esper.workloads.sensors.gradients import (
     per_sample_cross_entropy,
 )
 
-__all__ = ["TrainingTraffic", "fused_training_step"]
-
-
-def fused_training_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    names: Sequence[str],
-    *,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-    masks: Mapping[str, Tensor] | None = None,
-    eps: float = 1e-12,
-) -> tuple[Tensor, dict[str, GradientStats]]:
-    """One training step on ``(x, y)`` that also measures gradient statistics of ``names``.
-
-    Args:
-        model: The network (samples must not interact: no BatchNorm).
-        optimizer: Its optimizer; stepped once.
-        x: Inputs, batch first.
-        y: Targets.
-        names: Weights of ``nn.Linear`` layers fed ``[batch, features]`` inputs.
-        loss_fn: Mean loss (default: cross-entropy).
-        masks: Boolean masks by name, for the layer summaries (as the full pass).
-        eps: Floor of the variance in the GSNR denominator.
-
-    Returns:
-        The (mean) loss before the step, detached, and the statistics per name.
-
-    Raises:
-        TypeError: a name is not the weight of a Linear layer.
-        ValueError: a layer's input is not a matrix.
-    """
-    named = dict(model.named_parameters())
-    modules = layer_modules(model, names, named)
-    for name, module in modules.items():
-        if not isinstance(module, nn.Linear) or named[name] is not module.weight:
-            raise TypeError(f"{name}: fused statistics cover Linear weights only")
-    checked = check_masks({n: named[n] for n in names}, masks)
-    inputs: dict[str, Tensor] = {}
-    deltas: dict[str, Tensor] = {}
-    handles: list[Any] = []
-
-    def keep(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            if args[0].dim() != 2:
-                raise ValueError(f"{name}: fused statistics need a [batch, features] input")
-            inputs[name] = args[0].detach()
-            output.register_hook(lambda g: deltas.__setitem__(name, g))
-
-        return hook
-
-    for name, module in modules.items():
-        handles.append(module.register_forward_hook(keep(name)))
-    try:
-        out = model(x)
-        loss = (loss_fn or nn.functional.cross_entropy)(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    batch = x.shape[0]
-    slots = Slots({n: named[n] for n in names}, 3)  # (ḡ, F, GSNR) per layer
-    with torch.no_grad():
-        for name in names:
-            grad = named[name].grad
-            assert grad is not None
-            mean, fisher, _ = slots.of(name)
-            mean.copy_(grad)
-            a, d = inputs[name], deltas[name]
-            d2 = d * d
-            torch.addmm(mean, d2.t(), a * a, beta=0.0, alpha=float(batch), out=fisher)  # F
-        stats = finish_statistics(list(names), slots, batch, checked, eps)
-    optimizer.step()
-    return loss.detach(), stats
+__all__ = ["TrainingTraffic"]
 
 
 @dataclass
