@@ -269,7 +269,7 @@ def fused_sensing_vs_step() -> BenchResult:
     def ours() -> None:
         with fused_scalpel.explicit_grad_masking() as mask:
             for batch in batches:
-                with traffic.record(batch.y):
+                with traffic.record(batch.y, dense_grads=True):
                     train_step(fused, fused_opt, batch, "classification", None, mask)
         traffic.report(masks, boundary_quantile=SensorConfig().boundary_quantile)
 
@@ -282,7 +282,6 @@ def fused_sensing_vs_step() -> BenchResult:
         ours_s, steps_s = paired_median_times(ours, anchor, repeats=40, warmup=5)
     step_flops, fisher_flops = _linear_flops(fused, x.shape[0])
     floor = (step_flops + fisher_flops) / step_flops
-    with_mean = (step_flops + 2 * fisher_flops) / step_flops
     return BenchResult(
         ours_s=ours_s,
         anchor=f"{steps} plain training steps of the organism (the same train_step, unrecorded)",
@@ -293,11 +292,11 @@ def fused_sensing_vs_step() -> BenchResult:
         floor=floor,
         notes=(
             f"LeNet-300-100 at density 0.1, batch {x.shape[0]}, one thread; the organism's fused "
-            f"path: {steps} steps recorded by TrainingTraffic + report(). Floor {floor:.3f}: "
-            f"FLOPs of a step ({step_flops / 1e6:.0f} M) plus the Fisher product "
-            f"({fisher_flops / 1e6:.0f} M), over the step's. The report also forms the mean "
-            f"gradient over the window from the traffic (one more product of that size, floor "
-            f"{with_mean:.3f} with it): the optimizer's gradient is masked at pruned weights, "
-            "whose dense mean the GSNR and regrowth read"
+            f"path: {steps} steps recorded by TrainingTraffic (their dense weight gradients kept "
+            "for the window's mean) + report() (Fisher, the boundary Fisher as a slice of the "
+            f"same product, GSNR, coherence). Floor {floor:.3f}: FLOPs of a step "
+            f"({step_flops / 1e6:.0f} M) plus the Fisher product ({fisher_flops / 1e6:.0f} M), "
+            "over the step's. Above it: memory-bound passes (squares of inputs and output "
+            "gradients, the window's concatenation, summing its gradients) and the hooks"
         ),
     )

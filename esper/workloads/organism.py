@@ -268,7 +268,7 @@ class Organism:
             self.sedation.before_step()
             self.scalpel.capture_dense_grad = k == self.K - 1  # regrowth reads the last one
             mixed = side.mix(batch) if side is not None else batch
-            with self._recording(k, batch):
+            with self._recording(k, batch, dense_grads=mask is not None and penalty is None):
                 loss, out = train_step(self.host, self.optimizer, mixed, self.kind, penalty, mask)
             if side is not None:  # scored on the stream's rows only
                 out = side.observe(out)
@@ -295,11 +295,12 @@ class Organism:
                     memory_capacity=0 if side is None else side.memory.capacity)  # fmt: skip
         return TrainingTraffic(self.host, self.nervous.graph.names, self.sense_batches)
 
-    def _recording(self, k: int, batch: Batch) -> AbstractContextManager[None]:
-        """Fused sensing keeps the traffic of the interval's last ``sense_batches`` steps."""
+    def _recording(self, k: int, batch: Batch, dense_grads: bool) -> AbstractContextManager[None]:
+        """Fused sensing keeps the traffic of the interval's last ``sense_batches`` steps (and
+        their weight gradients, when masking them waits until after backward)."""
         if self.traffic is None or k < self.K - self.sense_batches:
             return nullcontext()
-        return self.traffic.record(batch.y)
+        return self.traffic.record(batch.y, dense_grads=dense_grads)
 
     def _note(self, pending: PendingScores) -> None:
         for record, batch in pending.flush():

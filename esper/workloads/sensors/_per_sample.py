@@ -61,8 +61,12 @@ def hooked_sums(
     batch: int,
     out: list[Tensor],
     scales: tuple[float, float],
+    mean: Tensor | None = None,
 ) -> None:
-    """Write ``(ḡ, F, ·[, F_boundary])`` of a hooked Linear or Conv weight into ``out``."""
+    """Write ``(ḡ, F, ·[, F_boundary])`` of a hooked Linear or Conv weight into ``out``.
+
+    ``mean``, when the caller has it (the training steps' own weight gradients, dense), is
+    copied as ``ḡ`` instead of being formed again from the traffic: one product fewer."""
     if not calls:
         for t in out:
             t.zero_()
@@ -78,39 +82,73 @@ def hooked_sums(
     ]
     if isinstance(module, nn.Linear):
         if len(pairs) == 1 and pairs[0][0].dim() == 2:
-            _matrix_sums(*pairs[0], boundary, out, scales)
+            _matrix_sums(*pairs[0], boundary, out, scales, mean)
             return
         a = torch.cat([p[0].reshape(batch, -1, p[0].shape[-1]) for p in pairs], dim=1)
         d = torch.cat([p[1].reshape(batch, -1, p[1].shape[-1]) for p in pairs], dim=1)
-        _positional_sums(a, d, boundary, out, scales)
+        _positional_sums(a, d, boundary, out, scales, mean)
         return
     patches, deltas = [], []
     for a, d in pairs:
         patches.append(_unfold(module, a).transpose(1, 2))
         deltas.append(d.flatten(2).transpose(1, 2))
-    _positional_sums(torch.cat(patches, 1), torch.cat(deltas, 1), boundary, out, scales)
+    _positional_sums(torch.cat(patches, 1), torch.cat(deltas, 1), boundary, out, scales, mean)
 
 
 def _matrix_sums(
-    a: Tensor, d: Tensor, boundary: Tensor | None, out: list[Tensor], scales: tuple[float, float]
+    a: Tensor,
+    d: Tensor,
+    boundary: Tensor | None,
+    out: list[Tensor],
+    scales: tuple[float, float],
+    mean: Tensor | None = None,
 ) -> None:
-    """Rank-one per-sample gradients: two (three) products, scaled inside the BLAS call."""
-    a2, d2 = a * a, d * d
-    torch.addmm(out[0], d.t(), a, beta=0.0, alpha=scales[0], out=out[0])
-    torch.addmm(out[1], d2.t(), a2, beta=0.0, alpha=scales[0], out=out[1])
+    """Rank-one per-sample gradients: a product for the mean (unless given) and the squares'
+    sum over the batch. With boundary samples, the squares' sum is split into the boundary's
+    part and the rest's: the same arithmetic as one product over the batch, and the boundary
+    Fisher comes free instead of costing another product."""
+    if mean is not None:
+        out[0].copy_(mean)
+    else:
+        torch.addmm(out[0], d.t(), a, beta=0.0, alpha=scales[0], out=out[0])
+    if boundary is None or torch.unique(boundary).numel() != boundary.numel():
+        a2, d2 = a * a, d * d
+        torch.addmm(out[1], d2.t(), a2, beta=0.0, alpha=scales[0], out=out[1])
+        if boundary is not None:  # repeated boundary samples: counted as often as given
+            torch.mm(d2[boundary].t(), a2[boundary], out=out[3])
+    else:  # boundary rows first, squared in place: the two sums are slices of one gather
+        rest = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+        rest[boundary] = False
+        order = torch.cat([boundary, rest.nonzero().view(-1)])
+        a2, d2 = a.index_select(0, order), d.index_select(0, order)
+        a2.mul_(a2)
+        d2.mul_(d2)
+        k = boundary.numel()
+        torch.mm(d2[:k].t(), a2[:k], out=out[3])
+        torch.addmm(out[3], d2[k:].t(), a2[k:], out=out[1])
+        out[1].mul_(scales[0])
     if boundary is not None:
-        torch.addmm(out[3], d2[boundary].t(), a2[boundary], beta=0.0, alpha=scales[1], out=out[3])
+        out[3].mul_(scales[1])
 
 
 def _positional_sums(
-    a: Tensor, d: Tensor, boundary: Tensor | None, out: list[Tensor], scales: tuple[float, float]
+    a: Tensor,
+    d: Tensor,
+    boundary: Tensor | None,
+    out: list[Tensor],
+    scales: tuple[float, float],
+    given: Tensor | None = None,
 ) -> None:
     """Per-sample gradients ``g_b = Σ_p δ_bp a_bpᵀ`` (``a``: ``(B, P, K)``, ``d``:
-    ``(B, P, O)``), formed in chunks of the batch."""
+    ``(B, P, O)``), formed in chunks of the batch; the mean copied from ``given`` if given."""
     batch, _, k = a.shape
     o = d.shape[2]
     mean, fisher = out[0].view(o, k), out[1].view(o, k)
-    torch.addmm(mean, d.reshape(-1, o).t(), a.reshape(-1, k), beta=0.0, alpha=scales[0], out=mean)
+    if given is not None:
+        mean.copy_(given.view(o, k))
+    else:
+        da = (d.reshape(-1, o).t(), a.reshape(-1, k))
+        torch.addmm(mean, *da, beta=0.0, alpha=scales[0], out=mean)
     fisher.zero_()
     contact = out[3].view(o, k) if boundary is not None else None
     chosen = torch.zeros(batch, dtype=torch.bool, device=a.device)

@@ -56,6 +56,7 @@ class _Step:
     logits: Tensor | None = None
     targets: Tensor | None = None
     handles: list[Any] = field(default_factory=list)
+    weight_grads: dict[str, Tensor] = field(default_factory=dict)
 
 
 class TrainingTraffic:
@@ -94,11 +95,30 @@ class TrainingTraffic:
         self._steps.clear()
 
     @contextmanager
-    def record(self, targets: Tensor) -> Iterator[None]:
+    def record(self, targets: Tensor, *, dense_grads: bool = False) -> Iterator[None]:
         """Keep the traffic of the one training step run inside the block (one forward of the
-        host on the batch whose ``targets`` are given, its backward and the update)."""
+        host on the batch whose ``targets`` are given, its backward and the update).
+
+        Args:
+            targets: The batch's targets.
+            dense_grads: The weights' gradients reach ``.grad`` dense and are the plain loss's
+                (no mask on them during backward, no penalty term: the organism's explicit
+                gradient masking, which masks after backward). Each is then kept as the
+                backward leaves it, and the report's mean gradient is their average instead of
+                one more product per layer over the traffic.
+        """
         step = _Step({n: [] for n in self.names}, {n: [] for n in self.names})
         step.targets = targets
+        if dense_grads:
+            for name in self.names:
+                step.handles.append(
+                    self._named[name].register_post_accumulate_grad_hook(
+                        lambda p, name=name: step.weight_grads.__setitem__(
+                            name,
+                            p.grad.detach().clone(),  # masked in place after backward
+                        )
+                    )
+                )
 
         def outputs(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if step.logits is not None:
@@ -167,12 +187,25 @@ class TrainingTraffic:
         outputs = {}
         for name in self.names:
             joined = self._joined(name)
-            hooked_sums(self.modules[name], joined, boundary, batch, slots.of(name), scales)
+            mean = self._mean_grad(name, batch)
+            hooked_sums(self.modules[name], joined, boundary, batch, slots.of(name), scales, mean)
             if joined:
                 outputs[name] = torch.cat([c.output for c, _ in joined])
         checked = check_masks({n: self._named[n] for n in self.names}, masks)
         layers = finish_statistics(self.names, slots, batch, checked, eps)
         return GradientReport(layers, losses.detach(), logits, boundary, outputs)
+
+    def _mean_grad(self, name: str, batch: int) -> Tensor | None:
+        """The window's mean gradient from the steps' kept weight gradients (each the mean over
+        its own batch), or ``None`` unless every step kept one."""
+        steps = self._steps
+        if not all(name in s.weight_grads for s in steps):
+            return None
+        total = torch.zeros_like(steps[0].weight_grads[name])
+        for s in steps:
+            assert s.logits is not None
+            total.add_(s.weight_grads[name], alpha=s.logits.shape[0] / batch)
+        return total
 
     def _joined(self, name: str) -> list[tuple[LayerCall, Tensor | None]]:
         """A layer's calls, the ``j``-th of every step joined along the batch; the output

@@ -39,11 +39,18 @@ def test_the_organism_reads_its_training_steps_as_the_full_pass_reads_their_batc
         for name, stats in ref.reading.gradients.layers.items():
             mine = ours.reading.gradients.layers[name]
             assert torch.allclose(mine.fisher, stats.fisher, rtol=1e-5, atol=1e-10)
+            assert torch.allclose(mine.mean, stats.mean, rtol=1e-4, atol=1e-9)  # dense
+            assert mine.mean[~fused.scalpel.mask(name)].abs().sum() > 0  # at pruned weights too
             assert mine.contact_fisher is not None and stats.contact_fisher is not None
             assert torch.allclose(mine.contact_fisher, stats.contact_fisher, rtol=1e-5, atol=1e-10)
 
 
-def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass() -> None:
+@pytest.mark.parametrize("dense_grads", [False, True])
+def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
+    dense_grads: bool,
+) -> None:
+    """With ``dense_grads`` the mean gradient is the kept weight gradients' average, not a
+    product over the traffic: the same numbers."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)
@@ -53,11 +60,12 @@ def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass() -> No
     traffic = TrainingTraffic(model, names, steps=3)
     xs, ys = torch.randn(5, 8, 1, 6, 6), torch.randint(0, 4, (5, 8))
     for x, y in zip(xs, ys, strict=True):  # 5 steps, the last 3 kept
-        with traffic.record(y):
+        with traffic.record(y, dense_grads=dense_grads):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
     assert len(traffic) == 3
+    assert all(bool(s.weight_grads) == dense_grads for s in traffic._steps)
     masks = {n: torch.rand_like(p) < 0.5 for n, p in model.named_parameters() if n in names}
     ours = traffic.report(masks, boundary_quantile=0.25)
     x, y = xs[2:].flatten(0, 1), ys[2:].flatten()
