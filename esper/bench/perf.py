@@ -77,7 +77,7 @@ def run_perf(
             f"{r.ours_s:.4g}",
             f"{r.anchor_s:.4g}",
             f"{r.ratio:.3f}",
-            f"{r.direction} {r.goal}",
+            f"{r.direction} {r.goal:.3g}",
             "yes" if r.met else "NO",
         )
     for name in skipped:
