@@ -7,7 +7,7 @@ the greedy policy's actor outputs are read on that step:
 * **state dependence**: over the intervals, the standard deviation of the Specialists' action
   means (per layer and action dimension, averaged), and of the General's density logits. Zero
   means the actor gives the same decision whatever it observes.
-* **sensor sensitivity** (:func:`esper.policies.emrakul.ablation.sensor_sensitivity`): how far
+* **sensor sensitivity** (:func:`esper.policies.emrakul.sensitivity.sensor_sensitivity`): how far
   those outputs move when the gradient or the topology sensor group is zeroed.
 
 Both are measured on the same steps for every checkpoint, so the imitation snapshot (surgeries
@@ -32,8 +32,9 @@ from esper.bench.quality_evaluation import compose_config, policy_overrides
 from esper.bench.quality_suite import SMALL_STREAMS
 from esper.files import atomic_write_text
 from esper.policies.checkpoints import load_policy
-from esper.policies.emrakul.ablation import SENSOR_GROUPS, sensor_sensitivity
+from esper.policies.emrakul.ablation import SENSOR_GROUPS
 from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.policies.emrakul.sensitivity import sensor_sensitivity
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 

@@ -9,7 +9,8 @@ import torch
 from esper.conf import compose
 from esper.policies.base import make_policy
 from esper.policies.emrakul import EmrakulPolicy
-from esper.policies.emrakul.ablation import SENSOR_GROUPS, blind_columns, sensor_sensitivity
+from esper.policies.emrakul.ablation import SENSOR_GROUPS, blind_columns
+from esper.policies.emrakul.sensitivity import sensor_sensitivity
 from esper.policies.training import train_policy
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep

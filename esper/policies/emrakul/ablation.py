@@ -11,26 +11,17 @@
   weights dropped and regrown are drawn uniformly at random (the handicap a fitness must rank
   last, ``benchmarks/fitness_ranking.py``).
 
-Whether a policy *uses* a sensor group is measured without running an organism further:
-:func:`sensor_sensitivity` zeroes the group in one step's inputs and reports how far the greedy
-outputs move (0 for a group the policy is blind to). Evaluating a blinded policy answers the
-same question through the organism's accuracy, which is slower and noisier: a policy whose
-greedy outputs barely move with a group can do little better or worse without it.
+Whether a trained policy *uses* a sensor group is measured by
+:func:`~esper.policies.emrakul.sensitivity.sensor_sensitivity`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from esper.policies.emrakul.actions import PRUNE_CRITERIA, REGROW_CRITERIA, SpecialistAction
-
-if TYPE_CHECKING:
-    from esper.policies.emrakul.policy import EmrakulPolicy
-    from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = [
     "FIXED_RULES",
@@ -38,9 +29,7 @@ __all__ = [
     "RANDOM_TAU",
     "RIGL_RULE",
     "SENSOR_GROUPS",
-    "SensorSensitivity",
     "blind_columns",
-    "sensor_sensitivity",
 ]
 
 SENSOR_GROUPS: dict[str, tuple[str, ...]] = {
@@ -110,59 +99,3 @@ def blind_columns(names: Sequence[str], groups: Sequence[str]) -> torch.Tensor:
         raise KeyError(f"unknown sensor groups {unknown}; valid: {', '.join(SENSOR_GROUPS)}")
     features = tuple(f for g in groups for f in SENSOR_GROUPS[g])
     return torch.tensor([_in_group(n, features) for n in names], dtype=torch.bool)
-
-
-@dataclass(frozen=True)
-class SensorSensitivity:
-    """How far a policy's greedy outputs move on one step when a sensor group is zeroed.
-
-    Attributes:
-        specialist: Mean absolute change of the Specialists' Gaussian action means (turnover,
-            criterion mixes, ``log τ`` and sedation logits) over layers and entries.
-        general: Mean absolute change of the Surgeon General's greedy density logits over the
-            organism's layers (0 for a policy without ``use_general``).
-    """
-
-    specialist: float
-    general: float
-
-
-@torch.no_grad()
-def sensor_sensitivity(
-    policy: EmrakulPolicy, organism: Organism, step: OrganismStep, group: str
-) -> SensorSensitivity:
-    """How much ``policy``'s deterministic decision on ``step`` depends on sensor ``group``.
-
-    Compares the actors' greedy outputs on what the policy sees of ``step`` with their outputs
-    when ``group`` is zeroed too (as ``blind`` would zero it). Nothing of the policy changes:
-    no surgery is counted and its sampling stream is not drawn from. A group the policy is
-    already blind to gives exactly 0.
-
-    Args:
-        policy: A continuous-actor Emrakul policy whose networks exist (reset it on an
-            organism first).
-        organism: The organism ``step`` comes from.
-        step: The step to decide on.
-        group: A key of :data:`SENSOR_GROUPS`.
-
-    Raises:
-        KeyError: an unknown group (the message lists the valid ones).
-        ValueError: a discrete (QMIX) policy, which has no action means.
-        RuntimeError: a policy without networks.
-    """
-    blind_columns([], [group])  # an unknown group is refused here
-    if policy.discrete:
-        raise ValueError("sensor_sensitivity reads the continuous actor; this policy is discrete")
-    specialist, general = policy.specialist, policy.general
-    if specialist is None or general is None:
-        raise RuntimeError("the policy has no networks yet: reset it on an organism first")
-    obs, ids, state = policy.inputs(organism, step)
-    obs_hidden, _, state_hidden = policy.inputs(organism, step, hide=(group,))
-    moved = specialist.distribution(obs_hidden, ids).mean - specialist.distribution(obs, ids).mean
-    general_moved = 0.0
-    if policy.use_general:
-        n = len(ids)
-        seen = general.distribution(state.unsqueeze(0)).mean[0, :n]
-        unseen = general.distribution(state_hidden.unsqueeze(0)).mean[0, :n]
-        general_moved = float((unseen - seen).abs().mean())
-    return SensorSensitivity(float(moved.abs().mean()), general_moved)

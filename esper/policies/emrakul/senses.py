@@ -10,7 +10,7 @@ Two reasons hide a group (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`
   et al. 2014), so a policy trained with it degrades gracefully when blinded. It does not by
   itself make a policy *use* a group more: a policy can tolerate a dropped group by ignoring it.
   Making actions depend on the sensors is the auxiliary effect prediction's job (``aux_coef`` of
-  the MAPPO learner); :func:`~esper.policies.emrakul.ablation.sensor_sensitivity` measures
+  the MAPPO learner); :func:`~esper.policies.emrakul.sensitivity.sensor_sensitivity` measures
   either.
 """
 
