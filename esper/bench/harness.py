@@ -56,8 +56,10 @@ class BenchResult:
         goal: The target for ``ratio``.
         direction: ``"<="`` if ``ratio`` must be at most ``goal``, ``">="`` if at least.
         notes: Anything a reader needs to interpret the number (sizes, repeats).
-        floor: The physical limit of ``ratio`` measured or computed in the same run, where the
-            goal is set relative to it (``None`` otherwise).
+        limit: The physical limit of ``ratio``, measured or computed in the same run, where the
+            goal is set relative to it (``None`` otherwise): a floor for a ``"<="`` goal (the
+            least a ratio of times can be), a ceiling for a ``">="`` one (the most a speed-up
+            can be).
     """
 
     ours_s: float
@@ -67,7 +69,7 @@ class BenchResult:
     goal: float
     direction: Literal["<=", ">="]
     notes: str = ""
-    floor: float | None = None
+    limit: float | None = None
 
     @property
     def met(self) -> bool:

@@ -66,8 +66,8 @@ def run_perf(
             continue
         r = results[name]
         verdict = "[green]met[/green]" if r.met else "[red]missed[/red]"
-        floor = f"; floor {r.floor:.3f}" if r.floor is not None else ""
-        console.print(f"  ratio {r.ratio:.3f} (goal {r.direction} {r.goal:.3g}{floor}) {verdict}")
+        limit = f"; limit {r.limit:.3f}" if r.limit is not None else ""
+        console.print(f"  ratio {r.ratio:.3f} (goal {r.direction} {r.goal:.3g}{limit}) {verdict}")
     table = Table(title="esper bench perf")
     for column in ("benchmark", "ours (s)", "anchor (s)", "ratio", "goal", "met"):
         table.add_column(column, justify="left" if column == "benchmark" else "right")

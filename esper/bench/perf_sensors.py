@@ -289,7 +289,7 @@ def fused_sensing_vs_step() -> BenchResult:
         ratio=ours_s / steps_s,
         goal=1.1 * floor,
         direction="<=",
-        floor=floor,
+        limit=floor,
         notes=(
             f"LeNet-300-100 at density 0.1, batch {x.shape[0]}, one thread; the organism's fused "
             f"path: {steps} steps recorded by TrainingTraffic (their dense weight gradients kept "
