@@ -7,8 +7,14 @@ cosine drop fraction ``f_t = α/2 · (1 + cos(π t / T_end))`` (``α = 0.3``) an
 ``magnitude``, regrowth mix all on ``gradient``, a near-zero Gumbel temperature, no sedation
 and no heat. :func:`collect_rigl_demonstrations` rolls organisms forward under exactly these
 surgeries and records each layer's observation with the encoded target;
-:func:`behaviour_clone` regresses the shared actor's Gaussian means on the targets (and its heat
-logit on "no heat"), leaving the exploration noise alone so RL fine-tuning can start from it.
+:func:`behaviour_clone` regresses the shared actor's Gaussian means on the targets, leaving the
+exploration noise alone so RL fine-tuning can start from it.
+
+The Bernoulli bits (heat burst, FGSF's forget, protection) are not cloned by default: RigL has
+no such actions, so "never" is not its choice but its lack of the option, and cloning it drives
+their logits so low that RL never tries them (trained this way, Emrakul set no heat in 1,920
+recorded decisions, ``benchmarks/results/strategies.json``). They keep the actor's prior (rare,
+``p ≈ 0.05``) for RL to raise or lower.
 """
 
 from __future__ import annotations
@@ -130,11 +136,14 @@ def behaviour_clone(
     lr: float = 1e-2,
     batch_size: int = 256,
     seed: int = 0,
+    clone_bits: bool = False,
 ) -> list[float]:
-    """Fit the actor's means (and heat logit) to the demonstrations; returns epoch losses.
+    """Fit the actor's means to the demonstrations; returns epoch losses.
 
-    The loss is the mean squared error of the Gaussian means against the encoded targets plus
-    the binary cross-entropy of the heat logit; the log standard deviations are not trained.
+    The loss is the mean squared error of the Gaussian means against the encoded targets (plus,
+    with ``clone_bits``, the binary cross-entropy of the Bernoulli bits against RigL's "never");
+    the log standard deviations are not trained, nor, without ``clone_bits``, the head's rows
+    of the bits (the trunk they read is).
     """
     if epochs < 1 or batch_size < 1 or lr <= 0 or not len(data):
         raise ValueError(
@@ -143,8 +152,8 @@ def behaviour_clone(
         )
     params = [p for n, p in actor.named_parameters() if n != "log_std"]
     optimizer = torch.optim.Adam(params, lr=lr)
-    gen = generator(seed, "behaviour_clone")
     c = ActionCodec.CONTINUOUS
+    gen = generator(seed, "behaviour_clone")
     losses = []
     for _ in range(epochs):
         order = torch.randperm(len(data), generator=gen)
@@ -154,7 +163,8 @@ def behaviour_clone(
             dist = actor.distribution(data.obs[idx], data.ids[idx])
             assert dist.logits is not None
             loss = F.mse_loss(dist.mean, data.targets[idx, :c])
-            loss = loss + F.binary_cross_entropy_with_logits(dist.logits, data.targets[idx, c:])
+            if clone_bits:
+                loss = loss + F.binary_cross_entropy_with_logits(dist.logits, data.targets[idx, c:])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

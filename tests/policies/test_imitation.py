@@ -63,3 +63,23 @@ def test_behaviour_cloning_matches_rigl_on_held_out_observations() -> None:
         assert abs(a.turnover - expected) < 0.02
         assert a.prune_mix[0] > 0.85 and a.regrow_mix[0] > 0.85
         assert a.tau < 5e-3 and not a.heat and a.sedation == 1.0
+
+
+def test_the_bits_rigl_lacks_keep_their_prior_unless_cloned() -> None:
+    """RigL never heats or forgets because it cannot: by default cloning leaves those logits'
+    head rows as they were; with ``clone_bits`` they learn RigL's "never"."""
+    org = build_organism(compose(_BASE))
+    codec = ActionCodec(max_turnover=0.5)
+    demos = collect_rigl_demonstrations([org], [org.reset()], surgeries=4, t_end=200, codec=codec)
+    c = ActionCodec.CONTINUOUS
+    for clone_bits in (False, True):
+        torch.manual_seed(0)
+        actor = SpecialistActor(demos.obs.shape[1], max_layers=4, hidden=32)
+        rows = actor.head.weight.detach()[c:].clone(), actor.head.bias.detach()[c:].clone()
+        behaviour_clone(actor, demos, epochs=40, lr=1e-2, clone_bits=clone_bits)
+        kept = torch.equal(actor.head.weight[c:], rows[0]) and torch.equal(
+            actor.head.bias[c:], rows[1]
+        )
+        assert kept is not clone_bits
+        if clone_bits:
+            assert (actor.head.bias[c:] < rows[1]).all()  # "never", learned
