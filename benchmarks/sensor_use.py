@@ -7,6 +7,10 @@ the greedy policy's actor outputs are read on that step:
 * **state dependence**: over the intervals, the standard deviation of the Specialists' action
   means (per layer and action dimension, averaged), and of the General's density logits. Zero
   means the actor gives the same decision whatever it observes.
+* **the bits** (heat burst, forget): the mean probability of each over layers and intervals,
+  and its standard deviation over the intervals (zero: the same odds whatever it observes).
+  The greedy policy takes a bit only where its probability exceeds 1/2, so a bit kept rare
+  never fires in an evaluation.
 * **sensor sensitivity** (:func:`esper.policies.emrakul.sensitivity.sensor_sensitivity`): how far
   those outputs move when the gradient or the topology sensor group is zeroed.
 
@@ -38,6 +42,9 @@ from esper.policies.emrakul.sensitivity import sensor_sensitivity
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 
+_BITS = ((0, "heat"), (1, "forget"))
+"""The Specialists' Bernoulli bits read here, by column of the distribution's logits."""
+
 
 def measure(checkpoint: str, steps: int, seed: int) -> dict[str, Any]:
     """State dependence and sensor sensitivity of ``checkpoint``, per stream and overall."""
@@ -52,12 +59,15 @@ def measure(checkpoint: str, steps: int, seed: int) -> dict[str, Any]:
         step = organism.reset()
         policy.reset(organism, step)
         assert policy.specialist is not None and policy.general is not None
-        means, logits = [], []
+        means, logits, bits = [], [], []
         sensitivity: dict[str, list[tuple[float, float]]] = {g: [] for g in SENSOR_GROUPS}
         for _ in range(steps):
             obs, ids, state = policy.inputs(organism, step)
             with torch.no_grad():
-                means.append(policy.specialist.distribution(obs, ids).mean)
+                dist = policy.specialist.distribution(obs, ids)
+                means.append(dist.mean)
+                assert dist.logits is not None
+                bits.append(torch.sigmoid(dist.logits[:, :2]))
                 logits.append(policy.general.distribution(state.unsqueeze(0)).mean[0])
             for group in SENSOR_GROUPS:
                 s = sensor_sensitivity(policy, organism, step, group)
@@ -67,11 +77,19 @@ def measure(checkpoint: str, steps: int, seed: int) -> dict[str, Any]:
             "specialist_state_sd": float(torch.stack(means).std(dim=0).mean()),
             "general_state_sd": float(torch.stack(logits).std(dim=0).mean()),
             "specialist_mean_abs": float(torch.stack(means).abs().mean()),
+            **{f"{bit}_p": float(torch.stack(bits)[..., j].mean()) for j, bit in _BITS},
+            **{f"{bit}_p_state_sd": float(torch.stack(bits)[..., j].std(dim=0).mean())
+               for j, bit in _BITS},
             **{f"{g}_sensitivity": {"specialist": float(np.mean([a for a, _ in v])),
                                     "general": float(np.mean([b for _, b in v]))}
                for g, v in sensitivity.items()},
         }  # fmt: skip
-    keys = ["specialist_state_sd", "general_state_sd", "specialist_mean_abs"]
+    keys = [
+        "specialist_state_sd",
+        "general_state_sd",
+        "specialist_mean_abs",
+        *(f"{bit}_p{sd}" for _, bit in _BITS for sd in ("", "_state_sd")),
+    ]
     overall: dict[str, Any] = {k: float(np.mean([p[k] for p in per_stream.values()])) for k in keys}
     for g in SENSOR_GROUPS:
         overall[f"{g}_sensitivity"] = {
@@ -94,7 +112,8 @@ def main() -> None:
         o = r["overall"]
         print(f"{r['checkpoint']}: specialist state sd {o['specialist_state_sd']:.5f}, general "
               f"{o['general_state_sd']:.5f}; gradient {o['gradient_sensitivity']}, topology "
-              f"{o['topology_sensitivity']}")  # fmt: skip
+              f"{o['topology_sensitivity']}; heat p {o['heat_p']:.3f} (sd "
+              f"{o['heat_p_state_sd']:.4f}), forget p {o['forget_p']:.3f}")  # fmt: skip
     out = {"machine": machine_info(), "steps": args.steps, "seed": args.seed, "results": results}
     atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
 
