@@ -154,13 +154,16 @@ PRESETS = {
         trainer="sweep",
     ),
 }
-"""The presets of ``esper bench quality``: ``small`` (every baseline and anchor, the ablations)
-took 35 minutes on 2 cores before Shrink & Perturb, SWR and the anchors joined it, which add
-360 validation and 450 evaluation runs (≈ 3000 core-s at :data:`ANCHOR_PRESET`'s rates): about
-60; ``learning`` (:data:`LEARNING`) asks whether Emrakul learns, in about 45; ``elastic``
-(:data:`ELASTIC`) whether an elastic budget helps, 34 (measured); ``anchors``
-(:data:`ANCHOR_PRESET`) scores a given checkpoint against the plasticity baselines, 41
-(measured); ``standard`` (:data:`STANDARD`) reproduces UPGD's input-permuted MNIST on MNIST-1D
-for a cluster, ``standard_part`` (:data:`STANDARD_PART`) its first 10 tasks, 16 (measured);
-``full`` is for a Ray cluster or a GPU machine, and trains its policy by a PBT sweep (4 members
-× 6 replicas × 53 iterations of 16 surgeries: 20,352; :mod:`esper.bench.quality_sweep`)."""
+"""The presets of ``esper bench quality``, with their cost on 2 cores:
+
+* ``small``: every baseline and anchor, and the ablations. It took 35 minutes before Shrink &
+  Perturb, SWR and the anchors joined it, which add 360 validation and 450 evaluation runs
+  (≈ 3000 core-s at :data:`ANCHOR_PRESET`'s rates); measured 64 (2026-12-07, commit 14c4a48).
+* ``learning`` (:data:`LEARNING`): does Emrakul learn? About 45.
+* ``elastic`` (:data:`ELASTIC`): does an elastic budget help? 34 (measured).
+* ``anchors`` (:data:`ANCHOR_PRESET`): a given checkpoint against the plasticity baselines,
+  41 (measured).
+* ``standard`` (:data:`STANDARD`): UPGD's input-permuted MNIST reproduced on MNIST-1D, for a
+  cluster; ``standard_part`` (:data:`STANDARD_PART`), its first 10 tasks, 16 (measured).
+* ``full``: for a Ray cluster or a GPU machine; trains its policy by a PBT sweep (4 members
+  × 6 replicas × 53 iterations of 16 surgeries: 20,352; :mod:`esper.bench.quality_sweep`)."""
