@@ -16,16 +16,9 @@ from esper.policies.rollout import cohort_rollout, rollout
 from esper.workloads.cohort import Cohort
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
+from tests.organisms import TINY_ORGANISM
 
-_CFG = [
-    "policy=emrakul",
-    "policy.density=0.2",
-    "policy.surgery_interval=6",
-    "workload.batch_size=16",
-    "workload.host.params.hidden=[32,16]",
-    "workload.organism.sense_batches=2",
-    "workload.organism.spike_window=3",
-]
+_CFG = ["policy=emrakul", *TINY_ORGANISM]
 _MEMBERS, _LENGTH, _TOL = 3, 2, 1e-4
 
 
