@@ -7,8 +7,10 @@ organism's online accuracy minus its twin's (``r_accuracy − r_control``) and t
 policy entropy. The same seed under both forms shows whether a collapse comes from what was
 learned or from exploration itself (issue 24's note).
 
-Usage: ``.venv/bin/python benchmarks/exploration_damage.py change level`` (about 4 minutes a
-form on one core). Prints one JSON line per form.
+Usage: ``.venv/bin/python benchmarks/exploration_damage.py change level [KEY=VALUE ...]``
+(about 4 minutes a form on one core); arguments with ``=`` are overrides of the training
+config, e.g. ``policy.params.specialist_log_std=-1.5`` for less exploration noise. Prints one
+JSON line per form.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from esper.policies.training import train_policy
 
 
 def main() -> None:
-    for form in sys.argv[1:] or ["change", "level"]:
+    extra = [a for a in sys.argv[1:] if "=" in a]
+    for form in [a for a in sys.argv[1:] if "=" not in a] or ["change", "level"]:
         cfg = compose_config([
             "experiment.seed=300", "policy=emrakul", "policy.training.surgeries=320",
             "policy.training.rollout=16", "policy.training.imitation=24",
             "policy.training.control=rigl", f"policy.training.credit={form}",
-            "+policy.training.learner_params.lr=1e-4",
+            "+policy.training.learner_params.lr=1e-4", *extra,
         ])  # fmt: skip
         streams = [SMALL_STREAMS[2], SMALL_STREAMS[1]]
         organisms = [compose_config([*policy_overrides(s, "emrakul", 0.1),
@@ -39,7 +42,7 @@ def main() -> None:
              round(e.get("specialists/entropy", float("nan")), 3))
             for e in history
         ]  # fmt: skip
-        print(json.dumps({"credit": form, "episodes": rows}))
+        print(json.dumps({"credit": form, "overrides": extra, "episodes": rows}))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def _quality(args: argparse.Namespace) -> int:
 
     try:
         run_quality(args.preset, args.json, args.readme, args.address, args.num_cpus,
-                    args.storage, checkpoint=args.checkpoint)  # fmt: skip
+                    args.storage, checkpoint=args.checkpoint,
+                    train_overrides=args.train_override)  # fmt: skip
     except (KeyError, ValueError) as err:
         print(f"esper: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
@@ -150,6 +151,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--checkpoint", type=Path, default=None, metavar="PATH",
         help="evaluate this Emrakul policy instead of training one (presets without ablations "
         "and with one training run), e.g. benchmarks/results/quality-learning-emrakul.pt",
+    )  # fmt: skip
+    quality.add_argument(
+        "--train-override", action="append", default=[], metavar="KEY=VALUE",
+        help="a config override appended to every Emrakul training (repeatable), e.g. "
+        "policy.params.specialist_log_std=-1.5; recorded in the JSON",
     )  # fmt: skip
     add_force_flag(quality)
     quality.set_defaults(func=_quality)

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Sequence
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,7 @@ def run_quality(
     storage: str = "runs",
     console: Console | None = None,
     checkpoint: Path | None = None,
+    train_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the quality benchmark ``preset_name`` (a name of :data:`PRESETS`, or a preset) and
     record it (see the module docstring).
@@ -154,7 +156,8 @@ def run_quality(
     Emrakul's checkpoint candidates go to
     ``<storage>/quality-<preset>-<UTC time>/run<r>/<variant>/``; the JSON names the chosen ones.
     With ``checkpoint``, nothing trains: ``emrakul`` is that policy (the JSON's ``training``
-    section records its path and SHA-256).
+    section records its path and SHA-256). ``train_overrides`` are appended to the preset's
+    :attr:`~esper.bench.quality_suite.QualityPreset.train_overrides`.
 
     Raises:
         KeyError: an unknown preset.
@@ -169,6 +172,11 @@ def run_quality(
         preset = PRESETS[preset_name]
     else:
         raise KeyError(f"unknown preset {preset_name!r}; valid: {', '.join(PRESETS)}")
+    if train_overrides:
+        if checkpoint is not None:
+            raise ValueError("--train-override changes a training, and --checkpoint trains none")
+        extra = (*preset.train_overrides, *train_overrides)
+        preset = dataclasses.replace(preset, train_overrides=extra)
     _check_writable(json_path, readme)
     if readme is not None and not readme.is_file():
         raise ValueError(f"--readme {readme} is not a file")
@@ -253,6 +261,7 @@ def _run(
     shown = {key: " ".join(chosen) for key, chosen in options.items() if chosen}
     table = markdown_tables(results, paired, picked, shown) + "\n" + markdown_runs(spread)
     given = f" --checkpoint {checkpoint}" if checkpoint is not None else ""
+    given += "".join(f" --train-override {o}" for o in preset.train_overrides)
     command = f"esper bench quality --preset {preset.name}{given} --json {json_path} --force"
     task_end = [
         {
@@ -272,6 +281,7 @@ def _run(
         "seeds": list(preset.seeds),
         "validation_seeds": list(preset.validation_seeds),
         "train_seeds": list(preset.train_seeds),
+        "train_overrides": list(preset.train_overrides),
         "streams": [dataclasses.asdict(s) for s in preset.streams],
         "training": training,
         "selection": selection,

@@ -93,6 +93,9 @@ class QualityPreset:
             ``train_surgeries`` over all its members, without imitation.
         sweep_members: Members of the sweep's population (``trainer="sweep"``).
         sweep_overrides: Config overrides appended to the sweep's (``cluster.replica_cpus`` …).
+        train_overrides: Config overrides appended to every in-process training's (e.g.
+            ``policy.params.specialist_log_std=-1.5``: a training lever tried without a new
+            preset; ``--train-override``).
         focus: The condition every paired difference is taken from (``emrakul``, or a variant's
             label such as ``emrakul_elastic``).
 
@@ -128,6 +131,7 @@ class QualityPreset:
     sweep_members: int = 4
     sweep_overrides: tuple[str, ...] = ()
     focus: str = "emrakul"
+    train_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.allocations or set(self.allocations) - set(ALLOCATIONS):

@@ -79,6 +79,7 @@ def training_overrides(preset: QualityPreset, variant: str, run: int) -> list[st
         f"policy.training.control={preset.control}",
         f"policy.training.credit={preset.credit}",
         *TRAINED_ABLATIONS.get(variant, ()),
+        *preset.train_overrides,
     ]
 
 

@@ -134,6 +134,22 @@ def test_every_preset_composes_before_any_work() -> None:
                                                    control="bogus"))  # fmt: skip
 
 
+def test_train_overrides_reach_every_training_and_bad_ones_fail_first(tmp_path: Path) -> None:
+    quieter = dataclasses.replace(LEARNING, train_overrides=(
+        "policy.params.specialist_log_std=-1.5", "policy.params.general_log_std=-2.0"))  # fmt: skip
+    for run, variant in trained_variants(quieter):
+        params = compose_config(training_overrides(quieter, variant, run)).policy.params
+        assert (params["specialist_log_std"], params["general_log_std"]) == (-1.5, -2.0)
+    with pytest.raises(ValueError, match=r"policy\.params\.bogus"):
+        quality.run_quality(
+            "learning", tmp_path / "q.json", train_overrides=["policy.params.bogus=1"]
+        )
+    with pytest.raises(ValueError, match="--checkpoint"):
+        quality.run_quality("anchors", tmp_path / "q.json", checkpoint=tmp_path / "p.pt",
+                            train_overrides=["policy.params.hidden=32"])  # fmt: skip
+    assert not (tmp_path / "q.json").exists()
+
+
 class _Recorder:
     """Fake training and evaluation: what the protocol asked for, and made-up scores."""
 

@@ -66,11 +66,9 @@ class EmrakulPolicy(Policy):
         heat_turnover: Factor on turnover during a heat burst (capped at ``max_turnover``).
         regrow_init: Initial value of regrown weights (``zero`` as RigL).
         mechanism_tau: Also pin the mask mechanism's temperature to the Specialist's ``τ``
-            (only where the mechanism has one: ``gumbel_softmax``, ``hard_concrete``). Off by
-            default: the Specialist's selection τ (about 0.001–0.05) is on another scale than
-            a mechanism's temperature, and pinning it would overwrite a temperature a sweep
-            searches. Every event records the Specialist's ``τ`` and heat bit either way
-            (``policy_tau``, ``heat``).
+            (where the mechanism has one). Off by default: the selection τ (about 0.001–0.05)
+            is on another scale than a mechanism's, which a sweep may search. Events record
+            the Specialist's ``τ`` and heat bit either way (``policy_tau``, ``heat``).
         greedy: Act with the distributions' modes (evaluation) instead of sampling.
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
@@ -90,6 +88,8 @@ class EmrakulPolicy(Policy):
         max_layers: Layer slots of the networks (at most the global state's slots).
         hidden: Hidden width of the actors.
         embed_dim: Width of the Specialists' layer embedding.
+        specialist_log_std, general_log_std: Initial log standard deviations of the actors'
+            Gaussians: the exploration noise RL starts from (behaviour cloning keeps them).
         seed: Seed of the networks and of the sampling stream.
     """
 
@@ -123,6 +123,8 @@ class EmrakulPolicy(Policy):
         max_layers: int = 16,
         hidden: int = 64,
         embed_dim: int = 8,
+        specialist_log_std: float = -0.5,
+        general_log_std: float = -1.0,
         seed: int = 0,
     ) -> None:
         if budget is not None and not min_density <= budget <= 1.0:
@@ -182,6 +184,7 @@ class EmrakulPolicy(Policy):
         self.max_layers = max_layers
         self.hidden = hidden
         self.embed_dim = embed_dim
+        self.log_std = (specialist_log_std, general_log_std)
         self.seed = seed
         self.policy_version = 0
         self.specialist: SpecialistActor | None = None
@@ -199,11 +202,17 @@ class EmrakulPolicy(Policy):
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.specialist = SpecialistActor(
-                obs_dim, self.max_layers, self.hidden, self.embed_dim, bits=self.codec.bits
+                obs_dim,
+                self.max_layers,
+                self.hidden,
+                self.embed_dim,
+                bits=self.codec.bits,
+                init_log_std=self.log_std[0],
             )
             self.general = SurgeonGeneral(
                 state_dim + self._extra, self.max_layers, self.hidden,
                 data_action=self.data_choice, strategy=strategy, elastic=self.elastic,
+                init_log_std=self.log_std[1],
             )  # fmt: skip
 
     @property

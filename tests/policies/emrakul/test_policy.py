@@ -135,3 +135,17 @@ def test_harmonic_annealing_moves_the_organism_density(organism: Organism) -> No
         densities.append(sum(int(org.scalpel.mask(n).sum()) for n in org.scalpel.names) / total)
     # The untrained General's gain is 2·sigmoid(0) = 1: d_t = 0.2 + 0.05 sin(2π t / 4).
     assert densities == pytest.approx([0.2, 0.25, 0.2, 0.15], abs=1.0 / total)
+
+
+def test_exploration_noise_starts_where_the_params_say(organism: Organism) -> None:
+    step = organism.reset()
+    policy = make_policy("emrakul", specialist_log_std=-1.5, general_log_std=-2.5)
+    assert isinstance(policy, EmrakulPolicy)
+    policy.reset(organism, step)
+    assert policy.specialist is not None and policy.general is not None
+    assert torch.all(policy.specialist.log_std == -1.5)
+    assert torch.all(policy.general.log_std == -2.5)
+    default = make_policy("emrakul")
+    assert isinstance(default, EmrakulPolicy)
+    default.reset(organism, step)
+    assert default.specialist is not None and torch.all(default.specialist.log_std == -0.5)
