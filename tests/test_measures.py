@@ -68,6 +68,25 @@ def test_regrow_repruned_needs_inactive_active_inactive() -> None:
     assert not measures.regrow_repruned(_HISTORY[:1]).any()
 
 
+def _pattern_by_search(states: np.ndarray) -> bool:
+    """The definition read literally: some ``i < j < k`` with inactive, active, inactive."""
+    n = len(states)
+    return any(
+        not states[i] and states[j] and not states[k]
+        for i in range(n)
+        for j in range(i + 1, n)
+        for k in range(j + 1, n)
+    )
+
+
+@pytest.mark.parametrize("updates", [1, 2, 3, 4, 6])
+def test_regrow_repruned_is_the_pattern_searched_weight_by_weight(updates: int) -> None:
+    rng = np.random.default_rng(updates)
+    history = rng.random((updates, 400)) < 0.5
+    expected = [_pattern_by_search(history[:, w]) for w in range(history.shape[1])]
+    assert measures.regrow_repruned(history).tolist() == expected
+
+
 def test_a_history_must_be_a_bool_matrix() -> None:
     with pytest.raises(ValueError, match="bool"):
         measures.flip_rate(_HISTORY.astype(int))
