@@ -120,15 +120,24 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     quality.add_argument(
         "--preset",
         default="small",
-        choices=["small", "learning", "elastic", "anchors", "standard", "standard_part", "full"],
-        help="small: every baseline, anchor and ablation (≈ 60 min on 2 cores); learning: does "
-        "Emrakul learn (3 training runs, retrained blind ablations; ≈ 60 min on 2 cores); "
-        "elastic: an elastic budget against RigL and scripted breathing at equal mean FLOPs "
-        "(≈ 30 min); anchors: a --checkpoint against RigL, Shrink & Perturb, SWR, UPGD, L2 "
-        "Init and layer norm + weight decay (≈ 27 min); standard: a --checkpoint on UPGD's "
-        "input-permuted MNIST protocol on MNIST-1D (200 tasks × 5,000 steps at batch 1; a "
-        "cluster, --address); standard_part: its first 10 tasks, 1 seed (≈ 20 min); full: a "
-        "cluster or GPU machine",
+        choices=[
+            "small",
+            "learning",
+            "learning_long",
+            "elastic",
+            "anchors",
+            "standard",
+            "standard_part",
+            "full",
+        ],
+        help="small: every baseline, anchor and ablation (≈ 60 min on 2 cores); learning: "
+        "does Emrakul learn (3 training runs, retrained blind ablations; ≈ 60 min); "
+        "learning_long: its run 0 trained 4× as long (≈ 60 min); elastic: an elastic budget "
+        "against RigL and scripted breathing at equal mean FLOPs (≈ 30 min); anchors: a "
+        "--checkpoint against RigL, Shrink & Perturb, SWR, UPGD, L2 Init and layer norm + "
+        "weight decay (≈ 27 min); standard: a --checkpoint on UPGD's input-permuted MNIST "
+        "protocol on MNIST-1D (200 tasks × 5,000 steps at batch 1; a cluster, --address); "
+        "standard_part: its first 10 tasks, 1 seed (≈ 20 min); full: a cluster or GPU machine",
     )
     quality.add_argument(
         "--json",

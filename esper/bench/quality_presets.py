@@ -1,5 +1,6 @@
 """The presets of ``esper bench quality``, each a :class:`~esper.bench.quality_suite.QualityPreset`:
-``small``, ``learning``, ``elastic``, ``anchors``, ``standard``, ``standard_part`` and ``full``
+``small``, ``learning``, ``learning_long``, ``elastic``, ``anchors``, ``standard``,
+``standard_part`` and ``full``
 (:data:`PRESETS`), with what each asks and what it costs.
 """
 
@@ -16,7 +17,15 @@ from esper.bench.quality_streams import (
 )
 from esper.bench.quality_suite import SPARSE_BASELINES, QualityPreset
 
-__all__ = ["ANCHOR_PRESET", "ELASTIC", "LEARNING", "PRESETS", "STANDARD", "STANDARD_PART"]
+__all__ = [
+    "ANCHOR_PRESET",
+    "ELASTIC",
+    "LEARNING",
+    "LEARNING_LONG",
+    "PRESETS",
+    "STANDARD",
+    "STANDARD_PART",
+]
 
 
 LEARNING = QualityPreset(
@@ -48,6 +57,18 @@ validation seeds (420 runs, 1.8 M steps, ≈ 1600 core-s), 96 allocation runs (0
 streams × 5 seeds + dense CBP; 2.0 M steps, ≈ 1700 core-s): about 45 minutes on 2 cores, 51
 if a training surgery costs 0.25 s. Measured (2026-12-06, f6079cf, the machine shared with other
 work): 57 minutes, of which training 28 (a surgery with its twin ≈ 0.37 core-s under that load)."""
+
+LEARNING_LONG = dataclasses.replace(
+    LEARNING,
+    name="learning_long",
+    train_seeds=(0,),
+    train_surgeries=7200,
+    snapshot_every=600,
+    ablations=("imitation_only",),
+)
+"""Does a longer training help? :data:`LEARNING`'s run 0 (the same seeds and organisms) trained
+4 × as long, 7,200 surgeries, with a checkpoint candidate every 600, against its own imitation
+warm start and RigL. About 60 minutes on 2 cores, most of it the one training (one core)."""
 
 ELASTIC = QualityPreset(
     "elastic",
@@ -135,6 +156,7 @@ PRESETS = {
         anchors=tuple(ANCHORS),
     ),
     "learning": LEARNING,
+    "learning_long": LEARNING_LONG,
     "elastic": ELASTIC,
     "anchors": ANCHOR_PRESET,
     "standard": STANDARD,
@@ -160,6 +182,7 @@ PRESETS = {
   Perturb, SWR and the anchors joined it, which add 360 validation and 450 evaluation runs
   (≈ 3000 core-s at :data:`ANCHOR_PRESET`'s rates); measured 64 (2026-12-07, commit 14c4a48).
 * ``learning`` (:data:`LEARNING`): does Emrakul learn? About 45.
+* ``learning_long`` (:data:`LEARNING_LONG`): its run 0 trained 4 × as long. About 60.
 * ``elastic`` (:data:`ELASTIC`): does an elastic budget help? 34 (measured).
 * ``anchors`` (:data:`ANCHOR_PRESET`): a given checkpoint against the plasticity baselines,
   41 (measured).
