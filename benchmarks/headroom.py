@@ -1,0 +1,180 @@
+"""Is there +0.02 over the imitation to be had? The headroom of Emrakul's action space, measured.
+
+Issue 24 asks reinforcement learning to beat its own imitation warm start by ≥ 0.02 online
+accuracy on the suite. The trained General moved the first layer from ERK's 0.103 density to
+about 0.12–0.13 (and the second from 0.069 to 0.057), and validation scores stay within noise
+of the imitation's across every snapshot. Before asking RL for more, this script measures what
+simple policies inside the action space score, on the validation seeds only (never the
+evaluation seeds):
+
+* the imitation (RigL-cloned Specialists, no General: ERK stays) at ERK and at allocations that
+  scale the first layer's ERK density by ``m`` (the others rescaled to keep the budget): the
+  direction the General learned, taken further;
+* RigL at ERK with drop fractions α ∈ {0.1, 0.3, 0.5}, with its mask frozen at 75% of the stream
+  and without a freeze (``rigl_continual``): how far the Specialists' turnover moves the score;
+* a trained Emrakul checkpoint.
+
+Each condition runs on the suite's six streams × validation seeds 500 and 501 × densities 0.10
+and 0.05 (24 paired units); the JSON gives every condition's mean and its paired difference
+from the imitation at ERK with a BCa interval. The best condition's difference is an optimistic
+estimate of the headroom (it is chosen on the same seeds).
+
+Usage: ``.venv/bin/python benchmarks/headroom.py IMITATION.pt TRAINED.pt OUT.json``
+(about 10 minutes on 2 cores; ``--workers N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import multiprocessing
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from esper.analysis.intervals import paired_interval
+from esper.bench.harness import machine_info
+from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON
+from esper.bench.quality_evaluation import evaluate_run
+from esper.bench.quality_suite import SMALL_STREAMS
+from esper.workloads.scalpel.allocation import DISTRIBUTIONS, Shapes, erk_densities
+
+SEEDS = (500, 501)
+DENSITIES = (0.1, 0.05)
+FIRST_SCALES = (0.75, 1.25, 1.5, 2.0)
+ALPHAS = (0.1, 0.3, 0.5)
+
+
+def first_scaled(m: float) -> Callable[[Shapes, float, frozenset[str]], dict[str, float]]:
+    """ERK with the first prunable tensor's density × ``m`` (capped at 1) and the others scaled
+    by one factor so that the global density stays the budget."""
+
+    def densities(shapes: Shapes, density: float, dense: frozenset[str]) -> dict[str, float]:
+        base = erk_densities(shapes, density, dense)
+        names = list(shapes)
+        sizes = {n: math.prod(shapes[n]) for n in names}
+        first = min(1.0, base[names[0]] * m)
+        left = density * sum(sizes.values()) - first * sizes[names[0]]
+        rest = sum(base[n] * sizes[n] for n in names[1:])
+        scale = left / rest
+        return {names[0]: first, **{n: min(1.0, base[n] * scale) for n in names[1:]}}
+
+    return densities
+
+
+def register_allocations() -> None:
+    """Register the ``erk_first_x{m}`` allocations (in this process and the workers it forks)."""
+    for m in FIRST_SCALES:
+        if f"erk_first_x{m}" not in DISTRIBUTIONS:
+            DISTRIBUTIONS.register(f"erk_first_x{m}")(first_scaled(m))
+
+
+def conditions(imitation: str, trained: str) -> dict[str, dict[str, Any]]:
+    """Every condition's :func:`evaluate_run` arguments (stream, density and seed aside)."""
+    no_general = (("use_general", False),)
+    out: dict[str, dict[str, Any]] = {
+        "imitation_erk": {"policy": "emrakul", "checkpoint": imitation, "switches": no_general},
+    }
+    for m in FIRST_SCALES:
+        out[f"imitation_first_x{m}"] = {
+            "policy": "emrakul", "checkpoint": imitation, "switches": no_general,
+            "allocation": f"erk_first_x{m}",
+        }  # fmt: skip
+    out["trained_emrakul"] = {"policy": "emrakul", "checkpoint": trained}
+    for alpha in ALPHAS:
+        for label, horizon in (("rigl", RIGL_HORIZON), ("rigl_continual", CONTINUAL_HORIZON)):
+            out[f"{label}_alpha{alpha}"] = {
+                "policy": "rigl", "horizon": horizon, "allocation": "erk",
+                "overrides": (f"policy.params.alpha={alpha}",),
+            }  # fmt: skip
+    return out
+
+
+def _run(job: tuple[str, int, float, int, dict[str, Any]]) -> tuple[str, int, float, int, float]:
+    label, stream_index, density, seed, kwargs = job
+    result = evaluate_run(SMALL_STREAMS[stream_index], density=density, seed=seed, **kwargs)
+    return label, stream_index, density, seed, float(result["metrics"]["online_accuracy"])
+
+
+def _runs(scores: dict[str, dict[tuple[int, float, int], float]]) -> list[dict[str, Any]]:
+    return [
+        {"condition": label, "stream": SMALL_STREAMS[i].name, "density": d, "seed": s,
+         "online_accuracy": acc}
+        for label, by_unit in scores.items()
+        for (i, d, s), acc in sorted(by_unit.items())
+    ]  # fmt: skip
+
+
+def _sha(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("imitation", help="the imitation checkpoint (a training's surgery 0)")
+    parser.add_argument("trained", help="a trained Emrakul checkpoint")
+    parser.add_argument("out", type=Path, help="where the JSON goes")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    register_allocations()
+    table = conditions(args.imitation, args.trained)
+    jobs = [
+        (label, i, d, s, kwargs)
+        for label, kwargs in table.items()
+        for i in range(len(SMALL_STREAMS))
+        for d in DENSITIES
+        for s in SEEDS
+    ]
+    started = time.perf_counter()
+    scores: dict[str, dict[tuple[int, float, int], float]] = {label: {} for label in table}
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        for n, (label, i, d, s, acc) in enumerate(pool.imap_unordered(_run, jobs), 1):
+            scores[label][(i, d, s)] = acc
+            if n % 24 == 0:
+                print(f"{n}/{len(jobs)} runs ({time.perf_counter() - started:.0f} s)", flush=True)
+    units = sorted(scores["imitation_erk"])
+    reference = [scores["imitation_erk"][u] for u in units]
+    rows = {}
+    for label, by_unit in scores.items():
+        values = [by_unit[u] for u in units]
+        diff = paired_interval(values, reference)
+        per_density = {
+            str(d): paired_interval(
+                [by_unit[u] for u in units if u[1] == d],
+                [scores["imitation_erk"][u] for u in units if u[1] == d],
+            ).mean
+            for d in DENSITIES
+        }
+        rows[label] = {
+            "mean": sum(values) / len(values),
+            "minus_imitation": {"mean": diff.mean, "low": diff.low, "high": diff.high},
+            "minus_imitation_by_density": per_density,
+        }
+        print(f"{label:28s} {rows[label]['mean']:.4f}  Δ {diff.mean:+.4f} "
+              f"[{diff.low:+.4f}, {diff.high:+.4f}]")  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    report = {
+        "machine": {**machine_info(), "commit": commit.strip()},
+        "what": "validation-seed scores of simple policies inside Emrakul's action space, paired "
+        "with the imitation at ERK (issue 24's headroom)",
+        "seeds": list(SEEDS),
+        "densities": list(DENSITIES),
+        "streams": [s.name for s in SMALL_STREAMS],
+        "checkpoints": {
+            "imitation": {"path": args.imitation, "sha256": _sha(args.imitation)},
+            "trained": {"path": args.trained, "sha256": _sha(args.trained)},
+        },
+        "wall_s": time.perf_counter() - started,
+        "conditions": rows,
+        "runs": _runs(scores),
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
