@@ -12,7 +12,11 @@ evaluation seeds):
   direction the General learned, taken further;
 * RigL at ERK with drop fractions α ∈ {0.1, 0.3, 0.5}, with its mask frozen at 75% of the stream
   and without a freeze (``rigl_continual``): how far the Specialists' turnover moves the score;
-* a trained Emrakul checkpoint.
+* a trained Emrakul checkpoint;
+* the imitation with a scripted, state-dependent heat rule (:class:`DriftHeated`): a heat burst
+  on every layer whenever the interval's online loss jumps above its moving average, the drift
+  detector of ``rigl_elastic`` (issue 25's scripted baseline). Does acting on what the organism
+  senses pay here, where a constant policy does not?
 
 Each condition runs on the suite's six streams × validation seeds 500 and 501 × densities 0.10
 and 0.05 (24 paired units); the JSON gives every condition's mean and its paired difference
@@ -33,6 +37,7 @@ import multiprocessing
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,9 @@ from esper.bench.harness import machine_info
 from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON
 from esper.bench.quality_evaluation import evaluate_run
 from esper.bench.quality_suite import SMALL_STREAMS
+from esper.policies.emrakul.actions import SpecialistAction
+from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel.allocation import DISTRIBUTIONS, Shapes, erk_densities
 
 SEEDS = (500, 501)
@@ -66,6 +74,42 @@ def first_scaled(m: float) -> Callable[[Shapes, float, frozenset[str]], dict[str
     return densities
 
 
+HEAT_RULES = {"drift_heat": (3, 10.0, 2.0), "drift_boost": (3, 1.0, 3.0),
+              "drift_heat_long": (8, 10.0, 2.0)}  # fmt: skip
+"""Scripted heat rules, as Emrakul's ``heat`` (surgeries a burst lasts, factor on ``τ``, factor on
+turnover)."""
+
+
+class DriftHeated(EmrakulPolicy):
+    """A loaded Emrakul whose heat bit is set, on every layer, at each loss-detected drift.
+
+    The detector is ``rigl_elastic``'s (:meth:`ElasticRigL.detect
+    <esper.policies.baselines.elastic_rigl.ElasticRigL.detect>`): a drift when the interval's
+    online loss exceeds ``1.3 ×`` its moving average (weight 0.8 on the past). An evaluation
+    switches a loaded policy to this class (``__class__``), so the loaded weights act as
+    trained and only the heat bit is scripted.
+    """
+
+    threshold = 0.3
+    smoothing = 0.8
+
+    def decide(
+        self, organism: Organism, step: OrganismStep, explore: bool = True
+    ) -> dict[str, Any]:
+        loss = float(step.info.get("online_loss", math.nan))
+        average = getattr(self, "average", None)
+        self.drift = average is not None and loss > (1.0 + self.threshold) * average
+        if math.isfinite(loss):
+            past = loss if average is None else average
+            self.average = self.smoothing * past + (1.0 - self.smoothing) * loss
+        return super().decide(organism, step, explore)
+
+    def _heated(self, name: str, action: SpecialistAction) -> SpecialistAction:
+        if getattr(self, "drift", False):
+            action = replace(action, heat=True)
+        return super()._heated(name, action)
+
+
 def register_allocations() -> None:
     """Register the ``erk_first_x{m}`` allocations (in this process and the workers it forks)."""
     for m in FIRST_SCALES:
@@ -85,6 +129,9 @@ def conditions(imitation: str, trained: str) -> dict[str, dict[str, Any]]:
             "allocation": f"erk_first_x{m}",
         }  # fmt: skip
     out["trained_emrakul"] = {"policy": "emrakul", "checkpoint": trained}
+    for label, rule in HEAT_RULES.items():
+        heat = (*no_general, ("__class__", DriftHeated), ("heat", rule))
+        out[f"imitation_{label}"] = {"policy": "emrakul", "checkpoint": imitation, "switches": heat}
     for alpha in ALPHAS:
         for label, horizon in (("rigl", RIGL_HORIZON), ("rigl_continual", CONTINUAL_HORIZON)):
             out[f"{label}_alpha{alpha}"] = {
@@ -119,9 +166,16 @@ def main() -> None:
     parser.add_argument("trained", help="a trained Emrakul checkpoint")
     parser.add_argument("out", type=Path, help="where the JSON goes")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated conditions to run (and "
+                        "imitation_erk, the reference); default: all")  # fmt: skip
     args = parser.parse_args()
     register_allocations()
     table = conditions(args.imitation, args.trained)
+    if args.only:
+        keep = {"imitation_erk", *args.only.split(",")}
+        if unknown := keep - set(table):
+            raise SystemExit(f"unknown conditions {sorted(unknown)}; valid: {', '.join(table)}")
+        table = {k: v for k, v in table.items() if k in keep}
     jobs = [
         (label, i, d, s, kwargs)
         for label, kwargs in table.items()
