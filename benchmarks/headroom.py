@@ -46,6 +46,7 @@ from esper.bench.harness import machine_info
 from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON
 from esper.bench.quality_evaluation import evaluate_run
 from esper.bench.quality_suite import SMALL_STREAMS
+from esper.policies.drift import LossDrift
 from esper.policies.emrakul.actions import SpecialistAction
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.workloads.organism import Organism, OrganismStep
@@ -83,29 +84,23 @@ turnover)."""
 class DriftHeated(EmrakulPolicy):
     """A loaded Emrakul whose heat bit is set, on every layer, at each loss-detected drift.
 
-    The detector is ``rigl_elastic``'s (:meth:`ElasticRigL.detect
-    <esper.policies.baselines.elastic_rigl.ElasticRigL.detect>`): a drift when the interval's
-    online loss exceeds ``1.3 ×`` its moving average (weight 0.8 on the past). An evaluation
-    switches a loaded policy to this class (``__class__``), so the loaded weights act as
-    trained and only the heat bit is scripted.
+    The detector is ``rigl_elastic``'s (:class:`~esper.policies.drift.LossDrift` at its
+    defaults: a drift when the interval's online loss exceeds ``1.3 ×`` its moving average). An
+    evaluation switches a freshly loaded policy to this class (``__class__``) and gives it a
+    detector, so the loaded weights act as trained and only the heat bit is scripted.
     """
 
-    threshold = 0.3
-    smoothing = 0.8
+    detector: LossDrift
+    drift = False
 
     def decide(
         self, organism: Organism, step: OrganismStep, explore: bool = True
     ) -> dict[str, Any]:
-        loss = float(step.info.get("online_loss", math.nan))
-        average = getattr(self, "average", None)
-        self.drift = average is not None and loss > (1.0 + self.threshold) * average
-        if math.isfinite(loss):
-            past = loss if average is None else average
-            self.average = self.smoothing * past + (1.0 - self.smoothing) * loss
+        self.drift = self.detector.update(float(step.info.get("online_loss", math.nan)))
         return super().decide(organism, step, explore)
 
     def _heated(self, name: str, action: SpecialistAction) -> SpecialistAction:
-        if getattr(self, "drift", False):
+        if self.drift:
             action = replace(action, heat=True)
         return super()._heated(name, action)
 
@@ -130,7 +125,7 @@ def conditions(imitation: str, trained: str) -> dict[str, dict[str, Any]]:
         }  # fmt: skip
     out["trained_emrakul"] = {"policy": "emrakul", "checkpoint": trained}
     for label, rule in HEAT_RULES.items():
-        heat = (*no_general, ("__class__", DriftHeated), ("heat", rule))
+        heat = (*no_general, ("__class__", DriftHeated), ("detector", LossDrift()), ("heat", rule))
         out[f"imitation_{label}"] = {"policy": "emrakul", "checkpoint": imitation, "switches": heat}
     for alpha in ALPHAS:
         for label, horizon in (("rigl", RIGL_HORIZON), ("rigl_continual", CONTINUAL_HORIZON)):
@@ -183,6 +178,7 @@ def main() -> None:
         for d in DENSITIES
         for s in SEEDS
     ]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     started = time.perf_counter()
     scores: dict[str, dict[tuple[int, float, int], float]] = {label: {} for label in table}
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
@@ -210,7 +206,6 @@ def main() -> None:
         }
         print(f"{label:28s} {rows[label]['mean']:.4f}  Δ {diff.mean:+.4f} "
               f"[{diff.low:+.4f}, {diff.high:+.4f}]")  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     report = {
         "machine": {**machine_info(), "commit": commit.strip()},
         "what": "validation-seed scores of simple policies inside Emrakul's action space, paired "

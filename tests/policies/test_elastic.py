@@ -12,6 +12,7 @@ import torch
 from esper.conf import compose
 from esper.policies.baselines.elastic_rigl import ElasticRigL
 from esper.policies.checkpoints import load_policy, save_policy
+from esper.policies.drift import LossDrift
 from esper.policies.elastic import ElasticBudget, ElasticDensity, FlopCost, elastic_bounds
 from esper.policies.emrakul import EmrakulPolicy
 from esper.policies.evaluation import evaluate_policy
@@ -182,3 +183,17 @@ def test_an_elastic_emrakul_trains_with_the_account_in_every_state(tmp_path: Pat
     assert policy.last is not None
     assert policy.last.state.numel() == step.global_state.width + len(ElasticDensity.FEATURES)
     assert torch.equal(policy.state_of(step)[: step.global_state.width], policy.last.state[:-3])
+
+
+def test_loss_drift_marks_jumps_over_its_average_and_restores() -> None:
+    detector = LossDrift(threshold=0.5, smoothing=0.5)
+    assert [detector.update(x) for x in (1.0, 1.4, math.inf, 2.0, 1.0)] == [
+        False, False, False, True, False,
+    ]  # fmt: skip
+    copy = LossDrift(threshold=0.5, smoothing=0.5)
+    copy.load_state_dict(detector.state_dict())
+    assert copy.update(3.0) == detector.update(3.0) is True
+    detector.reset()
+    assert detector.average is None and not detector.update(100.0)
+    with pytest.raises(ValueError, match="threshold"):
+        LossDrift(threshold=0.0)

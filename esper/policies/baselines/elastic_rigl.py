@@ -26,6 +26,7 @@ import torch
 
 from esper.policies.base import POLICIES, topk_among
 from esper.policies.baselines.rigl import RigL
+from esper.policies.drift import LossDrift
 from esper.policies.elastic import ElasticDensity
 from esper.policies.emrakul.actions import swap_counts
 from esper.policies.emrakul.general import allocate_counts
@@ -70,21 +71,16 @@ class ElasticRigL(RigL):
         decay: float = 2.0,
     ) -> None:
         super().__init__(alpha, delta_t, t_end, regrow_init, seed)
-        if threshold <= 0 or not 0.0 <= smoothing < 1.0 or decay <= 0:
-            raise ValueError(
-                f"need threshold > 0 (got {threshold}), smoothing in [0, 1) (got {smoothing}) "
-                f"and decay > 0 surgeries (got {decay})"
-            )
+        self.detector = LossDrift(threshold, smoothing)
+        if decay <= 0:
+            raise ValueError(f"need decay > 0 surgeries (got {decay})")
         if elastic_span < 1:
             raise ValueError(f"elastic_span={elastic_span} must be ≥ 1")
         self.budget = budget
         self.span = elastic_span
-        self.threshold = threshold
-        self.smoothing = smoothing
         self.decay = decay
         self.elastic: ElasticDensity | None = None
         self.prior: list[float] = []
-        self.average: float | None = None
         self.since: float = math.inf  # surgeries since the last detected drift
         self.drifts = 0
 
@@ -97,16 +93,12 @@ class ElasticRigL(RigL):
         budget = self.budget if self.budget is not None else organism.scalpel.global_density()
         self.elastic = ElasticDensity(budget, self.span, organism)
         self.prior = [math.log(max(organism.scalpel.density(n), 1e-6)) for n in names]
-        self.average, self.since, self.drifts = None, math.inf, 0
+        self.detector.reset()
+        self.since, self.drifts = math.inf, 0
 
     def detect(self, loss: float) -> bool:
-        """Feed one interval's online loss; whether it marks a drift."""
-        if not math.isfinite(loss):
-            return False
-        drift = self.average is not None and loss > (1.0 + self.threshold) * self.average
-        past = loss if self.average is None else self.average
-        self.average = self.smoothing * past + (1.0 - self.smoothing) * loss
-        return drift
+        """Feed one interval's online loss; whether it marks a drift (:class:`LossDrift`)."""
+        return self.detector.update(loss)
 
     def act(self, organism: Organism, step: OrganismStep) -> dict[str, LayerAction]:
         """Resize every layer to the granted density and, when RigL's clock is due, swap."""
@@ -155,7 +147,7 @@ class ElasticRigL(RigL):
             **super().state_dict(),
             "elastic": None if self.elastic is None else self.elastic.state_dict(),
             "prior": list(self.prior),
-            "average": self.average,
+            "average": self.detector.average,
             "since": self.since,
             "drifts": self.drifts,
         }
@@ -166,6 +158,6 @@ class ElasticRigL(RigL):
         elastic = state["elastic"]
         self.elastic = None if elastic is None else ElasticDensity.from_state_dict(elastic)
         self.prior = [float(v) for v in state["prior"]]
-        self.average = None if state["average"] is None else float(state["average"])
+        self.detector.load_state_dict({"average": state["average"]})
         self.since = float(state["since"])
         self.drifts = int(state["drifts"])
