@@ -93,9 +93,10 @@ class QualityPreset:
             ``train_surgeries`` over all its members, without imitation.
         sweep_members: Members of the sweep's population (``trainer="sweep"``).
         sweep_overrides: Config overrides appended to the sweep's (``cluster.replica_cpus`` …).
-        train_overrides: Config overrides appended to every in-process training's (e.g.
-            ``policy.params.specialist_log_std=-1.5``: a training lever tried without a new
-            preset; ``--train-override``).
+        train_overrides: Config overrides appended to every in-process training's config and
+            to its organisms' (e.g. ``policy.params.specialist_log_std=-1.5``, or
+            ``reward.delta=0`` for the training organisms' rewards): a training lever tried
+            without a new preset (``--train-override``). Evaluation runs never see them.
         focus: The condition every paired difference is taken from (``emrakul``, or a variant's
             label such as ``emrakul_elastic``).
 

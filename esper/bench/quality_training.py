@@ -97,7 +97,8 @@ def train_variant(
                                    learner_params=dict(preset.learner_params))  # fmt: skip
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
     organisms = [
-        compose_config([*policy_overrides(s, "emrakul", d), f"experiment.seed={seed}"])
+        compose_config([*policy_overrides(s, "emrakul", d), f"experiment.seed={seed}",
+                        *preset.train_overrides])  # fmt: skip
         for (s, d), seed in zip(
             product(preset.streams, preset.densities), preset.organism_seeds(run), strict=True
         )

@@ -150,6 +150,26 @@ def test_train_overrides_reach_every_training_and_bad_ones_fail_first(tmp_path: 
     assert not (tmp_path / "q.json").exists()
 
 
+def test_train_overrides_reach_the_training_organisms(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train_policy(cfg: Any, organisms: list[Any], **_: Any) -> None:
+        seen["cfg"], seen["organisms"] = cfg, organisms
+        raise Stop
+
+    monkeypatch.setattr("esper.policies.training.train_policy", fake_train_policy)
+    preset = dataclasses.replace(LEARNING, train_overrides=("reward.delta=0",))
+    with pytest.raises(Stop):
+        quality.train_variant(preset, "emrakul", str(tmp_path))
+    assert seen["cfg"].reward.delta == 0.0
+    assert [o.reward.delta for o in seen["organisms"]] == [0.0] * len(seen["organisms"])
+
+
 class _Recorder:
     """Fake training and evaluation: what the protocol asked for, and made-up scores."""
 
