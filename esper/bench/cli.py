@@ -132,7 +132,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         ],
         help="small: every baseline, anchor and ablation (≈ 60 min on 2 cores); learning: "
         "does Emrakul learn (3 training runs, retrained blind ablations; ≈ 60 min); "
-        "learning_long: its run 0 trained 4× as long (≈ 60 min); elastic: an elastic budget "
+        "learning_long: its run 0 trained 4× as long (≈ 35 min); elastic: an elastic budget "
         "against RigL and scripted breathing at equal mean FLOPs (≈ 30 min); anchors: a "
         "--checkpoint against RigL, Shrink & Perturb, SWR, UPGD, L2 Init and layer norm + "
         "weight decay (≈ 27 min); standard: a --checkpoint on UPGD's input-permuted MNIST "

@@ -68,7 +68,8 @@ LEARNING_LONG = dataclasses.replace(
 )
 """Does a longer training help? :data:`LEARNING`'s run 0 (the same seeds and organisms) trained
 4 × as long, 7,200 surgeries, with a checkpoint candidate every 600, against its own imitation
-warm start and RigL. About 60 minutes on 2 cores, most of it the one training (one core)."""
+warm start and RigL. Measured (2026-12-07, commit ba5d758): 33 minutes on 2 cores, of which
+the one training (one core, 7,200 surgeries with a RigL control twin) about 22."""
 
 ELASTIC = QualityPreset(
     "elastic",
@@ -182,7 +183,7 @@ PRESETS = {
   Perturb, SWR and the anchors joined it, which add 360 validation and 450 evaluation runs
   (≈ 3000 core-s at :data:`ANCHOR_PRESET`'s rates); measured 64 (2026-12-07, commit 14c4a48).
 * ``learning`` (:data:`LEARNING`): does Emrakul learn? About 45.
-* ``learning_long`` (:data:`LEARNING_LONG`): its run 0 trained 4 × as long. About 60.
+* ``learning_long`` (:data:`LEARNING_LONG`): its run 0 trained 4 × as long. 33 (measured).
 * ``elastic`` (:data:`ELASTIC`): does an elastic budget help? 34 (measured).
 * ``anchors`` (:data:`ANCHOR_PRESET`): a given checkpoint against the plasticity baselines,
   41 (measured).

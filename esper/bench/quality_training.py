@@ -96,12 +96,12 @@ def train_variant(
     training = dataclasses.replace(cfg.policy.training,
                                    learner_params=dict(preset.learner_params))  # fmt: skip
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, training=training))
+    units = zip(product(preset.streams, preset.densities), preset.organism_seeds(run), strict=True)
     organisms = [
-        compose_config([*policy_overrides(s, "emrakul", d), f"experiment.seed={seed}",
-                        *preset.train_overrides])  # fmt: skip
-        for (s, d), seed in zip(
-            product(preset.streams, preset.densities), preset.organism_seeds(run), strict=True
+        compose_config(
+            [*policy_overrides(s, "emrakul", d), f"experiment.seed={seed}", *preset.train_overrides]
         )
+        for (s, d), seed in units
     ]
     folder = Path(out_dir) / f"run{run}" / variant
     folder.mkdir(parents=True, exist_ok=True)
