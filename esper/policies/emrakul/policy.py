@@ -8,10 +8,6 @@ layer follows ``allocate_counts(logits, sizes, d_t)``. The logits are relative t
 densities at :meth:`EmrakulPolicy.reset`, so an untrained General keeps the initial (ERK or
 uniform) allocation.
 
-While exploring, ``sensor_dropout`` hides whole sensor groups
-(:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) at random, decision by decision;
-greedy decisions always see every sensor the policy is not blind to.
-
 Training code reads :attr:`EmrakulPolicy.last` (observations, raw actions, log-probabilities)
 after :meth:`EmrakulPolicy.act`; QMIX plugs in through :attr:`EmrakulPolicy.q_agent` with
 ``discrete=True``.
@@ -74,7 +70,7 @@ class EmrakulPolicy(Policy):
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
             in what the actors see (an ablation).
         sensor_dropout: Probability, in ``[0, 1)``, that an exploring decision sees a sensor
-            group zeroed (:mod:`esper.policies.emrakul.senses`: what it is for, and what not).
+            group zeroed; greedy ones see every group (:mod:`esper.policies.emrakul.senses`).
         specialists: ``False`` replaces every Specialist's action by ``fixed_rule`` (an
             ablation).
         fixed_rule: What the Specialists are replaced by without ``specialists``: ``rigl``
