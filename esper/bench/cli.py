@@ -163,8 +163,8 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )  # fmt: skip
     quality.add_argument(
         "--train-override", action="append", default=[], metavar="KEY=VALUE",
-        help="a config override appended to every Emrakul training (repeatable), e.g. "
-        "policy.params.specialist_log_std=-1.5; recorded in the JSON",
+        help="a config override appended to every in-process Emrakul training and its "
+        "organisms (repeatable), e.g. policy.params.specialist_log_std=-1.5; recorded in the JSON",
     )  # fmt: skip
     add_force_flag(quality)
     quality.set_defaults(func=_quality)

@@ -19,8 +19,8 @@
   replica actor) rolled out as one cohort (:func:`~esper.policies.rollout.cohort_rollout`) ÷
   one after another (:func:`~esper.policies.rollout.rollout`), at the demo's sizes (``K = 25``,
   as ``esper.bench.perf_platform.OVERRIDES``). Goal ≥ 3 (issue 27's). Its bound, measured in
-  the same run as ``population_speedup_16``'s, is the speed-up of a cohort that only did the
-  arithmetic of its batched steps. The notes give the batched training's share of the
+  the same run and defined as ``population_speedup_16``'s, is the speed-up of a cohort that
+  only did the arithmetic of its batched steps. The notes give the batched training's share of the
   cohort's time: the rest (Emrakul's decisions, sensing, scoring) stays per member.
 
 - ``emrakul_decision_vs_interval``: one Emrakul decision (``act``: the General's budgets, every

@@ -175,6 +175,11 @@ def run_quality(
     if train_overrides:
         if checkpoint is not None:
             raise ValueError("--train-override changes a training, and --checkpoint trains none")
+        if preset.trainer == "sweep":
+            raise ValueError(
+                f"--train-override reaches in-process trainings only; preset {preset.name!r} "
+                "trains by a sweep, whose settings are its sweep_overrides"
+            )
         extra = (*preset.train_overrides, *train_overrides)
         preset = dataclasses.replace(preset, train_overrides=extra)
     _check_writable(json_path, readme)

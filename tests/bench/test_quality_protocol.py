@@ -144,9 +144,11 @@ def test_train_overrides_reach_every_training_and_bad_ones_fail_first(tmp_path: 
         quality.run_quality(
             "learning", tmp_path / "q.json", train_overrides=["policy.params.bogus=1"]
         )
-    with pytest.raises(ValueError, match="--checkpoint"):
+    with pytest.raises(ValueError, match="--checkpoint trains none"):
         quality.run_quality("anchors", tmp_path / "q.json", checkpoint=tmp_path / "p.pt",
                             train_overrides=["policy.params.hidden=32"])  # fmt: skip
+    with pytest.raises(ValueError, match="sweep_overrides"):
+        quality.run_quality("full", tmp_path / "q.json", train_overrides=["reward.delta=0"])
     assert not (tmp_path / "q.json").exists()
 
 
