@@ -24,11 +24,12 @@ import torch
 from esper.policies.anesthesia import HarmonicAnnealing
 from esper.policies.base import POLICIES, Policy
 from esper.policies.elastic import ElasticDensity
-from esper.policies.emrakul.ablation import FIXED_RULES, blind_columns
+from esper.policies.emrakul.ablation import FIXED_RULES
 from esper.policies.emrakul.actions import SpecialistAction, decode_discrete, layer_action
 from esper.policies.emrakul.decision import Decision, DiscreteAgent
 from esper.policies.emrakul.episode import EpisodeState
 from esper.policies.emrakul.general import SurgeonGeneral, allocate_counts
+from esper.policies.emrakul.params import check_params
 from esper.policies.emrakul.senses import actor_inputs, drop_groups
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
 from esper.seeding import generator
@@ -48,6 +49,9 @@ class EmrakulPolicy(Policy):
         general_interval: ``M``, surgeries between Surgeon General decisions.
         use_general: Let the General re-allocate densities (otherwise layer densities stay).
         min_density: Floor of every layer's density under the General.
+        general_bound: A trust region ``b`` on the General: its logits (log-ratios of each
+            layer's density to its density at :meth:`reset`) are clipped to ``[−b, b]`` before
+            allocation (``None``: unbounded).
         max_turnover: Turnover of a saturated Specialist.
         amplitude: Harmonic annealing amplitude of the global target (0: none); it acts
             through the General's allocation, so it needs ``use_general``.
@@ -97,6 +101,7 @@ class EmrakulPolicy(Policy):
         general_interval: int = 4,
         use_general: bool = True,
         min_density: float = 0.01,
+        general_bound: float | None = None,
         max_turnover: float = 0.5,
         amplitude: float = 0.0,
         elastic: bool = False,
@@ -123,44 +128,15 @@ class EmrakulPolicy(Policy):
         general_log_std: float = -1.0,
         seed: int = 0,
     ) -> None:
-        if budget is not None and not min_density <= budget <= 1.0:
-            raise ValueError(f"budget={budget} must lie in [min_density={min_density}, 1]")
-        if general_interval < 1 or heat_surgeries < 0 or period < 1 or max_layers < 1:
-            raise ValueError(
-                f"need general_interval ≥ 1 ({general_interval}), heat_surgeries ≥ 0 "
-                f"({heat_surgeries}), period ≥ 1 ({period}), max_layers ≥ 1 ({max_layers})"
-            )
-        if heat_tau < 1 or heat_turnover < 1:
-            raise ValueError(f"heat_tau={heat_tau} and heat_turnover={heat_turnover} must be ≥ 1")
-        if amplitude < 0:
-            raise ValueError(f"amplitude={amplitude} must be ≥ 0")
-        if elastic and (not use_general or amplitude > 0 or elastic_span < 1):
-            raise ValueError(
-                f"elastic=True needs use_general=True (got {use_general}), amplitude=0 (got "
-                f"{amplitude}: both would move the global density) and elastic_span ≥ 1 (got "
-                f"{elastic_span})"
-            )
-        if fixed_rule not in FIXED_RULES:
-            raise ValueError(
-                f"fixed_rule={fixed_rule!r} is unknown; valid: {', '.join(FIXED_RULES)}"
-            )
-        if not 0.0 <= sensor_dropout < 1.0:
-            raise ValueError(
-                f"sensor_dropout={sensor_dropout} must lie in [0, 1): it is the probability that "
-                "an exploring decision loses a sensor group (0: never)"
-            )
-        if protect and discrete:
-            raise ValueError(
-                "protect is a bit of the continuous actor; the discrete table (QMIX) has no "
-                "protecting action: use a continuous learner"
-            )
         self.params: dict[str, Any] = {
             k: v for k, v in locals().items() if k not in ("self", "__class__")
         }
+        check_params(**self.params)
         self.budget = budget
         self.general_interval = general_interval
         self.use_general = use_general
         self.min_density = min_density
+        self.general_bound = general_bound
         self.codec = ActionCodec(max_turnover, sedation_steps, protect=protect)
         self.amplitude = amplitude
         self.elastic = elastic
@@ -172,7 +148,6 @@ class EmrakulPolicy(Policy):
         self.greedy = greedy
         self.discrete = discrete
         self.blind = tuple(blind)
-        blind_columns([], self.blind)  # an unknown group is refused here
         self.sensor_dropout = sensor_dropout
         self.specialists = specialists
         self.fixed_rule = FIXED_RULES[fixed_rule]
@@ -337,7 +312,9 @@ class EmrakulPolicy(Policy):
         episode = self.episode
         assert episode.annealing is not None and episode.logits is not None
         names = organism.scalpel.names
-        logits = episode.logits + torch.tensor([math.log(episode.prior[n]) for n in names])
+        bound = self.general_bound
+        logits = episode.logits if bound is None else episode.logits.clamp(-bound, bound)
+        logits = logits + torch.tensor([math.log(episode.prior[n]) for n in names])
         sizes = [organism.scalpel.numel(n) for n in names]
 
         def allocate(density: float) -> list[int]:

@@ -149,3 +149,25 @@ def test_exploration_noise_starts_where_the_params_say(organism: Organism) -> No
     assert isinstance(default, EmrakulPolicy)
     default.reset(organism, step)
     assert default.specialist is not None and torch.all(default.specialist.log_std == -0.5)
+
+
+def test_general_bound_is_a_trust_region_around_the_start_allocation(organism: Organism) -> None:
+    with pytest.raises(ValueError, match="general_bound"):
+        make_policy("emrakul", general_bound=0.0)
+    step = organism.reset()
+    names = organism.scalpel.names
+    start = {n: organism.scalpel.density(n) for n in names}
+    extreme = torch.tensor([4.0] + [-4.0] * (len(names) - 1))
+    ratios = {}
+    for bound in (None, 0.25):
+        policy = EmrakulPolicy(general_bound=bound, greedy=True, budget=0.2)
+        policy.reset(organism, step)
+        policy.act(organism, step)
+        policy.episode.logits = extreme.clone()
+        targets = policy._targets(organism)
+        assert sum(targets.values()) == round(0.2 * sum(organism.scalpel.numel(n) for n in names))
+        ratios[bound] = [targets[n] / organism.scalpel.numel(n) / start[n] for n in names]
+    # Clipped logits move a layer by at most e^{±b} before the budget's renormalisation,
+    # so by at most e^{±2b} after it; unclipped ones starve every layer but the first.
+    assert all(torch.e**-0.5 - 0.01 <= r <= torch.e**0.5 + 0.01 for r in ratios[0.25])
+    assert min(ratios[None]) < 0.2 and max(ratios[None]) > 2.0
