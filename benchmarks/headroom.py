@@ -19,7 +19,9 @@ evaluation seeds):
   senses pay here, where a constant policy does not?
 
 Each condition runs on the suite's six streams × validation seeds 500 and 501 × densities 0.10
-and 0.05 (24 paired units); the JSON gives every condition's mean and its paired difference
+and 0.05 (24 paired units); ``--host cnn`` (or ``wide_mlp``, the held-out hosts of
+:mod:`esper.bench.held_out`) puts every stream on another host network, leaving out the streams
+whose inputs it refuses; the JSON gives every condition's mean and its paired difference
 from the imitation at ERK with a BCa interval. The best condition's difference is an optimistic
 estimate of the headroom (it is chosen on the same seeds).
 
@@ -43,12 +45,14 @@ from typing import Any
 
 from esper.analysis.intervals import paired_interval
 from esper.bench.harness import machine_info
+from esper.bench.held_out import HOSTS, on_host
 from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON
-from esper.bench.quality_evaluation import evaluate_run
-from esper.bench.quality_suite import SMALL_STREAMS
+from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
+from esper.bench.quality_suite import SMALL_STREAMS, Stream
 from esper.policies.drift import LossDrift
 from esper.policies.emrakul.actions import SpecialistAction
 from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
 from esper.workloads.scalpel.allocation import DISTRIBUTIONS, Shapes, erk_densities
 
@@ -136,18 +140,32 @@ def conditions(imitation: str, trained: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _run(job: tuple[str, int, float, int, dict[str, Any]]) -> tuple[str, int, float, int, float]:
-    label, stream_index, density, seed, kwargs = job
-    result = evaluate_run(SMALL_STREAMS[stream_index], density=density, seed=seed, **kwargs)
-    return label, stream_index, density, seed, float(result["metrics"]["online_accuracy"])
+def streams_on(host: str) -> tuple[list[Stream], list[str]]:
+    """The suite's streams on ``host`` (:data:`esper.bench.held_out.HOSTS`), and the names of
+    those whose inputs the host refuses (the CNN takes no flat regression inputs)."""
+    kept, refused = [], []
+    for stream in SMALL_STREAMS:
+        on = on_host(stream, HOSTS[host])
+        try:
+            build_organism(compose_config(policy_overrides(on, "static", DENSITIES[0])))
+        except ValueError:
+            refused.append(stream.name)
+            continue
+        kept.append(on)
+    return kept, refused
 
 
-def _runs(scores: dict[str, dict[tuple[int, float, int], float]]) -> list[dict[str, Any]]:
+def _run(job: tuple[str, Stream, float, int, dict[str, Any]]) -> tuple[str, str, float, int, float]:
+    label, stream, density, seed, kwargs = job
+    result = evaluate_run(stream, density=density, seed=seed, **kwargs)
+    return label, stream.name, density, seed, float(result["metrics"]["online_accuracy"])
+
+
+def _runs(scores: dict[str, dict[tuple[str, float, int], float]]) -> list[dict[str, Any]]:
     return [
-        {"condition": label, "stream": SMALL_STREAMS[i].name, "density": d, "seed": s,
-         "online_accuracy": acc}
+        {"condition": label, "stream": name, "density": d, "seed": s, "online_accuracy": acc}
         for label, by_unit in scores.items()
-        for (i, d, s), acc in sorted(by_unit.items())
+        for (name, d, s), acc in sorted(by_unit.items())
     ]  # fmt: skip
 
 
@@ -161,6 +179,8 @@ def main() -> None:
     parser.add_argument("trained", help="a trained Emrakul checkpoint")
     parser.add_argument("out", type=Path, help="where the JSON goes")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--host", choices=sorted(HOSTS), default="mlp",
+                        help="the host network (default: the training host, mlp)")  # fmt: skip
     parser.add_argument("--only", default="", help="comma-separated conditions to run (and "
                         "imitation_erk, the reference); default: all")  # fmt: skip
     args = parser.parse_args()
@@ -171,19 +191,20 @@ def main() -> None:
         if unknown := keep - set(table):
             raise SystemExit(f"unknown conditions {sorted(unknown)}; valid: {', '.join(table)}")
         table = {k: v for k, v in table.items() if k in keep}
+    streams, refused = streams_on(args.host)
     jobs = [
-        (label, i, d, s, kwargs)
+        (label, stream, d, s, kwargs)
         for label, kwargs in table.items()
-        for i in range(len(SMALL_STREAMS))
+        for stream in streams
         for d in DENSITIES
         for s in SEEDS
     ]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     started = time.perf_counter()
-    scores: dict[str, dict[tuple[int, float, int], float]] = {label: {} for label in table}
+    scores: dict[str, dict[tuple[str, float, int], float]] = {label: {} for label in table}
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        for n, (label, i, d, s, acc) in enumerate(pool.imap_unordered(_run, jobs), 1):
-            scores[label][(i, d, s)] = acc
+        for n, (label, name, d, s, acc) in enumerate(pool.imap_unordered(_run, jobs), 1):
+            scores[label][(name, d, s)] = acc
             if n % 24 == 0:
                 print(f"{n}/{len(jobs)} runs ({time.perf_counter() - started:.0f} s)", flush=True)
     units = sorted(scores["imitation_erk"])
@@ -212,7 +233,9 @@ def main() -> None:
         "with the imitation at ERK (issue 24's headroom)",
         "seeds": list(SEEDS),
         "densities": list(DENSITIES),
-        "streams": [s.name for s in SMALL_STREAMS],
+        "host": args.host,
+        "streams": [s.name for s in streams],
+        "refused_streams": refused,
         "checkpoints": {
             "imitation": {"path": args.imitation, "sha256": _sha(args.imitation)},
             "trained": {"path": args.trained, "sha256": _sha(args.trained)},
