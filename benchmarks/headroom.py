@@ -45,9 +45,11 @@ from typing import Any
 
 from esper.analysis.intervals import paired_interval
 from esper.bench.harness import machine_info
-from esper.bench.held_out import HOSTS, on_host
+from esper.bench.held_out import HOSTS, on_host, suite_seeds
+from esper.bench.held_out import PRESETS as HELD_OUT
 from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON
 from esper.bench.quality_evaluation import compose_config, evaluate_run, policy_overrides
+from esper.bench.quality_presets import PRESETS
 from esper.bench.quality_suite import SMALL_STREAMS, Stream
 from esper.policies.drift import LossDrift
 from esper.policies.emrakul.actions import SpecialistAction
@@ -140,6 +142,26 @@ def conditions(imitation: str, trained: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def headroom_seeds(text: str) -> tuple[int, ...]:
+    """The seeds of ``--seeds``: refused when one is a seed that any quality preset trains,
+    builds training organisms or evaluates on, or a held-out evaluation seed (the headroom is
+    measured where nothing is reported). A quality preset's validation seeds are allowed.
+
+    Raises:
+        SystemExit: naming the refused seeds.
+    """
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"--seeds={text!r}: expected comma-separated integers") from None
+    validation = {v for p in PRESETS.values() for v in p.validation_seeds}
+    taken = (suite_seeds() - validation) | {v for p in HELD_OUT.values() for v in p.seeds}
+    if not seeds or (bad := sorted(set(seeds) & taken)):
+        raise SystemExit(f"--seeds={text!r}: none given, or {bad if seeds else []} are "
+                         "training, organism or evaluation seeds")  # fmt: skip
+    return seeds
+
+
 def streams_on(host: str) -> tuple[list[Stream], list[str]]:
     """The suite's streams on ``host`` (:data:`esper.bench.held_out.HOSTS`), and the names of
     those whose inputs the host refuses (the CNN takes no flat regression inputs)."""
@@ -179,11 +201,15 @@ def main() -> None:
     parser.add_argument("trained", help="a trained Emrakul checkpoint")
     parser.add_argument("out", type=Path, help="where the JSON goes")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="comma-separated seeds (default: the validation seeds 500,501); "
+                        "never an evaluation, training or organism seed")  # fmt: skip
     parser.add_argument("--host", choices=sorted(HOSTS), default="mlp",
                         help="the host network (default: the training host, mlp)")  # fmt: skip
     parser.add_argument("--only", default="", help="comma-separated conditions to run (and "
                         "imitation_erk, the reference); default: all")  # fmt: skip
     args = parser.parse_args()
+    seeds = headroom_seeds(args.seeds)
     register_allocations()
     table = conditions(args.imitation, args.trained)
     if args.only:
@@ -197,7 +223,7 @@ def main() -> None:
         for label, kwargs in table.items()
         for stream in streams
         for d in DENSITIES
-        for s in SEEDS
+        for s in seeds
     ]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     started = time.perf_counter()
@@ -231,7 +257,7 @@ def main() -> None:
         "machine": {**machine_info(), "commit": commit.strip()},
         "what": "validation-seed scores of simple policies inside Emrakul's action space, paired "
         "with the imitation at ERK (issue 24's headroom)",
-        "seeds": list(SEEDS),
+        "seeds": list(seeds),
         "densities": list(DENSITIES),
         "host": args.host,
         "streams": [s.name for s in streams],

@@ -29,3 +29,11 @@ def test_first_scaled_moves_the_first_layer_and_keeps_the_budget(m: float, densi
     assert sum(got[n] * sizes[n] for n in SHAPES) == pytest.approx(density * sum(sizes.values()))
     ratio = got["l2"] / erk["l2"]  # the others share one factor
     assert got["l3"] / erk["l3"] == pytest.approx(ratio)
+
+
+def test_headroom_seeds_never_touch_a_reported_seed() -> None:
+    assert headroom.headroom_seeds("500,501") == (500, 501)  # the validation seeds
+    assert headroom.headroom_seeds("510, 511") == (510, 511)
+    for bad in ("1000", "510,2000", "0", "", "five"):  # evaluation, held-out, training seeds
+        with pytest.raises(SystemExit):
+            headroom.headroom_seeds(bad)
