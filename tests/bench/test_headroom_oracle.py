@@ -19,7 +19,8 @@ def _table(scores: dict[tuple[str, str, int], float]) -> dict[tuple[str, str, fl
 
 
 def test_a_pick_is_scored_on_the_seed_that_did_not_choose_it() -> None:
-    # "lucky" wins on seed 1 only and "steady" on both: a pick made on seed 1 is scored on 2.
+    # "lucky" wins on seed 1 only and "steady" on seed 2: a pick made on one seed is scored on
+    # the other.
     acc = _table({
         ("imitation_erk", u, seed): 0.5 for u in "ab" for seed in (1, 2)
     } | {
@@ -32,8 +33,21 @@ def test_a_pick_is_scored_on_the_seed_that_did_not_choose_it() -> None:
     picked, reference, picks = oracle.cross_validated(
         acc, ["imitation_erk", "lucky", "steady"], UNITS, (1, 2), per_unit=False
     )
-    assert [p["pick"] for p in picks] == ["lucky", "steady"]
-    assert picked == [0.1, 0.1, 0.6, 0.6] and reference == [0.5] * 4
+    assert [(p["pick"], p["chosen_on"]) for p in picks] == [("steady", [2]), ("lucky", [1])]
+    assert picked == [0.6, 0.6, 0.1, 0.1] and reference == [0.5] * 4
+
+
+def test_with_more_seeds_each_is_left_out_once() -> None:
+    acc = _table({
+        (c, u, seed): (0.5 if c == "imitation_erk" else 0.4 + 0.1 * seed)
+        for c in ("imitation_erk", "other") for u in "ab" for seed in (1, 2, 3)
+    })  # fmt: skip
+    picked, _, picks = oracle.cross_validated(
+        acc, ["imitation_erk", "other"], UNITS, (1, 2, 3), per_unit=False
+    )
+    assert [p["chosen_on"] for p in picks] == [[2, 3], [1, 3], [1, 2]]
+    # "other" averages 0.65, 0.6 and 0.55 on the seeds that choose: it is picked every time.
+    assert [p["pick"] for p in picks] == ["other"] * 3 and picked[0] == 0.5
 
 
 def test_a_pick_per_stream_follows_each_stream() -> None:
