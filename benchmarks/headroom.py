@@ -204,12 +204,17 @@ def main() -> None:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
                         help="comma-separated seeds (default: the validation seeds 500,501); "
                         "never an evaluation, training or organism seed")  # fmt: skip
+    parser.add_argument("--densities", default=",".join(map(str, DENSITIES)),
+                        help="comma-separated density budgets (default: 0.1,0.05)")  # fmt: skip
     parser.add_argument("--host", choices=sorted(HOSTS), default="mlp",
                         help="the host network (default: the training host, mlp)")  # fmt: skip
     parser.add_argument("--only", default="", help="comma-separated conditions to run (and "
                         "imitation_erk, the reference); default: all")  # fmt: skip
     args = parser.parse_args()
     seeds = headroom_seeds(args.seeds)
+    densities = tuple(float(v) for v in args.densities.split(","))
+    if not all(0.0 < d <= 1.0 for d in densities):
+        raise SystemExit(f"--densities={args.densities!r}: each must lie in (0, 1]")
     register_allocations()
     table = conditions(args.imitation, args.trained)
     if args.only:
@@ -222,7 +227,7 @@ def main() -> None:
         (label, stream, d, s, kwargs)
         for label, kwargs in table.items()
         for stream in streams
-        for d in DENSITIES
+        for d in densities
         for s in seeds
     ]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
@@ -244,7 +249,7 @@ def main() -> None:
                 [by_unit[u] for u in units if u[1] == d],
                 [scores["imitation_erk"][u] for u in units if u[1] == d],
             ).mean
-            for d in DENSITIES
+            for d in densities
         }
         rows[label] = {
             "mean": sum(values) / len(values),
@@ -258,7 +263,7 @@ def main() -> None:
         "what": "validation-seed scores of simple policies inside Emrakul's action space, paired "
         "with the imitation at ERK (issue 24's headroom)",
         "seeds": list(seeds),
-        "densities": list(DENSITIES),
+        "densities": list(densities),
         "host": args.host,
         "streams": [s.name for s in streams],
         "refused_streams": refused,
