@@ -114,6 +114,20 @@ def _check_control(control: str, credit: str, reference: str) -> None:
         )
 
 
+def _check_imitation(imitation: int, learner: str) -> None:
+    """``policy.training.imitation``: RigL surgeries per organism cloned into the continuous
+    Specialist actor before RL, which only a learner of that actor can start from."""
+    from esper.policies.learners import LEARNERS
+
+    actor = learner not in LEARNERS or LEARNERS[learner].trains_actor  # unknown: said later
+    if imitation < 0 or (imitation and not actor):
+        raise ConfigError(
+            f"policy.training.imitation={imitation} must be ≥ 0, and only a learner of the "
+            f"continuous Specialist actor (mappo) starts from behaviour cloning, not "
+            f"policy.training.learner={learner}"
+        )
+
+
 REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")
 """The reward weights (``reward.<key>``), the only reward keys a search may vary."""
 
@@ -145,6 +159,7 @@ def validate_platform(cfg: EsperConfig) -> None:
         )
     _check_reference(search.reference, search.metric)
     _check_control(t.control, t.credit, search.reference)
+    _check_imitation(t.imitation, t.learner)
     for key in ("replica_cpus", "learner_cpus"):
         if not getattr(cluster, key) > 0:
             raise ConfigError(f"cluster.{key} must be > 0, got {getattr(cluster, key)}")

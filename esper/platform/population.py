@@ -10,7 +10,10 @@ episodes that are ready (``ray.wait``), drops those acted on weights more than
 for the slowest replica.
 
 The learner lives in the process that drives the member: the Tune trial's own actor under
-``esper sweep``, the command's process under ``esper run``.
+``esper sweep``, the command's process under ``esper run``. With ``policy.training.imitation``
+it starts, before the member's first iteration, from the same RigL-imitation warm start as the
+in-process trainer (:func:`esper.policies.imitation.warm_start`), cloned on twins of the
+replicas' organisms built here (the same configs and seeds as theirs; discarded after).
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from esper.platform.replica import ReplicaSpec, replica_actor
 from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
 from esper.policies.emrakul.policy import EmrakulPolicy
+from esper.policies.imitation import warm_start
 from esper.policies.rollout import COMPONENTS, Episode
 from esper.seeding import small_seed
 from esper.threads import one_thread
+from esper.workloads.factory import build_organism
 
 __all__ = ["Population", "replica_configs"]
 
@@ -124,6 +129,25 @@ class Population:
         assert isinstance(policy, EmrakulPolicy)
         policy.build(obs_dim, state_dim)
         self.learner = CentralLearner(policy, t, cfg.experiment.seed)
+        self._warmed = False
+
+    def _warm_start(self) -> dict[str, Any]:
+        """The imitation warm start (``policy.training.imitation`` RigL surgeries per organism;
+        nothing without): on twins of every replica's organisms (replica ``r`` hosts organisms
+        ``r × cohort + i``), RigL's ``T_end`` set by the member's own budget of
+        ``iterations × rollout`` surgeries per organism. Returns what it logs."""
+        self._warmed = True
+        t = self.cfg.policy.training
+        if not t.imitation:
+            return {}
+        configs = replica_configs(self.cfg)
+        twins = [build_organism(c, r * t.cohort + i)
+                 for r, c in enumerate(configs) for i in range(t.cohort)]  # fmt: skip
+        with one_thread():
+            steps = [organism.reset() for organism in twins]
+            logged = warm_start(self.learner.policy, twins, steps, t.imitation,
+                                t.iterations * t.rollout, self.cfg.experiment.seed)  # fmt: skip
+        return {k: logged[k] for k in ("imitation_samples", "bc_loss")}
 
     def start_fresh(self) -> None:
         """Remove the rows an earlier attempt of this member left in its partitions (a member
@@ -142,7 +166,9 @@ class Population:
 
     def step(self) -> dict[str, Any]:
         """One learner update from the replicas' episodes; returns the iteration's metrics
-        (also added to the run's learning curve, :mod:`esper.events.learning`)."""
+        (also added to the run's learning curve, :mod:`esper.events.learning`); a fresh
+        member's first one starts with the imitation warm start."""
+        warm = self._warm_start() if self.iteration == 0 and not self._warmed else {}
         if self.cfg.policy.training.asynchronous:
             episodes = self._gather_async()
         else:
@@ -151,7 +177,7 @@ class Population:
             futures = [r.rollout.remote(acting, length) for r in self.replicas]
             self._checkpoint(self.replicas)
             episodes = [e for replica in ray.get(futures) for e in replica]
-        metrics = self._summary(episodes)
+        metrics = {**self._summary(episodes), **warm}
         metrics["fitness"] = self.fitness.update(metrics["relative_accuracy"])  # fitness.py
         with one_thread():  # two threads on these small networks can be many times slower
             metrics.update(self.learner.learn(episodes))

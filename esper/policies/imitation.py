@@ -22,22 +22,32 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn import functional as F
 
 from esper.policies.emrakul.actions import SpecialistAction, layer_action
 from esper.policies.emrakul.specialist import ActionCodec, SpecialistActor
-from esper.seeding import generator
+from esper.seeding import derive_seed, generator
 from esper.workloads.organism import Organism, OrganismStep
 
+if TYPE_CHECKING:
+    from esper.policies.emrakul.policy import EmrakulPolicy
+
 __all__ = [
+    "IMITATION_HORIZON",
     "Demonstrations",
     "behaviour_clone",
     "collect_rigl_demonstrations",
     "rigl_action",
     "rigl_drop_fraction",
+    "warm_start",
 ]
+
+IMITATION_HORIZON = 0.75
+"""RigL's drop fraction anneals to zero over this fraction of each organism's surgeries
+(Evci et al. 2020 stop updating the mask at 75% of training)."""
 
 RIGL_TAU = 1e-3
 """Temperature standing for RigL's deterministic top-k in the Specialists' action space."""
@@ -171,3 +181,40 @@ def behaviour_clone(
             total += float(loss.detach()) * idx.numel()
         losses.append(total / len(data))
     return losses
+
+
+def warm_start(
+    policy: EmrakulPolicy,
+    organisms: Sequence[Organism],
+    steps: list[OrganismStep],
+    surgeries: int,
+    trained: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Behaviour-clone ``policy``'s Specialists on RigL's surgeries of ``organisms``, the
+    imitation warm start before RL, shared by the in-process trainer
+    (:func:`esper.policies.training.train_policy`) and the platform's learner
+    (:class:`esper.platform.population.Population`), so both start from the same clone.
+
+    Args:
+        policy: The built Emrakul policy; its version is bumped.
+        organisms: The organisms, already reset; each advances ``surgeries`` under RigL.
+        steps: Their latest steps (updated in place).
+        surgeries: RigL surgeries per organism.
+        trained: RL surgeries each organism will see after the warm start: RigL's ``T_end``
+            is :data:`IMITATION_HORIZON` of ``surgeries + trained``.
+        seed: The training seed (the demonstrations and the cloning derive theirs from it).
+
+    Returns:
+        What to log: ``imitation_samples``, ``bc_loss`` (the last epoch's) and the
+        ``policy_version`` after the clone.
+    """
+    assert policy.specialist is not None, "the policy is not built"
+    t_end = max(1, int(IMITATION_HORIZON * (surgeries + trained)))
+    demos = collect_rigl_demonstrations(
+        organisms, steps, surgeries, t_end, policy.codec, seed=derive_seed(seed, "imitation")
+    )
+    losses = behaviour_clone(policy.specialist, demos, seed=derive_seed(seed, "bc"))
+    policy.bump_version()
+    return {"imitation_samples": len(demos), "bc_loss": losses[-1],
+            "policy_version": policy.policy_version}  # fmt: skip

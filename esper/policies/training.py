@@ -34,7 +34,7 @@ from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
 from esper.policies.credit import check_control, check_credit
 from esper.policies.emrakul.policy import EmrakulPolicy
-from esper.policies.imitation import behaviour_clone, collect_rigl_demonstrations
+from esper.policies.imitation import warm_start
 from esper.policies.learners import LEARNERS
 from esper.policies.reference import ReferenceTwins
 from esper.policies.rollout import rollout
@@ -44,10 +44,6 @@ from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
 
 __all__ = ["StepObserver", "TrainResult", "train_policy"]
-
-_IMITATION_HORIZON = 0.75
-"""RigL's drop fraction anneals to zero over this fraction of each organism's surgeries
-(Evci et al. 2020 stop updating the mask at 75% of training)."""
 
 _REPLICA_SPACE = 1 << 20
 """Replica ids of rebuilt organisms are drawn from ``[n, n + 2²⁰)`` (``n`` organisms), so they
@@ -239,15 +235,7 @@ def train_policy(
 
 def _warm_start(trainer: _Trainer, training: TrainingConfig, seed: int) -> dict[str, Any]:
     """Behaviour-clone the Specialists on RigL demonstrations from the training organisms."""
-    policy = trainer.policy
-    assert policy.specialist is not None
     per_organism = training.surgeries / len(trainer.organisms)
-    t_end = max(1, int(_IMITATION_HORIZON * (training.imitation + per_organism)))
-    demos = collect_rigl_demonstrations(
-        trainer.organisms, trainer.steps, training.imitation, t_end, policy.codec,
-        seed=derive_seed(seed, "imitation"),
-    )  # fmt: skip
-    losses = behaviour_clone(policy.specialist, demos, seed=derive_seed(seed, "bc"))
-    policy.bump_version()
-    return {"episode": -1, "surgery": 0, "imitation_samples": len(demos), "bc_loss": losses[-1],
-            "policy_version": policy.policy_version}  # fmt: skip
+    logged = warm_start(trainer.policy, trainer.organisms, trainer.steps, training.imitation,
+                        per_organism, seed)  # fmt: skip
+    return {"episode": -1, "surgery": 0, **logged}

@@ -3,6 +3,7 @@ replica killed mid-rollout, and the asynchronous learner."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -214,3 +215,50 @@ def test_replicas_take_their_stream_from_a_preset_and_the_scalpel_from_the_membe
     for replica in (first, second):
         assert replica.workload.scalpel.mechanism.name == "gumbel_softmax"
         assert replica.workload.scalpel.mechanism.params["tau"] == 0.7
+
+
+def test_a_fresh_member_starts_from_the_imitation_warm_start_on_its_replicas_organisms(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from esper.platform.population import replica_configs
+    from esper.policies.imitation import warm_start
+    from esper.workloads.factory import build_organism
+
+    member = _member(tmp_path, "policy.training.imitation=2", "policy.training.iterations=4")
+    cfg, t = member.cfg, member.cfg.policy.training
+    policy = member.learner.policy
+    assert policy.specialist is not None
+    before = {k: v.clone() for k, v in policy.specialist.state_dict().items()}
+    # The clone the member must start from: the same twins, cloned here by the public function.
+    twins = [build_organism(c, r) for r, c in enumerate(replica_configs(cfg))]
+    expected = copy.deepcopy(policy)
+    warm_start(expected, twins, [o.reset() for o in twins], 2, t.iterations * t.rollout,
+               cfg.experiment.seed)  # fmt: skip
+    assert expected.specialist is not None
+    try:
+        logged = member._warm_start()
+        cloned = {k: v.clone() for k, v in policy.specialist.state_dict().items()}
+        member._warmed = False  # as fresh: step() warms up once, then never again
+        member.learner.policy.specialist.load_state_dict(before)
+        first, second = member.step(), member.step()
+    finally:
+        member.close()
+    layers = len(twins[0].scalpel.names)
+    assert logged["imitation_samples"] == t.replicas * 2 * layers
+    for key, value in expected.specialist.state_dict().items():
+        assert torch.equal(cloned[key], value), key
+    assert any(not torch.equal(cloned[k], before[k]) for k in before)  # the clone moved it
+    assert first["imitation_samples"] == logged["imitation_samples"]
+    assert "imitation_samples" not in second
+    assert (first["policy_version"], second["policy_version"]) == (3, 4)  # 2 clones, 2 updates
+
+
+def test_imitation_needs_a_learner_of_the_continuous_actor() -> None:
+    from esper.conf import ConfigError
+
+    with pytest.raises(ConfigError, match=r"policy.training.imitation=2.*learner=qmix"):
+        compose(["policy=emrakul", "policy.training.learner=qmix", "policy.training.imitation=2"])
+    with pytest.raises(ConfigError, match=r"policy.training.imitation=-1"):
+        compose(["policy=emrakul", "policy.training.imitation=-1"])

@@ -91,8 +91,11 @@ def test_bad_arguments_and_files(tmp_path: Path) -> None:
     cfg.policy.training.surgeries = 0
     with pytest.raises(ValueError, match="surgeries"):
         train_policy(cfg)
-    cfg = compose([*_BASE, "policy.training.learner=qmix", "policy.training.imitation=2"])
-    with pytest.raises(ValueError, match="behaviour cloning"):
+    with pytest.raises(ValueError, match="behaviour cloning"):  # refused at composition
+        compose([*_BASE, "policy.training.learner=qmix", "policy.training.imitation=2"])
+    cfg = compose(_BASE)
+    cfg.policy.training.learner, cfg.policy.training.imitation = "qmix", 2
+    with pytest.raises(ValueError, match="behaviour cloning"):  # and by the trainer
         train_policy(cfg)
     bogus = tmp_path / "bogus.pt"
     torch.save({"hello": 1}, bogus)
