@@ -90,7 +90,8 @@ class QualityPreset:
         learner_params: Keyword arguments of the Specialists' learner (a sweep explores
             ``lr`` around this one).
         trainer: How the full policy trains (:data:`TRAINERS`); a sweep trains
-            ``train_surgeries`` over all its members, without imitation.
+            ``train_surgeries`` over all its members, each starting from the same imitation
+            warm start.
         sweep_members: Members of the sweep's population (``trainer="sweep"``).
         sweep_overrides: Config overrides appended to the sweep's (``cluster.replica_cpus`` …).
         train_overrides: Config overrides appended to every in-process training's config and
@@ -102,8 +103,8 @@ class QualityPreset:
 
     Raises:
         ValueError: overlapping seed sets, an empty or unknown allocation list, an unknown
-            anchor or trainer, or a sweep with fewer than 2 members, no ``lr`` or a warm-start
-            ablation.
+            anchor or trainer, a warm-start ablation without imitation, or a sweep with fewer
+            than 2 members or no ``lr``.
     """
 
     name: str
@@ -147,12 +148,13 @@ class QualityPreset:
             raise ValueError(f"preset {self.name!r}: unknown trainer {self.trainer!r}; valid: "
                              f"{', '.join(TRAINERS)}")  # fmt: skip
         warm = [a for a in self.ablations if a in WARM_START_ABLATIONS]
-        if self.trainer == "sweep" and (self.sweep_members < 2 or warm
-                                        or "lr" not in self.learner_params):  # fmt: skip
+        if warm and not self.imitation:
+            raise ValueError(f"preset {self.name!r}: the ablations {warm} ablate a warm start "
+                             "and imitation=0 has none")  # fmt: skip
+        if self.trainer == "sweep" and (self.sweep_members < 2 or "lr" not in self.learner_params):
             raise ValueError(
                 f"preset {self.name!r}: trainer='sweep' needs sweep_members ≥ 2 (got "
-                f"{self.sweep_members}), an lr in learner_params (got {self.learner_params}) "
-                f"and no warm-start ablation (got {warm}: the sweep has no imitation)"
+                f"{self.sweep_members}) and an lr in learner_params (got {self.learner_params})"
             )
         _check_seeds(self)
 
@@ -242,7 +244,7 @@ def conditions(preset: QualityPreset) -> list[Condition]:
                                  switches))  # fmt: skip
     if len(preset.train_seeds) > 1:
         labels = run_labels(preset)
-        warm = preset.trainer == "in_process"  # a sweep has no imitation snapshot
+        warm = preset.imitation > 0  # the warm start's snapshot, surgeries 0
         if warm and "imitation_only" not in preset.ablations:
             out.append(Condition(labels[0][1], "emrakul", first, every, "imitation_only"))
         for run, (full, imitation) in enumerate(labels[1:], start=1):

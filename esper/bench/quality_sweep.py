@@ -23,8 +23,11 @@ What differs from the in-process trainer (:mod:`esper.bench.quality_training`):
   train on the streams' families at their presets' default lengths and hosts: a stream's own
   changes (``workload.num_tasks``, ``task_length``, the regression stream's 100-unit host) are
   not applied, and a stream override outside ``workload`` is refused.
-* There is no RigL-imitation warm start (the platform has none), hence no surgery-0 snapshot:
-  the presets refuse the ``imitation_only`` and ``no_imitation`` ablations with this trainer.
+* The RigL-imitation warm start (``preset.imitation`` surgeries per organism) is the
+  platform's own (:func:`~esper.platform.population.imitation_warm_start`): on twins of the
+  replicas' organisms, every member from the same clone. Its snapshot, surgeries 0, is
+  rebuilt here from the sweep's config (:func:`~esper.platform.export.imitation_policy`) and
+  kept apart as the ``imitation_only`` candidate, as the in-process trainer's is.
 * The default mask mechanism (``masked``) has no temperature, so no mask temperature
   (``workload.scalpel.mechanism.params.tau``/``beta``) applies; the temperature searched is
   Emrakul's own heat factor on the Specialists' Gumbel ``τ`` (``policy.params.heat_tau``).
@@ -119,6 +122,7 @@ def sweep_overrides(preset: QualityPreset, run: int, out_dir: Path) -> list[str]
         f"policy.training.replicas={replicas}",
         f"policy.training.workloads=[{','.join(workloads)}]",
         f"policy.training.rollout={preset.rollout}",
+        f"policy.training.imitation={preset.imitation}",
         f"policy.training.iterations={math.ceil(preset.train_surgeries / per_iteration)}",
         f"policy.training.control={preset.control}",
         f"policy.training.credit={preset.credit}",
@@ -222,6 +226,13 @@ def train_by_sweep(
     best = str(result.best["trial"])
     folder = out_dir / f"run{run}" / "emrakul"
     snapshots, sources = export_candidates(run_dir, best, folder, preset.snapshot_every)
+    if t.imitation:  # the warm start every member began from: the imitation_only candidate
+        from esper.platform.export import imitation_policy
+        from esper.policies.checkpoints import save_policy
+
+        path = str(save_policy(folder / "imitation.pt", imitation_policy(cfg)))
+        snapshots = ((0, path), *snapshots)
+        sources[path] = {"imitation": True, "trial_id": None}
     members = [{"trial": m["trial"], "fitness": m.get(cfg.search.metric),
                 "searched": {k: m[k] for k in cfg.search.bounds if k in m}}
                for m in result.members]  # fmt: skip
@@ -242,6 +253,7 @@ def train_by_sweep(
         "replicas": t.replicas,
         "workloads": list(t.workloads),
         "iterations": t.iterations,
+        "imitation": t.imitation,
         "surgeries": preset.train_surgeries,
     }
     done = preset.sweep_members * t.replicas * t.cohort * t.rollout * t.iterations

@@ -16,7 +16,7 @@ __all__ = [
 
 
 WARM_START_ABLATIONS = ("imitation_only", "no_imitation")
-"""Ablations of the warm start, which the sweep's trainer does not have."""
+"""Ablations of the warm start (a preset with ``imitation=0`` has none to ablate)."""
 
 
 ABLATIONS = {

@@ -38,7 +38,7 @@ from esper.conf import ConfigError, from_plain
 from esper.config import HP_PREFIX, EsperConfig, searched_values
 from esper.events.learning import read_learning_curves
 from esper.platform.fitness import Fitness
-from esper.platform.population import replica_configs
+from esper.platform.population import imitation_warm_start, replica_configs
 from esper.platform.sweep import TUNE_DIR, collect
 from esper.platform.trainable import CHECKPOINT_FILE, KIND, load_member_checkpoint
 from esper.policies.base import make_policy
@@ -46,11 +46,13 @@ from esper.policies.central import CentralLearner
 from esper.policies.checkpoints import policy_checkpoint, save_policy
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.training import TrainResult
+from esper.seeding import small_seed
 
 __all__ = [
     "RUN_MEMBER",
     "best_member",
     "export_member_policy",
+    "imitation_policy",
     "member_checkpoint",
     "member_policy",
     "member_surgeries",
@@ -147,6 +149,31 @@ def member_policy(source: str | os.PathLike[str]) -> dict[str, Any]:
         "checkpoint": str(used.resolve()),
         "refused": list(refused),
     }
+    return payload
+
+
+def imitation_policy(cfg: EsperConfig) -> dict[str, Any]:
+    """The policy-checkpoint payload of the clone every member of a sweep of ``cfg`` starts
+    from (``policy.training.imitation > 0``): its learner's policy, seeded as a member's, after
+    :func:`~esper.platform.population.imitation_warm_start`, before any RL update. Layout as
+    :func:`member_policy`'s, with ``surgeries`` 0 and a ``provenance`` of ``imitation``.
+
+    Raises:
+        ValueError: ``cfg`` has no imitation.
+    """
+    t = cfg.policy.training
+    if not t.imitation:
+        raise ValueError("policy.training.imitation=0: a sweep of this config has no warm start")
+    params = {**cfg.policy.params, "seed": small_seed(cfg.experiment.seed, "emrakul")}
+    policy = make_policy(EmrakulPolicy.name, **params)
+    assert isinstance(policy, EmrakulPolicy)
+    logged = imitation_warm_start(cfg, policy)
+    learner = CentralLearner(policy, t, cfg.experiment.seed)
+    result = TrainResult(policy, learner, replica_configs(cfg), [{"surgery": 0, **logged}])
+    payload = policy_checkpoint(result)
+    payload["surgeries"] = 0
+    payload["provenance"] = {"imitation": True, "imitation_surgeries": t.imitation,
+                             "policy_version": policy.policy_version, **logged}  # fmt: skip
     return payload
 
 

@@ -12,8 +12,8 @@ for the slowest replica.
 The learner lives in the process that drives the member: the Tune trial's own actor under
 ``esper sweep``, the command's process under ``esper run``. With ``policy.training.imitation``
 it starts, before the member's first iteration, from the same RigL-imitation warm start as the
-in-process trainer (:func:`esper.policies.imitation.warm_start`), cloned on twins of the
-replicas' organisms built here (the same configs and seeds as theirs; discarded after).
+in-process trainer (:func:`imitation_warm_start`), cloned on twins of the replicas'
+organisms built here (the same configs and seeds as theirs; discarded after).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from esper.seeding import small_seed
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 
-__all__ = ["Population", "replica_configs"]
+__all__ = ["Population", "imitation_warm_start", "replica_configs"]
 
 _SUMMED = ("surgeries",)
 _MEANS = ("online_accuracy", "episode_accuracy", "reference_accuracy", "relative_accuracy",
@@ -71,6 +71,26 @@ def replica_configs(cfg: EsperConfig) -> list[EsperConfig]:
         )
         for r in range(t.replicas)
     ]
+
+
+def imitation_warm_start(cfg: EsperConfig, policy: EmrakulPolicy) -> dict[str, Any]:
+    """Behaviour-clone ``policy`` (built here if it is not) on ``policy.training.imitation``
+    RigL surgeries of twins of every replica's organisms (replica ``r`` hosts organisms
+    ``r × cohort + i``: the same configs and seeds), RigL's ``T_end`` set by the member's own
+    budget of ``iterations × rollout`` surgeries per organism
+    (:func:`esper.policies.imitation.warm_start`). Deterministic in ``cfg``: every member of a
+    sweep starts from this clone. Returns what it logs."""
+    t = cfg.policy.training
+    configs = replica_configs(cfg)
+    twins = [build_organism(c, r * t.cohort + i)
+             for r, c in enumerate(configs) for i in range(t.cohort)]  # fmt: skip
+    with one_thread():
+        steps = [organism.reset() for organism in twins]
+        if policy.specialist is None:
+            first = twins[0].scalpel.names[0]
+            policy.build(steps[0].observations[first].width, steps[0].global_state.width)
+        return warm_start(policy, twins, steps, t.imitation, t.iterations * t.rollout,
+                          cfg.experiment.seed)  # fmt: skip
 
 
 class Population:
@@ -132,21 +152,12 @@ class Population:
         self._warmed = False
 
     def _warm_start(self) -> dict[str, Any]:
-        """The imitation warm start (``policy.training.imitation`` RigL surgeries per organism;
-        nothing without): on twins of every replica's organisms (replica ``r`` hosts organisms
-        ``r × cohort + i``), RigL's ``T_end`` set by the member's own budget of
-        ``iterations × rollout`` surgeries per organism. Returns what it logs."""
+        """The imitation warm start (:func:`imitation_warm_start`) once, before the member's
+        first iteration; returns what it logs."""
         self._warmed = True
-        t = self.cfg.policy.training
-        if not t.imitation:
+        if not self.cfg.policy.training.imitation:
             return {}
-        configs = replica_configs(self.cfg)
-        twins = [build_organism(c, r * t.cohort + i)
-                 for r, c in enumerate(configs) for i in range(t.cohort)]  # fmt: skip
-        with one_thread():
-            steps = [organism.reset() for organism in twins]
-            logged = warm_start(self.learner.policy, twins, steps, t.imitation,
-                                t.iterations * t.rollout, self.cfg.experiment.seed)  # fmt: skip
+        logged = imitation_warm_start(self.cfg, self.learner.policy)
         return {k: logged[k] for k in ("imitation_samples", "bc_loss")}
 
     def start_fresh(self) -> None:

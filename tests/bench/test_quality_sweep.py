@@ -86,7 +86,7 @@ def test_the_sweep_composes_within_budget_bounds_and_training_seeds(
         assert (t.iterations - 1) * per_iteration < preset.train_surgeries  # no more than that
         assert search.num_samples == preset.sweep_members and t.replicas == len(preset.streams)
         workloads = [o.split("=")[1] for s in preset.streams for o in s.overrides[:1]]
-        assert t.workloads == workloads and t.imitation == 0
+        assert t.workloads == workloads and t.imitation == preset.imitation
         assert cfg.policy.name == "emrakul" and cfg.policy.density == preset.densities[0]
         assert cfg.experiment.seed == preset.train_seeds[run]
         assert (t.control, t.credit, t.rollout) == (preset.control, preset.credit, preset.rollout)
@@ -104,8 +104,9 @@ def test_sweep_presets_are_validated_loudly() -> None:
     with pytest.raises(ValueError, match="unknown trainer 'tune'; valid: in_process, sweep"):
         dataclasses.replace(TINY, trainer="tune")
     assert TRAINERS == ("in_process", "sweep")
-    with pytest.raises(ValueError, match=r"no warm-start ablation \(got \['imitation_only'\]"):
-        dataclasses.replace(TINY, ablations=("imitation_only",))
+    with pytest.raises(ValueError, match=r"ablations \['imitation_only'\] ablate a warm start"):
+        dataclasses.replace(TINY, imitation=0, ablations=("imitation_only",))
+    dataclasses.replace(TINY, ablations=("imitation_only",))  # the sweep has a warm start
     with pytest.raises(ValueError, match="sweep_members ≥ 2"):
         dataclasses.replace(TINY, sweep_members=1)
     odd = dataclasses.replace(
@@ -118,10 +119,13 @@ def test_sweep_presets_are_validated_loudly() -> None:
     with pytest.raises(ValueError, match=f"sweep organisms use evaluation seed {clash}"):
         sweep_config(dataclasses.replace(TINY, train_seeds=(7,), seeds=(clash,)), 0, Path("r"))
     quality._check_configs(TINY)  # what run_quality checks before any work
-    # several sweep-trained runs: no imitation-only conditions (there is no snapshot)
+    # several sweep-trained runs: each one's imitation snapshot is a condition, as in process
     runs = dataclasses.replace(TINY, train_seeds=(0, 100))
-    assert not [c for c in conditions(runs) if c.variant == "imitation_only"]
+    labels = {c.label for c in conditions(runs) if c.variant == "imitation_only"}
+    assert labels == {"emrakul_imitation_only", "emrakul_imitation_only_run1"}
     assert "emrakul_run1" in {c.label for c in conditions(runs)}
+    cold = dataclasses.replace(runs, imitation=0)  # no warm start: no snapshot to evaluate
+    assert not [c for c in conditions(cold) if c.variant == "imitation_only"]
 
 
 def _fake_sweep(preset: QualityPreset, run: int, out_dir: Path, console: Console) -> Any:
@@ -130,6 +134,8 @@ def _fake_sweep(preset: QualityPreset, run: int, out_dir: Path, console: Console
     snaps = tuple((s, f"{folder}/{trial}-{s:06d}.pt") for trial, ss in names.items() for s in ss)
     sources = {p: {"trial_id": p.split("/")[-1][:7], "iteration": s // 4,
                    "searched": {"reward.beta": 0.1}} for s, p in snaps}  # fmt: skip
+    imitation = f"{folder}/imitation-000000.pt"  # the warm start every member began from
+    snaps, sources[imitation] = ((0, imitation), *snaps), {"imitation": True, "trial_id": None}
     members = [{"trial": "t_00001", "fitness": 1.1}, {"trial": "t_00000", "fitness": 0.9}]
     hyper = {"trainer": "sweep", "run_dir": f"{out_dir}/run{run}/sweep", "best_member": "t_00001",
              "members": members}  # fmt: skip
@@ -165,14 +171,15 @@ def test_run_trains_the_full_policy_by_sweep_and_reports_its_members(
     assert full["hyperparameters"]["run_dir"].endswith("run0/sweep")
     assert full["hyperparameters"]["best_member"] == "t_00001"
     assert [(c["trial_id"], c["surgeries"]) for c in full["curve"]] == [
-        ("t_00001", 4), ("t_00001", 8), ("t_00000", 8)
+        (None, 0), ("t_00001", 4), ("t_00001", 8), ("t_00000", 8)
     ]  # fmt: skip
-    assert not any(c["imitation"] for c in full["curve"]) and full["imitation_validation"] is None
+    assert [c["imitation"] for c in full["curve"]] == [True, False, False, False]
+    assert full["imitation_validation"] is not None
     assert full["chosen"]["trial_id"] in ("t_00001", "t_00000")
     assert full["chosen"]["surgeries"] == 8 and full["surgeries_trained"] == 16
     assert run0["variants"]["retrained_blind_gradient"]["hyperparameters"]["control"] == "rigl"
-    assert "imitation_only" not in report["chosen"]
-    assert [e["rl_over_imitation"] for e in report["between_runs"]["runs"]] == [None, None]
+    assert report["chosen"]["imitation_only"].endswith("run0/emrakul/imitation-000000.pt")
+    assert all(e["rl_over_imitation"] is not None for e in report["between_runs"]["runs"])
     assert json.loads((tmp_path / "q.json").read_text())["chosen"] == report["chosen"]
 
 
@@ -196,9 +203,11 @@ def test_a_tiny_quality_run_trains_by_sweep_and_records_the_member(tmp_path: Pat
     # checkpoint unless an exploit replaced its state before Tune kept it
     latest = {(m["trial"], 8) for m in hyper["members"]}
     assert latest <= {(c["trial_id"], c["surgeries"]) for c in full["curve"]}
-    earlier = [c for c in full["curve"] if c["surgeries"] < 8]
+    earlier = [c for c in full["curve"] if 0 < c["surgeries"] < 8]
     assert all(c["trial_id"] == hyper["best_member"] and c["surgeries"] == 4 for c in earlier)
-    assert len(full["curve"]) == 2 + len(earlier) and not any(c["imitation"] for c in full["curve"])
+    assert len(full["curve"]) == 3 + len(earlier)
+    assert [c["surgeries"] for c in full["curve"] if c["imitation"]] == [0]  # the warm start
+    assert hyper["imitation"] == TINY.imitation
     chosen = full["chosen"]
     assert Path(chosen["path"]).is_file() and report["chosen"]["emrakul"] == chosen["path"]
     assert chosen["trial_id"] in {m["trial"] for m in hyper["members"]}

@@ -222,6 +222,7 @@ def test_a_fresh_member_starts_from_the_imitation_warm_start_on_its_replicas_org
 ) -> None:
     import torch
 
+    from esper.platform.export import imitation_policy
     from esper.platform.population import replica_configs
     from esper.policies.imitation import warm_start
     from esper.workloads.factory import build_organism
@@ -231,6 +232,8 @@ def test_a_fresh_member_starts_from_the_imitation_warm_start_on_its_replicas_org
     policy = member.learner.policy
     assert policy.specialist is not None
     before = {k: v.clone() for k, v in policy.specialist.state_dict().items()}
+    assert policy.general is not None
+    general = {k: v.clone() for k, v in policy.general.state_dict().items()}
     # The clone the member must start from: the same twins, cloned here by the public function.
     twins = [build_organism(c, r) for r, c in enumerate(replica_configs(cfg))]
     expected = copy.deepcopy(policy)
@@ -247,8 +250,11 @@ def test_a_fresh_member_starts_from_the_imitation_warm_start_on_its_replicas_org
         member.close()
     layers = len(twins[0].scalpel.names)
     assert logged["imitation_samples"] == t.replicas * 2 * layers
+    exported = imitation_policy(cfg)["policy"]["state"]  # the sweep's imitation candidate
     for key, value in expected.specialist.state_dict().items():
         assert torch.equal(cloned[key], value), key
+        assert torch.equal(exported["specialist"][key], value), key
+    assert all(torch.equal(exported["general"][k], v) for k, v in general.items())
     assert any(not torch.equal(cloned[k], before[k]) for k in before)  # the clone moved it
     assert first["imitation_samples"] == logged["imitation_samples"]
     assert "imitation_samples" not in second
