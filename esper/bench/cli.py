@@ -124,6 +124,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "small",
             "learning",
             "learning_long",
+            "learning_sweep",
             "elastic",
             "anchors",
             "standard",
@@ -132,10 +133,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         ],
         help="small: every baseline, anchor and ablation (≈ 60 min on 2 cores); learning: "
         "does Emrakul learn (3 training runs, retrained blind ablations; ≈ 60 min); "
-        "learning_long: its run 0 trained 4× as long (≈ 35 min); elastic: an elastic budget "
-        "against RigL and scripted breathing at equal mean FLOPs (≈ 30 min); anchors: a "
-        "--checkpoint against RigL, Shrink & Perturb, SWR, UPGD, L2 Init and layer norm + "
-        "weight decay (≈ 27 min); standard: a --checkpoint on UPGD's input-permuted MNIST "
+        "learning_long: its run 0 trained 4× as long (≈ 35 min); learning_sweep: its run 0 "
+        "trained by a PBT sweep on the platform, 20,352 surgeries (--num-cpus 8); elastic: an "
+        "elastic budget against RigL and scripted breathing at equal mean FLOPs (≈ 30 min); "
+        "anchors: a --checkpoint against RigL, Shrink & Perturb, SWR, UPGD, L2 Init and layer "
+        "norm + weight decay (≈ 27 min); standard: a --checkpoint on UPGD's input-permuted MNIST "
         "protocol on MNIST-1D (200 tasks × 5,000 steps at batch 1; a cluster, --address); "
         "standard_part: its first 10 tasks, 1 seed (≈ 20 min); full: a cluster or GPU machine",
     )

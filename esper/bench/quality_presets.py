@@ -1,6 +1,6 @@
 """The presets of ``esper bench quality``, each a :class:`~esper.bench.quality_suite.QualityPreset`:
-``small``, ``learning``, ``learning_long``, ``elastic``, ``anchors``, ``standard``,
-``standard_part`` and ``full``
+``small``, ``learning``, ``learning_long``, ``learning_sweep``, ``elastic``, ``anchors``,
+``standard``, ``standard_part`` and ``full``
 (:data:`PRESETS`), with what each asks and what it costs.
 """
 
@@ -22,6 +22,7 @@ __all__ = [
     "ELASTIC",
     "LEARNING",
     "LEARNING_LONG",
+    "LEARNING_SWEEP",
     "PRESETS",
     "STANDARD",
     "STANDARD_PART",
@@ -70,6 +71,22 @@ LEARNING_LONG = dataclasses.replace(
 4 × as long, 7,200 surgeries, with a checkpoint candidate every 600, against its own imitation
 warm start and RigL. Measured (2026-12-07, commit ba5d758): 33 minutes on 2 cores, of which
 the one training (one core, 7,200 surgeries with a RigL control twin) about 22."""
+
+LEARNING_SWEEP = dataclasses.replace(
+    LEARNING_LONG,
+    name="learning_sweep",
+    train_surgeries=20_000,
+    snapshot_every=1000,
+    trainer="sweep",
+    sweep_overrides=("cluster.replica_cpus=0.25", "cluster.learner_cpus=0.25"),
+)
+"""Trained by the platform, 10 × :data:`LEARNING`'s budget: run 0's policy trained by a PBT
+sweep (:mod:`esper.bench.quality_sweep`: 4 members, each a central learner with one replica
+per stream at density 0.10, all starting from the same imitation warm start; 53 iterations of
+16 surgeries per replica, 20,352 surgeries in all, 5,088 per member), chosen on the validation
+seeds among the best member's checkpoints (one every 1,000 of its surgeries), the other
+members' latest and the warm start, against its own imitation and RigL. For 2 cores with
+``--num-cpus 8`` (each member asks for 1.75 logical CPUs)."""
 
 ELASTIC = QualityPreset(
     "elastic",
@@ -158,6 +175,7 @@ PRESETS = {
     ),
     "learning": LEARNING,
     "learning_long": LEARNING_LONG,
+    "learning_sweep": LEARNING_SWEEP,
     "elastic": ELASTIC,
     "anchors": ANCHOR_PRESET,
     "standard": STANDARD,

@@ -67,9 +67,11 @@ streams' workload presets at their default sizes: a sweep cannot shrink them).""
 SWEPT = [p for p in (*PRESETS.values(), TINY) if p.trainer == "sweep"]
 
 
-def test_full_trains_by_sweep_and_the_other_presets_in_process() -> None:
-    assert PRESETS["full"].trainer == "sweep" and PRESETS["full"].train_surgeries == 20_000
-    assert {p.trainer for n, p in PRESETS.items() if n != "full"} == {"in_process"}
+def test_full_and_learning_sweep_train_by_sweep_and_the_other_presets_in_process() -> None:
+    swept = ("full", "learning_sweep")
+    assert all(PRESETS[n].trainer == "sweep" and PRESETS[n].train_surgeries == 20_000
+               for n in swept)  # fmt: skip
+    assert {p.trainer for n, p in PRESETS.items() if n not in swept} == {"in_process"}
     assert is_swept(PRESETS["full"], "emrakul") and not is_swept(PRESETS["full"], "no_general")
     assert not is_swept(PRESETS["small"], "emrakul")
 
