@@ -50,7 +50,9 @@ def trainings(report: dict[str, Any], source: str) -> list[dict[str, Any]]:
         ]  # fmt: skip
         if path is None or not candidates or not run.get("rl_over_imitation"):
             continue  # no selection recorded, or no imitation to compare with
-        picked = [s for s in candidates if str(path).endswith(f"surgery-{s['surgeries']:06d}.pt")]
+        picked = [s for s in candidates if s.get("path") == path] or [  # a sweep's: by path
+            s for s in candidates if str(path).endswith(f"surgery-{s['surgeries']:06d}.pt")
+        ]
         start = [s for s in candidates if s["surgeries"] == 0]
         if len(picked) != 1 or len(start) != 1:
             raise ValueError(f"{source} run {index}: cannot match the chosen {path}")
