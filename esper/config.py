@@ -172,7 +172,9 @@ class TrainingConfig:
     """Workload presets to train on, taking turns (empty: the ``workload`` group's)."""
     imitation: int = 0
     """Surgeries of RigL demonstrations per organism, behaviour-cloned into the continuous
-    Specialist actor before RL (learners that train that actor: ``mappo``)."""
+    Specialist actor before RL (learners that train that actor: ``mappo``): on the training
+    organisms under ``esper train-policy``, on twins of the replicas' organisms before a
+    platform member's first iteration (``esper run``, ``esper sweep``)."""
     control: str = "none"
     """Variance-reduced credit (:mod:`esper.policies.credit`): ``none`` rewards a surgery's raw
     online accuracy; a surgeon's name (``rigl``, ``set``, ``static`` …) gives each training
