@@ -268,3 +268,18 @@ def test_imitation_needs_a_learner_of_the_continuous_actor() -> None:
         compose(["policy=emrakul", "policy.training.learner=qmix", "policy.training.imitation=2"])
     with pytest.raises(ConfigError, match=r"policy.training.imitation=-1"):
         compose(["policy=emrakul", "policy.training.imitation=-1"])
+
+
+def test_the_warm_start_clones_on_every_organism_of_every_replicas_cohort() -> None:
+    from esper.platform.population import imitation_warm_start
+    from esper.policies.base import make_policy
+    from esper.policies.emrakul.policy import EmrakulPolicy
+
+    cfg = compose([*TINY, "policy.training.cohort=2", "policy.training.imitation=1",
+                   "policy.training.workloads=[digits_permuted,digits_rotated]"])  # fmt: skip
+    policy = make_policy("emrakul", seed=0)
+    assert isinstance(policy, EmrakulPolicy) and policy.specialist is None
+    logged = imitation_warm_start(cfg, policy)  # builds the policy on the twins' widths
+    assert policy.specialist is not None and logged["policy_version"] == 1
+    layers = 3  # the tiny MLP's masked layers
+    assert logged["imitation_samples"] == 2 * 2 * 1 * layers  # replicas × cohort × surgeries
