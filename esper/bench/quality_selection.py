@@ -5,8 +5,9 @@ Every choice the benchmark makes is made here, on ``preset.validation_seeds`` on
 online accuracy, so the evaluation seeds stay unseen until the table:
 
 * :func:`select_checkpoints`: each training run's checkpoint of each Emrakul variant (an RL
-  one, never the imitation warm start, which is kept apart as the ``imitation_only``
-  condition; a sweep's candidates, several members' at the same surgeries, have none), and
+  one, never the imitation warm start, surgeries 0, which is kept apart as the
+  ``imitation_only`` condition; a sweep's candidates, several members' at the same surgeries,
+  are told apart by their paths), and
   :func:`training_section`, the report's record of it;
 * :func:`submit_candidate_runs` and :func:`choose_candidates`: each sparse baseline's layer
   allocation and each anchor's allocation and options (a point of its grid,

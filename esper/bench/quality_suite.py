@@ -104,7 +104,7 @@ class QualityPreset:
     Raises:
         ValueError: overlapping seed sets, an empty or unknown allocation list, an unknown
             anchor or trainer, a warm-start ablation without imitation, or a sweep with fewer
-            than 2 members or no ``lr``.
+            than 2 members, no ``lr`` or a ``no_imitation`` ablation.
     """
 
     name: str
@@ -151,10 +151,13 @@ class QualityPreset:
         if warm and not self.imitation:
             raise ValueError(f"preset {self.name!r}: the ablations {warm} ablate a warm start "
                              "and imitation=0 has none")  # fmt: skip
-        if self.trainer == "sweep" and (self.sweep_members < 2 or "lr" not in self.learner_params):
+        if self.trainer == "sweep" and (self.sweep_members < 2 or "lr" not in self.learner_params
+                                        or "no_imitation" in self.ablations):  # fmt: skip
             raise ValueError(
                 f"preset {self.name!r}: trainer='sweep' needs sweep_members ≥ 2 (got "
-                f"{self.sweep_members}) and an lr in learner_params (got {self.learner_params})"
+                f"{self.sweep_members}), an lr in learner_params (got {self.learner_params}) and "
+                "no no_imitation ablation (it trains in process: against a sweep-trained policy "
+                "it would ablate the trainer as well as the warm start)"
             )
         _check_seeds(self)
 

@@ -10,8 +10,9 @@ the cluster of ``--address``): its run directory is ``<out_dir>/run<r>/<run name
 
 Its checkpoint candidates (:func:`export_candidates`) are the best member's checkpoints that
 Tune kept, at least ``snapshot_every`` of its learner's surgeries apart (its learning curve; an
-exploit can leave it short: Tune does not keep the state an exploit replaced), and every other
-member's latest, exported as policy checkpoints (:mod:`esper.platform.export`); choosing among
+exploit can leave it short: Tune does not keep the state an exploit replaced), every other
+member's latest and, with imitation, the warm start every member began from (surgeries 0),
+exported as policy checkpoints (:mod:`esper.platform.export`); choosing among
 them on the validation seeds is :mod:`esper.bench.quality_selection`'s job. The sweep is driven
 through :mod:`esper.platform` (run directory, :func:`~esper.platform.sweep.run_sweep`) as
 ``esper sweep`` drives it: the benchmarks may not import :mod:`esper.commands` (import layers).

@@ -164,7 +164,8 @@ def imitation_policy(cfg: EsperConfig) -> dict[str, Any]:
     t = cfg.policy.training
     if not t.imitation:
         raise ValueError("policy.training.imitation=0: a sweep of this config has no warm start")
-    params = {**cfg.policy.params, "seed": small_seed(cfg.experiment.seed, "emrakul")}
+    params = dict(cfg.policy.params) if cfg.policy.name == EmrakulPolicy.name else {}
+    params["seed"] = small_seed(cfg.experiment.seed, "emrakul")  # as a member's learner
     policy = make_policy(EmrakulPolicy.name, **params)
     assert isinstance(policy, EmrakulPolicy)
     logged = imitation_warm_start(cfg, policy)

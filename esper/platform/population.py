@@ -78,10 +78,14 @@ def imitation_warm_start(cfg: EsperConfig, policy: EmrakulPolicy) -> dict[str, A
     RigL surgeries of twins of every replica's organisms (replica ``r`` hosts organisms
     ``r × cohort + i``: the same configs and seeds), RigL's ``T_end`` set by the member's own
     budget of ``iterations × rollout`` surgeries per organism
-    (:func:`esper.policies.imitation.warm_start`). Deterministic in ``cfg``: every member of a
-    sweep starts from this clone. Returns what it logs."""
+    (:func:`esper.policies.imitation.warm_start`). The twins live on the CPU whatever
+    ``experiment.device`` says (a Tune trial's learner holds no GPU), so the clone is the same
+    wherever it is made: every member of a sweep starts from it. The twins are discarded after,
+    so the replicas start RL on organisms that never ran RigL's surgeries (in process, RL
+    continues on the organisms that did). Returns what it logs."""
     t = cfg.policy.training
-    configs = replica_configs(cfg)
+    on_cpu = dataclasses.replace(cfg.experiment, device="cpu")
+    configs = [dataclasses.replace(c, experiment=on_cpu) for c in replica_configs(cfg)]
     twins = [build_organism(c, r * t.cohort + i)
              for r, c in enumerate(configs) for i in range(t.cohort)]  # fmt: skip
     with one_thread():

@@ -109,6 +109,8 @@ def test_sweep_presets_are_validated_loudly() -> None:
     with pytest.raises(ValueError, match=r"ablations \['imitation_only'\] ablate a warm start"):
         dataclasses.replace(TINY, imitation=0, ablations=("imitation_only",))
     dataclasses.replace(TINY, ablations=("imitation_only",))  # the sweep has a warm start
+    with pytest.raises(ValueError, match="no no_imitation ablation"):
+        dataclasses.replace(TINY, ablations=("no_imitation",))  # it would ablate the trainer too
     with pytest.raises(ValueError, match="sweep_members ≥ 2"):
         dataclasses.replace(TINY, sweep_members=1)
     odd = dataclasses.replace(

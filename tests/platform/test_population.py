@@ -246,6 +246,7 @@ def test_a_fresh_member_starts_from_the_imitation_warm_start_on_its_replicas_org
         member._warmed = False  # as fresh: step() warms up once, then never again
         member.learner.policy.specialist.load_state_dict(before)
         first, second = member.step(), member.step()
+        state = member.state_dict()
     finally:
         member.close()
     layers = len(twins[0].scalpel.names)
@@ -258,6 +259,15 @@ def test_a_fresh_member_starts_from_the_imitation_warm_start_on_its_replicas_org
     assert any(not torch.equal(cloned[k], before[k]) for k in before)  # the clone moved it
     assert first["imitation_samples"] == logged["imitation_samples"]
     assert "imitation_samples" not in second
+    # a member that continues another's state (an exploit, a restore) never clones again
+    other = _member(tmp_path, "policy.training.imitation=2", "policy.training.iterations=4",
+                    trial="t1")  # fmt: skip
+    try:
+        other.load_state_dict(state)
+        resumed = other.step()
+    finally:
+        other.close()
+    assert "imitation_samples" not in resumed and resumed["iteration"] == 3
     assert (first["policy_version"], second["policy_version"]) == (3, 4)  # 2 clones, 2 updates
 
 
@@ -271,9 +281,13 @@ def test_imitation_needs_a_learner_of_the_continuous_actor() -> None:
 
 
 def test_the_warm_start_clones_on_every_organism_of_every_replicas_cohort() -> None:
-    from esper.platform.population import imitation_warm_start
+    import torch
+
+    from esper.platform.population import imitation_warm_start, replica_configs
     from esper.policies.base import make_policy
     from esper.policies.emrakul.policy import EmrakulPolicy
+    from esper.policies.imitation import warm_start
+    from esper.workloads.factory import build_organism
 
     cfg = compose([*TINY, "policy.training.cohort=2", "policy.training.imitation=1",
                    "policy.training.workloads=[digits_permuted,digits_rotated]"])  # fmt: skip
@@ -283,3 +297,26 @@ def test_the_warm_start_clones_on_every_organism_of_every_replicas_cohort() -> N
     assert policy.specialist is not None and logged["policy_version"] == 1
     layers = 3  # the tiny MLP's masked layers
     assert logged["imitation_samples"] == 2 * 2 * 1 * layers  # replicas × cohort × surgeries
+    # the twins are the organisms the replicas host: replica r's are r × cohort + i, on r's
+    # workload (a clone on organisms of other ids, hence seeds, differs)
+    configs = replica_configs(cfg)
+    twins = [build_organism(configs[r], r * 2 + i) for r in range(2) for i in range(2)]
+    expected = make_policy("emrakul", seed=0)
+    assert isinstance(expected, EmrakulPolicy) and policy.specialist is not None
+    step = twins[0].reset()
+    expected.build(step.observations[twins[0].scalpel.names[0]].width, step.global_state.width)
+    warm_start(expected, twins, [step, *(o.reset() for o in twins[1:])], 1,
+               cfg.policy.training.iterations * cfg.policy.training.rollout,
+               cfg.experiment.seed)  # fmt: skip
+    assert expected.specialist is not None
+    got, want = policy.specialist.state_dict(), expected.specialist.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    shifted = make_policy("emrakul", seed=0)  # the same workloads, other organism ids
+    assert isinstance(shifted, EmrakulPolicy)
+    shifted.build(step.observations[twins[0].scalpel.names[0]].width, step.global_state.width)
+    others = [build_organism(configs[r], 10 + r * 2 + i) for r in range(2) for i in range(2)]
+    warm_start(shifted, others, [o.reset() for o in others], 1,
+               cfg.policy.training.iterations * cfg.policy.training.rollout,
+               cfg.experiment.seed)  # fmt: skip
+    assert shifted.specialist is not None
+    assert any(not torch.equal(got[k], v) for k, v in shifted.specialist.state_dict().items())
