@@ -115,17 +115,13 @@ def _check_control(control: str, credit: str, reference: str) -> None:
 
 
 def _check_imitation(imitation: int, learner: str) -> None:
-    """``policy.training.imitation``: RigL surgeries per organism cloned into the continuous
-    Specialist actor before RL, which only a learner of that actor can start from."""
-    from esper.policies.learners import LEARNERS
+    """``policy.training.imitation`` (:func:`esper.policies.imitation.check_imitation`)."""
+    from esper.policies.imitation import check_imitation
 
-    actor = learner not in LEARNERS or LEARNERS[learner].trains_actor  # unknown: said later
-    if imitation < 0 or (imitation and not actor):
-        raise ConfigError(
-            f"policy.training.imitation={imitation} must be ≥ 0, and only a learner of the "
-            f"continuous Specialist actor (mappo) starts from behaviour cloning, not "
-            f"policy.training.learner={learner}"
-        )
+    try:
+        check_imitation(imitation, learner)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 REWARD_KEYS = ("alpha", "beta", "gamma", "delta", "epsilon")

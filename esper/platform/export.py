@@ -45,8 +45,7 @@ from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
 from esper.policies.checkpoints import policy_checkpoint, save_policy
 from esper.policies.emrakul.policy import EmrakulPolicy
-from esper.policies.training import TrainResult
-from esper.seeding import small_seed
+from esper.policies.training import TrainResult, learner_policy
 
 __all__ = [
     "RUN_MEMBER",
@@ -164,10 +163,7 @@ def imitation_policy(cfg: EsperConfig) -> dict[str, Any]:
     t = cfg.policy.training
     if not t.imitation:
         raise ValueError("policy.training.imitation=0: a sweep of this config has no warm start")
-    params = dict(cfg.policy.params) if cfg.policy.name == EmrakulPolicy.name else {}
-    params["seed"] = small_seed(cfg.experiment.seed, "emrakul")  # as a member's learner
-    policy = make_policy(EmrakulPolicy.name, **params)
-    assert isinstance(policy, EmrakulPolicy)
+    policy = learner_policy(cfg)  # as a member's learner
     logged = imitation_warm_start(cfg, policy)
     learner = CentralLearner(policy, t, cfg.experiment.seed)
     result = TrainResult(policy, learner, replica_configs(cfg), [{"surgery": 0, **logged}])

@@ -35,12 +35,11 @@ from esper.events.learning import record_iteration
 from esper.events.record import SurgicalEvent
 from esper.platform.fitness import Fitness
 from esper.platform.replica import ReplicaSpec, replica_actor
-from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
 from esper.policies.emrakul.policy import EmrakulPolicy
 from esper.policies.imitation import warm_start
 from esper.policies.rollout import COMPONENTS, Episode
-from esper.seeding import small_seed
+from esper.policies.training import learner_policy
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 
@@ -147,10 +146,7 @@ class Population:
             actor = replica_actor(c.replica_cpus, c.replica_gpus, c.max_restarts)
             self.replicas = [actor.remote(spec) for spec in specs]
         obs_dim, state_dim = ray.get(self.replicas[0].dims.remote())
-        params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
-        params["seed"] = small_seed(cfg.experiment.seed, "emrakul")
-        policy = make_policy("emrakul", **params)
-        assert isinstance(policy, EmrakulPolicy)
+        policy = learner_policy(cfg)
         policy.build(obs_dim, state_dim)
         self.learner = CentralLearner(policy, t, cfg.experiment.seed)
         self._warmed = False

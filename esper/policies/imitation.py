@@ -39,6 +39,7 @@ __all__ = [
     "IMITATION_HORIZON",
     "Demonstrations",
     "behaviour_clone",
+    "check_imitation",
     "collect_rigl_demonstrations",
     "rigl_action",
     "rigl_drop_fraction",
@@ -181,6 +182,25 @@ def behaviour_clone(
             total += float(loss.detach()) * idx.numel()
         losses.append(total / len(data))
     return losses
+
+
+def check_imitation(imitation: int, learner: str) -> None:
+    """``policy.training.imitation``: RigL surgeries per organism, cloned into the continuous
+    Specialist actor before RL, which only a learner of that actor (``mappo``) starts from.
+    An unknown learner is left to the learner's own check.
+
+    Raises:
+        ValueError: a negative count, or imitation with a learner of no continuous actor.
+    """
+    from esper.policies.learners import LEARNERS
+
+    actor = learner not in LEARNERS or LEARNERS[learner].trains_actor
+    if imitation < 0 or (imitation and not actor):
+        raise ValueError(
+            f"policy.training.imitation={imitation} must be ≥ 0, and only a learner of the "
+            f"continuous Specialist actor (mappo) starts from behaviour cloning, not "
+            f"policy.training.learner={learner}"
+        )
 
 
 def warm_start(

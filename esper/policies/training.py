@@ -34,7 +34,7 @@ from esper.policies.base import make_policy
 from esper.policies.central import CentralLearner
 from esper.policies.credit import check_control, check_credit
 from esper.policies.emrakul.policy import EmrakulPolicy
-from esper.policies.imitation import warm_start
+from esper.policies.imitation import check_imitation, warm_start
 from esper.policies.learners import LEARNERS
 from esper.policies.reference import ReferenceTwins
 from esper.policies.rollout import rollout
@@ -43,7 +43,7 @@ from esper.threads import one_thread
 from esper.workloads.factory import build_organism
 from esper.workloads.organism import Organism, OrganismStep
 
-__all__ = ["StepObserver", "TrainResult", "train_policy"]
+__all__ = ["StepObserver", "TrainResult", "learner_policy", "train_policy"]
 
 _REPLICA_SPACE = 1 << 20
 """Replica ids of rebuilt organisms are drawn from ``[n, n + 2²⁰)`` (``n`` organisms), so they
@@ -191,20 +191,11 @@ def train_policy(
             f"policy.training.surgeries={training.surgeries} and "
             f"policy.training.rollout={training.rollout} must be ≥ 1"
         )
-    if training.imitation < 0 or (
-        training.imitation and not LEARNERS[training.learner].trains_actor
-    ):
-        raise ValueError(
-            f"policy.training.imitation={training.imitation} must be ≥ 0, and only a learner of "
-            "the continuous Specialist actor (mappo) can start from behaviour cloning"
-        )
+    check_imitation(training.imitation, training.learner)
     check_control(training.control)
     check_credit(training.credit)
     seed = cfg.experiment.seed
-    policy_params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
-    params = {"seed": small_seed(seed, "emrakul"), **policy_params}
-    policy = make_policy("emrakul", **params)
-    assert isinstance(policy, EmrakulPolicy)
+    policy = learner_policy(cfg)
     configs = list(organisms) or [cfg]
     history: list[dict[str, Any]] = []
     with one_thread():
@@ -231,6 +222,18 @@ def train_policy(
                 on_episode(result)
             episode += 1
     return result
+
+
+def learner_policy(cfg: EsperConfig) -> EmrakulPolicy:
+    """The Emrakul policy a training starts from, not yet built: ``policy.params`` when the
+    policy group is ``emrakul``, seeded from the training seed unless they name a seed. The
+    in-process trainer, every platform member's learner and the clone a sweep exports all make
+    theirs here, so one config gives one set of initial weights."""
+    params = dict(cfg.policy.params) if cfg.policy.name == "emrakul" else {}
+    policy = make_policy("emrakul", **{"seed": small_seed(cfg.experiment.seed, "emrakul"),
+                                       **params})  # fmt: skip
+    assert isinstance(policy, EmrakulPolicy)
+    return policy
 
 
 def _warm_start(trainer: _Trainer, training: TrainingConfig, seed: int) -> dict[str, Any]:
