@@ -37,6 +37,9 @@ class LayerAction:
         regrow_init: How regrown weights start (a name in ``REGROW_INITS``: ``zero`` as RigL,
             ``kaiming``, ...).
         tau: New Gumbel temperature of the layer (``None``: unchanged; else ``> 0``).
+        tau_factor: Heat the layer's mechanism temperature: its configured (scheduled)
+            temperature times this factor, until a later action's factor is 1 (``None``:
+            unchanged; else ``> 0``; a ``temperature`` event is recorded when it changes).
         sedation: Learning-rate multiplier of the layer, in ``(0, 1]``, for ``sedation_steps``
             SGD steps (:class:`esper.workloads.anesthesia.Sedation`).
         sedation_steps: How long the sedation lasts (``≥ 0``; 0: none).
@@ -67,6 +70,7 @@ class LayerAction:
     regrow: torch.Tensor | Sequence[int] = ()
     regrow_init: str = "zero"
     tau: float | None = None
+    tau_factor: float | None = None
     sedation: float = 1.0
     sedation_steps: int = 0
     reset_units: torch.Tensor | Sequence[int] = ()
@@ -116,8 +120,10 @@ class LayerAction:
             raise InvalidActionError(
                 f"{where}sedation_steps={self.sedation_steps} must be an integer ≥ 0"
             )
-        if self.tau is not None and not (math.isfinite(self.tau) and self.tau > 0):
-            raise InvalidActionError(f"{where}tau={self.tau} must be a finite number > 0")
+        for field_name in ("tau", "tau_factor"):
+            value = getattr(self, field_name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InvalidActionError(f"{where}{field_name}={value} must be a finite number > 0")
         if self.policy_tau is not None and not (
             math.isfinite(self.policy_tau) and self.policy_tau >= 0
         ):

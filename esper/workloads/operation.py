@@ -88,6 +88,9 @@ def operate(
         if act.tau is not None:
             patient.scalpel.set_temperature(name, act.tau)
             events.append(patient.events.event(ctx, name, "temperature", value=act.tau))
+        if act.tau_factor is not None and patient.scalpel.heat_temperature(name, act.tau_factor):
+            tau = patient.scalpel.temperature(name)
+            events.append(patient.events.event(ctx, name, "temperature", value=tau))
         if act.sedation_steps > 0 and act.sedation != 1.0:
             patient.sedation.sedate(name, act.sedation, act.sedation_steps)
             events.append(patient.events.event(ctx, name, "sedate", value=act.sedation))

@@ -248,6 +248,7 @@ def layer_action(
     regrow_init: str = "zero",
     mechanism_tau: bool = False,
     heat: bool = False,
+    heat_factor: float | None = None,
 ) -> LayerAction:
     """Decode ``action`` on layer ``name`` into the organism's :class:`LayerAction`.
 
@@ -262,6 +263,9 @@ def layer_action(
         mechanism_tau: Also pin the mask mechanism's temperature to ``τ`` (only for mechanisms
             that have one).
         heat: Whether the layer is in a heat burst (recorded on its events with ``τ``).
+        heat_factor: Heat the mechanism's temperature by this factor during a burst (back to
+            its configured value after it), where the mechanism has one and ``mechanism_tau``
+            does not pin it (``None``: the mechanism's temperature is left alone).
     """
     mask = organism.scalpel.mask(name).reshape(-1).cpu()  # the decision is made on the CPU
     active = int(mask.count_nonzero())
@@ -293,6 +297,10 @@ def layer_action(
             regrow = gumbel_topk_blocks(s, grow_k, m, room, action.tau, generator)
         else:
             regrow = gumbel_topk(s, min(grow_k, int(empty.count_nonzero())), action.tau, generator)
+    tau = tau_factor = None
+    if (mechanism_tau or heat_factor is not None) and _has_temperature(organism, name):
+        tau = action.tau if mechanism_tau else None
+        tau_factor = None if mechanism_tau else (heat_factor if heat else 1.0)
     forget = torch.empty(0, dtype=torch.long)
     if action.forget and name in step.info.get("fgsf", ()):
         fisher = weight_scores(organism, step, name, generator, ("fisher",))["fisher"]
@@ -302,7 +310,8 @@ def layer_action(
         regrow=regrow,
         forget=forget,
         regrow_init=regrow_init,
-        tau=action.tau if mechanism_tau and _has_temperature(organism, name) else None,
+        tau=tau,
+        tau_factor=tau_factor,
         policy_tau=action.tau,
         heat=heat,
         sedation=action.sedation,

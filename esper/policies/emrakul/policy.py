@@ -69,6 +69,11 @@ class EmrakulPolicy(Policy):
             (where the mechanism has one). Off by default: the selection τ (about 0.001–0.05)
             is on another scale than a mechanism's, which a sweep may search. Events record
             the Specialist's ``τ`` and heat bit either way (``policy_tau``, ``heat``).
+        mechanism_heat: A heat burst also multiplies the mechanism's temperature by
+            ``heat_tau`` (where it has one and ``mechanism_tau`` is off), returning it to its
+            configured, possibly searched, value when the burst ends: the heat decision acts
+            on the mask's relaxation, as Lazarus tunnelling needs. On by default; it changes
+            nothing under mechanisms without a temperature (``masked``).
         greedy: Act with the distributions' modes (evaluation) instead of sampling.
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed
@@ -113,6 +118,7 @@ class EmrakulPolicy(Policy):
         heat_turnover: float = 2.0,
         regrow_init: str = "zero",
         mechanism_tau: bool = False,
+        mechanism_heat: bool = True,
         greedy: bool = False,
         discrete: bool = False,
         blind: Sequence[str] = (),
@@ -145,6 +151,7 @@ class EmrakulPolicy(Policy):
         self.heat = (heat_surgeries, heat_tau, heat_turnover)
         self.regrow_init = regrow_init
         self.mechanism_tau = mechanism_tau
+        self.mechanism_heat = mechanism_heat
         self.greedy = greedy
         self.discrete = discrete
         self.blind = tuple(blind)
@@ -274,6 +281,7 @@ class EmrakulPolicy(Policy):
             actions[name] = layer_action(
                 action, organism, step, name, self.generator, target, self.regrow_init,
                 self.mechanism_tau, heat=action is not decided,
+                heat_factor=self.heat[1] if self.mechanism_heat else None,
             )  # fmt: skip
             if general_raw is not None and target is not None:  # a new allocation this surgery
                 actions[name].target_density = target / organism.scalpel.numel(name)

@@ -330,6 +330,9 @@ class Scalpel:
         """Pin the temperature of ``name``; ``ValueError`` if the mechanism has none."""
         self.mechanism.set_temperature(name, tau)
 
+    def heat_temperature(self, name: str, factor: float) -> bool:  # 1: back to the schedule
+        return self.mechanism.heat_temperature(name, factor)
+
     def parameters(self) -> list[torch.Tensor]:
         """The mechanism's learnable tensors (give them to the optimizer with the model's)."""
         return self.mechanism.parameters()
@@ -347,8 +350,7 @@ class Scalpel:
             layer.weight.copy_(self.mechanism.squashed_weight(layer))
         self.mechanism.detach()
 
-    def remove(self) -> None:
-        """Remove hooks and forward overrides, leaving the weights as they are."""
+    def remove(self) -> None:  # hooks and forward overrides; the weights stay as they are
         self.mechanism.detach()
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -121,6 +123,47 @@ def test_heat_burst_raises_tau_and_turnover_for_a_few_surgeries(organism: Organi
     assert first.tau == pytest.approx(0.1) and first.turnover == pytest.approx(0.2)
     assert second.tau == pytest.approx(0.1)
     assert third == calm
+
+
+@pytest.mark.parametrize("mechanism_heat", [True, False])
+def test_a_heat_burst_heats_the_mechanisms_temperature_and_cools_it_after(
+    mechanism_heat: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a temperature mechanism the heat decision acts on the mask: the burst's layers run
+    at ``heat_tau`` × their configured temperature for ``heat_surgeries`` surgeries, then return
+    to it, each change a ``temperature`` event; ``mechanism_heat=False`` leaves it alone."""
+    org = build_organism(compose([*_BASE, "workload.scalpel.mechanism.name=hard_concrete"]))
+    step = org.reset()
+    names = org.scalpel.names
+    configured = {n: org.scalpel.temperature(n) for n in names}
+    policy = EmrakulPolicy(heat_surgeries=2, heat_tau=4.0, greedy=True,
+                           mechanism_heat=mechanism_heat)  # fmt: skip
+    policy.reset(org, step)
+    decode = policy.codec.decode
+    monkeypatch.setattr(  # the Specialists ask for heat at the first surgery only
+        policy.codec, "decode",
+        lambda raw: dataclasses.replace(decode(raw), heat=policy.episode.surgery == 0),
+    )  # fmt: skip
+    temperatures, heats, rows = [], [], 0
+    for _ in range(4):
+        actions = policy.act(org, step)
+        heats.append({a.heat for a in actions.values()})
+        step = org.step(actions)
+        temperatures.append({n: org.scalpel.temperature(n) for n in names})
+        rows += sum(e.action == "temperature" for e in step.events)
+    assert heats == [{True}, {True}, {False}, {False}]
+    factor = 4.0 if mechanism_heat else 1.0
+    for n in names:
+        seen = [t[n] / configured[n] for t in temperatures]
+        assert seen == pytest.approx([factor, factor, 1.0, 1.0])
+    assert rows == (2 * len(names) if mechanism_heat else 0)  # heated once, cooled once
+
+
+def test_heat_leaves_a_mechanism_without_temperature_alone(organism: Organism) -> None:
+    step = organism.reset()
+    policy = EmrakulPolicy(greedy=True)
+    policy.reset(organism, step)
+    assert all(a.tau_factor is None and a.tau is None for a in policy.act(organism, step).values())
 
 
 def test_harmonic_annealing_moves_the_organism_density(organism: Organism) -> None:

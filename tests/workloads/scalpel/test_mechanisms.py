@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -210,6 +211,38 @@ def test_temperatures_per_layer_and_schedules() -> None:
     _, hard, _ = make("masked")
     with pytest.raises(ValueError, match="no temperature"):
         hard.set_temperature(a, 1.0)
+
+
+def test_heat_scales_the_scheduled_temperature_until_it_returns_to_one() -> None:
+    """A heated layer follows its schedule times the factor; a factor of 1 returns it to the
+    schedule; the factor is checkpointed (a state saved before heat factors loads as none)."""
+    _model, scalpel, _shape = make(
+        "gumbel_softmax",
+        mechanism_params={"schedule": "exponential", "schedule_params": {"tau0": 2.0, "rate": 0.5}},
+    )
+    a, b = scalpel.names[:2]
+    assert scalpel.heat_temperature(a, 10.0) and not scalpel.heat_temperature(a, 10.0)
+    assert scalpel.temperature(a) == pytest.approx(20.0) and scalpel.temperature(b) == 2.0
+    scalpel.after_step()
+    decayed = 2.0 * math.exp(-0.5)
+    assert scalpel.temperature(a) == pytest.approx(10 * decayed)  # the schedule goes on
+    state = scalpel.mechanism.state_dict()
+    assert scalpel.heat_temperature(a, 1.0)
+    assert scalpel.temperature(a) == pytest.approx(decayed)
+    scalpel.mechanism.load_state_dict(state)
+    assert scalpel.temperature(a) == pytest.approx(10 * decayed)
+    before = {k: v for k, v in state["temperatures"].items() if k != "factor"}
+    old = {**state, "temperatures": before}
+    scalpel.mechanism.load_state_dict(old)
+    assert scalpel.temperature(a) == pytest.approx(decayed)
+    scalpel.set_temperature(b, 0.3)  # a pin wins over a heat
+    scalpel.heat_temperature(b, 5.0)
+    assert scalpel.temperature(b) == 0.3
+    with pytest.raises(ValueError, match="factor"):
+        scalpel.heat_temperature(a, 0.0)
+    _, hard, _ = make("masked")
+    with pytest.raises(ValueError, match="no temperature"):
+        hard.heat_temperature(a, 2.0)
 
 
 def test_hard_concrete_gates_reach_exact_zero_and_one() -> None:

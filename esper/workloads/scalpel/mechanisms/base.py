@@ -311,6 +311,11 @@ class Mechanism:
         """Pin the temperature of ``name`` (overrides any schedule for it)."""
         raise ValueError(f"mechanism {type(self).__name__} has no temperature")
 
+    def heat_temperature(self, name: str, factor: float) -> bool:
+        """Scale the scheduled temperature of ``name`` by ``factor`` (1: none); returns whether
+        it changed."""
+        raise ValueError(f"mechanism {type(self).__name__} has no temperature")
+
     # -- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:

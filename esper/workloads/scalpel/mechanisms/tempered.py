@@ -2,11 +2,15 @@
 
 Each key has a temperature. Keys follow the schedule (a function of the mechanism's step) unless
 pinned by :meth:`Temperatures.set`, which is how a policy controls the "focus" of one layer at
-run time (the Specialists' Gumbel temperature action).
+run time (the Specialists' Gumbel temperature action). A key may also be *heated*
+(:meth:`Temperatures.heat`): its temperature is the schedule's times a factor until the factor
+returns to 1, so a surgeon can raise a layer's temperature for a burst without overwriting the
+configured (possibly searched) one — the "heat, degrade, regrow, cool" of Lazarus tunnelling.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,6 +50,7 @@ class Temperatures:
             self.schedule = make_temperature_schedule(schedule, schedule_params)
         self._keys: list[str] = []
         self._pinned: dict[str, float] = {}
+        self._factor: dict[str, float] = {}
         self._step = 0
 
     def add(self, keys: Iterable[str]) -> None:
@@ -60,7 +65,22 @@ class Temperatures:
         """Current temperature of ``key``."""
         self._check(key)
         pinned = self._pinned.get(key)
-        return pinned if pinned is not None else self.schedule(self._step)
+        if pinned is not None:
+            return pinned
+        return self.schedule(self._step) * self._factor.get(key, 1.0)
+
+    def heat(self, key: str, factor: float) -> bool:
+        """Scale ``key``'s scheduled temperature by ``factor`` (``1``: back to the schedule);
+        returns whether the factor changed. A pinned key keeps its pin."""
+        self._check(key)
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"temperature factor {factor} for {key!r} must be finite and > 0")
+        before = self._factor.get(key, 1.0)
+        if factor == 1.0:
+            self._factor.pop(key, None)
+        else:
+            self._factor[key] = float(factor)
+        return factor != before
 
     def set(self, key: str, tau: float | None) -> None:
         """Pin ``key`` at ``tau``, or return it to the schedule with ``None``."""
@@ -77,12 +97,13 @@ class Temperatures:
         self._step = step
 
     def state_dict(self) -> dict[str, Any]:
-        """Pinned temperatures and the schedule's step."""
-        return {"pinned": dict(self._pinned), "step": self._step}
+        """Pinned temperatures, heat factors and the schedule's step."""
+        return {"pinned": dict(self._pinned), "factor": dict(self._factor), "step": self._step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (a state saved before heat factors has none)."""
         self._pinned = dict(state["pinned"])
+        self._factor = dict(state.get("factor", {}))
         self._step = int(state["step"])
 
 
@@ -97,6 +118,9 @@ class TemperedMechanism(Mechanism):
 
     def set_temperature(self, name: str, tau: float) -> None:
         self.temperatures.set(name, tau)
+
+    def heat_temperature(self, name: str, factor: float) -> bool:
+        return self.temperatures.heat(name, factor)
 
     def after_step(self) -> list[MaskChange]:
         changes = super().after_step()
