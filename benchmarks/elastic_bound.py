@@ -133,8 +133,9 @@ def main() -> None:
         "conditions": rows,
         "runs": [
             {"condition": k, "stream": n, "seed": s, "online_accuracy": a, "flops": f}
-            for k, by in scores.items() for (n, s), (a, f) in sorted(by.items())
-        ],  # fmt: skip
+            for k, by in scores.items()
+            for (n, s), (a, f) in sorted(by.items())
+        ],
     }
     with open(args.out, "w") as handle:
         handle.write(json.dumps(report, indent=2, allow_nan=True) + "\n")

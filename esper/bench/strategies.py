@@ -61,6 +61,9 @@ class StrategiesPreset:
         seeds: Evaluation seeds (the quality suite's: nothing is selected here).
         baselines: Rule-based references run beside the checkpoints.
         k: Surgeries after an episode's start whose accuracy is compared.
+        overrides: Config overrides of every run (``heated``: a temperature mechanism).
+        sample: The checkpoints act by sampling their distributions, as in training, rather
+            than greedily (a greedy Emrakul never sets its heat bit).
     """
 
     name: str
@@ -69,6 +72,8 @@ class StrategiesPreset:
     seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
     baselines: tuple[str, ...] = ("rigl", "rigl_elastic")
     k: int = 5
+    overrides: tuple[str, ...] = ()
+    sample: bool = False
 
 
 PER_LAYER = ("flipflop",)
@@ -87,9 +92,15 @@ PRESETS = {
         ),
         seeds=(1000,),
     ),
+    "heated": StrategiesPreset(
+        "heated", _SHORT, baselines=("rigl",), sample=True,
+        overrides=("workload.scalpel.mechanism.name=hard_concrete",),
+    ),  # fmt: skip
 }
 """``small``: four short suite streams × five evaluation seeds at density 0.10 (≈ 5 minutes
-on 2 cores for four surgeons); ``tiny``: a smoke run."""
+on 2 cores for four surgeons); ``tiny``: a smoke run; ``heated``: ``small`` under Hard Concrete
+masks with the checkpoints sampling their actions, so that Emrakul's heat bursts happen and act
+on the mechanism's temperature (``policy.params.mechanism_heat``), with RigL as the reference."""
 
 
 def _surgeons(checkpoints: dict[str, Path], baselines: tuple[str, ...]) -> list[Surgeon]:
@@ -133,7 +144,9 @@ def run_strategies(
         for who, density, stream, seed in product(surgeons, preset.densities, preset.streams,
                                                   preset.seeds):  # fmt: skip
             run_dir = root / f"{who.label}-{density}-{stream.name}-{seed}"
+            sample = (("greedy", False),) if preset.sample and who.checkpoint else ()
             refs.append(evaluate.remote(stream, who.policy, density, seed, who.checkpoint,
+                                        switches=sample, overrides=preset.overrides,
                                         record_to=str(run_dir)))  # fmt: skip
             keys.append((who.label, density, stream.name, seed, str(run_dir)))
         console.print(f"[bold]esper bench strategies[/bold] {preset.name}: {len(refs)} runs "

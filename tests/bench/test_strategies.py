@@ -1,16 +1,22 @@
-"""``esper bench strategies``: refusals before any work, and (slow) a tiny real run whose
-report counts every detector's episodes per surgeon and draws both figures."""
+"""``esper bench strategies``: refusals before any work, the ``heated`` preset's live heat on a
+real run, and (slow) a tiny real run whose report counts every detector's episodes per surgeon
+and draws both figures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from esper.analysis.detectors import DETECTORS
-from esper.bench.strategies import run_strategies
+from esper.analysis.runs import load_run
+from esper.bench.quality_evaluation import evaluate_run
+from esper.bench.strategies import PRESETS, run_strategies
 from esper.cli import main
+from esper.policies.base import make_policy
+from esper.policies.emrakul import EmrakulPolicy, SpecialistAction
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "benchmarks/results/quality-learning-emrakul.pt"
 
@@ -44,3 +50,35 @@ def test_a_tiny_run_reports_every_detector_for_every_surgeon(tmp_path: Path) -> 
     assert (tmp_path / "s-breathing.png").stat().st_size > 0
     assert (tmp_path / "s-lazarus.png").stat().st_size > 0
     assert len(report["runs"]) == 3 and report["machine"]
+
+
+class _HeatsFirst(EmrakulPolicy):
+    """An Emrakul whose every layer asks for a heat burst at the first surgery."""
+
+    def _heated(self, name: str, action: SpecialistAction) -> SpecialistAction:
+        if self.episode.surgery == 0:
+            action = dataclasses.replace(action, heat=True)
+        return super()._heated(name, action)
+
+
+def test_the_heated_preset_runs_put_heat_bursts_on_the_mechanisms_temperature(
+    tmp_path: Path,
+) -> None:
+    """Under ``heated``'s overrides a heat burst heats the Hard Concrete temperature ``β`` by
+    ``heat_tau`` and cools it back, each change a temperature event in the recorded run."""
+    stream = PRESETS["tiny"].streams[0]
+    run = str(tmp_path / "run")
+    evaluate_run(stream, "emrakul", 0.1, 1000, switches=(("__class__", _HeatsFirst),),
+                 overrides=PRESETS["heated"].overrides, record_to=run)  # fmt: skip
+    events = load_run(run).events
+    heated = events.loc[events["heat"].fillna(False).astype(bool), "surgery_step"]
+    assert set(heated) == {0, 1, 2}  # heat_surgeries = 3
+    temperatures = events.loc[events["action"] == "temperature"]
+    heat_tau = make_policy("emrakul").heat[1]  # type: ignore[attr-defined]
+    beta = 2 / 3  # Hard Concrete's default
+    assert sorted(temperatures["value"].astype(float).round(6).unique()) == [
+        round(beta, 6),
+        round(beta * heat_tau, 6),
+    ]
+    assert temperatures.groupby("layer").size().eq(2).all()  # heated once, cooled once
+    assert PRESETS["heated"].sample and not PRESETS["small"].sample
