@@ -192,6 +192,8 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         bench_sub, "strategies", "which of the seed's strategies trained Emrakuls show, how "
         "often, and whether they help", "about 5 min", "strategies.json",
         "PATH-breathing.png, PATH-lazarus.png",
+        more=(("heated", "small under Hard Concrete with sampling checkpoints, so their heat "
+               "bursts happen and act"),),
     )  # fmt: skip
     strategies.add_argument(
         "--checkpoint", action="append", default=[], metavar="LABEL=PATH",
@@ -221,12 +223,15 @@ def _experiment_parser(
     small: str,
     result: str,
     also: str,
+    more: tuple[tuple[str, str], ...] = (),
 ) -> argparse.ArgumentParser:
-    """A ``bench`` experiment's parser: ``--preset small|tiny``, ``--json``, the Ray flags and
-    ``--force``."""
+    """A ``bench`` experiment's parser: ``--preset small|tiny`` (and the presets ``more``
+    names, with what each is), ``--json``, the Ray flags and ``--force``."""
     parser: argparse.ArgumentParser = bench_sub.add_parser(name, help=help)
-    parser.add_argument("--preset", default="small", choices=["small", "tiny"],
-                        help=f"small: {small} on 2 cores; tiny: a smoke run")  # fmt: skip
+    presets = ", ".join([f"small: {small} on 2 cores", "tiny: a smoke run",
+                         *(f"{k}: {v}" for k, v in more)])  # fmt: skip
+    parser.add_argument("--preset", default="small", choices=["small", "tiny", *dict(more)],
+                        help=presets)  # fmt: skip
     parser.add_argument(
         "--json", type=Path, default=Path("benchmarks/results") / result, metavar="PATH",
         help=f"write the results here (and {also})",
