@@ -8,9 +8,11 @@ as a real run directory (:func:`esper.bench.quality_evaluation.evaluate_run` wit
 Per surgeon and detector the report has the episodes, the runs with at least one, the episodes
 per 100 surgeries and, for detectors whose episodes have a start (Lazarus, ghost circuits),
 the online accuracy over the ``k`` surgeries after an episode against matched quiet windows
-(:func:`esper.analysis.strategy_effects.episode_effects`). Breathing is also measured directly:
-the correlation between the organism's loss surprise and the density its surgeon sets next
-(:func:`esper.analysis.breathing.breathing_correlation`), per run and summarised.
+(:func:`esper.analysis.strategy_effects.episode_effects`); the same for every heat burst, a
+tunnelling episode or not (``heat_burst``: does heating pay at all?). Breathing is also
+measured directly: the correlation between the organism's loss surprise and the density its
+surgeon sets next (:func:`esper.analysis.breathing.breathing_correlation`), per run and
+summarised.
 
 Figures: density against loss surprise for every elastic surgeon (breathing), and the policy's
 τ, the online loss and the turnover around the first Lazarus episode found (if any).
@@ -31,6 +33,7 @@ import pandas as pd
 from rich.console import Console
 
 from esper.analysis.breathing import breathing_summary
+from esper.analysis.detectors.lazarus import heat_bursts
 from esper.analysis.strategy_effects import EPISODE_START, episode_effects
 from esper.bench.harness import machine_info
 from esper.bench.quality_evaluation import evaluate_run
@@ -93,9 +96,12 @@ PRESETS = {
         seeds=(1000,),
     ),
     "heated": StrategiesPreset(
-        "heated", _SHORT, baselines=("rigl",), sample=True,
+        "heated",
+        _SHORT,
+        baselines=("rigl",),
+        sample=True,
         overrides=("workload.scalpel.mechanism.name=hard_concrete",),
-    ),  # fmt: skip
+    ),
 }
 """``small``: four short suite streams × five evaluation seeds at density 0.10 (≈ 5 minutes
 on 2 cores for four surgeons); ``tiny``: a smoke run; ``heated``: ``small`` under Hard Concrete
@@ -207,6 +213,15 @@ def _report(
     summary = []
     for (label, density), rows in sorted(found.items()):
         surgeries = sum(s for _, _, s in rows)
+        starts = [heat_bursts(detected[key][1]) for key in runs if key[:2] == (label, density)]
+        summary.append({
+            "surgeon": label, "density": density, "detector": "heat_burst",
+            "episodes": sum(map(len, starts)), "runs": len(rows),
+            "runs_with_episodes": sum(len(b) > 0 for b in starts),
+            "per_100_surgeries": 100.0 * sum(map(len, starts)) / surgeries if surgeries else None,
+            "effect": episode_effects([(m, b) for (_, m, _), b in zip(rows, starts, strict=True)],
+                                      preset.k),
+        })  # fmt: skip
         for detector in rows[0][0]:
             episodes = [d[detector] for d, _, _ in rows]
             if detector == "ghost":

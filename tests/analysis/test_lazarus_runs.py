@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from esper.analysis.detectors.lazarus import lazarus
+from esper.analysis.detectors.lazarus import heat_bursts, lazarus
 from esper.analysis.runs import load_run
 from esper.conf import compose
 from esper.policies.base import Policy, make_policy
@@ -94,6 +94,18 @@ def test_the_same_swaps_without_the_burst_show_no_episode(tmp_path: Path) -> Non
     events, metrics = _recorded(tmp_path, _ONE_TASK, ScriptedLazarus(burst=None))
     assert not events["heat"].astype(bool).any()
     assert lazarus(events, metrics).empty
+    assert heat_bursts(events) == []
+
+
+def test_heat_bursts_date_every_burst_tunnelling_or_not() -> None:
+    """Heat steps 3, 4 (one burst: within ``merge_gap``) and 9, whatever follows them."""
+    steps = list(range(12))
+    heat = [step in (3, 4, 9) for step in steps]
+    events = pd.DataFrame(
+        {"surgery_step": steps, "action": "prune", "count": 1, "heat": heat, "policy_tau": 0.01}
+    )
+    assert heat_bursts(events) == [3, 9]
+    assert heat_bursts(events, merge_gap=10) == [3]
 
 
 @pytest.mark.parametrize("name", ["rigl", "static"])

@@ -45,8 +45,10 @@ def test_a_tiny_run_reports_every_detector_for_every_surgeon(tmp_path: Path) -> 
     assert code == 0
     report = json.loads(out.read_text())
     seen = {(e["surgeon"], e["detector"]) for e in report["strategies"]}
-    assert seen == {(s, d) for s in ("fixed", "rigl", "rigl_elastic") for d in DETECTORS}
-    assert all("effect" in e for e in report["strategies"] if e["detector"] == "lazarus")
+    surgeons = ("fixed", "rigl", "rigl_elastic")
+    assert seen == {(s, d) for s in surgeons for d in (*DETECTORS, "heat_burst")}
+    assert all("effect" in e for e in report["strategies"] if e["detector"] in ("lazarus",
+               "heat_burst"))  # fmt: skip
     assert (tmp_path / "s-breathing.png").stat().st_size > 0
     assert (tmp_path / "s-lazarus.png").stat().st_size > 0
     assert len(report["runs"]) == 3 and report["machine"]

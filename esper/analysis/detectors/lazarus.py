@@ -35,7 +35,7 @@ import pandas as pd
 
 from esper.analysis.detectors._common import _check, _empty, _groups, _replica_keys, _require
 
-__all__ = ["lazarus"]
+__all__ = ["heat_bursts", "lazarus"]
 
 _COLUMNS = [
     "burst_step",
@@ -88,6 +88,17 @@ def _bursts(ev: pd.DataFrame, tau_factor: float, turnover_quantile: float | None
         steps.loc[churned, "by"] = "turnover"
     steps["burst"] = steps["by"] != ""
     return steps
+
+
+def heat_bursts(events: pd.DataFrame, tau_factor: float = 3.0, merge_gap: int = 2) -> list[int]:
+    """The surgery steps at which one run's heat bursts start (criterion 1 of :func:`lazarus`,
+    heat only), whether or not a tunnelling episode follows: what "does heat help?" compares
+    with matched quiet windows (:func:`esper.analysis.strategy_effects.episode_effects`)."""
+    _require(events, ["surgery_step", "action", "count"], "events", "heat_bursts")
+    steps = _bursts(events, tau_factor, None)
+    burst_steps = steps.index[steps["burst"]].to_numpy()
+    starts = np.r_[True, np.diff(burst_steps) > merge_gap] if len(burst_steps) else []
+    return [int(b) for b, first in zip(burst_steps, starts, strict=True) if first]
 
 
 def lazarus(
