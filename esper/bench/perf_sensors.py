@@ -267,6 +267,7 @@ def fused_sensing_vs_step() -> BenchResult:
     masks = fused_scalpel.masks()
 
     def ours() -> None:
+        traffic.clear()  # the organism's window begins (Organism.train_steps)
         with fused_scalpel.explicit_grad_masking() as mask:
             for batch in batches:
                 with traffic.record(batch.y, dense_grads=True):

@@ -56,7 +56,7 @@ class _Step:
     logits: Tensor | None = None
     targets: Tensor | None = None
     handles: list[Any] = field(default_factory=list)
-    weight_grads: dict[str, Tensor] = field(default_factory=dict)
+    summed: set[str] = field(default_factory=set)  # weights whose gradient joined the sums
 
 
 class TrainingTraffic:
@@ -86,6 +86,10 @@ class TrainingTraffic:
             )
         self.names, self.steps = list(names), steps
         self._steps: list[_Step] = []
+        # Σ_s rows_s · ∇L_s per weight over the kept steps (dense_grads), and whether it still
+        # holds exactly the kept steps (a step that slid out of the window cannot be removed)
+        self._grad_sums: dict[str, Tensor] = {}
+        self._sums_valid = True
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -93,6 +97,8 @@ class TrainingTraffic:
     def clear(self) -> None:
         """Forget the kept steps (a new training window begins)."""
         self._steps.clear()
+        self._grad_sums.clear()
+        self._sums_valid = True
 
     @contextmanager
     def record(self, targets: Tensor, *, dense_grads: bool = False) -> Iterator[None]:
@@ -103,20 +109,31 @@ class TrainingTraffic:
             targets: The batch's targets.
             dense_grads: The weights' gradients reach ``.grad`` dense and are the plain loss's
                 (no mask on them during backward, no penalty term: the organism's explicit
-                gradient masking, which masks after backward). Each is then kept as the
-                backward leaves it, and the report's mean gradient is their average instead of
-                one more product per layer over the traffic.
+                gradient masking, which masks after backward). Each is then added, as the
+                backward leaves it, to a running sum over the window, and the report's mean
+                gradient is that sum's average instead of one more product per layer over the
+                traffic.
         """
         step = _Step({n: [] for n in self.names}, {n: [] for n in self.names})
         step.targets = targets
         if dense_grads:
+            rows = targets.shape[0]
+
+            def summed(p: Tensor, name: str) -> None:  # before the gradient is masked in place
+                if name in step.summed:  # a second backward in one step: ``.grad`` accumulated
+                    self._sums_valid = False
+                assert p.grad is not None  # the hook runs after accumulation
+                total = self._grad_sums.get(name)
+                if total is None:
+                    self._grad_sums[name] = p.grad.detach() * rows
+                else:
+                    total.add_(p.grad.detach(), alpha=rows)
+                step.summed.add(name)
+
             for name in self.names:
                 step.handles.append(
                     self._named[name].register_post_accumulate_grad_hook(
-                        lambda p, name=name: step.weight_grads.__setitem__(
-                            name,
-                            p.grad.detach().clone(),  # masked in place after backward
-                        )
+                        lambda p, name=name: summed(p, name)
                     )
                 )
 
@@ -150,7 +167,9 @@ class TrainingTraffic:
             step.handles.clear()
         check_unmodified(step.calls, "fused sensing needs out-of-place ones")
         self._steps.append(step)
-        del self._steps[: -self.steps]
+        if len(self._steps) > self.steps:
+            del self._steps[: -self.steps]
+            self._sums_valid = False  # the dropped steps' gradients are in the sums
 
     def report(
         self,
@@ -196,16 +215,15 @@ class TrainingTraffic:
         return GradientReport(layers, losses.detach(), logits, boundary, outputs)
 
     def _mean_grad(self, name: str, batch: int) -> Tensor | None:
-        """The window's mean gradient from the steps' kept weight gradients (each the mean over
-        its own batch), or ``None`` unless every step kept one."""
-        steps = self._steps
-        if not all(name in s.weight_grads for s in steps):
+        """The window's mean gradient from the steps' weight gradients (each the mean over its
+        own batch, summed as they were made, weighted by their batches), or ``None`` unless
+        the sums hold exactly the kept steps, each with its gradient."""
+        total = self._grad_sums.get(name)
+        if total is None or not self._sums_valid:
             return None
-        total = torch.zeros_like(steps[0].weight_grads[name])
-        for s in steps:
-            assert s.logits is not None
-            total.add_(s.weight_grads[name], alpha=s.logits.shape[0] / batch)
-        return total
+        if not all(name in s.summed for s in self._steps):
+            return None
+        return total / batch
 
     def _joined(self, name: str) -> list[tuple[LayerCall, Tensor | None]]:
         """A layer's calls, the ``j``-th of every step joined along the batch; the output

@@ -45,12 +45,15 @@ def test_the_organism_reads_its_training_steps_as_the_full_pass_reads_their_batc
             assert torch.allclose(mine.contact_fisher, stats.contact_fisher, rtol=1e-5, atol=1e-10)
 
 
+@pytest.mark.parametrize("cleared", [False, True])
 @pytest.mark.parametrize("dense_grads", [False, True])
 def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
-    dense_grads: bool,
+    dense_grads: bool, cleared: bool
 ) -> None:
-    """With ``dense_grads`` the mean gradient is the kept weight gradients' average, not a
-    product over the traffic: the same numbers."""
+    """With ``dense_grads`` the mean gradient is the running sum of the weight gradients
+    (where the window began with a ``clear``, as the organism's does), not a product over the
+    traffic: the same numbers. A window that slid past older steps, whose gradients are in the
+    sum, falls back to the product."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)
@@ -59,13 +62,16 @@ def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     traffic = TrainingTraffic(model, names, steps=3)
     xs, ys = torch.randn(5, 8, 1, 6, 6), torch.randint(0, 4, (5, 8))
-    for x, y in zip(xs, ys, strict=True):  # 5 steps, the last 3 kept
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):  # 5 steps, the last 3 kept
+        if cleared and k == 2:
+            traffic.clear()
         with traffic.record(y, dense_grads=dense_grads):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
     assert len(traffic) == 3
-    assert all(bool(s.weight_grads) == dense_grads for s in traffic._steps)
+    summed = traffic._mean_grad(names[0], 24) is not None
+    assert summed == (dense_grads and cleared)
     masks = {n: torch.rand_like(p) < 0.5 for n, p in model.named_parameters() if n in names}
     ours = traffic.report(masks, boundary_quantile=0.25)
     x, y = xs[2:].flatten(0, 1), ys[2:].flatten()
