@@ -16,7 +16,7 @@ Each condition runs on the suite's six streams × validation seeds 500 and 501 (
 the JSON gives every condition's mean, its mean FLOPs and its paired difference from dense with
 a BCa interval. The best condition is chosen on the same seeds, so its difference is optimistic.
 
-Usage: ``.venv/bin/python benchmarks/elastic_bound.py OUT.json`` (about 10 minutes on 2 cores;
+Usage: ``.venv/bin/python benchmarks/elastic_bound.py OUT.json`` (about 6 minutes on 2 cores;
 ``--workers N``).
 """
 

@@ -11,7 +11,7 @@ density and seed (the policy's random stream is the same, so the runs part only 
 acts), with the greedy policy and RigL on the same masks as references. Validation seeds 500
 and 501 only (the default it informs is chosen here).
 
-Usage: ``.venv/bin/python benchmarks/live_heat.py CHECKPOINT OUT.json`` (about 5 minutes on 2
+Usage: ``.venv/bin/python benchmarks/live_heat.py CHECKPOINT OUT.json`` (about 4 minutes on 2
 cores; ``--workers N``).
 """
 

@@ -56,9 +56,13 @@ def _strategies(args: argparse.Namespace) -> int:
             print(f"esper: --checkpoint {given!r} must be LABEL=PATH", file=sys.stderr)
             return 2
         checkpoints[label] = Path(path)
+    out = args.json
+    if out is None:  # each preset its own file, so one run never replaces another's results
+        suffix = "" if args.preset == "small" else f"-{args.preset}"
+        out = Path("benchmarks/results") / f"strategies{suffix}.json"
     return _refused_as_exit_2(
         lambda: run_strategies(
-            args.preset, checkpoints, args.json, Path(args.storage), args.address, args.num_cpus
+            args.preset, checkpoints, out, Path(args.storage), args.address, args.num_cpus
         )
     )
 
@@ -200,7 +204,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="an Emrakul policy and its label in the report (repeat for several)",
     )  # fmt: skip
     strategies.add_argument("--storage", default="runs", help="where the recorded runs go")
-    strategies.set_defaults(func=_strategies)
+    strategies.set_defaults(func=_strategies, json=None)  # by preset: strategies[-PRESET].json
     double = _experiment_parser(
         bench_sub, "double-loss", "weights and data pruned together: does synchronized "
         "retention help?", "about 2 min", "double-loss.json", "PATH.md, PATH-tail.png",

@@ -90,6 +90,8 @@ def synthetic_events(rows: int, seed: int = 0, surgery_offset: int = 0) -> pa.Ta
             columns[name] = pa.array(rng.integers(0, 5000, rows), field.type)
         elif pa.types.is_integer(field.type):
             columns[name] = pa.array(np.zeros(rows, dtype=np.int64), pa.int64()).cast(field.type)
+        elif pa.types.is_boolean(field.type):  # the heat bit: a burst now and then
+            columns[name] = pa.array(rng.random(rows) < 0.05)
         else:
             columns[name] = pa.array(rng.random(rows))
     names = [f.name for f in EVENTS if f.name not in BOOKKEEPING_COLUMNS]

@@ -244,7 +244,8 @@ def fused_sensing_vs_step() -> BenchResult:
     """The organism's fused sensing (``workload.organism.sensors.fused=true``) ÷ plain steps;
     goal ≤ 1.1 × its arithmetic floor.
 
-    Ours: the organism's last ``sense_batches`` (4) training steps of an interval, each
+    Ours: the organism's last ``sense_batches`` (4) training steps of an interval (the window
+    cleared first, as the organism's is), each
     recorded by :class:`~esper.workloads.sensors.fused.TrainingTraffic`, then the gradient
     report summed from their traffic (Fisher, GSNR, coherence, boundary Fisher and layer
     outputs). Anchor: the same 4 steps unrecorded. Both are the organism's own training step
@@ -293,11 +294,13 @@ def fused_sensing_vs_step() -> BenchResult:
         limit=floor,
         notes=(
             f"LeNet-300-100 at density 0.1, batch {x.shape[0]}, one thread; the organism's fused "
-            f"path: {steps} steps recorded by TrainingTraffic (their dense weight gradients kept "
-            "for the window's mean) + report() (Fisher, the boundary Fisher as a slice of the "
+            f"path: {steps} steps recorded by TrainingTraffic (their dense weight gradients summed "
+            "as the backward leaves them, for the window's mean) + report() (Fisher, the "
+            "boundary Fisher as a slice of the "
             f"same product, GSNR, coherence). Floor {floor:.3f}: FLOPs of a step "
             f"({step_flops / 1e6:.0f} M) plus the Fisher product ({fisher_flops / 1e6:.0f} M), "
             "over the step's. Above it: memory-bound passes (squares of inputs and output "
-            "gradients, the window's concatenation, summing its gradients) and the hooks"
+            "gradients, the window's concatenation and reordering, the GSNR's and the masked "
+            "sums' passes) and the hooks"
         ),
     )

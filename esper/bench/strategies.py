@@ -41,7 +41,7 @@ from esper.bench.quality_suite import SMALL_STREAMS, Stream
 from esper.bench.tasks import gather, pick_preset, ray_session, remote
 from esper.files import atomic_write_text, output_problem
 
-__all__ = ["PRESETS", "StrategiesPreset", "Surgeon", "run_strategies"]
+__all__ = ["PRESETS", "StrategiesPreset", "Surgeon", "run_strategies", "switches"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,12 @@ masks with the checkpoints sampling their actions, so that Emrakul's heat bursts
 on the mechanism's temperature (``policy.params.mechanism_heat``), with RigL as the reference."""
 
 
+def switches(preset: StrategiesPreset, who: Surgeon) -> tuple[tuple[str, Any], ...]:
+    """What is set on ``who``'s loaded policy before its runs: a checkpoint samples under a
+    sampling preset (a loaded policy acts greedily by default)."""
+    return (("greedy", False),) if preset.sample and who.checkpoint else ()
+
+
 def _surgeons(checkpoints: dict[str, Path], baselines: tuple[str, ...]) -> list[Surgeon]:
     return [*(Surgeon(label, "emrakul", str(path.resolve())) for label, path in
               checkpoints.items()), *(Surgeon(b, b) for b in baselines)]  # fmt: skip
@@ -150,9 +156,9 @@ def run_strategies(
         for who, density, stream, seed in product(surgeons, preset.densities, preset.streams,
                                                   preset.seeds):  # fmt: skip
             run_dir = root / f"{who.label}-{density}-{stream.name}-{seed}"
-            sample = (("greedy", False),) if preset.sample and who.checkpoint else ()
             refs.append(evaluate.remote(stream, who.policy, density, seed, who.checkpoint,
-                                        switches=sample, overrides=preset.overrides,
+                                        switches=switches(preset, who),
+                                        overrides=preset.overrides,
                                         record_to=str(run_dir)))  # fmt: skip
             keys.append((who.label, density, stream.name, seed, str(run_dir)))
         console.print(f"[bold]esper bench strategies[/bold] {preset.name}: {len(refs)} runs "

@@ -39,7 +39,8 @@ class LayerAction:
         tau: New Gumbel temperature of the layer (``None``: unchanged; else ``> 0``).
         tau_factor: Heat the layer's mechanism temperature: its configured (scheduled)
             temperature times this factor, until a later action's factor is 1 (``None``:
-            unchanged; else ``> 0``; a ``temperature`` event is recorded when it changes).
+            unchanged; else ``> 0``, and not with ``tau``; a ``temperature`` event is recorded
+            when the temperature changes).
         sedation: Learning-rate multiplier of the layer, in ``(0, 1]``, for ``sedation_steps``
             SGD steps (:class:`esper.workloads.anesthesia.Sedation`).
         sedation_steps: How long the sedation lasts (``≥ 0``; 0: none).
@@ -124,6 +125,11 @@ class LayerAction:
             value = getattr(self, field_name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InvalidActionError(f"{where}{field_name}={value} must be a finite number > 0")
+        if self.tau is not None and self.tau_factor is not None:
+            raise InvalidActionError(
+                f"{where}tau={self.tau} pins the temperature and tau_factor={self.tau_factor} "
+                "heats it: give one"
+            )
         if self.policy_tau is not None and not (
             math.isfinite(self.policy_tau) and self.policy_tau >= 0
         ):

@@ -13,7 +13,7 @@ import pytest
 from esper.analysis.detectors import DETECTORS
 from esper.analysis.runs import load_run
 from esper.bench.quality_evaluation import evaluate_run
-from esper.bench.strategies import PRESETS, run_strategies
+from esper.bench.strategies import PRESETS, Surgeon, run_strategies, switches
 from esper.cli import main
 from esper.policies.base import make_policy
 from esper.policies.emrakul import EmrakulPolicy, SpecialistAction
@@ -83,4 +83,10 @@ def test_the_heated_preset_runs_put_heat_bursts_on_the_mechanisms_temperature(
         round(beta * heat_tau, 6),
     ]
     assert temperatures.groupby("layer").size().eq(2).all()  # heated once, cooled once
-    assert PRESETS["heated"].sample and not PRESETS["small"].sample
+
+
+def test_a_sampling_preset_makes_the_checkpoints_sample_and_leaves_the_baselines() -> None:
+    emrakul, rigl = Surgeon("x", "emrakul", str(CHECKPOINT)), Surgeon("rigl", "rigl")
+    assert switches(PRESETS["heated"], emrakul) == (("greedy", False),)
+    assert switches(PRESETS["heated"], rigl) == ()
+    assert switches(PRESETS["small"], emrakul) == ()

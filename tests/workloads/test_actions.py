@@ -35,6 +35,8 @@ BAD_FIELDS: list[tuple[str, Any]] = [
     ("tau", -1.0),
     ("tau", _NAN),
     ("tau", _INF),
+    ("tau_factor", 0.0),
+    ("tau_factor", _NAN),
     ("target_density", -0.1),
     ("target_density", 1.5),
     ("target_density", _NAN),
@@ -51,6 +53,11 @@ BAD_FIELDS: list[tuple[str, Any]] = [
 def test_a_bad_field_is_refused_at_construction_naming_it(field: str, value: Any) -> None:
     with pytest.raises(InvalidActionError, match=rf"^LayerAction: {field}="):
         LayerAction(**{field: value})
+
+
+def test_a_pin_and_a_heat_of_the_temperature_are_refused_together() -> None:
+    with pytest.raises(InvalidActionError, match=r"tau=0.5 pins .* tau_factor=2.0 heats"):
+        LayerAction(tau=0.5, tau_factor=2.0)
 
 
 def test_an_unknown_regrow_init_lists_the_valid_ones() -> None:

@@ -90,13 +90,15 @@ def _bursts(ev: pd.DataFrame, tau_factor: float, turnover_quantile: float | None
     return steps
 
 
-def heat_bursts(events: pd.DataFrame, tau_factor: float = 3.0, merge_gap: int = 2) -> list[int]:
-    """The surgery steps at which one run's heat bursts start (criterion 1 of :func:`lazarus`,
-    heat only), whether or not a tunnelling episode follows: what "does heat help?" compares
-    with matched quiet windows (:func:`esper.analysis.strategy_effects.episode_effects`)."""
+def heat_bursts(events: pd.DataFrame, merge_gap: int = 2) -> list[int]:
+    """The surgery steps at which one run's heat bursts start: steps whose rows carry the
+    surgeon's heat bit (not a τ spike alone), steps at most ``merge_gap`` apart joined as in
+    :func:`lazarus`, whether or not a tunnelling episode follows: what "does heat help?"
+    compares with matched quiet windows
+    (:func:`esper.analysis.strategy_effects.episode_effects`)."""
     _require(events, ["surgery_step", "action", "count"], "events", "heat_bursts")
-    steps = _bursts(events, tau_factor, None)
-    burst_steps = steps.index[steps["burst"]].to_numpy()
+    steps = _bursts(events, 3.0, None)  # the τ criterion aside: only "heat" rows are kept
+    burst_steps = steps.index[steps["by"] == "heat"].to_numpy()
     starts = np.r_[True, np.diff(burst_steps) > merge_gap] if len(burst_steps) else []
     return [int(b) for b, first in zip(burst_steps, starts, strict=True) if first]
 

@@ -263,9 +263,10 @@ def layer_action(
         mechanism_tau: Also pin the mask mechanism's temperature to ``τ`` (only for mechanisms
             that have one).
         heat: Whether the layer is in a heat burst (recorded on its events with ``τ``).
-        heat_factor: Heat the mechanism's temperature by this factor during a burst (back to
-            its configured value after it), where the mechanism has one and ``mechanism_tau``
-            does not pin it (``None``: the mechanism's temperature is left alone).
+        heat_factor: Heat the mechanism's temperature by this factor during a burst, where the
+            mechanism has one and ``mechanism_tau`` does not pin it (``None``: no heat). Out of
+            a burst, or without a factor, the layer's temperature is its configured one (a
+            factor of 1, which records nothing unless the layer was heated).
     """
     mask = organism.scalpel.mask(name).reshape(-1).cpu()  # the decision is made on the CPU
     active = int(mask.count_nonzero())
@@ -298,9 +299,10 @@ def layer_action(
         else:
             regrow = gumbel_topk(s, min(grow_k, int(empty.count_nonzero())), action.tau, generator)
     tau = tau_factor = None
-    if (mechanism_tau or heat_factor is not None) and _has_temperature(organism, name):
+    if _has_temperature(organism, name):  # a heated layer cools whenever heat stops acting
         tau = action.tau if mechanism_tau else None
-        tau_factor = None if mechanism_tau else (heat_factor if heat else 1.0)
+        hot = heat and heat_factor is not None
+        tau_factor = None if mechanism_tau else (heat_factor if hot else 1.0)
     forget = torch.empty(0, dtype=torch.long)
     if action.forget and name in step.info.get("fgsf", ()):
         fisher = weight_scores(organism, step, name, generator, ("fisher",))["fisher"]

@@ -72,8 +72,11 @@ class EmrakulPolicy(Policy):
         mechanism_heat: A heat burst also multiplies the mechanism's temperature by
             ``heat_tau`` (where it has one and ``mechanism_tau`` is off), returning it to its
             configured, possibly searched, value when the burst ends: the heat decision acts
-            on the mask's relaxation, as Lazarus tunnelling needs. On by default; it changes
-            nothing under mechanisms without a temperature (``masked``).
+            on the mask's relaxation, as Lazarus tunnelling needs. A hotter relaxation is a
+            softer one: Hard Concrete's training gates are pulled towards their mean (less
+            random, less discrete, active weights damped), Gumbel-softmax's straight-through
+            gate keeps its forward and flattens its gradient (``1/τ``). On by default; it
+            changes nothing under mechanisms without a temperature (``masked``).
         greedy: Act with the distributions' modes (evaluation) instead of sampling.
         discrete: Act through a discrete learner (QMIX) set as :attr:`q_agent`.
         blind: Sensor groups (:data:`~esper.policies.emrakul.ablation.SENSOR_GROUPS`) zeroed

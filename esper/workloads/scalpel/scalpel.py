@@ -118,11 +118,8 @@ class Scalpel:
         self.mechanism.attach(model, self._layers, self.generator)
 
     def mechanism_as(self, kind: type[M]) -> M:
-        """The mechanism, typed as ``kind`` for its own methods (``set_k``, ``observe``, ...).
-
-        Raises:
-            TypeError: the mechanism is not a ``kind``.
-        """
+        """The mechanism, typed as ``kind`` for its own methods (``set_k``, ``observe``, ...);
+        ``TypeError`` if it is not a ``kind``."""
         if not isinstance(self.mechanism, kind):
             raise TypeError(
                 f"this Scalpel's mechanism is {self.mechanism_name!r} "
@@ -330,7 +327,8 @@ class Scalpel:
         """Pin the temperature of ``name``; ``ValueError`` if the mechanism has none."""
         self.mechanism.set_temperature(name, tau)
 
-    def heat_temperature(self, name: str, factor: float) -> bool:  # 1: back to the schedule
+    def heat_temperature(self, name: str, factor: float) -> bool:
+        """Its configured temperature × ``factor`` (1: back to it); whether it changed."""
         return self.mechanism.heat_temperature(name, factor)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -350,7 +348,8 @@ class Scalpel:
             layer.weight.copy_(self.mechanism.squashed_weight(layer))
         self.mechanism.detach()
 
-    def remove(self) -> None:  # hooks and forward overrides; the weights stay as they are
+    def remove(self) -> None:
+        """Remove hooks and forward overrides, leaving the weights as they are."""
         self.mechanism.detach()
 
     def state_dict(self) -> dict[str, Any]:

@@ -161,11 +161,14 @@ class TrainingTraffic:
         step.handles.append(self._model.register_forward_hook(outputs))
         try:
             yield
+            check_unmodified(step.calls, "fused sensing needs out-of-place ones")
+        except BaseException:
+            self._sums_valid = False  # its gradient may be in the sums; the step is not kept
+            raise
         finally:
             for handle in step.handles:
                 handle.remove()
             step.handles.clear()
-        check_unmodified(step.calls, "fused sensing needs out-of-place ones")
         self._steps.append(step)
         if len(self._steps) > self.steps:
             del self._steps[: -self.steps]

@@ -159,6 +159,23 @@ def test_a_heat_burst_heats_the_mechanisms_temperature_and_cools_it_after(
     assert rows == (2 * len(names) if mechanism_heat else 0)  # heated once, cooled once
 
 
+def test_a_heated_layer_cools_when_heat_stops_acting_mid_burst() -> None:
+    org = build_organism(compose([*_BASE, "workload.scalpel.mechanism.name=hard_concrete"]))
+    step = org.reset()
+    name = org.scalpel.names[0]
+    configured = org.scalpel.temperature(name)
+    policy = EmrakulPolicy(heat_surgeries=3, heat_tau=4.0, greedy=True)
+    policy.reset(org, step)
+    policy.episode.heat_left = {n: 3 for n in org.scalpel.names}  # a burst under way
+    step = org.step(policy.act(org, step))
+    assert org.scalpel.temperature(name) == pytest.approx(4.0 * configured)
+    policy.mechanism_heat = False  # the burst goes on (τ, turnover) but no longer on the mask
+    actions = policy.act(org, step)
+    assert actions[name].heat and actions[name].tau_factor == 1.0
+    org.step(actions)
+    assert org.scalpel.temperature(name) == pytest.approx(configured)
+
+
 def test_heat_leaves_a_mechanism_without_temperature_alone(organism: Organism) -> None:
     step = organism.reset()
     policy = EmrakulPolicy(greedy=True)

@@ -235,8 +235,8 @@ def test_heat_scales_the_scheduled_temperature_until_it_returns_to_one() -> None
     old = {**state, "temperatures": before}
     scalpel.mechanism.load_state_dict(old)
     assert scalpel.temperature(a) == pytest.approx(decayed)
-    scalpel.set_temperature(b, 0.3)  # a pin wins over a heat
-    scalpel.heat_temperature(b, 5.0)
+    scalpel.set_temperature(b, 0.3)  # a pin wins over a heat: nothing changes, nothing said
+    assert not scalpel.heat_temperature(b, 5.0)
     assert scalpel.temperature(b) == 0.3
     with pytest.raises(ValueError, match="factor"):
         scalpel.heat_temperature(a, 0.0)

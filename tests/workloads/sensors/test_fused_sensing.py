@@ -89,6 +89,41 @@ def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
         assert torch.allclose(ours.outputs[name], ref.outputs[name])
 
 
+def test_the_summed_gradient_weighs_batches_by_size_and_skips_what_it_cannot_hold() -> None:
+    """Steps of 8, 3 and 5 samples: the running sum is the full batch's mean gradient. A step
+    without a backward, or one whose block raised, leaves the sums unusable: the report falls
+    back to the product over the traffic."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    names = ["0.weight", "2.weight"]
+    xs = [torch.randn(n, 6) for n in (8, 3, 5)]
+    ys = [torch.randint(0, 3, (n,)) for n in (8, 3, 5)]
+
+    def window(backward: tuple[bool, ...]) -> TrainingTraffic:
+        traffic = TrainingTraffic(model, names, steps=3)
+        for x, y, run in zip(xs, ys, backward, strict=False):
+            model.zero_grad()
+            with traffic.record(y, dense_grads=True):
+                loss = nn.functional.cross_entropy(model(x), y)
+                if run:
+                    loss.backward()
+        return traffic
+
+    traffic = window((True, True, True))
+    model.zero_grad()
+    nn.functional.cross_entropy(model(torch.cat(xs)), torch.cat(ys)).backward()
+    for name, p in model.named_parameters():
+        if name in names:
+            mean = traffic._mean_grad(name, 16)
+            assert mean is not None and torch.allclose(mean, p.grad, atol=1e-7)  # type: ignore[arg-type]
+    assert window((True, False, True))._mean_grad(names[0], 16) is None
+    raising = window((True, True))  # two steps kept; a third raises after its backward
+    with pytest.raises(RuntimeError, match="boom"), raising.record(ys[2], dense_grads=True):
+        nn.functional.cross_entropy(model(xs[2]), ys[2]).backward()
+        raise RuntimeError("boom")
+    assert len(raising) == 2 and raising._mean_grad(names[0], 11) is None
+
+
 def test_too_few_steps_an_inplace_output_or_an_unhookable_weight_is_refused() -> None:
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(inplace=True), nn.Linear(3, 2))
     with pytest.raises(ValueError, match=r"\['0.bias'\] are not"):

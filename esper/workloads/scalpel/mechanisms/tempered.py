@@ -71,16 +71,17 @@ class Temperatures:
 
     def heat(self, key: str, factor: float) -> bool:
         """Scale ``key``'s scheduled temperature by ``factor`` (``1``: back to the schedule);
-        returns whether the factor changed. A pinned key keeps its pin."""
+        returns whether its temperature changed. A pinned key keeps its pin (the factor
+        applies once the pin is released)."""
         self._check(key)
         if not (math.isfinite(factor) and factor > 0):
             raise ValueError(f"temperature factor {factor} for {key!r} must be finite and > 0")
-        before = self._factor.get(key, 1.0)
+        before = self.get(key)
         if factor == 1.0:
             self._factor.pop(key, None)
         else:
             self._factor[key] = float(factor)
-        return factor != before
+        return self.get(key) != before
 
     def set(self, key: str, tau: float | None) -> None:
         """Pin ``key`` at ``tau``, or return it to the schedule with ``None``."""
