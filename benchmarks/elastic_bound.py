@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import subprocess
 import time
 from typing import Any
 
-from esper.analysis.intervals import paired_interval
-from esper.bench.harness import machine_info
+from esper.bench.harness import machine_info, paired_against, pooled
 from esper.bench.quality_evaluation import evaluate_run
 from esper.bench.quality_suite import SMALL_STREAMS, Stream
 from esper.policies.baselines.elastic_rigl import ElasticRigL
@@ -98,27 +96,20 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     started = time.perf_counter()
     scores: dict[str, dict[tuple[str, int], tuple[float, float]]] = {k: {} for k in table}
-    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        for n, (label, name, seed, acc, flops) in enumerate(pool.imap_unordered(_run, jobs), 1):
-            scores[label][(name, seed)] = (acc, flops)
-            if n % 12 == 0:
-                print(f"{n}/{len(jobs)} runs ({time.perf_counter() - started:.0f} s)", flush=True)
-    units = sorted(scores["dense"])
-    dense = [scores["dense"][u][0] for u in units]
+    for label, name, seed, acc, flops in pooled(_run, jobs, args.workers):
+        scores[label][(name, seed)] = (acc, flops)
+    accuracy = {k: {u: a for u, (a, _) in by.items()} for k, by in scores.items()}
     rows = {}
-    for label, by_unit in scores.items():
-        acc = [by_unit[u][0] for u in units]
-        flops = [by_unit[u][1] for u in units]
-        diff = paired_interval(acc, dense)
+    for label, row in paired_against(accuracy, "dense").items():
+        flops = [f for _, f in scores[label].values()]
         rows[label] = {
-            "mean": sum(acc) / len(acc),
+            "mean": row["mean"],
             "mean_flops": sum(flops) / len(flops),
             "max_flops_gap": max(abs(f - BUDGET) / BUDGET for f in flops)
             if label.startswith(("rigl_elastic", "oracle")) else None,
-            "minus_dense": {"mean": diff.mean, "low": diff.low, "high": diff.high},
+            "minus_dense": row["diff"],
         }  # fmt: skip
-        print(f"{label:34s} {rows[label]['mean']:.4f}  FLOPs {rows[label]['mean_flops']:.3f}  "
-              f"Δ dense {diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]")  # fmt: skip
+        print(f"{label:34s} mean FLOPs {rows[label]['mean_flops']:.3f}")
     elastic = {k: v for k, v in rows.items() if k.startswith(("rigl_elastic", "oracle"))}
     best = max(elastic, key=lambda k: elastic[k]["minus_dense"]["mean"])
     report = {

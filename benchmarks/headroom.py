@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import subprocess
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from esper.analysis.intervals import paired_interval
-from esper.bench.harness import machine_info
+from esper.bench.harness import machine_info, pooled
 from esper.bench.held_out import HOSTS, on_host, suite_seeds
 from esper.bench.held_out import PRESETS as HELD_OUT
 from esper.bench.quality_condition import CONTINUAL_HORIZON, RIGL_HORIZON
@@ -240,11 +239,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     started = time.perf_counter()
     scores: dict[str, dict[tuple[str, float, int], float]] = {label: {} for label in table}
-    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        for n, (label, name, d, s, acc) in enumerate(pool.imap_unordered(_run, jobs), 1):
-            scores[label][(name, d, s)] = acc
-            if n % 24 == 0:
-                print(f"{n}/{len(jobs)} runs ({time.perf_counter() - started:.0f} s)", flush=True)
+    for label, name, d, s, acc in pooled(_run, jobs, args.workers, every=24):
+        scores[label][(name, d, s)] = acc
     units = sorted(scores["imitation_erk"])
     reference = [scores["imitation_erk"][u] for u in units]
     rows = {}

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from esper.analysis.intervals import paired_interval
-from esper.bench.harness import machine_info
+from esper.bench.harness import machine_info, paired_against, pooled
 from esper.bench.quality_evaluation import evaluate_run
 from esper.bench.quality_suite import SMALL_STREAMS, Stream
 
@@ -65,23 +63,12 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     started = time.perf_counter()
     scores: dict[str, dict[tuple[str, float, int], float]] = {k: {} for k in table}
-    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        for n, (label, name, d, seed, acc) in enumerate(pool.imap_unordered(_run, jobs), 1):
-            scores[label][(name, d, seed)] = acc
-            if n % 12 == 0:
-                print(f"{n}/{len(jobs)} runs ({time.perf_counter() - started:.0f} s)", flush=True)
-    units = sorted(scores["heat_off"])
-    reference = [scores["heat_off"][u] for u in units]
-    rows = {}
-    for label, by_unit in scores.items():
-        values = [by_unit[u] for u in units]
-        diff = paired_interval(values, reference)
-        rows[label] = {
-            "mean": sum(values) / len(values),
-            "minus_heat_off": {"mean": diff.mean, "low": diff.low, "high": diff.high},
-        }
-        print(f"{label:10s} {rows[label]['mean']:.4f}  Δ heat_off {diff.mean:+.4f} "
-              f"[{diff.low:+.4f}, {diff.high:+.4f}]")  # fmt: skip
+    for label, name, d, seed, acc in pooled(_run, jobs, args.workers):
+        scores[label][(name, d, seed)] = acc
+    rows = {
+        label: {"mean": row["mean"], "minus_heat_off": row["diff"]}
+        for label, row in paired_against(scores, "heat_off").items()
+    }
     report = {
         "machine": {**machine_info(), "commit": commit.strip()},
         "what": "a sampling Emrakul on Hard Concrete masks with its heat bursts acting on the "

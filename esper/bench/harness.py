@@ -15,7 +15,7 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +34,9 @@ __all__ = [
     "cuda_median_times",
     "machine_info",
     "median_time",
+    "paired_against",
     "paired_median_times",
+    "pooled",
     "write_results",
 ]
 
@@ -245,3 +247,37 @@ def processes_at_once(
     finally:
         for worker in workers:
             worker.join(timeout=60)
+
+
+def pooled(
+    run: Callable[[Any], tuple[Any, ...]], jobs: Sequence[Any], workers: int, every: int = 12
+) -> Iterator[tuple[Any, ...]]:
+    """``run(job)`` for every job in a pool of ``workers`` forked processes, yielded as they
+    finish, with a progress line every ``every`` jobs (the benchmark scripts' paired runs)."""
+    started = time.perf_counter()
+    with mp.get_context("fork").Pool(workers) as pool:
+        for n, result in enumerate(pool.imap_unordered(run, jobs), 1):
+            if n % every == 0:
+                print(f"{n}/{len(jobs)} runs ({time.perf_counter() - started:.0f} s)", flush=True)
+            yield result
+
+
+def paired_against(
+    scores: Mapping[str, Mapping[Any, float]], reference: str
+) -> dict[str, dict[str, Any]]:
+    """Per condition of ``scores`` (condition → unit → score), its mean over the reference's
+    units and its paired difference from ``reference`` with a BCa interval
+    (:func:`esper.analysis.intervals.paired_interval`), printed a line each."""
+    from esper.analysis.intervals import paired_interval
+
+    units = sorted(scores[reference])
+    base = [scores[reference][u] for u in units]
+    rows = {}
+    for label, by_unit in scores.items():
+        values = [by_unit[u] for u in units]
+        diff = paired_interval(values, base)
+        rows[label] = {"mean": sum(values) / len(values),
+                       "diff": {"mean": diff.mean, "low": diff.low, "high": diff.high}}  # fmt: skip
+        print(f"{label:34s} {rows[label]['mean']:.4f}  Δ {reference} {diff.mean:+.4f} "
+              f"[{diff.low:+.4f}, {diff.high:+.4f}]")  # fmt: skip
+    return rows

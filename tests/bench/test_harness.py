@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from esper.bench.harness import BenchResult, write_results
+from esper.bench.harness import BenchResult, paired_against, pooled, write_results
 
 
 def _result(ratio: float) -> BenchResult:
@@ -49,3 +49,24 @@ def test_a_damaged_results_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fix or remove it"):
         write_results(path, {"a": _result(0.5)}, {})
     assert path.read_text() == "{not json"
+
+
+def _square(job: int) -> tuple[int, int]:
+    return job, job * job
+
+
+def test_pooled_runs_every_job_in_forked_workers_and_reports_progress(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert sorted(pooled(_square, [1, 2, 3, 4], workers=2, every=2)) == [
+        (1, 1), (2, 4), (3, 9), (4, 16)
+    ]  # fmt: skip
+    assert capsys.readouterr().out.count("/4 runs") == 2
+
+
+def test_paired_against_gives_each_condition_its_mean_and_paired_difference() -> None:
+    scores = {"ref": {"u1": 0.5, "u2": 0.7}, "x": {"u1": 0.6, "u2": 0.9, "extra": 0.0}}
+    rows = paired_against(scores, "ref")
+    assert rows["ref"]["diff"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert rows["x"]["mean"] == pytest.approx(0.75)  # over the reference's units only
+    assert rows["x"]["diff"]["mean"] == pytest.approx(0.15)

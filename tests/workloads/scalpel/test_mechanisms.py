@@ -211,6 +211,8 @@ def test_temperatures_per_layer_and_schedules() -> None:
     _, hard, _ = make("masked")
     with pytest.raises(ValueError, match="no temperature"):
         hard.set_temperature(a, 1.0)
+    with pytest.raises(ValueError, match="no temperature"):
+        hard.heat_temperature(a, 2.0)
 
 
 def test_heat_scales_the_scheduled_temperature_until_it_returns_to_one() -> None:
@@ -240,9 +242,6 @@ def test_heat_scales_the_scheduled_temperature_until_it_returns_to_one() -> None
     assert scalpel.temperature(b) == 0.3
     with pytest.raises(ValueError, match="factor"):
         scalpel.heat_temperature(a, 0.0)
-    _, hard, _ = make("masked")
-    with pytest.raises(ValueError, match="no temperature"):
-        hard.heat_temperature(a, 2.0)
 
 
 def test_hard_concrete_gates_reach_exact_zero_and_one() -> None:
