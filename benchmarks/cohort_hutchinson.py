@@ -31,6 +31,7 @@ import torch.autograd.forward_ad as fwAD
 
 from esper.bench.harness import machine_info
 from esper.conf import compose
+from esper.files import atomic_write_text, output_problem
 from esper.threads import one_thread
 from esper.workloads.cohort import Cohort
 from esper.workloads.factory import build_organism
@@ -52,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("out", help="where the JSON goes")
     args = parser.parse_args()
+    if (problem := output_problem(args.out)) is not None:
+        raise SystemExit(f"{args.out}: {problem}")
     with one_thread():
         cohort = Cohort([build_organism(compose(OVERRIDES), r) for r in range(MEMBERS)])
         cohort.reset()
@@ -117,8 +120,7 @@ def main() -> None:
         "speedup": medians["one_by_one"] / medians["together"],
         "per_member_ms": 1e3 * medians["together"] / MEMBERS,
     }
-    with open(args.out, "w") as handle:
-        handle.write(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1))
     if gap > 1e-3:
         raise SystemExit(f"the stacked traces differ from the per-member ones by {gap}")

@@ -32,6 +32,7 @@ from typing import Any
 from esper.bench.harness import machine_info, paired_against, pooled
 from esper.bench.quality_evaluation import evaluate_run
 from esper.bench.quality_suite import SMALL_STREAMS, Stream
+from esper.files import atomic_write_text, output_problem
 from esper.policies.baselines.elastic_rigl import ElasticRigL
 from esper.workloads.organism import Organism, OrganismStep
 
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("out", help="where the JSON goes")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if (problem := output_problem(args.out)) is not None:
+        raise SystemExit(f"{args.out}: {problem}")
     table = conditions()
     jobs = [(label, s, seed, kw) for label, kw in table.items() for s in SMALL_STREAMS
             for seed in SEEDS]  # fmt: skip
@@ -128,8 +131,7 @@ def main() -> None:
             for (n, s), (a, f) in sorted(by.items())
         ],
     }
-    with open(args.out, "w") as handle:
-        handle.write(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"best elastic: {best} {rows[best]['minus_dense']['mean']:+.4f}; written {args.out}")
     if not math.isfinite(rows[best]["mean"]):
         raise SystemExit("a condition scored NaN")

@@ -28,6 +28,7 @@ from typing import Any
 from esper.bench.harness import machine_info, paired_against, pooled
 from esper.bench.quality_evaluation import evaluate_run
 from esper.bench.quality_suite import SMALL_STREAMS, Stream
+from esper.files import atomic_write_text, output_problem
 
 SEEDS = (500, 501)
 DENSITIES = (0.1, 0.05)
@@ -57,6 +58,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="where the JSON goes")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if (problem := output_problem(args.out)) is not None:
+        raise SystemExit(f"{args.out}: {problem}")
+    if not Path(args.checkpoint).is_file():
+        raise SystemExit(f"{args.checkpoint}: no such checkpoint file")
     table = conditions(args.checkpoint)
     jobs = [(label, s, d, seed, kw) for label, kw in table.items() for s in SMALL_STREAMS
             for d in DENSITIES for seed in SEEDS]  # fmt: skip
@@ -88,7 +93,7 @@ def main() -> None:
             for (n, d, s), a in sorted(by.items())
         ],
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"written {args.out}")
 
 

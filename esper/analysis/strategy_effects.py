@@ -28,8 +28,10 @@ from esper.analysis.intervals import bootstrap_interval
 
 __all__ = ["EPISODE_START", "episode_effects", "task_phase"]
 
-EPISODE_START = {"lazarus": "burst_step", "ghost": "return_step"}
-"""The column dating each detector's episodes (detectors without one summarise a whole run)."""
+EPISODE_START = {"lazarus": "burst_step", "ghost": "return_step", "heat_burst": "burst_step"}
+"""The column dating each detector's episodes (detectors without one summarise a whole run);
+``heat_burst`` dates every heat burst, a Lazarus episode or not
+(:func:`esper.analysis.detectors.lazarus.heat_bursts`)."""
 
 
 def task_phase(metrics: pd.DataFrame) -> pd.Series:

@@ -199,7 +199,9 @@ def _detect(run_dir: str) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.Dat
 
     run = load_run(run_dir)
     events, metrics = run.events, run.metrics
-    return detect_all(events, metrics), events, metrics
+    found = detect_all(events, metrics)  # and every heat burst, an episode or not
+    found["heat_burst"] = pd.DataFrame({"burst_step": heat_bursts(events)}, dtype="int64")
+    return found, events, metrics
 
 
 Detected = dict[tuple[Any, ...], tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame]]
@@ -219,15 +221,6 @@ def _report(
     summary = []
     for (label, density), rows in sorted(found.items()):
         surgeries = sum(s for _, _, s in rows)
-        starts = [heat_bursts(detected[key][1]) for key in runs if key[:2] == (label, density)]
-        summary.append({
-            "surgeon": label, "density": density, "detector": "heat_burst",
-            "episodes": sum(map(len, starts)), "runs": len(rows),
-            "runs_with_episodes": sum(len(b) > 0 for b in starts),
-            "per_100_surgeries": 100.0 * sum(map(len, starts)) / surgeries if surgeries else None,
-            "effect": episode_effects([(m, b) for (_, m, _), b in zip(rows, starts, strict=True)],
-                                      preset.k),
-        })  # fmt: skip
         for detector in rows[0][0]:
             episodes = [d[detector] for d, _, _ in rows]
             if detector == "ghost":
