@@ -44,7 +44,7 @@ PARTS = {  # label: (file suffix, function name) as cProfile names them
     "Emrakul's decision": ("emrakul/policy.py", "decide"),
     "  rankings": ("emrakul/actions.py", "rank_normalise"),
     "surgery's begin": ("workloads/organism.py", "begin"),
-    "  spike probe": ("workloads/reward.py", "probe_loss"),
+    "  spike probe": ("workloads/spike.py", "probe_loss"),
 }
 
 

@@ -16,11 +16,13 @@ Everything else stays per member and unchanged: each member draws its own batche
 own drifting stream, keeps its own sedation schedule, masks, sensors, event identity and
 checkpoint; surgery (:meth:`Organism.begin <esper.workloads.organism.Organism.begin>`) and
 sensing and scoring (:meth:`Organism.finish <esper.workloads.organism.Organism.finish>`) run
-member by member. Parameters are gathered before the ``K`` steps and written back after them,
-so between surgeries every member is an ordinary :class:`~esper.workloads.organism.Organism`:
-it can be replaced (a PBT exploit, a rebuilt replica) without touching the others, and a
-member trained in a cohort follows the trajectory it would follow alone, to float tolerance
-(batched matrix products round differently).
+member by member, except the spike control's losses, measured for all members in one stacked
+forward (:func:`~esper.workloads.spike.stacked_probe_losses`). Parameters are gathered before
+the ``K`` steps and written back after them, so between surgeries every member is an
+ordinary :class:`~esper.workloads.organism.Organism`: it can be replaced (a PBT exploit, a
+rebuilt replica) without touching the others, and a member trained in a cohort follows the
+trajectory it would follow alone, to float tolerance (batched matrix products round
+differently).
 
 A member whose loss turns non-finite stops where a lone organism would (after that step's
 update): its parameters are frozen from then on and its stream is rewound to the batches it
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -50,7 +53,8 @@ from esper.workloads.prequential import StepRecord, stacked_batch_loss
 from esper.workloads.rl.agent import ENVIRONMENTS
 from esper.workloads.scalpel.mechanisms.hard import HardMask
 from esper.workloads.sgd import has_step_hooks
-from esper.workloads.timestep import OrganismStep
+from esper.workloads.spike import stacked_probe_losses
+from esper.workloads.timestep import OrganismStep, Surgery
 
 __all__ = ["Cohort", "CohortError", "check_cohort_config"]
 
@@ -206,14 +210,29 @@ class Cohort:
     def step(self, actions: Sequence[Mapping[str, LayerAction]]) -> list[OrganismStep]:
         """One surgery per member (``actions[i]`` for member ``i``), ``K`` training steps for
         all together, then each member senses and scores its surgery."""
-        if len(actions) != len(self.members):
-            raise ValueError(f"{len(actions)} action maps for {len(self.members)} members")
-        surgeries = [m.begin(a) for m, a in zip(self.members, actions, strict=True)]
+        surgeries = self.begin(actions)
         trained = self.train_steps()
         return [
             m.finish(s, events, diverged)
             for m, s, (events, diverged) in zip(self.members, surgeries, trained, strict=True)
         ]
+
+    def begin(self, actions: Sequence[Mapping[str, LayerAction]]) -> list[Surgery]:
+        """Every member's :meth:`Organism.begin <esper.workloads.organism.Organism.begin>`,
+        with the spike control of all members measured together: their losses on their next
+        ``spike_window`` batches in one stacked forward before the surgeries, and one after."""
+        if len(actions) != len(self.members):
+            raise ValueError(f"{len(actions)} action maps for {len(self.members)} members")
+        members = self.members
+        probes = [m.stream.peek(m.spike_window) for m in members]
+        hosts = [m.host for m in members]
+        measure = lambda: stacked_probe_losses(  # noqa: E731
+            self._template, hosts, probes, members[0].kind, members[0].device
+        )
+        controls = measure()
+        surgeries = [m.begin(a, control_loss=c) for m, a, c in
+                     zip(members, actions, controls, strict=True)]  # fmt: skip
+        return [replace(s, operated_loss=o) for s, o in zip(surgeries, measure(), strict=True)]
 
     # -- the batched training steps ----------------------------------------------------------
 

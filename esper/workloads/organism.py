@@ -33,6 +33,7 @@ from esper.workloads.hosts import Host
 from esper.workloads.mask_age import MaskAge
 from esper.workloads.memory import DataAction, DataSide
 from esper.workloads.operation import Patient, operate
+from esper.workloads.organism_state import load_organism_state, organism_state
 from esper.workloads.prequential import (
     OnlineWindow,
     PendingScores,
@@ -40,11 +41,12 @@ from esper.workloads.prequential import (
     batch_loss,
     train_step,
 )
-from esper.workloads.reward import RewardComponents, probe_loss, score_surgery
+from esper.workloads.reward import RewardComponents, score_surgery
 from esper.workloads.scalpel import Scalpel
 from esper.workloads.sensors import NervousSystem, Reading
 from esper.workloads.sensors.config import check_fused
 from esper.workloads.sensors.fused import TrainingTraffic
+from esper.workloads.spike import probe_loss
 from esper.workloads.stream import Batch, DriftStream
 from esper.workloads.surgical_events import EventBuilder, EventContext
 from esper.workloads.timestep import OrganismStep, Surgery
@@ -170,11 +172,22 @@ class Organism:
         trained, diverged = self.train_steps()
         return self.finish(surgery, trained, diverged)
 
-    def begin(self, actions: Mapping[str, LayerAction], data: DataAction | None = None) -> Surgery:
+    def begin(
+        self,
+        actions: Mapping[str, LayerAction],
+        data: DataAction | None = None,
+        *,
+        control_loss: float | None = None,
+    ) -> Surgery:
         """The first half of :meth:`step`: validate the surgery, let the data side guard it and
         refresh its buffer (``data``), apply it, open a new online window. Train ``K`` steps
         (:meth:`step` does; a :class:`~esper.workloads.cohort.Cohort` trains its members
-        together), then call :meth:`finish`."""
+        together), then call :meth:`finish`.
+
+        ``control_loss``: the spike control's loss, measured by the caller on the next
+        ``spike_window`` batches (``stream.peek``) right before; the caller then measures the
+        operated host on them too and sets the surgery's ``operated_loss`` (a cohort measures
+        all its members in one pass). ``None``: both are measured here."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         self._validate(actions)
@@ -184,10 +197,14 @@ class Organism:
                 self.host, self.scalpel, actions, data, self.events, self._context()
             )
         loss_before = self._window.mean("loss", last=self.spike_window)
-        probe = self.stream.peek(self.spike_window)  # the same batches with and without surgery
-        control = probe_loss(self.host, probe, self.kind, self.device)
+        probe = [] if control_loss is not None else self.stream.peek(self.spike_window)
+        control = (
+            control_loss
+            if control_loss is not None
+            else probe_loss(self.host, probe, self.kind, self.device)
+        )  # the same batches with and without surgery
         events, touched, changed = operate(self._patient(), actions, self._context())
-        operated = probe_loss(self.host, probe, self.kind, self.device)
+        operated = probe_loss(self.host, probe, self.kind, self.device)  # nan without a probe
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
         self._window = OnlineWindow()
@@ -359,41 +376,10 @@ class Organism:
         return OrganismStep(reading.observations, state, reward, components, events, reading, info)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue bit-exactly, as tensors and plain data (it loads
-        with ``torch.load(weights_only=True)``): host, optimizer, masks, sensors, stream
-        position, counters, sedation, the recent batches and the last reading."""
-        return {
-            "host": {k: v.detach().clone() for k, v in self.host.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scalpel": self.scalpel.state_dict(),
-            "nervous": self.nervous.state_dict(),
-            "stream": self.stream.state_dict(),
-            "sgd_step": self.sgd_step,
-            "surgery_step": self.surgery_step,
-            "sedation": self.sedation.state_dict(),
-            "changed_at": self.mask_age.state_dict(),
-            "recent": [b.state_dict() for b in self._recent],
-            "window": self._window.state_dict(),
-            "last": None if self._last is None else self._last.state_dict(),
-            "generator": self.generator.get_state(),
-            "data_side": None if self.data_side is None else self.data_side.state_dict(),
-        }
+        """Everything needed to continue bit-exactly
+        (:func:`~esper.workloads.organism_state.organism_state`)."""
+        return organism_state(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output into an organism built the same way."""
-        self.host.load_state_dict(state["host"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scalpel.load_state_dict(state["scalpel"])
-        self.nervous.load_state_dict(state["nervous"])
-        self.stream.load_state_dict(state["stream"])
-        self.sgd_step = int(state["sgd_step"])
-        self.surgery_step = int(state["surgery_step"])
-        self.sedation.load_state_dict(state["sedation"])
-        self.mask_age.load_state_dict(state["changed_at"])
-        self._recent = [Batch(**b).to(self.device) for b in state["recent"]]
-        self._window = OnlineWindow.from_state_dict(state["window"])
-        self.generator.set_state(state["generator"])
-        if self.data_side is not None:
-            self.data_side.load_state_dict(state["data_side"])
-        last = state["last"]
-        self._last = None if last is None else Reading.from_state_dict(last).to(self.device)
+        load_organism_state(self, state)

@@ -10,18 +10,12 @@ scales).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from esper.config import RewardConfig
-from esper.workloads.prequential import batch_loss
 from esper.workloads.sensors import Reading
-from esper.workloads.stream import Batch
 
-__all__ = ["DIVERGED_REWARD", "RewardComponents", "probe_loss", "score_surgery"]
+__all__ = ["DIVERGED_REWARD", "RewardComponents", "score_surgery"]
 
 DIVERGED_REWARD = -1.0
 """Team reward of a surgery after which the host diverged (NaN/Inf loss), used by the trainer
@@ -112,12 +106,3 @@ def _spike(loss_before: float, loss_after: float) -> float:
         return math.nan
     rise = max(0.0, (loss_after - loss_before) / max(abs(loss_before), 1e-12))
     return rise / (1.0 + rise)
-
-
-def probe_loss(host: nn.Module, batches: Sequence[Batch], kind: str, device: torch.device) -> float:
-    """Mean loss of ``host`` on ``batches``, forward only (no gradient, nothing trained): the
-    spike term's losses, measured on the same upcoming batches right before and right after a
-    surgery (:meth:`DriftStream.peek <esper.workloads.stream.DriftStream.peek>`)."""
-    with torch.no_grad():
-        losses = [batch_loss(host(b.x.to(device)), b.y.to(device), kind) for b in batches]
-    return float(torch.stack(losses).mean()) if losses else math.nan

@@ -108,6 +108,38 @@ def test_members_follow_their_lone_trajectories_on_every_stacked_form(
             assert len(a.optimizer.state) == len(c.optimizer.state) == 0
 
 
+@pytest.mark.parametrize(
+    "overrides", [[], _SMALL_CNN, ["workload=slowly_changing_regression"]], ids=str
+)
+def test_the_spike_control_measured_for_all_members_at_once_is_each_members_own(
+    overrides: list[str],
+) -> None:
+    alone, together = _organisms(3, *overrides), _organisms(3, *overrides)
+    cohort = Cohort(together)
+    steps_a = [o.reset() for o in alone]
+    steps_c = cohort.reset()
+    actions = []
+    for organisms, steps in ((alone, steps_a), (together, steps_c)):
+        policies = [make_policy("rigl", delta_t=1) for _ in organisms]
+        for p, o, s in zip(policies, organisms, steps, strict=True):
+            p.reset(o, s)
+        actions.append([p.act(o, s) for p, o, s in zip(policies, organisms, steps, strict=True)])
+    lone = [o.begin(a) for o, a in zip(alone, actions[0], strict=True)]
+    batched = cohort.begin(actions[1])
+    for a, c in zip(lone, batched, strict=True):
+        assert math.isfinite(a.control_loss) and math.isfinite(a.operated_loss)
+        assert a.operated_loss != a.control_loss  # the surgery changed what the probe sees
+        assert math.isclose(a.control_loss, c.control_loss, rel_tol=1e-5, abs_tol=1e-6)
+        assert math.isclose(a.operated_loss, c.operated_loss, rel_tol=1e-5, abs_tol=1e-6)
+        assert [(e.layer, e.action, e.count) for e in a.events] == [
+            (e.layer, e.action, e.count) for e in c.events
+        ]
+    for a, c in zip(alone, together, strict=True):
+        _assert_same_state(a, c)  # the probes consumed no batch
+    with pytest.raises(ValueError, match="2 action maps for 3 members"):
+        cohort.begin(actions[1][:2])
+
+
 def test_a_diverging_member_stops_where_it_would_alone_and_the_others_go_on() -> None:
     alone, together = _organisms(2), _organisms(2)
     for o in alone:
