@@ -2,7 +2,8 @@
 
 A GPU machine is lent rarely and briefly, without Ray, MLflow or DuckDB, so this imports only
 what the checks need: the CUDA benchmarks (``sense_vs_step_cuda``, ``semi_structured_speedup``,
-``population_speedup_16_cuda``), written to a results file as ``esper bench perf`` writes them,
+``population_speedup_16_cuda``, ``cohort_rollout_speedup_8_cuda``), written to a results file
+as ``esper bench perf`` writes them,
 and a profile of one full reading on the GPU (the operators that take its time, by GPU time and
 by host time), which names what to bring down next when ``sense_vs_step_cuda`` misses its goal.
 
@@ -27,7 +28,12 @@ from esper.workloads.sensors import NervousSystem
 
 __all__ = ["GPU_BENCHMARKS", "main", "profile_sense"]
 
-GPU_BENCHMARKS = ("sense_vs_step_cuda", "semi_structured_speedup", "population_speedup_16_cuda")
+GPU_BENCHMARKS = (
+    "sense_vs_step_cuda",
+    "semi_structured_speedup",
+    "population_speedup_16_cuda",
+    "cohort_rollout_speedup_8_cuda",
+)
 _MODULES = ("esper.bench.perf_sense", "esper.bench.perf_scalpel", "esper.bench.perf_throughput")
 
 
