@@ -299,8 +299,9 @@ def fused_sensing_vs_step() -> BenchResult:
             "boundary Fisher as a slice of the "
             f"same product, GSNR, coherence). Floor {floor:.3f}: FLOPs of a step "
             f"({step_flops / 1e6:.0f} M) plus the Fisher product ({fisher_flops / 1e6:.0f} M), "
-            "over the step's. Above it: memory-bound passes (squares of inputs and output "
-            "gradients, the window's concatenation and reordering, the GSNR's and the masked "
-            "sums' passes) and the hooks"
+            "over the step's. Above it: memory-bound passes (gathering the window's inputs and "
+            "output gradients, boundary rows first, and squaring them; the layer outputs' "
+            "join; the GSNR's and the masked sums' passes) and the hooks; "
+            "benchmarks/fused_costs.py splits it"
         ),
     )

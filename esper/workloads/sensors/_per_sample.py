@@ -19,7 +19,7 @@ from torch.func import functional_call, grad, vmap
 
 from esper.workloads.sensors.capture import LayerCall
 
-__all__ = ["Slots", "func_sums", "hookable", "hooked_sums"]
+__all__ = ["Slots", "func_sums", "hookable", "hooked_sums", "split_square_sums"]
 
 _CHUNK_ELEMENTS = 1 << 22  # per-sample gradient elements held at once on the general paths
 
@@ -116,19 +116,31 @@ def _matrix_sums(
         torch.addmm(out[1], d2.t(), a2, beta=0.0, alpha=scales[0], out=out[1])
         if boundary is not None:  # repeated boundary samples: counted as often as given
             torch.mm(d2[boundary].t(), a2[boundary], out=out[3])
+            out[3].mul_(scales[1])
     else:  # boundary rows first, squared in place: the two sums are slices of one gather
         rest = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
         rest[boundary] = False
         order = torch.cat([boundary, rest.nonzero().view(-1)])
         a2, d2 = a.index_select(0, order), d.index_select(0, order)
-        a2.mul_(a2)
-        d2.mul_(d2)
-        k = boundary.numel()
-        torch.mm(d2[:k].t(), a2[:k], out=out[3])
-        torch.addmm(out[3], d2[k:].t(), a2[k:], out=out[1])
-        out[1].mul_(scales[0])
-    if boundary is not None:
-        out[3].mul_(scales[1])
+        split_square_sums(a2.mul_(a2), d2.mul_(d2), boundary.numel(), out, scales)
+
+
+def split_square_sums(
+    a2: Tensor,
+    d2: Tensor,
+    boundary: int,
+    out: list[Tensor],
+    scales: tuple[float, float],
+    factor: float = 1.0,
+) -> None:
+    """``F`` and ``F_boundary`` into ``out[1]`` and ``out[3]`` from squared inputs ``a2`` and
+    output gradients ``d2`` whose first ``boundary`` rows are the boundary samples': the two
+    sums are slices of one product, ``(d2)ᵀ(a2)``, each scaled by its ``scales`` entry times
+    ``factor``."""
+    torch.mm(d2[:boundary].t(), a2[:boundary], out=out[3])
+    torch.addmm(out[3], d2[boundary:].t(), a2[boundary:], out=out[1])
+    out[1].mul_(scales[0] * factor)
+    out[3].mul_(scales[1] * factor)
 
 
 def _positional_sums(

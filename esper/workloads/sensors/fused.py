@@ -14,6 +14,11 @@ weights alike; the summaries (population variance, the GSNR's variance floor, co
 active weights) are :func:`~esper.workloads.sensors.gradients.finish_statistics`'s, as in the
 full pass.
 
+For a Linear layer with boundary samples, the window's inputs and output gradients are copied
+once, boundary rows first, into buffers the traffic keeps for the next report (about the
+window's size again per layer), squared there, and both Fisher sums are slices of one product:
+no joined copy, and no fresh pages mapped at every reading.
+
 The only difference is *when* the parameters are read: each batch at the parameters of the step
 that trained on it, before its update, instead of all batches after the last update. With a
 learning rate of 0 the two reports agree to float tolerance. The mean gradient is formed from
@@ -31,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper.workloads.sensors._per_sample import Slots, hookable, hooked_sums
+from esper.workloads.sensors._per_sample import Slots, hookable, hooked_sums, split_square_sums
 from esper.workloads.sensors.capture import LayerCall, check_unmodified, layer_modules
 from esper.workloads.sensors.gradients import (
     BoundaryFn,
@@ -90,6 +95,7 @@ class TrainingTraffic:
         # holds exactly the kept steps (a step that slid out of the window cannot be removed)
         self._grad_sums: dict[str, Tensor] = {}
         self._sums_valid = True
+        self._buffers: dict[tuple[str, str], Tensor] = {}  # the report's reused temporaries
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -206,16 +212,77 @@ class TrainingTraffic:
             boundary = (boundary_fn or boundary_samples)(logits, targets, losses, boundary_quantile)
         slots = Slots({n: self._named[n] for n in self.names}, 4 if boundary is not None else 3)
         scales = (1.0 / batch, 1.0 / max(len(boundary), 1) if boundary is not None else 1.0)
+        positions = None if boundary is None else _ordered_positions(boundary, batch)
         outputs = {}
         for name in self.names:
-            joined = self._joined(name)
             mean = self._mean_grad(name, batch)
+            if positions is not None and mean is not None and self._gathers(name):
+                assert boundary is not None
+                self._boundary_sums(name, positions, boundary.numel(), slots.of(name), scales)
+                slots.of(name)[0].copy_(mean)
+                outputs[name] = torch.cat([s.calls[name][0].output for s in self._steps])
+                continue
+            joined = self._joined(name)
             hooked_sums(self.modules[name], joined, boundary, batch, slots.of(name), scales, mean)
             if joined:
                 outputs[name] = torch.cat([c.output for c, _ in joined])
         checked = check_masks({n: self._named[n] for n in self.names}, masks)
         layers = finish_statistics(self.names, slots, batch, checked, eps)
         return GradientReport(layers, losses.detach(), logits, boundary, outputs)
+
+    def _gathers(self, name: str) -> bool:
+        """Whether a layer's window can be gathered by :meth:`_boundary_sums`: a Linear layer
+        called once per step on a matrix, with its output gradient, in steps of equal size."""
+        steps = self._steps
+        if not isinstance(self.modules[name], nn.Linear):
+            return False
+        if any(len(s.calls[name]) != 1 or s.grads[name][0] is None for s in steps):
+            return False
+        rows = {s.calls[name][0].input.shape[0] for s in steps}
+        return len(rows) == 1 and all(s.calls[name][0].input.dim() == 2 for s in steps)
+
+    def _boundary_sums(
+        self,
+        name: str,
+        positions: Tensor,
+        boundary: int,
+        out: list[Tensor],
+        scales: tuple[float, float],
+    ) -> None:
+        """``F`` and ``F_boundary`` of a gathered layer (:meth:`_gathers`) into ``out[1]`` and
+        ``out[3]``: every step's inputs and output gradients copied once into reused buffers,
+        boundary rows first, squared in place there; the two sums are then slices of one
+        product (:func:`~esper.workloads.sensors._per_sample.split_square_sums`, as
+        ``hooked_sums`` does from the joined window, without joining it first). Each step's
+        output gradients are of its mean loss: their squares are scaled back to the samples'
+        own losses at the end."""
+        steps = self._steps
+        rows = steps[0].calls[name][0].input.shape[0]
+        a2 = self._gathered(name, "input", [s.calls[name][0].input for s in steps], positions)
+        grads = [s.grads[name][0] for s in steps]
+        d2 = self._gathered(name, "grad", [g for g in grads if g is not None], positions)
+        split_square_sums(a2, d2, boundary, out, scales, factor=rows * rows)
+
+    def _gathered(self, name: str, what: str, pieces: list[Tensor], positions: Tensor) -> Tensor:
+        """The squares of ``pieces`` (a step each, joined along the batch) with row ``j`` of
+        the join at ``positions[j]``, in a buffer kept for the next report: the window is
+        copied once, and a process does not map fresh pages for it at every reading."""
+        first = pieces[0]
+        shape = (positions.numel(), first.shape[1])
+        buffer = self._buffers.get((name, what))
+        if (
+            buffer is None
+            or buffer.shape != shape
+            or buffer.dtype != first.dtype
+            or (buffer.device != first.device)
+        ):
+            buffer = self._buffers[name, what] = first.new_empty(shape)
+        start = 0
+        for piece in pieces:
+            stop = start + piece.shape[0]
+            buffer.index_copy_(0, positions[start:stop], piece.detach())
+            start = stop
+        return buffer.mul_(buffer)
 
     def _mean_grad(self, name: str, batch: int) -> Tensor | None:
         """The window's mean gradient from the steps' weight gradients (each the mean over its
@@ -248,3 +315,17 @@ class TrainingTraffic:
             outputs = torch.cat([c.output for c in calls])
             joined.append((LayerCall(inputs, outputs, outputs._version), torch.cat(grads)))
         return joined
+
+
+def _ordered_positions(boundary: Tensor, batch: int) -> Tensor | None:
+    """Where each of ``batch`` joined rows goes when the boundary rows come first (in the
+    boundary's order, then the rest in theirs); ``None`` for repeated boundary rows (counted
+    as often as given: the joined path handles them)."""
+    if torch.unique(boundary).numel() != boundary.numel():
+        return None
+    rest = torch.ones(batch, dtype=torch.bool, device=boundary.device)
+    rest[boundary] = False
+    order = torch.cat([boundary, rest.nonzero().view(-1)])
+    positions = torch.empty_like(order)
+    positions[order] = torch.arange(batch, device=order.device)
+    return positions

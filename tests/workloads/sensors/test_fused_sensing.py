@@ -87,6 +87,11 @@ def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
         for key in ("fisher_trace", "gsnr_mean", "coherence"):
             assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4), key
         assert torch.allclose(ours.outputs[name], ref.outputs[name])
+    again = traffic.report(masks, boundary_quantile=0.25)  # its reused buffers, refilled
+    for name in names:
+        assert torch.equal(again.layers[name].fisher, ours.layers[name].fisher)
+        assert again.layers[name].fisher.data_ptr() != ours.layers[name].fisher.data_ptr()
+        assert torch.equal(again.layers[name].contact_fisher, ours.layers[name].contact_fisher)
 
 
 def test_the_summed_gradient_weighs_batches_by_size_and_skips_what_it_cannot_hold() -> None:
