@@ -47,6 +47,10 @@ PARTS = {  # label: (file suffix or "~" for a builtin, function name) as cProfil
         "~",
         "<method 'index_select' of 'torch._C.TensorBase' objects>",
     ),
+    "gathering rows (index_copy_)": (
+        "~",
+        "<method 'index_copy_' of 'torch._C.TensorBase' objects>",
+    ),
     "summaries (finish_statistics)": ("sensors/gradients.py", "finish_statistics"),
     "report (whole)": ("sensors/fused.py", "report"),
 }

@@ -296,6 +296,7 @@ existing file is replaced only with ``--force``, :func:`esper.files.add_force_fl
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``esper`` command; returns the exit status."""
+    from esper import allocator
     from esper.conf import ConfigError
     from esper.errors import CheckpointError, RunError
 
@@ -314,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(path, Path) and (problem := output_problem(path, replace)) is not None:
             print(f"esper: cannot write --{flag} {path}: {problem}", file=sys.stderr)
             return 2
+    try:  # ESPER_KEEP_FREED_MEMORY=1: readings reuse their buffers' pages
+        allocator.from_environment()
+    except ValueError as err:
+        print(f"esper: {err}", file=sys.stderr)
+        return 2
     try:
         status: int = args.func(args)
     except ConfigError as err:

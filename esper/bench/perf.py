@@ -10,6 +10,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from esper import allocator
 from esper.bench.harness import PERF, BenchResult, SkipBenchmark, write_results
 from esper.registry import UnknownNameError
 
@@ -48,6 +49,7 @@ def run_perf(
         UnknownNameError: a name in ``only`` is not a registered benchmark.
     """
     console = console or Console()
+    allocator.from_environment()  # as every process that runs organisms
     names = load_benchmarks(modules)
     selected = list(only) if only else names
     for name in selected:

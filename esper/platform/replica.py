@@ -34,6 +34,7 @@ from typing import Any
 
 import ray
 
+from esper import allocator
 from esper.checkpoint import load_first_sound, previous_path, save_checkpoint
 from esper.conf import from_plain
 from esper.events.paths import part_dir, truncate_partition
@@ -113,6 +114,7 @@ class ReplicaWorker:
     """
 
     def __init__(self, spec: ReplicaSpec) -> None:
+        allocator.from_environment()  # ESPER_KEEP_FREED_MEMORY=1: readings reuse their pages
         if spec.slot and Path(spec.slot).is_file():  # restarted: serve the current member
             spec = ReplicaSpec(**json.loads(Path(spec.slot).read_text(encoding="utf-8")))
         self.spec = spec
