@@ -13,7 +13,12 @@ that time, on the benchmark's own setup:
   the summaries' passes). cProfile inflates every part by a similar factor; the shares are what
   to read.
 
-Usage: ``.venv/bin/python benchmarks/fused_costs.py OUT.json`` (seconds).
+In a fresh process glibc maps the report's large temporaries afresh at every reading (page
+faults); with ``ESPER_KEEP_FREED_MEMORY=1`` (:mod:`esper.allocator`) it keeps them. The JSON
+records which.
+
+Usage: ``[ESPER_KEEP_FREED_MEMORY=1] .venv/bin/python benchmarks/fused_costs.py OUT.json``
+(seconds).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import torch
 
+from esper import allocator
 from esper.bench.harness import alternating_median_times, machine_info
 from esper.bench.perf_sensors import _batch, _lenet
 from esper.files import atomic_write_text, output_problem
@@ -70,6 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     if (problem := output_problem(args.out)) is not None:
         raise SystemExit(f"{args.out}: {problem}")
+    kept = allocator.from_environment()
     x, y = _batch()
     batches = [Batch(x, y, k, 0, 0, "bench", 0.0, 0.0) for k in range(STEPS)]
     fused, fused_scalpel, fused_opt = _organism()
@@ -123,6 +130,7 @@ def main() -> None:
         "what": "fused_sensing_vs_step's setup (LeNet-300-100, density 0.1, batch 128, 4 steps, "
         "one thread): its time split, medians of 40 timed in turn (ms), and its report "
         "profiled (cProfile, ms per report)",
+        "kept_freed_memory": kept,
         "fused_path_ms": 1e3 * t_path,
         "plain_steps_ms": 1e3 * t_plain,
         "ratio": t_path / t_plain,
