@@ -46,7 +46,7 @@ from esper.workloads.stream import Batch
 STEPS = 4
 NAMES = ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
 PARTS = {  # label: (file suffix or "~" for a builtin, function name) as cProfile names them
-    "Fisher products (addmm, mm)": ("~", "<built-in method torch.addmm>"),
+    "Fisher products but the boundary slice (addmm)": ("~", "<built-in method torch.addmm>"),
     "  boundary slice (mm)": ("~", "<built-in method torch.mm>"),
     "joining the window (cat)": ("~", "<built-in method torch.cat>"),
     "reordering rows (index_select)": (
