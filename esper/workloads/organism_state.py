@@ -4,16 +4,41 @@ data (it loads with ``torch.load(weights_only=True)``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import torch
+
+from esper.workloads.anesthesia import Sedation
+from esper.workloads.hosts import Host
+from esper.workloads.mask_age import MaskAge
+from esper.workloads.memory import DataSide
 from esper.workloads.prequential import OnlineWindow
-from esper.workloads.sensors import Reading
-from esper.workloads.stream import Batch
-
-if TYPE_CHECKING:
-    from esper.workloads.organism import Organism
+from esper.workloads.scalpel import Scalpel
+from esper.workloads.sensors import NervousSystem, Reading
+from esper.workloads.stream import Batch, DriftStream
 
 __all__ = ["load_organism_state", "organism_state"]
+
+
+class Organism(Protocol):
+    """What of an :class:`~esper.workloads.organism.Organism` its checkpoint holds (a
+    protocol, so that this module does not import the organism's)."""
+
+    host: Host
+    optimizer: torch.optim.Optimizer
+    scalpel: Scalpel
+    nervous: NervousSystem
+    stream: DriftStream
+    sgd_step: int
+    surgery_step: int
+    sedation: Sedation
+    mask_age: MaskAge
+    generator: torch.Generator
+    data_side: DataSide | None
+    device: torch.device
+    _recent: list[Batch]
+    _window: OnlineWindow
+    _last: Reading | None
 
 
 def organism_state(organism: Organism) -> dict[str, Any]:
