@@ -5,7 +5,8 @@ spike control) to be vectorized over its members. Batching removes per-call over
 arithmetic, so it pays only where a stage's calls are overhead-bound. This script times each
 stage for the 8 members of a cohort at ``cohort_rollout_speedup_8``'s sizes (digits MLP
 64-128-128-10, batch 32, K = 25, density 0.1, one torch thread), one member after another and
-batched over the member axis, on the members' own tensors after a surgery:
+batched over the member axis, on the members' own tensors after a surgery (the activity spectra
+on random activations of the layers' shapes: their cost does not depend on the values):
 
 * ``spike control``: :func:`~esper.workloads.spike.probe_loss` per member vs
   :func:`~esper.workloads.spike.stacked_probe_losses` (built: the cohort runs it, twice a

@@ -5,23 +5,23 @@ per-weight sums, the per-sample products), reads them once and frees them, every
 glibc serves a block above its mmap threshold (128 KiB at start, raised on its own to at most
 32 MiB) with a fresh mapping and gives it back to the kernel when freed, and it trims the top
 of its heap once more than its trim threshold is free there: so each reading of a large host
-faults its buffers' pages in again, one by one. On this project's CPU that was a third of a
-reading of the 784-4096-4096-10 MLP at batch 128 (``sense_vs_step_cpu`` 2.11 training steps,
-1.46 with the memory kept; ``fused_sensing_vs_step`` varied from 1.67 to 1.90 with the state
-of the heap a process had left).
+faults its buffers' pages in again, one by one. On this project's CPU that was over a quarter
+of a reading of the 784-4096-4096-10 MLP at batch 128 (``sense_vs_step_cpu``: 2.00 training
+steps, 1.43 with freed memory kept; ``benchmarks/results/perf-cpu.json`` and
+``perf-cpu-kept-memory.json``).
 
 :func:`keep_freed_memory` raises both thresholds (``mallopt``'s ``M_MMAP_THRESHOLD`` and
 ``M_TRIM_THRESHOLD``), so that freed blocks stay in the process's heap for the next reading:
 the third and fourth readings of a 784-2048-2048-10 MLP then fault 2 pages in instead of
-33,000, and take 0.10 s instead of 0.13 (tested). It is opt-in, because a heap that keeps
-large blocks can fragment: in the benchmarks above peak memory grew by 2.5%, but a loop that
-frees a 64 MiB buffer between small lasting allocations grew from 220 to 730 MiB resident.
-With ``ESPER_KEEP_FREED_MEMORY=1`` in their environment, Esper's processes that run organisms
-(the ``esper`` command, replica actors, the benchmark runner) call it once at start
-(:func:`from_environment`); on a Ray cluster, pass the variable in the job's
-``runtime_env``. Elsewhere than on glibc it does nothing; an allocator preloaded instead
-(jemalloc or tcmalloc, which PyTorch's CPU performance guide recommends) keeps freed memory
-while limiting fragmentation on its own.
+33,000 (tested), and took 0.10 s instead of 0.13 when measured. It is opt-in, because a heap
+that keeps large blocks can fragment: peak memory grew by 2.5% in the benchmarks above, but a
+loop freeing a 64 MiB buffer between small lasting allocations grew from 220 to 730 MiB
+resident. With ``ESPER_KEEP_FREED_MEMORY=1`` in their environment, Esper's processes that run
+organisms (the ``esper`` command, replica actors, the benchmark runner) call it once at start
+(:func:`from_environment`); on a Ray cluster, pass the variable in the job's ``runtime_env``.
+Elsewhere than on glibc it does nothing; an allocator preloaded instead (jemalloc or tcmalloc,
+which PyTorch's CPU performance guide recommends) keeps freed memory while limiting
+fragmentation on its own.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import warnings
 
 __all__ = ["ENV", "from_environment", "keep_freed_memory"]
 
@@ -63,7 +64,7 @@ def keep_freed_memory(threshold: int = _THRESHOLD) -> bool:
 
 def from_environment() -> bool:
     """:func:`keep_freed_memory` where ``ESPER_KEEP_FREED_MEMORY=1``; returns whether it ran
-    and took effect.
+    and took effect (a :class:`RuntimeWarning` says so where it was asked for and did not).
 
     Raises:
         ValueError: the variable is set to anything but ``0`` or ``1``.
@@ -71,4 +72,14 @@ def from_environment() -> bool:
     value = os.environ.get(ENV, "0").strip() or "0"
     if value not in ("0", "1"):
         raise ValueError(f"{ENV}={value!r}: set it to 1 (keep freed memory) or 0 (do not)")
-    return value == "1" and keep_freed_memory()
+    if value == "0":
+        return False
+    if not keep_freed_memory():
+        warnings.warn(
+            f"{ENV}=1, but this C library's malloc did not take the thresholds (not glibc?): "
+            "freed memory is returned as usual",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True

@@ -42,7 +42,14 @@ def _readings(setting: str) -> dict:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, ENV: setting},
+        env={  # glibc's own malloc, as it comes
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k != "LD_PRELOAD" and not k.startswith("MALLOC_")
+            },
+            ENV: setting,
+        },
     )
     return json.loads(out.stdout)
 
@@ -68,6 +75,10 @@ def test_a_malformed_switch_or_threshold_is_refused_by_name(
     assert f"{ENV}='yes'" in capsys.readouterr().err
     monkeypatch.setenv(ENV, "0")
     assert not from_environment()
+    monkeypatch.setenv(ENV, "1")
+    monkeypatch.setattr("esper.allocator.keep_freed_memory", lambda: False)  # not glibc
+    with pytest.warns(RuntimeWarning, match="did not take the thresholds"):
+        assert not from_environment()
     with pytest.raises(ValueError, match="threshold=0"):
         keep_freed_memory(0)
     with pytest.raises(ValueError, match="2\\*\\*31"):

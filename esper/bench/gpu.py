@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 
 from esper.bench.perf import run_perf
+from esper.errors import RunError
 from esper.files import atomic_write_text
 from esper.seeding import generator
 from esper.workloads.hosts import make_host
@@ -77,11 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, required=True, help="profile tables to write")
     args = parser.parse_args(argv)
     console = Console()
-    run_perf(GPU_BENCHMARKS, args.json, console, modules=_MODULES)
+    status = 0
+    try:
+        run_perf(GPU_BENCHMARKS, args.json, console, modules=_MODULES)
+    except RunError as err:  # the others are written; the profile still runs
+        console.print(f"[red]{err}[/red]")
+        status = 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     profile_sense(args.profile, device)
     console.print(f"profile of one reading on {device} written to {args.profile}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

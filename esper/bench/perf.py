@@ -12,6 +12,7 @@ from rich.table import Table
 
 from esper import allocator
 from esper.bench.harness import PERF, BenchResult, SkipBenchmark, write_results
+from esper.errors import RunError
 from esper.registry import UnknownNameError
 
 __all__ = ["BENCHMARK_MODULES", "load_benchmarks", "run_perf"]
@@ -45,8 +46,12 @@ def run_perf(
 
     ``modules`` narrows the imports (a GPU machine without Ray imports the GPU ones only).
 
+    A benchmark that raises is reported and listed under ``skipped`` as ``FAILED: …``; the
+    others still run and are written, then :class:`~esper.errors.RunError` names the failures.
+
     Raises:
         UnknownNameError: a name in ``only`` is not a registered benchmark.
+        esper.errors.RunError: a benchmark failed (after the results are written).
     """
     console = console or Console()
     allocator.from_environment()  # as every process that runs organisms
@@ -58,6 +63,7 @@ def run_perf(
     torch.manual_seed(0)
     results: dict[str, BenchResult] = {}
     skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
     for name in selected:
         console.print(f"[bold]{name}[/bold] …")
         try:
@@ -65,6 +71,11 @@ def run_perf(
         except SkipBenchmark as why:
             skipped[name] = str(why)
             console.print(f"  skipped: {why}")
+            continue
+        except Exception as err:  # the others still run and are written (a lent GPU is rare)
+            failed[name] = f"FAILED: {type(err).__name__}: {err}"
+            console.print(f"  [red]{failed[name]}[/red]")
+            console.print_exception()
             continue
         r = results[name]
         verdict = "[green]met[/green]" if r.met else "[red]missed[/red]"
@@ -90,6 +101,9 @@ def run_perf(
     for name, reason in skipped.items():
         console.print(f"[dim]{name}: skipped, {reason}[/dim]")
     if json_path is not None:
-        write_results(json_path, results, skipped)
+        write_results(json_path, results, {**skipped, **failed})
         console.print(f"results written to {json_path}")
+    if failed:
+        raise RunError(f"{len(failed)} benchmarks failed: " + "; ".join(
+            f"{n}: {why}" for n, why in failed.items()))  # fmt: skip
     return results

@@ -103,7 +103,7 @@ def check_cohort_config(workload: WorkloadConfig, cohort: int) -> None:
 def _signature(organism: Organism) -> tuple[Any, ...]:
     shapes = tuple((n, tuple(p.shape), p.dtype) for n, p in organism.host.named_parameters())
     return (type(organism.host).__name__, shapes, organism.K, organism.kind,
-            organism.device, organism.stream.batch_size)  # fmt: skip
+            organism.device, organism.stream.batch_size, organism.spike_window)  # fmt: skip
 
 
 def _check(organism: Organism, index: int) -> None:
@@ -150,9 +150,9 @@ class Cohort:
     """Organisms of one architecture whose training steps run as one batched computation.
 
     Args:
-        members: The organisms (same host class and shapes, ``K``, task kind, device and batch
-            size; SGD and the ``masked`` mechanism), each with its own stream, seed and replica
-            id. They may be fresh or already reset.
+        members: The organisms (same host class and shapes, ``K``, task kind, device, batch
+            size and spike window; SGD and the ``masked`` mechanism), each with its own
+            stream, seed and replica id. They may be fresh or already reset.
 
     Raises:
         CohortError: the members cannot be trained together (the message names the member
@@ -177,7 +177,8 @@ class Cohort:
         if _signature(member) != _signature(self.members[0]):
             raise CohortError(
                 f"cohort member {index} differs from member 0 in host, shapes, K, task kind, "
-                f"device or batch size: {_signature(member)} vs {_signature(self.members[0])}"
+                f"device, batch size or spike window: {_signature(member)} vs "
+                f"{_signature(self.members[0])}"
             )
 
     @property
@@ -224,6 +225,8 @@ class Cohort:
         if len(actions) != len(self.members):
             raise ValueError(f"{len(actions)} action maps for {len(self.members)} members")
         members = self.members
+        for member, acts in zip(members, actions, strict=True):  # before any member is operated
+            member.validate(acts)
         probes = [m.stream.peek(m.spike_window) for m in members]
         hosts = [m.host for m in members]
         measure = lambda: stacked_probe_losses(  # noqa: E731

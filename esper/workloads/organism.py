@@ -185,26 +185,26 @@ class Organism:
         together), then call :meth:`finish`.
 
         ``control_loss``: the spike control's loss, measured by the caller on the next
-        ``spike_window`` batches (``stream.peek``) right before; the caller then measures the
-        operated host on them too and sets the surgery's ``operated_loss`` (a cohort measures
+        ``spike_window`` batches (``stream.peek``) right before (after the data side's guard,
+        which changes no weight); the caller then measures the operated host on them too and
+        sets the surgery's ``operated_loss``, which is ``None`` until then (a cohort measures
         all its members in one pass). ``None``: both are measured here."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
-        self._validate(actions)
+        self.validate(actions)
         noted: list[SurgicalEvent] = []
         if self.data_side is not None:  # guards the prunes, refreshes the buffer
             actions, noted = self.data_side.operate(
                 self.host, self.scalpel, actions, data, self.events, self._context()
             )
         loss_before = self._window.mean("loss", last=self.spike_window)
-        probe = [] if control_loss is not None else self.stream.peek(self.spike_window)
-        control = (
-            control_loss
-            if control_loss is not None
-            else probe_loss(self.host, probe, self.kind, self.device)
-        )  # the same batches with and without surgery
+        if control_loss is None:  # the same batches with and without surgery
+            probe = self.stream.peek(self.spike_window)
+            control = probe_loss(self.host, probe, self.kind, self.device)
+        else:
+            probe, control = [], control_loss  # the caller measures both
         events, touched, changed = operate(self._patient(), actions, self._context())
-        operated = probe_loss(self.host, probe, self.kind, self.device)  # nan without a probe
+        operated = probe_loss(self.host, probe, self.kind, self.device) if probe else None
         self.nervous.record_masks(self.scalpel.masks())
         self.surgery_step += 1
         self._window = OnlineWindow()
@@ -215,6 +215,11 @@ class Organism:
     ) -> OrganismStep:
         """The second half of :meth:`step`, after its ``K`` training steps: sense, score the
         surgery and fill its events' reward fields."""
+        if surgery.operated_loss is None:
+            raise RuntimeError(
+                "the surgery's operated loss was never measured: a caller that gives begin() "
+                "its control_loss measures the operated host too (as Cohort.begin does)"
+            )
         before, loss_before, touched = surgery.before, surgery.loss_before, surgery.touched
         events = surgery.events + trained
         window = self._window
@@ -258,7 +263,8 @@ class Organism:
         return Patient(self.host, self.scalpel, self.optimizer, self.generator, self.events,
                        self.mask_age, self.sedation)  # fmt: skip
 
-    def _validate(self, actions: Mapping[str, LayerAction]) -> None:
+    def validate(self, actions: Mapping[str, LayerAction]) -> None:
+        """Refuse actions that name unknown layers or are out of range (nothing applied)."""
         if unknown := [n for n in actions if n not in self.scalpel.names]:
             raise KeyError(f"actions for unknown layers {unknown}; layers: {self.scalpel.names}")
         for name, act in actions.items():

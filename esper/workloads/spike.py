@@ -46,18 +46,20 @@ def stacked_probe_losses(
     Args:
         template: A hook-free host of the members' architecture (a cohort's template).
         hosts: The members' hosts (their current parameters are read).
-        probes: Per host its batches; every host has as many, all of one size.
+        probes: Per host its batches; every host has as many, all of one size (inputs and
+            targets).
         kind: The task kind (its loss).
         device: Where the hosts live.
 
     Raises:
-        ValueError: the hosts' probes differ in count or batch size.
+        ValueError: not one probe per host, or batches of different counts or sizes.
     """
-    shapes = {(len(p), *(tuple(b.x.shape) for b in p)) for p in probes}
-    if len(shapes) != 1 or len(hosts) != len(probes):
+    counts = {len(p) for p in probes}
+    sizes = {(tuple(b.x.shape), tuple(b.y.shape)) for p in probes for b in p}
+    if len(hosts) != len(probes) or len(counts) > 1 or len(sizes) > 1:
         raise ValueError(
-            f"{len(probes)} probes for {len(hosts)} hosts need one count and size of batches, "
-            f"got {sorted(shapes)}"
+            f"{len(probes)} probes for {len(hosts)} hosts need one count and one size of "
+            f"batches, got counts {sorted(counts)} and sizes {sorted(sizes)}"
         )
     windows = len(probes[0])
     if windows == 0:

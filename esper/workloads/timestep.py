@@ -32,7 +32,8 @@ class Surgery:
             predictor's credit shares).
         control_loss: Loss of the network before the surgery on the next ``spike_window``
             batches (the no-surgery control of the spike term).
-        operated_loss: Loss of the operated network on the same batches, before any training.
+        operated_loss: Loss of the operated network on the same batches, before any training
+            (``None`` while its caller has still to measure it: a cohort's members).
     """
 
     before: Reading
@@ -41,7 +42,7 @@ class Surgery:
     touched: dict[str, dict[str, float]]
     changed: dict[str, int] = field(default_factory=dict)
     control_loss: float = float("nan")
-    operated_loss: float = float("nan")
+    operated_loss: float | None = float("nan")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from esper.bench.harness import BenchResult, paired_against, pooled, write_results
+from esper.bench.harness import PERF, BenchResult, paired_against, pooled, write_results
+from esper.bench.perf import run_perf
+from esper.errors import RunError
 
 
 def _result(ratio: float) -> BenchResult:
@@ -70,3 +74,19 @@ def test_paired_against_gives_each_condition_its_mean_and_paired_difference() ->
     assert rows["ref"]["diff"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
     assert rows["x"]["mean"] == pytest.approx(0.75)  # over the reference's units only
     assert rows["x"]["diff"]["mean"] == pytest.approx(0.15)
+
+
+def test_a_failing_benchmark_is_named_after_the_others_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> BenchResult:
+        raise ZeroDivisionError("no time measured")
+
+    monkeypatch.setitem(PERF._entries, "zz_broken", broken)
+    monkeypatch.setitem(PERF._entries, "zz_fine", lambda: _result(0.5))
+    path = tmp_path / "perf.json"
+    with pytest.raises(RunError, match="zz_broken: FAILED: ZeroDivisionError: no time measured"):
+        run_perf(["zz_broken", "zz_fine"], path, Console(file=io.StringIO()), modules=())
+    data = json.loads(path.read_text())
+    assert data["results"]["zz_fine"]["ratio"] == 0.5
+    assert data["skipped"]["zz_broken"].startswith("FAILED: ZeroDivisionError")

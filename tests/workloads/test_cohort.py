@@ -140,6 +140,39 @@ def test_the_spike_control_measured_for_all_members_at_once_is_each_members_own(
         cohort.begin(actions[1][:2])
 
 
+def test_a_nan_member_spares_the_others_control_and_a_bad_action_operates_on_none() -> None:
+    alone, together = _organisms(2), _organisms(2)
+    cohort = Cohort(together)
+    alone[0].reset()
+    cohort.reset()
+    with torch.no_grad():
+        for p in together[1].host.parameters():
+            p.fill_(float("nan"))
+    lone, batched = alone[0].begin({}), cohort.begin([{}, {}])
+    assert math.isclose(lone.control_loss, batched[0].control_loss, rel_tol=1e-5)
+    assert math.isnan(batched[1].control_loss) and batched[1].operated_loss is not None
+    masks = [dict(m.scalpel.masks()) for m in together]
+    steps = [m.surgery_step for m in together]
+    name = together[0].scalpel.names[0]
+    prune_all = LayerAction(prune=together[0].scalpel.mask(name).reshape(-1).nonzero().view(-1))
+    with pytest.raises(KeyError, match="unknown layers"):
+        cohort.begin([{name: prune_all}, {"no.such.weight": LayerAction()}])
+    assert [m.surgery_step for m in together] == steps  # member 0 was not operated either
+    for before, member in zip(masks, together, strict=True):
+        for n, mask in before.items():
+            assert torch.equal(mask, member.scalpel.mask(n))
+
+
+def test_a_surgery_whose_caller_measured_the_control_must_measure_the_operated_host() -> None:
+    organism = _organisms(1)[0]
+    organism.reset()
+    surgery = organism.begin({}, control_loss=1.0)
+    assert surgery.control_loss == 1.0 and surgery.operated_loss is None
+    events, diverged = organism.train_steps()
+    with pytest.raises(RuntimeError, match="operated loss was never measured"):
+        organism.finish(surgery, events, diverged)
+
+
 def test_a_diverging_member_stops_where_it_would_alone_and_the_others_go_on() -> None:
     alone, together = _organisms(2), _organisms(2)
     for o in alone:
@@ -190,6 +223,7 @@ def test_a_replaced_member_leaves_the_others_untouched() -> None:
         (["workload.weight_decay=1e-3"], "member 1: SGD weight_decay"),
         (["workload.host.params.hidden=[32,8]"], "member 1 differs from member 0"),
         (["policy.surgery_interval=5"], "member 1 differs from member 0"),
+        (["workload.organism.spike_window=2"], "member 1 differs .* spike window"),
         (["workload.organism.sensors.fused=true"], "member 1: fused sensing"),
         (  # an agent's batches come from acting with the host being trained
             ["workload=cartpole_drifting", "workload.optimizer=sgd"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -54,8 +55,11 @@ def test_stacked_probe_losses_refuse_probes_of_other_counts_or_sizes() -> None:
     losses = stacked_probe_losses(template, hosts, probes, kind, device)
     for o, p, loss in zip(organisms, probes, losses, strict=True):
         assert math.isclose(loss, probe_loss(o.host, p, kind, device), rel_tol=1e-5)
-    with pytest.raises(ValueError, match="one count and size of batches"):
+    with pytest.raises(ValueError, match="one count and one size of batches"):
         stacked_probe_losses(template, hosts, [probes[0], probes[1][:1]], kind, device)
+    short = [probes[1][0], replace(probes[1][1], x=probes[1][1].x[:3], y=probes[1][1].y[:3])]
+    with pytest.raises(ValueError, match="one count and one size of batches"):
+        stacked_probe_losses(template, hosts, [probes[0], short], kind, device)
     with pytest.raises(ValueError, match="2 probes for 1 hosts"):
         stacked_probe_losses(template, hosts[:1], probes, kind, device)
     assert all(math.isnan(v) for v in stacked_probe_losses(template, hosts, [[], []], kind, device))

@@ -232,14 +232,22 @@ class TrainingTraffic:
 
     def _gathers(self, name: str) -> bool:
         """Whether a layer's window can be gathered by :meth:`_boundary_sums`: a Linear layer
-        called once per step on a matrix, with its output gradient, in steps of equal size."""
+        called once per step on a matrix of that step's samples (one row each, as many as its
+        outputs), with its output gradient, in steps of equal size. Anything else takes the
+        joined path, which refuses a layer that reshapes the batch."""
         steps = self._steps
         if not isinstance(self.modules[name], nn.Linear):
             return False
         if any(len(s.calls[name]) != 1 or s.grads[name][0] is None for s in steps):
             return False
-        rows = {s.calls[name][0].input.shape[0] for s in steps}
-        return len(rows) == 1 and all(s.calls[name][0].input.dim() == 2 for s in steps)
+        rows = set()
+        for s in steps:
+            a = s.calls[name][0].input
+            assert s.logits is not None
+            if a.dim() != 2 or a.shape[0] != s.logits.shape[0]:
+                return False
+            rows.add(a.shape[0])
+        return len(rows) == 1
 
     def _boundary_sums(
         self,

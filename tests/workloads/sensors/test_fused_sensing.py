@@ -48,7 +48,7 @@ def test_the_organism_reads_its_training_steps_as_the_full_pass_reads_their_batc
 @pytest.mark.parametrize("cleared", [False, True])
 @pytest.mark.parametrize("dense_grads", [False, True])
 def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
-    dense_grads: bool, cleared: bool
+    dense_grads: bool, cleared: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With ``dense_grads`` the mean gradient is the running sum of the weight gradients
     (where the window began with a ``clear``, as the organism's does), not a product over the
@@ -73,6 +73,13 @@ def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
     summed = traffic._mean_grad(names[0], 24) is not None
     assert summed == (dense_grads and cleared)
     masks = {n: torch.rand_like(p) < 0.5 for n, p in model.named_parameters() if n in names}
+    joined = traffic._joined
+
+    def only_the_conv(name: str) -> object:  # the Linear layer's window is gathered instead
+        assert not (summed and name == names[1]), "the Linear layer's window was joined"
+        return joined(name)
+
+    monkeypatch.setattr(traffic, "_joined", only_the_conv)
     ours = traffic.report(masks, boundary_quantile=0.25)
     x, y = xs[2:].flatten(0, 1), ys[2:].flatten()
     ref = gradient_statistics(
@@ -87,11 +94,45 @@ def test_a_conv_and_linear_host_over_several_steps_matches_the_full_pass(
         for key in ("fisher_trace", "gsnr_mean", "coherence"):
             assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4), key
         assert torch.allclose(ours.outputs[name], ref.outputs[name])
-    again = traffic.report(masks, boundary_quantile=0.25)  # its reused buffers, refilled
+    before = {n: ours.layers[n].fisher.clone() for n in names}
+    traffic.clear()  # a new window on other batches: the reused buffers refilled
+    new_x, new_y = torch.randn(3, 8, 1, 6, 6), torch.randint(0, 4, (3, 8))
+    for x_k, y_k in zip(new_x, new_y, strict=True):
+        with traffic.record(y_k, dense_grads=dense_grads):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x_k), y_k).backward()
+            optimizer.step()
+    again = traffic.report(masks, boundary_quantile=0.25)
+    ref = gradient_statistics(model, new_x.flatten(0, 1), new_y.flatten(), params=names,
+                              masks=masks, boundary_quantile=0.25)  # fmt: skip
+    assert not torch.equal(again.boundary, ours.boundary)
     for name in names:
-        assert torch.equal(again.layers[name].fisher, ours.layers[name].fisher)
-        assert again.layers[name].fisher.data_ptr() != ours.layers[name].fisher.data_ptr()
-        assert torch.equal(again.layers[name].contact_fisher, ours.layers[name].contact_fisher)
+        a, b = again.layers[name], ref.layers[name]
+        for key in ("fisher", "contact_fisher"):
+            assert torch.allclose(getattr(a, key), getattr(b, key), rtol=1e-4, atol=1e-8), key
+        assert torch.equal(ours.layers[name].fisher, before[name])  # the first report intact
+
+
+def test_a_layer_that_reshapes_the_batch_is_refused_as_by_the_full_pass() -> None:
+    """A Linear layer fed more rows than the step has samples cannot be gathered by sample:
+    the report refuses it by name of the method that can, as the joined path always did."""
+
+    class Pairs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(3, 2)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.inner(x.reshape(-1, 3)).reshape(x.shape[0], 4))
+
+    model = Pairs()
+    traffic = TrainingTraffic(model, ["inner.weight", "head.weight"], steps=1)
+    x, y = torch.randn(8, 6), torch.randint(0, 2, (8,))
+    with traffic.record(y, dense_grads=True):
+        nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.raises(ValueError, match="method='func'"):
+        traffic.report(boundary_quantile=0.25)
 
 
 def test_the_summed_gradient_weighs_batches_by_size_and_skips_what_it_cannot_hold() -> None:
