@@ -19,19 +19,15 @@ It checks that both give the same per-layer traces, and records both times. Usag
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import subprocess
 import time
 from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from esper.bench.harness import machine_info
+from esper.bench.harness import script_output, write_report
 from esper.conf import compose
-from esper.files import atomic_write_text, output_problem
 from esper.threads import one_thread
 from esper.workloads.cohort import Cohort
 from esper.workloads.factory import build_organism
@@ -50,11 +46,7 @@ def _probe(host: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("out", help="where the JSON goes")
-    args = parser.parse_args()
-    if (problem := output_problem(args.out)) is not None:
-        raise SystemExit(f"{args.out}: {problem}")
+    out, machine = script_output(__doc__.split("\n", 1)[0])
     with one_thread():
         cohort = Cohort([build_organism(compose(OVERRIDES), r) for r in range(MEMBERS)])
         cohort.reset()
@@ -109,9 +101,7 @@ def main() -> None:
                 if repeat >= 2:
                     times[label].append(time.perf_counter() - start)
     medians = {k: statistics.median(v) for k, v in times.items()}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     report: dict[str, Any] = {
-        "machine": {**machine_info(), "commit": commit.strip()},
         "what": "8 cohort members' Hutchinson probes one by one vs one stacked "
         "forward-over-reverse pass (digits MLP 64-128-128-10, 128 samples each, one thread)",
         "max_trace_difference": gap,
@@ -120,8 +110,7 @@ def main() -> None:
         "speedup": medians["one_by_one"] / medians["together"],
         "per_member_ms": 1e3 * medians["together"] / MEMBERS,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1))
+    write_report(out, machine, report)
     if gap > 1e-3:
         raise SystemExit(f"the stacked traces differ from the per-member ones by {gap}")
 

@@ -33,9 +33,8 @@ Usage: ``.venv/bin/python benchmarks/cohort_stages.py OUT.json`` (about 20 secon
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from esper.bench.harness import alternating_median_times, machine_info
+from esper.bench.harness import alternating_median_times, script_output, write_report
 from esper.bench.perf_throughput import _ROLLOUT_OVERRIDES, _emrakul, cohort_rollout_speedup_8
 from esper.conf import compose
-from esper.files import atomic_write_text, output_problem
 from esper.policies.emrakul import actions as emrakul_actions
 from esper.policies.emrakul.actions import rank_normalise
 from esper.threads import one_thread
@@ -77,6 +75,10 @@ def stacked_ranks(scores: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(ranks / np.float32(max(n - 1, 1)))
 
 
+def _rank_each(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [rank_normalise(s) for s in scores]
+
+
 def ranks_per_decision(cohort: Cohort, steps: list[Any], policies: list[Any]) -> float:
     """How many layer rankings an Emrakul decision makes, counted on real decisions."""
     calls = 0
@@ -87,7 +89,7 @@ def ranks_per_decision(cohort: Cohort, steps: list[Any], policies: list[Any]) ->
         calls += 1
         return original(x)
 
-    emrakul_actions.rank_normalise = counted  # type: ignore[assignment]
+    emrakul_actions.rank_normalise = counted
     try:
         for member, step, policy in zip(cohort.members, steps, policies, strict=True):
             policy.decide(member, step, explore=True)
@@ -126,11 +128,7 @@ def stage(each: Callable[[], object], together: Callable[[], object], calls: flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("out", help="where the JSON goes")
-    args = parser.parse_args()
-    if (problem := output_problem(args.out)) is not None:
-        raise SystemExit(f"{args.out}: {problem}")
+    out, machine = script_output(__doc__.split("\n", 1)[0])
     cfg = compose(list(_ROLLOUT_OVERRIDES))
     stages: dict[str, dict] = {}
     with one_thread():
@@ -184,8 +182,8 @@ def main() -> None:
             if not same:
                 raise SystemExit(f"{name}: the stacked ranks differ from rank_normalise's")
             stages[f"rankings {name} ({stacked.shape[1]} weights)"] = stage(
-                lambda scores=scores: [rank_normalise(s) for s in scores],
-                lambda stacked=stacked: stacked_ranks(stacked),
+                functools.partial(_rank_each, scores),
+                functools.partial(stacked_ranks, stacked),
                 calls=per_decision / len(names),
             )
 
@@ -233,9 +231,7 @@ def main() -> None:
     saving_h = (hutchinson["one_by_one_ms"] - hutchinson["together_ms"]) / MEMBERS
     per_round = MEMBERS * EPISODE
     cohort_s = rollout.ours_s - 1e-3 * (saving + saving_h) * per_round
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     report: dict[str, Any] = {
-        "machine": {**machine_info(), "commit": commit.strip()},
         "what": "8 cohort members' per-surgery stages one by one vs batched over the member "
         "axis (ms for all 8), at cohort_rollout_speedup_8's sizes, one thread; and that "
         "benchmark's ratio projected with every stage that pays batched at its measured speed",
@@ -251,8 +247,7 @@ def main() -> None:
         "unbuilt_saving_ms_per_member_surgery": saving + saving_h,
         "projected_ratio_batched_where_it_pays": rollout.anchor_s / cohort_s,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1))
+    write_report(out, machine, report)
 
 
 if __name__ == "__main__":

@@ -23,19 +23,15 @@ Usage: ``[ESPER_KEEP_FREED_MEMORY=1] .venv/bin/python benchmarks/fused_costs.py 
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
 import pstats
-import subprocess
 from typing import Any
 
 import torch
 
 from esper import allocator
-from esper.bench.harness import alternating_median_times, machine_info
+from esper.bench.harness import alternating_median_times, script_output, write_report
 from esper.bench.perf_sensors import _batch, _lenet
-from esper.files import atomic_write_text, output_problem
 from esper.threads import one_thread
 from esper.workloads.prequential import train_step
 from esper.workloads.scalpel import Scalpel
@@ -71,11 +67,7 @@ def _organism() -> tuple[torch.nn.Module, Scalpel, torch.optim.Optimizer]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("out", help="where the JSON goes")
-    args = parser.parse_args()
-    if (problem := output_problem(args.out)) is not None:
-        raise SystemExit(f"{args.out}: {problem}")
+    out, machine = script_output(__doc__.split("\n", 1)[0])
     kept = allocator.from_environment()
     x, y = _batch()
     batches = [Batch(x, y, k, 0, 0, "bench", 0.0, 0.0) for k in range(STEPS)]
@@ -124,9 +116,7 @@ def main() -> None:
             if name == function and (suffix == "~" or path.endswith(suffix))
         )
         parts[label] = 1e3 * total / 200
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     result: dict[str, Any] = {
-        "machine": {**machine_info(), "commit": commit.strip()},
         "what": "fused_sensing_vs_step's setup (LeNet-300-100, density 0.1, batch 128, 4 steps, "
         "one thread): its time split, medians of 40 timed in turn (ms), and its report "
         "profiled (cProfile, ms per report)",
@@ -139,8 +129,7 @@ def main() -> None:
         "report_ms": 1e3 * (t_path - t_recorded),
         "report_profile_ms": parts,
     }
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    write_report(out, machine, result)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,14 @@ Usage: ``.venv/bin/python benchmarks/member_costs.py OUT.json`` (about a minute)
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
 import pstats
 import statistics
-import subprocess
 import time
 from typing import Any
 
-from esper.bench.harness import machine_info
+from esper.bench.harness import script_output, write_report
 from esper.conf import compose
-from esper.files import atomic_write_text, output_problem
 from esper.policies.base import make_policy
 from esper.threads import one_thread
 from esper.workloads.factory import build_organism
@@ -89,24 +85,17 @@ def profiled_ms(surgeries: int = 40) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("out", help="where the JSON goes")
-    args = parser.parse_args()
-    if (problem := output_problem(args.out)) is not None:
-        raise SystemExit(f"{args.out}: {problem}")
+    out, machine = script_output(__doc__.split("\n", 1)[0])
     with one_thread():
         readings = {"full_ms": reading_ms(False), "fused_ms": reading_ms(True)}
         parts = profiled_ms()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     report = {
-        "machine": {**machine_info(), "commit": commit.strip()},
         "what": "one organism at cohort_rollout_speedup_8's sizes: a reading full vs fused, "
         "and an untrained Emrakul's surgery profiled (cProfile, ms per surgery)",
         "reading": readings,
         "profile_ms_per_surgery": parts,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1))
+    write_report(out, machine, report)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ against a goal. Results are written as JSON with the machine they ran on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing as mp
 import os
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from esper.files import atomic_write_text
+from esper.files import atomic_write_text, output_problem
 from esper.registry import Registry
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "paired_against",
     "paired_median_times",
     "pooled",
+    "script_output",
+    "write_report",
     "write_results",
 ]
 
@@ -281,3 +284,23 @@ def paired_against(
         print(f"{label:34s} {rows[label]['mean']:.4f}  Δ {reference} {diff.mean:+.4f} "
               f"[{diff.low:+.4f}, {diff.high:+.4f}]")  # fmt: skip
     return rows
+
+
+def script_output(description: str) -> tuple[Path, dict[str, Any]]:
+    """A benchmark script's one argument, the JSON path it writes, refused before any work when
+    it cannot be written (exit with the reason); and the machine measured on, taken now, before
+    the output exists (so its commit state is the code's)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out", help="where the JSON goes")
+    out = parser.parse_args().out
+    if (problem := output_problem(out)) is not None:
+        raise SystemExit(f"{out}: {problem}")
+    return Path(out), machine_info()
+
+
+def write_report(path: Path, machine: Mapping[str, Any], report: Mapping[str, Any]) -> None:
+    """Write ``report`` with the ``machine`` it was measured on to ``path`` atomically, and
+    print it without the machine."""
+    atomic_write_text(path, json.dumps({"machine": dict(machine), **report}, indent=2) + "\n")
+    print(json.dumps(dict(report), indent=1))
+
