@@ -303,4 +303,3 @@ def write_report(path: Path, machine: Mapping[str, Any], report: Mapping[str, An
     print it without the machine."""
     atomic_write_text(path, json.dumps({"machine": dict(machine), **report}, indent=2) + "\n")
     print(json.dumps(dict(report), indent=1))
-
