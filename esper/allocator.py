@@ -13,8 +13,8 @@ steps, 1.43 with freed memory kept; ``benchmarks/results/perf-cpu.json`` and
 :func:`keep_freed_memory` raises both thresholds (``mallopt``'s ``M_MMAP_THRESHOLD`` and
 ``M_TRIM_THRESHOLD``), so that freed blocks stay in the process's heap for the next reading:
 the third reading of a 784-1536-1536-10 MLP then faults a handful of pages in instead of about
-20,000 (tested; with 2048-wide layers it took 0.10 s instead of 0.13 when measured). It is opt-
-in, because a heap that keeps large blocks can fragment: peak memory grew by 2.5% in the
+20,000 (tested; with 2048-wide layers it took 0.10 s instead of 0.13 when measured). It is
+opt-in, because a heap that keeps large blocks can fragment: peak memory grew by 2.5% in the
 benchmarks above, but a loop freeing a 64 MiB buffer between small lasting allocations grew
 from 220 to 730 MiB resident. With ``ESPER_KEEP_FREED_MEMORY=1`` in their environment, Esper's
 processes that run organisms (the ``esper`` command, replica actors, the benchmark runner) call
