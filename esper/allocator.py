@@ -11,14 +11,15 @@ steps, 1.43 with freed memory kept; ``benchmarks/results/perf-cpu.json`` and
 ``perf-cpu-kept-memory.json``).
 
 :func:`keep_freed_memory` raises both thresholds (``mallopt``'s ``M_MMAP_THRESHOLD`` and
-``M_TRIM_THRESHOLD``), so that freed blocks stay in the process's heap for the next reading:
-the third reading of a 784-1536-1536-10 MLP then faults a handful of pages in instead of about
-20,000 (tested; with 2048-wide layers it took 0.10 s instead of 0.13 when measured). It is
-opt-in, because a heap that keeps large blocks can fragment: peak memory grew by 2.5% in the
-benchmarks above, but a loop freeing a 64 MiB buffer between small lasting allocations grew
-from 220 to 730 MiB resident. With ``ESPER_KEEP_FREED_MEMORY=1`` in their environment, Esper's
-processes that run organisms (the ``esper`` command, replica actors, the benchmark runner) call
-it once at start (:func:`from_environment`); on a Ray cluster, pass the variable in the job's
+``M_TRIM_THRESHOLD``), so that freed blocks stay in the process's heap for the next reading.
+Measured by ``benchmarks/kept_memory.py`` (``benchmarks/results/kept-memory.json``): the third
+and fourth readings of a 784-2048-2048-10 MLP fault 3 and 1 pages in instead of 33,000 and
+18,000 (a smaller host's case is tested) and take 0.10 s instead of 0.13, at a peak of 551 MiB
+instead of 543. It is opt-in, because a heap that keeps large blocks can fragment: a loop
+freeing a 64 MiB buffer while it keeps a small tensor per round ends at 1,500 MiB resident
+instead of 220. With ``ESPER_KEEP_FREED_MEMORY=1`` in their environment, Esper's processes that
+run organisms (the ``esper`` command, replica actors, the benchmark runner) call it once at
+start (:func:`from_environment`); on a Ray cluster, pass the variable in the job's
 ``runtime_env``. Elsewhere than on glibc it does nothing; an allocator preloaded instead
 (jemalloc or tcmalloc, which PyTorch's CPU performance guide recommends) keeps freed memory
 while limiting fragmentation on its own.

@@ -228,14 +228,15 @@ class Cohort:
         for member, acts in zip(members, actions, strict=True):  # before any member is operated
             member.validate(acts)
         probes = [m.stream.peek(m.spike_window) for m in members]
-        hosts = [m.host for m in members]
-        measure = lambda: stacked_probe_losses(  # noqa: E731
-            self._template, hosts, probes, members[0].kind, members[0].device
-        )
-        controls = measure()
+
+        def losses() -> list[float]:  # every member's, on its own probe
+            hosts = [m.host for m in members]
+            kind, device = members[0].kind, members[0].device
+            return stacked_probe_losses(self._template, hosts, probes, kind, device)
+
         surgeries = [m.begin(a, control_loss=c) for m, a, c in
-                     zip(members, actions, controls, strict=True)]  # fmt: skip
-        return [replace(s, operated_loss=o) for s, o in zip(surgeries, measure(), strict=True)]
+                     zip(members, actions, losses(), strict=True)]  # fmt: skip
+        return [replace(s, operated_loss=o) for s, o in zip(surgeries, losses(), strict=True)]
 
     # -- the batched training steps ----------------------------------------------------------
 

@@ -267,8 +267,8 @@ class TrainingTraffic:
         steps = self._steps
         rows = steps[0].calls[name][0].input.shape[0]
         a2 = self._gathered(name, "input", [s.calls[name][0].input for s in steps], positions)
-        grads = [s.grads[name][0] for s in steps]
-        d2 = self._gathered(name, "grad", [g for g in grads if g is not None], positions)
+        grads = [g for s in steps if (g := s.grads[name][0]) is not None]  # all, by _gathers
+        d2 = self._gathered(name, "grad", grads, positions)
         split_square_sums(a2, d2, boundary, out, scales, factor=rows * rows)
 
     def _gathered(self, name: str, what: str, pieces: list[Tensor], positions: Tensor) -> Tensor:
@@ -278,11 +278,10 @@ class TrainingTraffic:
         first = pieces[0]
         shape = (positions.numel(), first.shape[1])
         buffer = self._buffers.get((name, what))
-        if (
-            buffer is None
-            or buffer.shape != shape
-            or buffer.dtype != first.dtype
-            or (buffer.device != first.device)
+        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != (
+            shape,
+            first.dtype,
+            first.device,
         ):
             buffer = self._buffers[name, what] = first.new_empty(shape)
         start = 0
